@@ -1,0 +1,274 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import PunicaCompute
+
+/// Float32 host memory. Owned: allocated zeroed, freed with the tensor.
+final class CPUStorage: TensorStorage {
+    let pointer: UnsafeMutablePointer<Float>
+    let count: Int
+
+    init(count: Int) {
+        self.count = count
+        pointer = .allocate(capacity: max(count, 1))
+        pointer.initialize(repeating: 0, count: max(count, 1))
+    }
+
+    deinit { pointer.deallocate() }
+}
+
+extension Tensor {
+    /// The float32 elements of a tensor made by `CPUBackend`.
+    var floats: UnsafeMutablePointer<Float> {
+        guard let storage = storage as? CPUStorage else {
+            preconditionFailure("tensor \(shape) was not made by the CPU backend")
+        }
+        return storage.pointer
+    }
+}
+
+/// The CPU step plan: the batch plus the per-row facts every layer needs.
+final class CPUPlan: StepPlan {
+    let batch: StepBatch
+    /// [T]: position of each row.
+    let positions: [Int32]
+    /// [T]: index into `batch.sequences` of each row's sequence.
+    let sequenceOfRow: [Int]
+
+    init(_ batch: StepBatch) {
+        self.batch = batch
+        positions = batch.positions
+        var sequenceOfRow = [Int](repeating: 0, count: batch.rowCount)
+        for (index, sequence) in batch.sequences.enumerated() {
+            for row in sequence.rows { sequenceOfRow[row] = index }
+        }
+        self.sequenceOfRow = sequenceOfRow
+    }
+}
+
+extension StepPlan {
+    var cpu: CPUPlan {
+        guard let plan = self as? CPUPlan else { preconditionFailure("step plan was not made by the CPU backend") }
+        return plan
+    }
+}
+
+/// The reference backend: float32 everywhere, plain loops that state each op's meaning, GEMMs through `GEMM`
+/// (OpenBLAS when present). Rows are independent in every op but the GEMMs, so ops split rows across cores.
+public final class CPUBackend: Backend {
+    public init() {}
+
+    public var name: String { "cpu (\(BLAS.library?.name ?? "Swift GEMM"), \(Parallel.threadCount) threads)" }
+
+    // MARK: Memory
+
+    public func zeros(_ shape: [Int]) -> Tensor {
+        Tensor(shape: shape, dtype: .float32, storage: CPUStorage(count: shape.reduce(1, *)))
+    }
+
+    public func weight(from source: UnsafeRawPointer, dtype: DType, shape: [Int]) -> Tensor {
+        let tensor = zeros(shape)
+        HalfConversion.toFloat32(source, dtype: dtype, count: tensor.elementCount, into: tensor.floats)
+        return tensor
+    }
+
+    public func concatenateRows(_ parts: [Tensor]) -> Tensor {
+        let width = parts[0].rowWidth
+        precondition(parts.allSatisfy { $0.rowWidth == width }, "concatenated tensors must share their row width")
+        let result = zeros([parts.reduce(0) { $0 + $1.rows }] + parts[0].shape.dropFirst())
+        var offset = 0
+        for part in parts {
+            (result.floats + offset).update(from: part.floats, count: part.elementCount)
+            offset += part.elementCount
+        }
+        return result
+    }
+
+    public func toHost(_ tensor: Tensor) -> [Float] {
+        Array(UnsafeBufferPointer(start: tensor.floats, count: tensor.elementCount))
+    }
+
+    public func plan(_ batch: StepBatch) -> StepPlan { CPUPlan(batch) }
+
+    // MARK: Ops
+
+    public func embedding(table: Tensor, plan: StepPlan, out: Tensor) {
+        let width = table.rowWidth
+        for (row, token) in plan.batch.tokens.enumerated() {
+            (out.floats + row * width).update(from: table.floats + Int(token) * width, count: width)
+        }
+    }
+
+    public func rmsNorm(x: Tensor, weight: Tensor, epsilon: Float, out: Tensor) {
+        let width = x.rowWidth
+        let (input, gain, output) = (x.floats, weight.floats, out.floats)
+        forEachRow(x.rows) { row in
+            Self.normalize(input + row * width, gain: gain, width: width, epsilon: epsilon, into: output + row * width)
+        }
+    }
+
+    public func addRMSNorm(residual: Tensor, x: Tensor, weight: Tensor, epsilon: Float, out: Tensor) {
+        let width = x.rowWidth
+        let (sum, addend, gain, output) = (residual.floats, x.floats, weight.floats, out.floats)
+        forEachRow(x.rows) { row in
+            let r = sum + row * width
+            for i in 0..<width { r[i] += addend[row * width + i] }
+            Self.normalize(r, gain: gain, width: width, epsilon: epsilon, into: output + row * width)
+        }
+    }
+
+    private static func normalize(_ x: UnsafeMutablePointer<Float>, gain: UnsafeMutablePointer<Float>, width: Int,
+                                  epsilon: Float, into out: UnsafeMutablePointer<Float>) {
+        let meanSquare = dot(x, x, width) / Float(width)
+        let inverse = 1 / (meanSquare + epsilon).squareRoot()
+        for i in 0..<width { out[i] = x[i] * inverse * gain[i] }
+    }
+
+    public func matmul(x: Tensor, weight: Tensor, out: Tensor) {
+        let (rows, k, n) = (x.rows, x.rowWidth, weight.rows)
+        precondition(weight.rowWidth == k && out.rowWidth == n, "matmul shapes: x \(x.shape), W \(weight.shape), out \(out.shape)")
+        GEMM.sgemm(transA: false, transB: true, m: rows, n: n, k: k, alpha: 1, a: x.floats, lda: k,
+                   b: weight.floats, ldb: k, beta: 0, c: out.floats, ldc: n)
+    }
+
+    public func rope(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, plan: StepPlan) {
+        let positions = plan.cpu.positions
+        let (width, half, data, frequencies) = (qkv.rowWidth, shape.headDim / 2, qkv.floats, inverseFrequencies.floats)
+        // q heads then k heads sit side by side at the start of each fused row.
+        let rotatedHeads = shape.queryHeads + shape.kvHeads
+        forEachRow(qkv.rows) { row in
+            let position = Float(positions[row])
+            for i in 0..<half {
+                let angle = position * frequencies[i]
+                let (cosine, sine) = (cos(angle), sin(angle))
+                for head in 0..<rotatedHeads {
+                    let x = data + row * width + head * shape.headDim
+                    let (first, second) = (x[i], x[i + half])
+                    x[i] = first * cosine - second * sine
+                    x[i + half] = second * cosine + first * sine
+                }
+            }
+        }
+    }
+
+    public func appendKV(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan) {
+        let cpu = plan.cpu
+        let (width, kvWidth) = (qkv.rowWidth, shape.kvWidth)
+        for row in 0..<qkv.rows {
+            let sequence = cpu.batch.sequences[cpu.sequenceOfRow[row]]
+            let slot = layout.slot(ofPosition: Int(cpu.positions[row]), blockTable: sequence.blockTable)
+            let source = qkv.floats + row * width + shape.queryWidth
+            (cache.keys.floats + slot * kvWidth).update(from: source, count: kvWidth)
+            (cache.values.floats + slot * kvWidth).update(from: source + kvWidth, count: kvWidth)
+        }
+    }
+
+    public func attention(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan,
+                          out: Tensor) {
+        let cpu = plan.cpu
+        let (width, d, kvWidth) = (qkv.rowWidth, shape.headDim, shape.kvWidth)
+        let scale = 1 / Float(d).squareRoot()
+        let (keys, values, queries, output) = (cache.keys.floats, cache.values.floats, qkv.floats, out.floats)
+        // One task per (row, query head); each walks its sequence's pages once for scores and once for values.
+        Parallel.forEach(qkv.rows * shape.queryHeads) { task in
+            let (row, head) = task.quotientAndRemainder(dividingBy: shape.queryHeads)
+            let sequence = cpu.batch.sequences[cpu.sequenceOfRow[row]]
+            let position = Int(cpu.positions[row])
+            let first = shape.slidingWindow.map { max(0, position - $0 + 1) } ?? 0
+            let kvOffset = (head / shape.groupSize) * d
+            let q = queries + row * width + head * d
+            var scores = [Float](repeating: 0, count: position - first + 1)
+            var maxScore = -Float.infinity
+            for p in first...position {
+                let slot = layout.slot(ofPosition: p, blockTable: sequence.blockTable)
+                let score = dot(q, keys + slot * kvWidth + kvOffset, d) * scale
+                scores[p - first] = score
+                maxScore = max(maxScore, score)
+            }
+            var total: Float = 0
+            for i in scores.indices {
+                scores[i] = exp(scores[i] - maxScore)
+                total += scores[i]
+            }
+            let o = output + row * shape.queryWidth + head * d
+            o.update(repeating: 0, count: d)
+            for p in first...position {
+                let slot = layout.slot(ofPosition: p, blockTable: sequence.blockTable)
+                let weight = scores[p - first] / total
+                let v = values + slot * kvWidth + kvOffset
+                for i in 0..<d { o[i] += weight * v[i] }
+            }
+        }
+    }
+
+    public func siluMul(gateUp: Tensor, out: Tensor) {
+        let half = out.rowWidth
+        let (input, output) = (gateUp.floats, out.floats)
+        forEachRow(out.rows) { row in
+            let gate = input + row * 2 * half
+            let up = gate + half
+            let o = output + row * half
+            for i in 0..<half { o[i] = gate[i] / (1 + exp(-gate[i])) * up[i] }
+        }
+    }
+
+    public func loraShrink(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor) {
+        let (inWidth, vWidth) = (x.rowWidth, v.rowWidth)
+        for segment in plan.batch.loraSegments {
+            guard let lora = projection[segment.slot] else { continue }
+            GEMM.sgemm(transA: false, transB: true, m: segment.rows.count, n: lora.rank, k: inWidth, alpha: 1,
+                       a: x.floats + segment.rows.lowerBound * inWidth, lda: inWidth, b: lora.a.floats, ldb: inWidth,
+                       beta: 0, c: v.floats + segment.rows.lowerBound * vWidth, ldc: vWidth)
+        }
+    }
+
+    public func loraExpand(v: Tensor, projection: LoRAProjection, plan: StepPlan, y: Tensor) {
+        let (vWidth, yWidth) = (v.rowWidth, y.rowWidth)
+        for segment in plan.batch.loraSegments {
+            guard let lora = projection[segment.slot] else { continue }
+            let first = segment.rows.lowerBound
+            for piece in lora.pieces {
+                GEMM.sgemm(transA: false, transB: true, m: segment.rows.count, n: piece.outputWidth, k: piece.rank,
+                           alpha: 1, a: v.floats + first * vWidth + piece.rankOffset, lda: vWidth,
+                           b: piece.b.floats, ldb: piece.rank,
+                           beta: 1, c: y.floats + first * yWidth + piece.outputOffset, ldc: yWidth)
+            }
+        }
+    }
+
+    public func gatherLogitRows(x: Tensor, plan: StepPlan, out: Tensor) {
+        let width = x.rowWidth
+        for (i, row) in plan.batch.logitRows.enumerated() {
+            (out.floats + i * width).update(from: x.floats + row * width, count: width)
+        }
+    }
+
+    /// Runs `body` for every row, split across cores when there is enough work to pay for it.
+    private func forEachRow(_ rows: Int, _ body: (Int) -> Void) {
+        if rows < 4 {
+            for row in 0..<rows { body(row) }
+        } else {
+            Parallel.forEach(rows, body)
+        }
+    }
+}
+
+/// Σ a[i]·b[i] with eight independent accumulators (float sums do not auto-vectorize).
+@inline(__always)
+func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int) -> Float {
+    var lanes = SIMD8<Float>()
+    var i = 0
+    while i + 8 <= count {
+        lanes += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self)
+            * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
+        i += 8
+    }
+    var sum = lanes.sum()
+    while i < count {
+        sum += a[i] * b[i]
+        i += 1
+    }
+    return sum
+}

@@ -1,0 +1,98 @@
+/// A step's `StepBatch` as one backend's ops read it: built and uploaded once per step, reused by every layer.
+public protocol StepPlan: AnyObject {
+    var batch: StepBatch { get }
+}
+
+/// Head layout of a grouped-query attention layer.
+public struct AttentionShape: Sendable, Equatable {
+    public let queryHeads: Int
+    public let kvHeads: Int
+    public let headDim: Int
+    /// Keys further back than this many positions are masked (Mistral); nil attends to the whole context.
+    public let slidingWindow: Int?
+
+    public init(queryHeads: Int, kvHeads: Int, headDim: Int, slidingWindow: Int? = nil) {
+        precondition(queryHeads % kvHeads == 0, "query heads must be a multiple of KV heads")
+        self.queryHeads = queryHeads
+        self.kvHeads = kvHeads
+        self.headDim = headDim
+        self.slidingWindow = slidingWindow
+    }
+
+    public var queryWidth: Int { queryHeads * headDim }
+    public var kvWidth: Int { kvHeads * headDim }
+    /// Width of a fused q|k|v row.
+    public var qkvWidth: Int { queryWidth + 2 * kvWidth }
+    public var groupSize: Int { queryHeads / kvHeads }
+}
+
+/// One layer's paged KV cache: `keys` and `values` are each [pageCount, pageSize, kvHeads, headDim].
+public struct KVCacheLayer {
+    public let keys: Tensor
+    public let values: Tensor
+
+    public init(keys: Tensor, values: Tensor) {
+        self.keys = keys
+        self.values = values
+    }
+}
+
+/// The operations the model is written against. Each has a CPU reference (PunicaCPU) that defines its meaning and
+/// that every other backend is tested against. Activations are [T, width] with one row per token of the step.
+public protocol Backend: AnyObject {
+    var name: String { get }
+
+    // MARK: Memory
+
+    /// A tensor of zeros in the backend's activation type.
+    func zeros(_ shape: [Int]) -> Tensor
+    /// Copies checkpoint data (`dtype` elements, row-major `shape`) into a weight tensor; the backend picks the
+    /// storage type. The source need not be aligned.
+    func weight(from source: UnsafeRawPointer, dtype: DType, shape: [Int]) -> Tensor
+    /// Concatenates weights along their first dimension (fusing q|k|v or gate|up into one matrix).
+    func concatenateRows(_ parts: [Tensor]) -> Tensor
+    /// Returns the tensor's elements as float32 on the host.
+    func toHost(_ tensor: Tensor) -> [Float]
+    func plan(_ batch: StepBatch) -> StepPlan
+
+    // MARK: Ops
+
+    /// Semantics: out[t, :] = table[tokens[t], :]. table: [vocab, H], out: [T, H].
+    func embedding(table: Tensor, plan: StepPlan, out: Tensor)
+
+    /// Semantics: out[t, :] = x[t, :] / sqrt(mean(x[t, :]²) + epsilon) * weight. x, out: [T, H], weight: [H].
+    func rmsNorm(x: Tensor, weight: Tensor, epsilon: Float, out: Tensor)
+
+    /// Semantics: residual += x, then out = rmsNorm(residual). The residual add fused into the norm.
+    func addRMSNorm(residual: Tensor, x: Tensor, weight: Tensor, epsilon: Float, out: Tensor)
+
+    /// Semantics: out[T, N] = x[T, K] · weight[N, K]ᵀ (weights stored as nn.Linear stores them).
+    func matmul(x: Tensor, weight: Tensor, out: Tensor)
+
+    /// Semantics: rotates the q and k heads of each fused q|k|v row in place by its position (rotate-half layout,
+    /// as HF Llama): for head dims i < d/2, angle = position * inverseFrequencies[i],
+    /// (x[i], x[i + d/2]) ← (x[i]·cos − x[i + d/2]·sin, x[i + d/2]·cos + x[i]·sin). qkv: [T, qkvWidth].
+    func rope(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, plan: StepPlan)
+
+    /// Semantics: writes the k and v heads of every row into the cache slot of its position (`PageLayout`).
+    func appendKV(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan)
+
+    /// Semantics: causal grouped-query attention of each row's q heads over its sequence's cached keys and values
+    /// at positions ≤ its own (and within the sliding window), softmax(q·kᵀ / √headDim)·v. Query head h reads KV head
+    /// h / groupSize. qkv: [T, qkvWidth], out: [T, queryWidth].
+    func attention(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan, out: Tensor)
+
+    /// Semantics: out[t, i] = silu(gateUp[t, i]) * gateUp[t, I + i]. gateUp: [T, 2I], out: [T, I].
+    func siluMul(gateUp: Tensor, out: Tensor)
+
+    /// SGMV shrink. Semantics: for each LoRA segment (rows, slot) whose adapter targets this projection,
+    /// v[rows, 0..<rank] = x[rows] · A[slot]ᵀ. Other rows of v are left as they are. x: [T, in], v: [T, ≥ max rank].
+    func loraShrink(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor)
+
+    /// SGMV expand. Semantics: for each LoRA segment (rows, slot) whose adapter targets this projection and each of
+    /// its pieces, y[rows, outputOffset ..< +out] += v[rows, rankOffset ..< +r] · B[slot]ᵀ. y: [T, out total].
+    func loraExpand(v: Tensor, projection: LoRAProjection, plan: StepPlan, y: Tensor)
+
+    /// Semantics: out[i, :] = x[batch.logitRows[i], :]. out: [logitRows.count, H].
+    func gatherLogitRows(x: Tensor, plan: StepPlan, out: Tensor)
+}

@@ -1,0 +1,38 @@
+/// One adapter's low-rank weights for one projection of one layer, its scale folded into B.
+///
+/// Projections that the model fuses (q|k|v, gate|up) keep one A with the targeted parts' A matrices stacked by rows,
+/// and one expand piece per targeted part, so a single shrink serves them all:
+///
+///     v[rows, 0..<rank]                     = x[rows] · Aᵀ                        A: [rank, in]
+///     y[rows, piece.outputOffset ..< +out]  += v[rows, piece.rankOffset ..< +r] · Bᵀ   B: [out, r]  (scale · B_peft)
+public final class LoRAWeights {
+    public struct Piece {
+        public let b: Tensor
+        public let rankOffset: Int
+        public let outputOffset: Int
+
+        public init(b: Tensor, rankOffset: Int, outputOffset: Int) {
+            self.b = b
+            self.rankOffset = rankOffset
+            self.outputOffset = outputOffset
+        }
+
+        public var rank: Int { b.shape[1] }
+        public var outputWidth: Int { b.shape[0] }
+    }
+
+    public let a: Tensor
+    public let pieces: [Piece]
+
+    public init(a: Tensor, pieces: [Piece]) {
+        self.a = a
+        self.pieces = pieces
+    }
+
+    public var rank: Int { a.rows }
+    public var inputWidth: Int { a.shape[1] }
+}
+
+/// Every resident adapter's weights for one projection, indexed by adapter slot; nil where that adapter does not
+/// target the projection.
+public typealias LoRAProjection = [LoRAWeights?]

@@ -1,0 +1,128 @@
+import PunicaCompute
+
+/// A paged KV cache for every layer of a model (see `PageLayout`).
+public final class KVCache {
+    public let layout: PageLayout
+    let layers: [KVCacheLayer]
+
+    init(layout: PageLayout, config: ModelConfig, backend: Backend) {
+        self.layout = layout
+        let shape = [layout.pageCount, layout.pageSize, config.attention.kvHeads, config.attention.headDim]
+        layers = (0..<config.layerCount).map { _ in KVCacheLayer(keys: backend.zeros(shape), values: backend.zeros(shape)) }
+    }
+}
+
+/// Weights of one decoder layer, q|k|v and gate|up fused so each is one GEMM.
+struct LayerWeights {
+    let inputNorm: Tensor   // [H]
+    let qkv: Tensor         // [qWidth + 2·kvWidth, H]
+    let o: Tensor           // [H, qWidth]
+    let postNorm: Tensor    // [H]
+    let gateUp: Tensor      // [2I, H]
+    let down: Tensor        // [H, I]
+}
+
+/// A Llama-family decoder (Llama, Mistral) on a backend, with Punica's batched multi-LoRA forward pass.
+public final class LlamaModel {
+    public let config: ModelConfig
+    public let backend: Backend
+    let embedding: Tensor   // [vocab, H]
+    let layers: [LayerWeights]
+    let finalNorm: Tensor   // [H]
+    let lmHead: Tensor      // [vocab, H]; the embedding itself when tied
+    let inverseFrequencies: Tensor  // [headDim / 2]
+
+    public convenience init(directory: String, backend: Backend) throws {
+        try self.init(config: ModelConfig.load(directory: directory), checkpoint: Checkpoint(directory: directory), backend: backend)
+    }
+
+    /// Binds every weight to its checkpoint name once, checking shapes.
+    public init(config: ModelConfig, checkpoint: Checkpoint, backend: Backend) throws {
+        func load(_ name: String, _ shape: [Int]) throws -> Tensor {
+            let data = try checkpoint.tensor(name, shape: shape)
+            return backend.weight(from: data.bytes, dtype: data.dtype, shape: shape)
+        }
+        func projection(_ parts: [Projection], layer: Int) throws -> Tensor {
+            backend.concatenateRows(try parts.map { part in
+                let (outputs, inputs) = part.weightShape(config)
+                return try load(part.checkpointName(layer: layer) + ".weight", [outputs, inputs])
+            })
+        }
+        let hidden = config.hiddenSize
+        self.config = config
+        self.backend = backend
+        embedding = try load("model.embed_tokens.weight", [config.vocabularySize, hidden])
+        layers = try (0..<config.layerCount).map { layer in
+            let prefix = "model.layers.\(layer)."
+            return LayerWeights(
+                inputNorm: try load(prefix + "input_layernorm.weight", [hidden]),
+                qkv: try projection(FusedProjection.qkv.parts, layer: layer),
+                o: try projection(FusedProjection.o.parts, layer: layer),
+                postNorm: try load(prefix + "post_attention_layernorm.weight", [hidden]),
+                gateUp: try projection(FusedProjection.gateUp.parts, layer: layer),
+                down: try projection(FusedProjection.down.parts, layer: layer))
+        }
+        finalNorm = try load("model.norm.weight", [hidden])
+        lmHead = config.tieWordEmbeddings && !checkpoint.contains("lm_head.weight")
+            ? embedding : try load("lm_head.weight", [config.vocabularySize, hidden])
+        let frequencies = config.rope.inverseFrequencies(headDim: config.attention.headDim)
+        inverseFrequencies = frequencies.withUnsafeBytes {
+            backend.weight(from: $0.baseAddress!, dtype: .float32, shape: [frequencies.count])
+        }
+    }
+
+    public func makeKVCache(layout: PageLayout) -> KVCache { KVCache(layout: layout, config: config, backend: backend) }
+
+    /// Runs one step and returns the next-token logits of `batch.logitRows`: [logitRows.count, vocab] row-major.
+    public func forward(_ batch: StepBatch, cache: KVCache, adapters: ResidentAdapters) -> [Float] {
+        precondition(batch.rowCount > 0, "a step needs at least one row")
+        let plan = backend.plan(batch)
+        let rows = batch.rowCount
+        let (hidden, attention, eps) = (config.hiddenSize, config.attention, config.rmsNormEpsilon)
+        let x = backend.zeros([rows, hidden])                       // residual stream
+        let normed = backend.zeros([rows, hidden])
+        let qkv = backend.zeros([rows, attention.qkvWidth])
+        let attended = backend.zeros([rows, attention.queryWidth])
+        let projected = backend.zeros([rows, hidden])               // o and down outputs, added to x by the next norm
+        let gateUp = backend.zeros([rows, 2 * config.intermediateSize])
+        let activated = backend.zeros([rows, config.intermediateSize])
+        let v = backend.zeros([rows, max(adapters.maxRank, 1)])      // LoRA shrink output
+
+        // y = x·Wᵀ for every row, then each adapter's segment adds its low-rank delta (Punica's SGMV).
+        func linear(_ input: Tensor, _ weight: Tensor, _ fused: FusedProjection, layer: Int, into output: Tensor) {
+            backend.matmul(x: input, weight: weight, out: output)
+            let lora = adapters.projection(layer: layer, fused)
+            guard !lora.isEmpty, !batch.loraSegments.isEmpty else { return }
+            backend.loraShrink(x: input, projection: lora, plan: plan, v: v)
+            backend.loraExpand(v: v, projection: lora, plan: plan, y: output)
+        }
+
+        backend.embedding(table: embedding, plan: plan, out: x)
+        for (index, layer) in layers.enumerated() {
+            let kv = cache.layers[index]
+            if index == 0 {
+                backend.rmsNorm(x: x, weight: layer.inputNorm, epsilon: eps, out: normed)
+            } else {
+                backend.addRMSNorm(residual: x, x: projected, weight: layer.inputNorm, epsilon: eps, out: normed)
+            }
+            linear(normed, layer.qkv, .qkv, layer: index, into: qkv)
+            backend.rope(qkv: qkv, shape: attention, inverseFrequencies: inverseFrequencies, plan: plan)
+            backend.appendKV(qkv: qkv, shape: attention, cache: kv, layout: cache.layout, plan: plan)
+            backend.attention(qkv: qkv, shape: attention, cache: kv, layout: cache.layout, plan: plan, out: attended)
+            linear(attended, layer.o, .o, layer: index, into: projected)
+
+            backend.addRMSNorm(residual: x, x: projected, weight: layer.postNorm, epsilon: eps, out: normed)
+            linear(normed, layer.gateUp, .gateUp, layer: index, into: gateUp)
+            backend.siluMul(gateUp: gateUp, out: activated)
+            linear(activated, layer.down, .down, layer: index, into: projected)
+        }
+        backend.addRMSNorm(residual: x, x: projected, weight: finalNorm, epsilon: eps, out: normed)
+
+        // Only the rows that sample a token need the vocabulary projection, the largest GEMM of a decode step.
+        let last = backend.zeros([batch.logitRows.count, hidden])
+        backend.gatherLogitRows(x: normed, plan: plan, out: last)
+        let logits = backend.zeros([batch.logitRows.count, config.vocabularySize])
+        backend.matmul(x: last, weight: lmHead, out: logits)
+        return backend.toHost(logits)
+    }
+}

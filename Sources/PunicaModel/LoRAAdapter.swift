@@ -1,0 +1,185 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import PunicaCompute
+
+/// A PEFT LoRA adapter directory (`adapter_config.json` + `adapter_model.safetensors`) bound to a model's shapes
+/// and uploaded to a backend, its scale folded into B.
+public final class LoRAAdapter {
+    public let name: String
+    public let directory: String
+    public let rank: Int
+    /// lora_alpha / r, or lora_alpha / √r with rsLoRA.
+    public let scale: Float
+    public let targets: Set<Projection>
+    /// [layer][FusedProjection.rawValue]: nil where the adapter targets none of the fused projection's parts.
+    let weights: [[LoRAWeights?]]
+
+    public init(name: String, directory: String, config: ModelConfig, backend: Backend) throws {
+        let configPath = directory + "/adapter_config.json"
+        let settings = try decodeJSON(AdapterConfig.self, path: configPath)
+        let targets = try settings.validatedTargets(path: configPath)
+        let rank = settings.r
+        let scale = Float(settings.use_rslora == true ? settings.lora_alpha / Double(rank).squareRoot()
+                                                      : settings.lora_alpha / Double(rank))
+        let tensors = try Self.loraTensors(directory: directory, config: config, targets: targets)
+
+        var weights: [[LoRAWeights?]] = []
+        for layer in 0..<config.layerCount {
+            weights.append(try FusedProjection.allCases.map { fused -> LoRAWeights? in
+                var aParts: [Tensor] = []
+                var pieces: [LoRAWeights.Piece] = []
+                var outputOffset = 0
+                for projection in fused.parts {
+                    let (outputs, inputs) = projection.weightShape(config)
+                    defer { outputOffset += outputs }
+                    guard targets.contains(projection) else { continue }
+                    let key = LoRATensorKey(layer: layer, projection: projection)
+                    let a = try tensors.require(key, matrix: .a, shape: [rank, inputs])
+                    let b = try tensors.require(key, matrix: .b, shape: [outputs, rank])
+                    pieces.append(LoRAWeights.Piece(b: Self.scaled(b, by: scale, backend: backend),
+                                                    rankOffset: aParts.count * rank, outputOffset: outputOffset))
+                    aParts.append(backend.weight(from: a.bytes, dtype: a.dtype, shape: a.shape))
+                }
+                return aParts.isEmpty ? nil : LoRAWeights(a: backend.concatenateRows(aParts), pieces: pieces)
+            })
+        }
+        self.name = name
+        self.directory = directory
+        self.rank = rank
+        self.scale = scale
+        self.targets = targets
+        self.weights = weights
+    }
+
+    /// B · scale, so the expand needs no separate multiply.
+    private static func scaled(_ b: TensorData, by scale: Float, backend: Backend) -> Tensor {
+        var values = [Float](repeating: 0, count: b.elementCount)
+        HalfConversion.toFloat32(b.bytes, dtype: b.dtype, count: values.count, into: &values)
+        for i in values.indices { values[i] *= scale }
+        return values.withUnsafeBytes { backend.weight(from: $0.baseAddress!, dtype: .float32, shape: b.shape) }
+    }
+
+    /// Reads `adapter_model.safetensors`, accepting only lora_A/lora_B weights of targeted decoder projections.
+    private static func loraTensors(directory: String, config: ModelConfig, targets: Set<Projection>) throws -> LoRATensors {
+        let path = directory + "/adapter_model.safetensors"
+        guard FileManager.default.fileExists(atPath: path) else {
+            let pickle = FileManager.default.fileExists(atPath: directory + "/adapter_model.bin")
+            throw ModelError.missingFile(path: path, expected: pickle
+                ? "safetensors weights; adapter_model.bin (pickle) is not loaded, re-save with safe_serialization=True"
+                : "the adapter's weights")
+        }
+        let file = try SafeTensorsFile(path: path)
+        var found: [LoRATensorKey: [LoRATensors.Matrix: TensorData]] = [:]
+        for name in file.tensorNames {
+            guard let (key, matrix) = parseLoRATensorName(name, layerCount: config.layerCount) else {
+                throw ModelError.unexpectedTensor(path: path, tensor: name, reason:
+                    "is not a LoRA weight of a decoder projection (DoRA magnitudes, LoRA biases, embedding/lm_head LoRA and modules_to_save are not supported)")
+            }
+            guard targets.contains(key.projection) else {
+                throw ModelError.unexpectedTensor(path: path, tensor: name, reason: "belongs to \(key.projection.rawValue), which target_modules does not list")
+            }
+            found[key, default: [:]][matrix] = file.tensor(name)
+        }
+        return LoRATensors(path: path, found: found)
+    }
+}
+
+struct LoRATensorKey: Hashable {
+    let layer: Int
+    let projection: Projection
+}
+
+/// The adapter file's tensors by (layer, projection) and A/B.
+struct LoRATensors {
+    enum Matrix: String { case a = "lora_A", b = "lora_B" }
+
+    let path: String
+    let found: [LoRATensorKey: [Matrix: TensorData]]
+
+    func require(_ key: LoRATensorKey, matrix: Matrix, shape: [Int]) throws -> TensorData {
+        let name = "base_model.model.\(key.projection.checkpointName(layer: key.layer)).\(matrix.rawValue).weight"
+        guard let tensor = found[key]?[matrix] else { throw ModelError.missingTensor(path: path, tensor: name) }
+        guard tensor.shape == shape else {
+            throw ModelError.tensorShape(path: path, tensor: tensor.name, expected: shape, actual: tensor.shape)
+        }
+        return tensor
+    }
+}
+
+/// Parses `base_model.model.model.layers.<i>.<self_attn|mlp>.<proj>.lora_<A|B>[.<adapter>].weight`, as PEFT
+/// writes it; nil for anything else.
+func parseLoRATensorName(_ name: String, layerCount: Int) -> (LoRATensorKey, LoRATensors.Matrix)? {
+    let parts = name.split(separator: ".").map(String.init)
+    guard parts.count == 9 || parts.count == 10, parts.prefix(4) == ["base_model", "model", "model", "layers"],
+          parts.last == "weight", let layer = Int(parts[4]), (0..<layerCount).contains(layer),
+          let projection = Projection(rawValue: parts[6]), parts[5] == projection.module,
+          let matrix = LoRATensors.Matrix(rawValue: parts[7]) else { return nil }
+    return (LoRATensorKey(layer: layer, projection: projection), matrix)
+}
+
+/// `adapter_config.json` as PEFT writes it; only the fields that change the math are read.
+struct AdapterConfig: Decodable {
+    var peft_type: String?
+    var r: Int
+    var lora_alpha: Double
+    var use_rslora: Bool?
+    var use_dora: Bool?
+    var target_modules: TargetModules
+    var modules_to_save: [String]?
+    var bias: String?
+    var fan_in_fan_out: Bool?
+    var rank_pattern: [String: Int]?
+    var alpha_pattern: [String: Double]?
+    var layers_to_transform: [Int]?
+    var layer_replication: [[Int]]?
+
+    /// `target_modules` is a list of module names, or a string PEFT treats as a regular expression.
+    enum TargetModules: Decodable {
+        case names([String])
+        case pattern(String)
+
+        init(from decoder: Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if let names = try? container.decode([String].self) {
+                self = .names(names)
+            } else {
+                self = .pattern(try container.decode(String.self))
+            }
+        }
+    }
+
+    /// The targeted projections, after refusing every feature whose math this engine does not implement.
+    func validatedTargets(path: String) throws -> Set<Projection> {
+        if let peft_type, peft_type != "LORA" {
+            throw ModelError.unsupported(path: path, field: "peft_type", value: "\"\(peft_type)\"", supported: "LORA")
+        }
+        guard r > 0 else { throw ModelError.invalidValue(path: path, field: "r", reason: "must be positive, found \(r)") }
+        func refuse(_ field: String, _ value: String, _ supported: String) -> ModelError {
+            .unsupported(path: path, field: field, value: value, supported: supported)
+        }
+        if use_dora == true { throw refuse("use_dora", "true (DoRA)", "false") }
+        if let modules_to_save, !modules_to_save.isEmpty {
+            throw refuse("modules_to_save", "\(modules_to_save)", "none: fully fine-tuned modules cannot be batched")
+        }
+        if let bias, bias != "none" { throw refuse("bias", "\"\(bias)\"", "\"none\"") }
+        if fan_in_fan_out == true { throw refuse("fan_in_fan_out", "true", "false") }
+        if let rank_pattern, !rank_pattern.isEmpty { throw refuse("rank_pattern", "\(rank_pattern)", "{} (one rank for every module)") }
+        if let alpha_pattern, !alpha_pattern.isEmpty { throw refuse("alpha_pattern", "\(alpha_pattern)", "{} (one alpha for every module)") }
+        if let layers = layers_to_transform { throw refuse("layers_to_transform", "\(layers)", "null (every layer)") }
+        if let replication = layer_replication { throw refuse("layer_replication", "\(replication)", "null") }
+
+        let supported = Projection.allCases.map(\.rawValue).joined(separator: ", ")
+        switch target_modules {
+        case let .pattern(pattern):
+            throw refuse("target_modules", "\"\(pattern)\" (a regular expression)", "a list of: \(supported)")
+        case let .names(names):
+            return try Set(names.map { name in
+                guard let projection = Projection(rawValue: name) else { throw refuse("target_modules", "\"\(name)\"", supported) }
+                return projection
+            })
+        }
+    }
+}

@@ -1,0 +1,226 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import PunicaCompute
+
+/// Rotary position embedding: base frequency and the scaling variants this project implements.
+public struct RoPE: Sendable, Equatable {
+    public enum Scaling: Sendable, Equatable {
+        case none
+        /// Positions divided by `factor`.
+        case linear(factor: Double)
+        /// Llama 3.1: low frequencies divided by `factor`, high ones kept, a smooth ramp between.
+        case llama3(factor: Double, lowFrequencyFactor: Double, highFrequencyFactor: Double, originalContext: Double)
+    }
+
+    public let theta: Double
+    public let scaling: Scaling
+
+    /// inverse frequency of each rotated pair: [headDim / 2], as HF's `rope_init_fn` computes them.
+    public func inverseFrequencies(headDim: Int) -> [Float] {
+        (0..<headDim / 2).map { i in
+            let exponent = Double(2 * i) / Double(headDim)
+            let base: Double = 1 / pow(theta, exponent)
+            switch scaling {
+            case .none:
+                return Float(base)
+            case let .linear(factor):
+                return Float(base / factor)
+            case let .llama3(factor, low, high, originalContext):
+                let wavelength = 2 * Double.pi / base
+                if wavelength < originalContext / high { return Float(base) }
+                if wavelength > originalContext / low { return Float(base / factor) }
+                let smooth = (originalContext / wavelength - low) / (high - low)
+                return Float((1 - smooth) * base / factor + smooth * base)
+            }
+        }
+    }
+}
+
+/// What the engine needs from `config.json` of a `LlamaForCausalLM` or `MistralForCausalLM` checkpoint.
+public struct ModelConfig: Sendable {
+    public enum Architecture: String, Sendable, CaseIterable {
+        case llama = "LlamaForCausalLM"
+        case mistral = "MistralForCausalLM"
+    }
+
+    public let architecture: Architecture
+    public let hiddenSize: Int
+    public let intermediateSize: Int
+    public let layerCount: Int
+    public let attention: AttentionShape
+    public let vocabularySize: Int
+    public let rmsNormEpsilon: Float
+    public let rope: RoPE
+    public let maxPositionEmbeddings: Int
+    public let tieWordEmbeddings: Bool
+    public let bosTokenID: Int?
+    public let eosTokenIDs: [Int]
+
+    public static func load(directory: String) throws -> ModelConfig {
+        let path = directory + "/config.json"
+        let file = try decodeJSON(ConfigFile.self, path: path)
+        return try ModelConfig(file.raw, slidingWindow: file.slidingWindow, path: path)
+    }
+
+    init(_ raw: RawConfig, slidingWindow: Nullable<Int>?, path: String) throws {
+        guard let name = raw.architectures?.first ?? raw.model_type.flatMap({ Self.architectureOfModelType[$0] }) else {
+            throw ModelError.invalidValue(path: path, field: "architectures", reason: "is missing (and model_type names no supported architecture)")
+        }
+        guard let architecture = Architecture(rawValue: name) else {
+            throw ModelError.unsupported(path: path, field: "architectures", value: "\"\(name)\"",
+                                         supported: Architecture.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        if let activation = raw.hidden_act, activation != "silu" {
+            throw ModelError.unsupported(path: path, field: "hidden_act", value: "\"\(activation)\"", supported: "silu")
+        }
+        if raw.attention_bias == true || raw.mlp_bias == true {
+            throw ModelError.unsupported(path: path, field: raw.attention_bias == true ? "attention_bias" : "mlp_bias",
+                                         value: "true", supported: "false")
+        }
+        for (field, value) in [("hidden_size", raw.hidden_size), ("intermediate_size", raw.intermediate_size),
+                               ("num_hidden_layers", raw.num_hidden_layers), ("num_attention_heads", raw.num_attention_heads),
+                               ("vocab_size", raw.vocab_size)] where value <= 0 {
+            throw ModelError.invalidValue(path: path, field: field, reason: "must be positive, found \(value)")
+        }
+        let kvHeads = raw.num_key_value_heads ?? raw.num_attention_heads
+        guard kvHeads > 0, raw.num_attention_heads % kvHeads == 0 else {
+            throw ModelError.invalidValue(path: path, field: "num_key_value_heads",
+                                          reason: "(\(kvHeads)) must divide num_attention_heads (\(raw.num_attention_heads))")
+        }
+        let headDim = raw.head_dim ?? raw.hidden_size / raw.num_attention_heads
+        guard headDim > 0, headDim % 2 == 0 else {
+            throw ModelError.invalidValue(path: path, field: "head_dim", reason: "must be a positive even number, found \(headDim)")
+        }
+        self.architecture = architecture
+        hiddenSize = raw.hidden_size
+        intermediateSize = raw.intermediate_size
+        layerCount = raw.num_hidden_layers
+        // Mistral's sliding window defaults to 4096 when the key is absent; null turns it off.
+        attention = AttentionShape(queryHeads: raw.num_attention_heads, kvHeads: kvHeads, headDim: headDim,
+                                   slidingWindow: architecture == .mistral ? (slidingWindow ?? .value(4096)).value : nil)
+        vocabularySize = raw.vocab_size
+        rmsNormEpsilon = Float(raw.rms_norm_eps ?? 1e-6)
+        maxPositionEmbeddings = raw.max_position_embeddings ?? 4096
+        tieWordEmbeddings = raw.tie_word_embeddings ?? false
+        bosTokenID = raw.bos_token_id
+        eosTokenIDs = raw.eos_token_id?.values ?? []
+        rope = try Self.rope(raw, path: path)
+    }
+
+    private static let architectureOfModelType = ["llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"]
+
+    /// Reads `rope_theta` + `rope_scaling` (classic configs) or `rope_parameters` (transformers 5).
+    private static func rope(_ raw: RawConfig, path: String) throws -> RoPE {
+        let field = raw.rope_parameters != nil ? "rope_parameters" : "rope_scaling"
+        let parameters = raw.rope_parameters ?? raw.rope_scaling
+        let theta = parameters?.rope_theta ?? raw.rope_theta ?? 10000
+        let type = parameters?.rope_type ?? parameters?.type ?? "default"
+        func required(_ value: Double?, _ name: String) throws -> Double {
+            guard let value, value > 0 else {
+                throw ModelError.invalidValue(path: path, field: "\(field).\(name)", reason: "must be a positive number for rope_type \"\(type)\"")
+            }
+            return value
+        }
+        switch type {
+        case "default":
+            return RoPE(theta: theta, scaling: .none)
+        case "linear":
+            return RoPE(theta: theta, scaling: .linear(factor: try required(parameters?.factor, "factor")))
+        case "llama3":
+            return RoPE(theta: theta, scaling: .llama3(
+                factor: try required(parameters?.factor, "factor"),
+                lowFrequencyFactor: try required(parameters?.low_freq_factor, "low_freq_factor"),
+                highFrequencyFactor: try required(parameters?.high_freq_factor, "high_freq_factor"),
+                originalContext: try required(parameters?.original_max_position_embeddings.map(Double.init), "original_max_position_embeddings")))
+        default:
+            throw ModelError.unsupported(path: path, field: "\(field).rope_type", value: "\"\(type)\"", supported: "default, linear, llama3")
+        }
+    }
+}
+
+/// `config.json`, plus whether `sliding_window` is absent (nil) or explicitly null (.null): synthesized decoding
+/// cannot tell those apart.
+struct ConfigFile: Decodable {
+    let raw: RawConfig
+    let slidingWindow: Nullable<Int>?
+
+    private enum Key: CodingKey { case sliding_window }
+
+    init(from decoder: Decoder) throws {
+        raw = try RawConfig(from: decoder)
+        let container = try decoder.container(keyedBy: Key.self)
+        slidingWindow = container.contains(.sliding_window) ? try container.decode(Nullable<Int>.self, forKey: .sliding_window) : nil
+    }
+}
+
+/// `config.json` as written by transformers (snake_case keys kept so the mapping is obvious).
+struct RawConfig: Decodable {
+    var architectures: [String]?
+    var model_type: String?
+    var hidden_size: Int
+    var intermediate_size: Int
+    var num_hidden_layers: Int
+    var num_attention_heads: Int
+    var num_key_value_heads: Int?
+    var head_dim: Int?
+    var vocab_size: Int
+    var rms_norm_eps: Double?
+    var rope_theta: Double?
+    var rope_scaling: RopeParameters?
+    var rope_parameters: RopeParameters?
+    var max_position_embeddings: Int?
+    var tie_word_embeddings: Bool?
+    var hidden_act: String?
+    var attention_bias: Bool?
+    var mlp_bias: Bool?
+    var bos_token_id: Int?
+    var eos_token_id: OneOrMany?
+
+    struct RopeParameters: Decodable {
+        var rope_type: String?
+        var type: String?
+        var rope_theta: Double?
+        var factor: Double?
+        var low_freq_factor: Double?
+        var high_freq_factor: Double?
+        var original_max_position_embeddings: Int?
+    }
+}
+
+/// A JSON value that may be explicitly null, so "absent" (nil) and "null" (.null) stay distinct.
+enum Nullable<Wrapped: Decodable>: Decodable {
+    case null
+    case value(Wrapped)
+
+    init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        self = container.decodeNil() ? .null : .value(try container.decode(Wrapped.self))
+    }
+
+    var value: Wrapped? {
+        if case let .value(wrapped) = self { return wrapped }
+        return nil
+    }
+}
+
+/// `eos_token_id`: an integer or a list of integers.
+struct OneOrMany: Decodable {
+    let values: [Int]
+
+    init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let list = try? container.decode([Int].self) {
+            values = list
+        } else {
+            values = [try container.decode(Int.self)]
+        }
+    }
+}

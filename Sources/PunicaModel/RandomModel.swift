@@ -1,0 +1,94 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import PunicaCompute
+
+/// Writes model and PEFT adapter directories with random weights, in the layout real checkpoints use, so
+/// benchmarks and tests exercise the same loading path as downloaded models.
+public enum RandomModel {
+    /// The shape of a Llama checkpoint, written to `config.json`.
+    public struct Shape: Sendable {
+        public var hiddenSize: Int
+        public var intermediateSize: Int
+        public var layerCount: Int
+        public var heads: Int
+        public var kvHeads: Int
+        public var vocabularySize: Int
+        public var tieWordEmbeddings: Bool
+
+        public init(hiddenSize: Int, intermediateSize: Int, layerCount: Int, heads: Int, kvHeads: Int,
+                    vocabularySize: Int, tieWordEmbeddings: Bool) {
+            self.hiddenSize = hiddenSize
+            self.intermediateSize = intermediateSize
+            self.layerCount = layerCount
+            self.heads = heads
+            self.kvHeads = kvHeads
+            self.vocabularySize = vocabularySize
+            self.tieWordEmbeddings = tieWordEmbeddings
+        }
+
+        /// llama2.c's stories15M: the small configuration of the CPU benchmarks.
+        public static let llama15M = Shape(hiddenSize: 288, intermediateSize: 768, layerCount: 6, heads: 6, kvHeads: 6,
+                                           vocabularySize: 32000, tieWordEmbeddings: true)
+        /// llama2.c's stories110M: the large configuration of the CPU benchmarks.
+        public static let llama110M = Shape(hiddenSize: 768, intermediateSize: 2048, layerCount: 12, heads: 12, kvHeads: 12,
+                                            vocabularySize: 32000, tieWordEmbeddings: true)
+    }
+
+    public static func writeModel(_ shape: Shape, to directory: String, seed: UInt64 = 0) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let config = """
+        {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": \(shape.hiddenSize),
+         "intermediate_size": \(shape.intermediateSize), "num_hidden_layers": \(shape.layerCount),
+         "num_attention_heads": \(shape.heads), "num_key_value_heads": \(shape.kvHeads), "vocab_size": \(shape.vocabularySize),
+         "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "max_position_embeddings": 2048, "hidden_act": "silu",
+         "tie_word_embeddings": \(shape.tieWordEmbeddings), "bos_token_id": 1, "eos_token_id": 2}
+        """
+        try Data(config.utf8).write(to: URL(fileURLWithPath: directory + "/config.json"))
+        let modelConfig = try ModelConfig.load(directory: directory)
+        var random = SplitMix64(seed: seed)
+        var tensors: [(name: String, shape: [Int], values: [Float])] = []
+        func add(_ name: String, _ dims: [Int], scale: Float) {
+            tensors.append((name, dims, random.floats(dims.reduce(1, *), scale: scale)))
+        }
+        let hidden = shape.hiddenSize
+        add("model.embed_tokens.weight", [shape.vocabularySize, hidden], scale: 1)
+        for layer in 0..<shape.layerCount {
+            add("model.layers.\(layer).input_layernorm.weight", [hidden], scale: 1)
+            add("model.layers.\(layer).post_attention_layernorm.weight", [hidden], scale: 1)
+            for projection in Projection.allCases {
+                let (outputs, inputs) = projection.weightShape(modelConfig)
+                add(projection.checkpointName(layer: layer) + ".weight", [outputs, inputs], scale: 1 / Float(inputs).squareRoot())
+            }
+        }
+        add("model.norm.weight", [hidden], scale: 1)
+        if !shape.tieWordEmbeddings { add("lm_head.weight", [shape.vocabularySize, hidden], scale: 1 / Float(hidden).squareRoot()) }
+        try SafeTensorsWriter.write(tensors, to: directory + "/model.safetensors")
+    }
+
+    /// A PEFT LoRA adapter directory for the model in `modelDirectory`.
+    public static func writeAdapter(forModel modelDirectory: String, rank: Int, alpha: Double, targets: [Projection],
+                                    to directory: String, seed: UInt64) throws {
+        let config = try ModelConfig.load(directory: modelDirectory)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let names = targets.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
+        let adapterConfig = """
+        {"peft_type": "LORA", "r": \(rank), "lora_alpha": \(alpha), "target_modules": [\(names)], "use_rslora": false,
+         "use_dora": false, "bias": "none", "modules_to_save": null, "task_type": "CAUSAL_LM"}
+        """
+        try Data(adapterConfig.utf8).write(to: URL(fileURLWithPath: directory + "/adapter_config.json"))
+        var random = SplitMix64(seed: seed)
+        var tensors: [(name: String, shape: [Int], values: [Float])] = []
+        for layer in 0..<config.layerCount {
+            for projection in targets {
+                let (outputs, inputs) = projection.weightShape(config)
+                let prefix = "base_model.model." + projection.checkpointName(layer: layer)
+                tensors.append((prefix + ".lora_A.weight", [rank, inputs], random.floats(rank * inputs, scale: 1 / Float(inputs).squareRoot())))
+                tensors.append((prefix + ".lora_B.weight", [outputs, rank], random.floats(outputs * rank, scale: 1 / Float(rank).squareRoot())))
+            }
+        }
+        try SafeTensorsWriter.write(tensors, to: directory + "/adapter_model.safetensors")
+    }
+}

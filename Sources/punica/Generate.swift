@@ -1,0 +1,95 @@
+import ArgumentParser
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import PunicaEngine
+
+/// `punica generate`: offline batch inference, one JSON line out per request (like vLLM's `LLM.generate`).
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Generate text for one prompt or a JSONL file of requests, all batched together.",
+        discussion: """
+        Each line of --requests is a JSON object: {"id", "prompt" | "prompt_ids", "adapter"?, "max_tokens", \
+        "temperature", "top_p", "top_k", "repetition_penalty", "seed", "stop", "stop_token_ids", "logprobs", \
+        "ignore_eos"}. Output: one JSON line per request, in input order: \
+        {"id", "token_ids", "text", "logprobs", "finish_reason"}.
+        """)
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    @Option(help: "A single prompt (instead of --requests).")
+    var prompt: String?
+
+    @Option(help: "Adapter for --prompt (a name given with --adapter); the base model when omitted.")
+    var useAdapter: String?
+
+    @Option(help: "JSONL file with one request per line.")
+    var requests: String?
+
+    @Option(help: "Tokens to generate for --prompt.") var maxTokens = 64
+    @Option(help: "Sampling temperature for --prompt (0: greedy).") var temperature: Float = 1
+    @Option(help: "Nucleus sampling for --prompt.") var topP: Float = 1
+    @Option(help: "Top-k sampling for --prompt (0: off).") var topK = 0
+    @Option(help: "Random seed for --prompt.") var seed: UInt64?
+    @Option(help: "Stop string for --prompt (repeatable).") var stop: [String] = []
+    @Option(help: "Top log-probabilities to report per token for --prompt.") var logprobs = 0
+
+    @Option(help: "Most tokens one forward step computes (chunked prefill budget).")
+    var maxTokensPerStep = 512
+
+    func validate() throws {
+        guard (prompt == nil) != (requests == nil) else { throw ValidationError("give exactly one of --prompt or --requests") }
+        if useAdapter != nil && prompt == nil { throw ValidationError("--use-adapter goes with --prompt") }
+    }
+
+    func run() throws {
+        let (model, tokenizer, adapters) = try modelOptions.load()
+        let generator = BatchGenerator(model: model, tokenizer: tokenizer, adapters: adapters, maxTokensPerStep: maxTokensPerStep)
+        let batch: [GenerationRequest]
+        if let requests {
+            batch = try RequestFile.read(path: requests, tokenizer: tokenizer)
+        } else {
+            var sampling = SamplingParameters()
+            sampling.maxTokens = maxTokens
+            sampling.temperature = temperature
+            sampling.topP = topP
+            sampling.topK = topK
+            sampling.seed = seed
+            sampling.stopStrings = stop
+            sampling.logprobs = logprobs
+            guard let tokenizer else { throw ValidationError("--prompt needs tokenizer.json in the model directory") }
+            batch = [GenerationRequest(id: "0", promptIDs: tokenizer.encode(prompt ?? ""), adapter: useAdapter, sampling: sampling)]
+        }
+        for request in batch {
+            do {
+                try generator.validate(request)
+            } catch {
+                throw ValidationError("request \(request.id): \(error)")
+            }
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        for result in try generator.generate(batch) {
+            print(String(decoding: try encoder.encode(ResultLine(result)), as: UTF8.self))
+        }
+    }
+}
+
+/// One output line. Field names are the documented interface: keep them stable.
+struct ResultLine: Encodable {
+    let id: String
+    let token_ids: [Int]
+    let text: String
+    let logprobs: [[TokenLogprob]]?
+    let finish_reason: FinishReason
+
+    init(_ result: GenerationResult) {
+        id = result.id
+        token_ids = result.tokenIDs
+        text = result.text
+        logprobs = result.logprobs
+        finish_reason = result.finishReason
+    }
+}
