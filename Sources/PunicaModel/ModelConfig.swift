@@ -23,6 +23,11 @@ public struct RoPE: Sendable, Equatable {
     public let theta: Double
     public let scaling: Scaling
 
+    public init(theta: Double, scaling: Scaling) {
+        self.theta = theta
+        self.scaling = scaling
+    }
+
     /// inverse frequency of each rotated pair: [headDim / 2], as HF's `rope_init_fn` computes them.
     public func inverseFrequencies(headDim: Int) -> [Float] {
         (0..<headDim / 2).map { i in

@@ -1,0 +1,177 @@
+import Foundation
+import PunicaCPU
+import PunicaCompute
+import Testing
+import TestSupport
+
+/// Each CPU op against a plain, unpaged, double-precision statement of its meaning on random inputs.
+@Suite struct OpsTests {
+    let backend = CPUBackend()
+
+    func tensor(_ values: [Float], _ shape: [Int]) -> Tensor {
+        values.withUnsafeBytes { backend.weight(from: $0.baseAddress!, dtype: .float32, shape: shape) }
+    }
+
+    @Test func rmsNormAndFusedResidualAdd() {
+        var random = SplitMix64(seed: 1)
+        let (rows, width, eps): (Int, Int, Float) = (5, 37, 1e-5)
+        let x = random.floats(rows * width, scale: 3), addend = random.floats(rows * width), gain = random.floats(width)
+        func reference(_ input: [Float]) -> [Float] {
+            (0..<rows).flatMap { row -> [Float] in
+                let slice = input[row * width ..< (row + 1) * width].map(Double.init)
+                let inverse = 1 / (slice.reduce(0) { $0 + $1 * $1 } / Double(width) + Double(eps)).squareRoot()
+                return slice.enumerated().map { Float($1 * inverse * Double(gain[$0])) }
+            }
+        }
+        let out = backend.zeros([rows, width])
+        backend.rmsNorm(x: tensor(x, [rows, width]), weight: tensor(gain, [width]), epsilon: eps, out: out)
+        #expect(closeMismatch(backend.toHost(out), reference(x), atol: 1e-5, rtol: 1e-5) == nil)
+
+        let residual = tensor(x, [rows, width])
+        backend.addRMSNorm(residual: residual, x: tensor(addend, [rows, width]), weight: tensor(gain, [width]), epsilon: eps, out: out)
+        let sum = zip(x, addend).map(+)
+        #expect(backend.toHost(residual) == sum)
+        #expect(closeMismatch(backend.toHost(out), reference(sum), atol: 1e-5, rtol: 1e-5) == nil)
+    }
+
+    @Test func siluMul() {
+        var random = SplitMix64(seed: 2)
+        let (rows, half) = (3, 19)
+        let gateUp = random.floats(rows * 2 * half, scale: 4)
+        let out = backend.zeros([rows, half])
+        backend.siluMul(gateUp: tensor(gateUp, [rows, 2 * half]), out: out)
+        let expected = (0..<rows * half).map { index -> Float in
+            let (row, i) = index.quotientAndRemainder(dividingBy: half)
+            let gate = Double(gateUp[row * 2 * half + i])
+            return Float(gate / (1 + exp(-gate)) * Double(gateUp[row * 2 * half + half + i]))
+        }
+        #expect(closeMismatch(backend.toHost(out), expected, atol: 1e-5, rtol: 1e-5) == nil)
+    }
+
+    /// Three sequences at different stages (prefill from scratch, a prefill chunk after cached tokens, decode),
+    /// pages shuffled, GQA 4:2: rope → append → attention equals dense causal attention over the whole history.
+    @Test(arguments: [nil, 3] as [Int?])
+    func pagedAttentionMatchesDenseCausalAttention(slidingWindow: Int?) {
+        var random = SplitMix64(seed: 3)
+        let shape = AttentionShape(queryHeads: 4, kvHeads: 2, headDim: 8, slidingWindow: slidingWindow)
+        let layout = PageLayout(pageSize: 2, pageCount: 16)
+        let frequencies = (0..<shape.headDim / 2).map { Float(1 / pow(100.0, Double(2 * $0) / Double(shape.headDim))) }
+        let cache = KVCacheLayer(keys: backend.zeros([16, 2, 2, 8]), values: backend.zeros([16, 2, 2, 8]))
+        let pages = Array(1..<16).map(Int32.init).shuffled(using: &random)
+        let tables = [Array(pages[0..<3]), Array(pages[3..<7]), Array(pages[7..<11])]
+        // (tokens already cached, new tokens this step) per sequence.
+        let steps = [[(0, 5), (0, 3), (0, 6)], [(5, 1), (3, 4), (6, 1)]]
+        var history: [[[Float]]] = [[], [], []]  // per sequence: rotated qkv rows, every position so far
+        for step in steps {
+            var sequences: [StepBatch.Sequence] = []
+            var rows: [[Float]] = []
+            for (index, (cached, new)) in step.enumerated() {
+                sequences.append(.init(rows: rows.count ..< rows.count + new, contextLength: cached + new, blockTable: tables[index]))
+                rows += (0..<new).map { _ in random.floats(shape.qkvWidth) }
+            }
+            let batch = StepBatch(tokens: [Int32](repeating: 0, count: rows.count), sequences: sequences, loraSegments: [], logitRows: [])
+            let plan = backend.plan(batch)
+            let qkv = tensor(rows.flatMap { $0 }, [rows.count, shape.qkvWidth])
+            let out = backend.zeros([rows.count, shape.queryWidth])
+            backend.rope(qkv: qkv, shape: shape, inverseFrequencies: tensor(frequencies, [frequencies.count]), plan: plan)
+            let rotated = backend.toHost(qkv)
+            for (row, position) in batch.positions.enumerated() {
+                #expect(closeMismatch(Array(rotated[row * shape.qkvWidth ..< row * shape.qkvWidth + shape.queryWidth + shape.kvWidth]),
+                                      ropeReference(rows[row], position: Int(position), shape: shape, frequencies: frequencies),
+                                      atol: 1e-5) == nil)
+            }
+            backend.appendKV(qkv: qkv, shape: shape, cache: cache, layout: layout, plan: plan)
+            backend.attention(qkv: qkv, shape: shape, cache: cache, layout: layout, plan: plan, out: out)
+            let actual = backend.toHost(out)
+            for (index, sequence) in sequences.enumerated() {
+                history[index] += sequence.rows.map { Array(rotated[$0 * shape.qkvWidth ..< ($0 + 1) * shape.qkvWidth]) }
+                for (i, row) in sequence.rows.enumerated() {
+                    let position = sequence.firstPosition + i
+                    let expected = attentionReference(query: history[index][position], keysAndValues: Array(history[index][0...position]),
+                                                      shape: shape)
+                    let mismatch = closeMismatch(Array(actual[row * shape.queryWidth ..< (row + 1) * shape.queryWidth]), expected, atol: 1e-5)
+                    #expect(mismatch == nil, "sequence \(index) position \(position): \(mismatch ?? "")")
+                }
+            }
+        }
+    }
+
+    private func ropeReference(_ row: [Float], position: Int, shape: AttentionShape, frequencies: [Float]) -> [Float] {
+        let half = shape.headDim / 2
+        return (0..<shape.queryHeads + shape.kvHeads).flatMap { head -> [Float] in
+            let x = row[head * shape.headDim ..< (head + 1) * shape.headDim].map(Double.init)
+            return (0..<shape.headDim).map { i in
+                let angle = Double(Float(position) * frequencies[i % half])
+                return Float(i < half ? x[i] * cos(angle) - x[i + half] * sin(angle) : x[i] * cos(angle) + x[i - half] * sin(angle))
+            }
+        }
+    }
+
+    /// softmax(q·kᵀ/√d)·v over the given (rotated) rows, the last being the query's own position.
+    private func attentionReference(query: [Float], keysAndValues: [[Float]], shape: AttentionShape) -> [Float] {
+        let d = shape.headDim
+        let position = keysAndValues.count - 1
+        let first = shape.slidingWindow.map { max(0, position - $0 + 1) } ?? 0
+        return (0..<shape.queryHeads).flatMap { head -> [Float] in
+            let kvHead = head / shape.groupSize
+            let q = query[head * d ..< (head + 1) * d].map(Double.init)
+            let keyOffset = shape.queryWidth + kvHead * d, valueOffset = shape.queryWidth + shape.kvWidth + kvHead * d
+            let scores = (first...position).map { p in
+                (0..<d).reduce(0.0) { $0 + q[$1] * Double(keysAndValues[p][keyOffset + $1]) } / Double(d).squareRoot()
+            }
+            let maxScore = scores.max()!
+            let weights = scores.map { exp($0 - maxScore) }
+            let total = weights.reduce(0, +)
+            return (0..<d).map { i in
+                Float(zip(first...position, weights).reduce(0.0) { $0 + $1.1 / total * Double(keysAndValues[$1.0][valueOffset + i]) })
+            }
+        }
+    }
+
+    /// SGMV: segments with gaps (base-only rows), an adapter that skips the projection, mixed ranks and a fused
+    /// output with two pieces. Each row equals its own dense x·Aᵀ·Bᵀ; rows outside segments are untouched.
+    @Test func loraShrinkExpandFollowSegmentSemantics() {
+        var random = SplitMix64(seed: 4)
+        let (rows, inWidth, outWidths) = (9, 12, [10, 6])
+        let ranks = [3, 8, 0, 5]  // rank 0: the adapter in slot 2 does not target this projection
+        let weights: [(a: [Float], b: [[Float]])?] = ranks.map { rank in
+            rank == 0 ? nil : (random.floats(rank * inWidth), outWidths.map { random.floats($0 * (rank / 2 + 1)) })
+        }
+        // Piece 0 reads the first r/2+1 columns of v, piece 1 the last r/2+1: they overlap, which the semantics allow.
+        let projection: LoRAProjection = weights.enumerated().map { slot, weight in
+            weight.map { weight in
+                let pieceRank = ranks[slot] / 2 + 1
+                return LoRAWeights(a: tensor(weight.a, [ranks[slot], inWidth]), pieces: outWidths.enumerated().map { j, width in
+                    LoRAWeights.Piece(b: tensor(weight.b[j], [width, pieceRank]), rankOffset: j == 0 ? 0 : ranks[slot] - pieceRank,
+                                      outputOffset: j == 0 ? 0 : outWidths[0])
+                })
+            }
+        }
+        let segments = [LoRASegment(rows: 0..<2, slot: 1), LoRASegment(rows: 3..<6, slot: 0), LoRASegment(rows: 6..<7, slot: 2),
+                        LoRASegment(rows: 7..<9, slot: 3)]
+        let x = random.floats(rows * inWidth)
+        let yStart = random.floats(rows * outWidths.reduce(0, +))
+        let plan = backend.plan(StepBatch(tokens: [Int32](repeating: 0, count: rows), sequences: [], loraSegments: segments, logitRows: []))
+        let v = backend.zeros([rows, 8])
+        let y = tensor(yStart, [rows, outWidths.reduce(0, +)])
+        backend.loraShrink(x: tensor(x, [rows, inWidth]), projection: projection, plan: plan, v: v)
+        backend.loraExpand(v: v, projection: projection, plan: plan, y: y)
+
+        var expected = yStart
+        let yWidth = outWidths.reduce(0, +)
+        for segment in segments {
+            guard let lora = projection[segment.slot], let weight = weights[segment.slot] else { continue }
+            for row in segment.rows {
+                let shrunk = (0..<lora.rank).map { r in (0..<inWidth).reduce(0.0) { $0 + Double(x[row * inWidth + $1]) * Double(weight.a[r * inWidth + $1]) } }
+                for (j, piece) in lora.pieces.enumerated() {
+                    for o in 0..<piece.outputWidth {
+                        let delta = (0..<piece.rank).reduce(0.0) { $0 + shrunk[piece.rankOffset + $1] * Double(weight.b[j][o * piece.rank + $1]) }
+                        expected[row * yWidth + piece.outputOffset + o] += Float(delta)
+                    }
+                }
+            }
+        }
+        #expect(closeMismatch(backend.toHost(y), expected, atol: 1e-4) == nil)
+        #expect(Array(backend.toHost(y)[2 * yWidth ..< 3 * yWidth]) == Array(yStart[2 * yWidth ..< 3 * yWidth]), "row 2 has no adapter")
+    }
+}

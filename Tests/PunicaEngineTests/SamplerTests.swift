@@ -1,0 +1,111 @@
+import Foundation
+import PunicaEngine
+import Testing
+
+@Suite struct SamplerTests {
+    func sample(_ logits: [Float], _ parameters: SamplingParameters, history: [Int] = []) -> Int {
+        var sampler = Sampler(parameters)
+        return logits.withUnsafeBufferPointer { sampler.sample($0, history: history) }
+    }
+
+    func parameters(temperature: Float = 1, topK: Int = 0, topP: Float = 1, penalty: Float = 1, seed: UInt64? = 7) -> SamplingParameters {
+        var parameters = SamplingParameters()
+        parameters.temperature = temperature
+        parameters.topK = topK
+        parameters.topP = topP
+        parameters.repetitionPenalty = penalty
+        parameters.seed = seed
+        return parameters
+    }
+
+    /// Frequencies of 20 000 draws from one sampler.
+    func frequencies(_ logits: [Float], _ parameters: SamplingParameters) -> [Double] {
+        var sampler = Sampler(parameters)
+        var counts = [Double](repeating: 0, count: logits.count)
+        logits.withUnsafeBufferPointer { buffer in
+            for _ in 0..<20_000 { counts[sampler.sample(buffer, history: [])] += 1 }
+        }
+        return counts.map { $0 / 20_000 }
+    }
+
+    let logits: [Float] = [0.5, 0.3, 0.2, 0.0].map { $0 == 0 ? -Float.infinity : log($0) }
+
+    @Test func greedyPicksTheLargestLogit() {
+        #expect(sample([0.1, 2.5, -1, 2.4], parameters(temperature: 0)) == 1)
+    }
+
+    @Test func temperatureOneFollowsTheModelDistribution() {
+        let observed = frequencies(logits, parameters())
+        for (seen, expected) in zip(observed, [0.5, 0.3, 0.2, 0]) { #expect(abs(seen - expected) < 0.02, "\(observed)") }
+    }
+
+    @Test func lowTemperatureSharpens() {
+        #expect(frequencies(logits, parameters(temperature: 0.25))[0] > 0.8)
+    }
+
+    @Test func topKKeepsTheKMostLikely() {
+        let observed = frequencies(logits, parameters(topK: 2))
+        #expect(observed[2] == 0 && abs(observed[0] - 0.625) < 0.02)
+    }
+
+    @Test func topPKeepsTheSmallestSetReachingP() {
+        let observed = frequencies(logits, parameters(topP: 0.75))
+        #expect(observed[2] == 0 && abs(observed[0] - 0.625) < 0.02, "\(observed)")
+    }
+
+    @Test func sameSeedSameTokensWhateverTheBatch() {
+        var first = Sampler(parameters(seed: 42)), second = Sampler(parameters(seed: 42))
+        let draws = logits.withUnsafeBufferPointer { buffer in
+            ((0..<50).map { _ in first.sample(buffer, history: []) }, (0..<50).map { _ in second.sample(buffer, history: []) })
+        }
+        #expect(draws.0 == draws.1 && Set(draws.0).count > 1)
+    }
+
+    @Test func repetitionPenaltyDemotesSeenTokens() {
+        #expect(sample([2.0, 1.9, -3], parameters(temperature: 0, penalty: 2), history: [0]) == 1)
+        // A negative logit is multiplied, pushing it further down.
+        #expect(sample([-1.0, -1.2], parameters(temperature: 0, penalty: 2), history: [0]) == 1)
+    }
+
+    @Test func validationNamesTheFieldAndLimit() {
+        var parameters = SamplingParameters()
+        parameters.topP = 1.5
+        #expect(throws: RequestError.invalid(field: "top_p", reason: "must be > 0 and <= 1. Given: 1.5")) { try parameters.validate() }
+        parameters = SamplingParameters()
+        parameters.logprobs = 21
+        #expect(throws: RequestError.invalid(field: "logprobs", reason: "must be >= 0 and <= 20. Given: 21")) { try parameters.validate() }
+        parameters = SamplingParameters()
+        parameters.maxTokens = 0
+        #expect(throws: RequestError.self) { try parameters.validate() }
+    }
+}
+
+@Suite struct BlockAllocatorTests {
+    @Test func neverHandsOutPageZeroAndRefusesWhatItLacks() {
+        var allocator = BlockAllocator(pageCount: 5)
+        let pages = allocator.allocate(4)
+        #expect(pages.map(Set.init) == [1, 2, 3, 4])
+        #expect(allocator.allocate(1) == nil && allocator.freeCount == 0)
+        allocator.release(pages!)
+        #expect(allocator.freeCount == 4 && allocator.usedCount == 0)
+    }
+
+    /// Random sequences grow and end; no page is ever owned twice and every page comes back.
+    @Test func randomizedOwnershipNeverOverlapsAndNothingLeaks() {
+        var random = SystemRandomNumberGenerator()
+        var allocator = BlockAllocator(pageCount: 64)
+        var owners: [[Int32]] = []
+        for _ in 0..<2000 {
+            if Bool.random(using: &random), let pages = allocator.allocate(Int.random(in: 1...6, using: &random)) {
+                owners.append(pages)
+            } else if !owners.isEmpty {
+                allocator.release(owners.remove(at: Int.random(in: 0..<owners.count, using: &random)))
+            }
+            let all = owners.flatMap { $0 }
+            #expect(Set(all).count == all.count && !all.contains(0))
+            #expect(allocator.usedCount == all.count)
+        }
+        for pages in owners { allocator.release(pages) }
+        #expect(allocator.freeCount == 63)
+    }
+}
