@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Dependencies point one way: Compute ← CPU; Compute ← Model ← Engine ← CLI.
+// Dependencies point one way: Compute ← CPU/CUDA; Compute ← Model ← Engine ← CLI.
 // Model and Engine never import a concrete backend; the CLI is the only place that picks one.
 let package = Package(
     name: "punica",
@@ -15,16 +15,21 @@ let package = Package(
     targets: [
         .target(name: "PunicaCompute"),
         .target(name: "PunicaCPU", dependencies: ["PunicaCompute"]),
+        .target(name: "PunicaCUDA", dependencies: ["PunicaCompute"], resources: [
+            .embedInCode("Kernels/common.cuh"), .embedInCode("Kernels/elementwise.cu"),
+            .embedInCode("Kernels/attention.cu"), .embedInCode("Kernels/lora.cu"),
+        ]),
         .target(name: "PunicaTokenizer"),
         .target(name: "PunicaModel", dependencies: ["PunicaCompute"]),
         .target(name: "PunicaEngine", dependencies: ["PunicaCompute", "PunicaModel", "PunicaTokenizer"]),
         .executableTarget(name: "punica", dependencies: [
-            "PunicaCPU", "PunicaModel", "PunicaTokenizer", "PunicaEngine",
+            "PunicaCPU", "PunicaCUDA", "PunicaModel", "PunicaTokenizer", "PunicaEngine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .target(name: "TestSupport",
+        .target(name: "TestSupport", dependencies: ["PunicaCompute", "PunicaModel", "PunicaEngine"],
                 path: "Tests/TestSupport"),
         .testTarget(name: "PunicaCPUTests", dependencies: ["PunicaCPU", "TestSupport"]),
+        .testTarget(name: "PunicaCUDATests", dependencies: ["PunicaCUDA", "PunicaCPU", "PunicaModel", "PunicaEngine", "TestSupport"]),
         .testTarget(name: "PunicaTokenizerTests", dependencies: ["PunicaTokenizer", "TestSupport"]),
         .testTarget(name: "PunicaModelTests", dependencies: ["PunicaModel", "PunicaCPU", "TestSupport"]),
         .testTarget(name: "PunicaEngineTests", dependencies: ["PunicaEngine", "PunicaCPU", "TestSupport"]),

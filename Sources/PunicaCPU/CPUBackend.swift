@@ -68,10 +68,21 @@ public final class CPUBackend: Backend {
         Tensor(shape: shape, dtype: .float32, storage: CPUStorage(count: shape.reduce(1, *)))
     }
 
+    public func float32Zeros(_ shape: [Int]) -> Tensor { zeros(shape) }
+
+    public func float32(_ values: [Float], shape: [Int]) -> Tensor {
+        values.withUnsafeBytes { weight(from: $0.baseAddress!, dtype: .float32, shape: shape) }
+    }
+
     public func weight(from source: UnsafeRawPointer, dtype: DType, shape: [Int]) -> Tensor {
         let tensor = zeros(shape)
         HalfConversion.toFloat32(source, dtype: dtype, count: tensor.elementCount, into: tensor.floats)
         return tensor
+    }
+
+    public func randomWeight(shape: [Int], scale: Float, seed: UInt64) -> Tensor {
+        var random = SplitMix64(seed: seed)
+        return float32(random.floats(shape.reduce(1, *), scale: scale), shape: shape)
     }
 
     public func concatenateRows(_ parts: [Tensor]) -> Tensor {
@@ -217,7 +228,7 @@ public final class CPUBackend: Backend {
     public func loraShrink(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor) {
         let (inWidth, vWidth) = (x.rowWidth, v.rowWidth)
         for segment in plan.batch.loraSegments {
-            guard let lora = projection[segment.slot] else { continue }
+            guard let lora = projection.slots[segment.slot] else { continue }
             GEMM.sgemm(transA: false, transB: true, m: segment.rows.count, n: lora.rank, k: inWidth, alpha: 1,
                        a: x.floats + segment.rows.lowerBound * inWidth, lda: inWidth, b: lora.a.floats, ldb: inWidth,
                        beta: 0, c: v.floats + segment.rows.lowerBound * vWidth, ldc: vWidth)
@@ -227,7 +238,7 @@ public final class CPUBackend: Backend {
     public func loraExpand(v: Tensor, projection: LoRAProjection, plan: StepPlan, y: Tensor) {
         let (vWidth, yWidth) = (v.rowWidth, y.rowWidth)
         for segment in plan.batch.loraSegments {
-            guard let lora = projection[segment.slot] else { continue }
+            guard let lora = projection.slots[segment.slot] else { continue }
             let first = segment.rows.lowerBound
             for piece in lora.pieces {
                 GEMM.sgemm(transA: false, transB: true, m: segment.rows.count, n: piece.outputWidth, k: piece.rank,
@@ -242,6 +253,16 @@ public final class CPUBackend: Backend {
         let width = x.rowWidth
         for (i, row) in plan.batch.logitRows.enumerated() {
             (out.floats + i * width).update(from: x.floats + row * width, count: width)
+        }
+    }
+
+    public func argmax(_ logits: Tensor) -> [Int] {
+        let width = logits.rowWidth
+        return (0..<logits.rows).map { row in
+            let values = logits.floats + row * width
+            var best = 0
+            for i in 1..<width where values[i] > values[best] { best = i }
+            return best
         }
     }
 

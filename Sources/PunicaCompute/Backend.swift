@@ -46,9 +46,16 @@ public protocol Backend: AnyObject {
 
     /// A tensor of zeros in the backend's activation type.
     func zeros(_ shape: [Int]) -> Tensor
+    /// Float32 zeros on every backend, for intermediates that need the precision (LoRA's shrink output).
+    func float32Zeros(_ shape: [Int]) -> Tensor
+    /// Float32 values that stay float32 on every backend (RoPE's inverse frequencies).
+    func float32(_ values: [Float], shape: [Int]) -> Tensor
     /// Copies checkpoint data (`dtype` elements, row-major `shape`) into a weight tensor; the backend picks the
     /// storage type. The source need not be aligned.
     func weight(from source: UnsafeRawPointer, dtype: DType, shape: [Int]) -> Tensor
+    /// A weight of values uniform in [-scale, scale), reproducible from `seed` on one backend (the values differ
+    /// between backends): random models for benchmarks.
+    func randomWeight(shape: [Int], scale: Float, seed: UInt64) -> Tensor
     /// Concatenates weights along their first dimension (fusing q|k|v or gate|up into one matrix).
     func concatenateRows(_ parts: [Tensor]) -> Tensor
     /// Returns the tensor's elements as float32 on the host.
@@ -95,4 +102,8 @@ public protocol Backend: AnyObject {
 
     /// Semantics: out[i, :] = x[batch.logitRows[i], :]. out: [logitRows.count, H].
     func gatherLogitRows(x: Tensor, plan: StepPlan, out: Tensor)
+
+    /// Semantics: the index of the largest value of each row (the first on ties): greedy sampling without moving
+    /// the logits to the host. logits: [rows, vocab].
+    func argmax(_ logits: Tensor) -> [Int]
 }

@@ -33,6 +33,16 @@ public final class LoRAWeights {
     public var inputWidth: Int { a.shape[1] }
 }
 
-/// Every resident adapter's weights for one projection, indexed by adapter slot; nil where that adapter does not
-/// target the projection.
-public typealias LoRAProjection = [LoRAWeights?]
+/// Every resident adapter's weights for one projection of one layer, indexed by adapter slot; nil where that adapter
+/// does not target the projection. Built when the resident set changes, never per step.
+public final class LoRAProjection {
+    public let slots: [LoRAWeights?]
+    /// A backend's own form of this table (device pointers, say), made on first use and reused by every step.
+    public var backendTable: AnyObject?
+
+    public init(_ slots: [LoRAWeights?]) { self.slots = slots }
+
+    public var isEmpty: Bool { slots.allSatisfy { $0 == nil } }
+    /// Widest rank of any slot: the columns of `v` the shrink writes.
+    public var maxRank: Int { slots.map { $0?.rank ?? 0 }.max() ?? 0 }
+}

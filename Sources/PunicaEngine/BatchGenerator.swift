@@ -84,7 +84,7 @@ public final class BatchGenerator {
 
         while sequences.contains(where: { $0.finishReason == nil }) {
             let (batch, members) = nextStep(&sequences, allocator: &allocator, layout: layout)
-            let logits = model.forward(batch, cache: cache, adapters: resident)
+            let logits = model.backend.toHost(model.forward(batch, cache: cache, adapters: resident))
             let vocabulary = model.config.vocabularySize
             logits.withUnsafeBufferPointer { all in
                 for (row, index) in members.enumerated() {

@@ -12,16 +12,14 @@ public struct ResidentAdapters {
     public init(_ adapters: [LoRAAdapter?], layerCount: Int) {
         self.adapters = adapters
         projections = (0..<layerCount).map { layer in
-            FusedProjection.allCases.map { fused in adapters.map { $0?.weights[layer][fused.rawValue] } }
+            FusedProjection.allCases.map { fused in LoRAProjection(adapters.map { $0?.weights[layer][fused.rawValue] }) }
         }
-        maxRank = adapters.reduce(0) { widest, adapter in
-            max(widest, adapter?.weights.joined().compactMap { $0?.rank }.max() ?? 0)
-        }
+        maxRank = projections.joined().map(\.maxRank).max() ?? 0
     }
 
     public static let none = ResidentAdapters([], layerCount: 0)
 
-    func projection(layer: Int, _ fused: FusedProjection) -> LoRAProjection {
-        projections.isEmpty ? [] : projections[layer][fused.rawValue]
+    func projection(layer: Int, _ fused: FusedProjection) -> LoRAProjection? {
+        projections.isEmpty ? nil : projections[layer][fused.rawValue]
     }
 }

@@ -33,48 +33,56 @@ public final class LlamaModel {
     let inverseFrequencies: Tensor  // [headDim / 2]
 
     public convenience init(directory: String, backend: Backend) throws {
-        try self.init(config: ModelConfig.load(directory: directory), checkpoint: Checkpoint(directory: directory), backend: backend)
-    }
-
-    /// Binds every weight to its checkpoint name once, checking shapes.
-    public init(config: ModelConfig, checkpoint: Checkpoint, backend: Backend) throws {
-        func load(_ name: String, _ shape: [Int]) throws -> Tensor {
+        let config = try ModelConfig.load(directory: directory)
+        let checkpoint = try Checkpoint(directory: directory)
+        try self.init(config: config, backend: backend, hasLMHead: checkpoint.contains("lm_head.weight")) { name, shape in
             let data = try checkpoint.tensor(name, shape: shape)
             return backend.weight(from: data.bytes, dtype: data.dtype, shape: shape)
         }
+    }
+
+    /// Random weights, uniform in ±1/√fan-in: for benchmarks, which need the shapes and not the values.
+    public static func random(config: ModelConfig, backend: Backend, seed: UInt64 = 0) -> LlamaModel {
+        var counter = seed
+        return try! LlamaModel(config: config, backend: backend, hasLMHead: !config.tieWordEmbeddings) { _, shape in
+            counter &+= 1
+            return backend.randomWeight(shape: shape, scale: 1 / Float(shape.last!).squareRoot(), seed: counter)
+        }
+    }
+
+    /// Binds every weight, by its checkpoint name and shape, once: `weight(name, shape)` supplies it.
+    init(config: ModelConfig, backend: Backend, hasLMHead: Bool, weight: (_ name: String, _ shape: [Int]) throws -> Tensor) throws {
         func projection(_ parts: [Projection], layer: Int) throws -> Tensor {
             backend.concatenateRows(try parts.map { part in
                 let (outputs, inputs) = part.weightShape(config)
-                return try load(part.checkpointName(layer: layer) + ".weight", [outputs, inputs])
+                return try weight(part.checkpointName(layer: layer) + ".weight", [outputs, inputs])
             })
         }
         let hidden = config.hiddenSize
         self.config = config
         self.backend = backend
-        embedding = try load("model.embed_tokens.weight", [config.vocabularySize, hidden])
+        embedding = try weight("model.embed_tokens.weight", [config.vocabularySize, hidden])
         layers = try (0..<config.layerCount).map { layer in
             let prefix = "model.layers.\(layer)."
             return LayerWeights(
-                inputNorm: try load(prefix + "input_layernorm.weight", [hidden]),
+                inputNorm: try weight(prefix + "input_layernorm.weight", [hidden]),
                 qkv: try projection(FusedProjection.qkv.parts, layer: layer),
                 o: try projection(FusedProjection.o.parts, layer: layer),
-                postNorm: try load(prefix + "post_attention_layernorm.weight", [hidden]),
+                postNorm: try weight(prefix + "post_attention_layernorm.weight", [hidden]),
                 gateUp: try projection(FusedProjection.gateUp.parts, layer: layer),
                 down: try projection(FusedProjection.down.parts, layer: layer))
         }
-        finalNorm = try load("model.norm.weight", [hidden])
-        lmHead = config.tieWordEmbeddings && !checkpoint.contains("lm_head.weight")
-            ? embedding : try load("lm_head.weight", [config.vocabularySize, hidden])
+        finalNorm = try weight("model.norm.weight", [hidden])
+        // Tied checkpoints reuse the embedding; some also store the copy, which is then read like any weight.
+        lmHead = config.tieWordEmbeddings && !hasLMHead ? embedding : try weight("lm_head.weight", [config.vocabularySize, hidden])
         let frequencies = config.rope.inverseFrequencies(headDim: config.attention.headDim)
-        inverseFrequencies = frequencies.withUnsafeBytes {
-            backend.weight(from: $0.baseAddress!, dtype: .float32, shape: [frequencies.count])
-        }
+        inverseFrequencies = backend.float32(frequencies, shape: [frequencies.count])
     }
 
     public func makeKVCache(layout: PageLayout) -> KVCache { KVCache(layout: layout, config: config, backend: backend) }
 
-    /// Runs one step and returns the next-token logits of `batch.logitRows`: [logitRows.count, vocab] row-major.
-    public func forward(_ batch: StepBatch, cache: KVCache, adapters: ResidentAdapters) -> [Float] {
+    /// Runs one step and returns the next-token logits of `batch.logitRows`: [logitRows.count, vocab], on the backend.
+    public func forward(_ batch: StepBatch, cache: KVCache, adapters: ResidentAdapters) -> Tensor {
         precondition(batch.rowCount > 0, "a step needs at least one row")
         let plan = backend.plan(batch)
         let rows = batch.rowCount
@@ -86,13 +94,12 @@ public final class LlamaModel {
         let projected = backend.zeros([rows, hidden])               // o and down outputs, added to x by the next norm
         let gateUp = backend.zeros([rows, 2 * config.intermediateSize])
         let activated = backend.zeros([rows, config.intermediateSize])
-        let v = backend.zeros([rows, max(adapters.maxRank, 1)])      // LoRA shrink output
+        let v = backend.float32Zeros([rows, max(adapters.maxRank, 1)])  // LoRA shrink output
 
         // y = x·Wᵀ for every row, then each adapter's segment adds its low-rank delta (Punica's SGMV).
         func linear(_ input: Tensor, _ weight: Tensor, _ fused: FusedProjection, layer: Int, into output: Tensor) {
             backend.matmul(x: input, weight: weight, out: output)
-            let lora = adapters.projection(layer: layer, fused)
-            guard !lora.isEmpty, !batch.loraSegments.isEmpty else { return }
+            guard let lora = adapters.projection(layer: layer, fused), !lora.isEmpty, !batch.loraSegments.isEmpty else { return }
             backend.loraShrink(x: input, projection: lora, plan: plan, v: v)
             backend.loraExpand(v: v, projection: lora, plan: plan, y: output)
         }
@@ -123,6 +130,6 @@ public final class LlamaModel {
         backend.gatherLogitRows(x: normed, plan: plan, out: last)
         let logits = backend.zeros([batch.logitRows.count, config.vocabularySize])
         backend.matmul(x: last, weight: lmHead, out: logits)
-        return backend.toHost(logits)
+        return logits
     }
 }

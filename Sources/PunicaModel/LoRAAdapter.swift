@@ -17,7 +17,7 @@ public final class LoRAAdapter {
     /// [layer][FusedProjection.rawValue]: nil where the adapter targets none of the fused projection's parts.
     let weights: [[LoRAWeights?]]
 
-    public init(name: String, directory: String, config: ModelConfig, backend: Backend) throws {
+    public convenience init(name: String, directory: String, config: ModelConfig, backend: Backend) throws {
         let configPath = directory + "/adapter_config.json"
         let settings = try decodeJSON(AdapterConfig.self, path: configPath)
         let targets = try settings.validatedTargets(path: configPath)
@@ -25,7 +25,28 @@ public final class LoRAAdapter {
         let scale = Float(settings.use_rslora == true ? settings.lora_alpha / Double(rank).squareRoot()
                                                       : settings.lora_alpha / Double(rank))
         let tensors = try Self.loraTensors(directory: directory, config: config, targets: targets)
+        try self.init(name: name, directory: directory, rank: rank, scale: scale, targets: targets, config: config,
+                      backend: backend) { key, matrix, shape in
+            let data = try tensors.require(key, matrix: matrix, shape: shape)
+            return matrix == .a ? backend.weight(from: data.bytes, dtype: data.dtype, shape: shape)
+                                : Self.scaled(data, by: scale, backend: backend)
+        }
+    }
 
+    /// A random adapter (uniform A and B) for benchmarks.
+    public static func random(name: String, rank: Int, targets: Set<Projection>, config: ModelConfig, backend: Backend,
+                              seed: UInt64) -> LoRAAdapter {
+        var counter = seed << 32
+        return try! LoRAAdapter(name: name, directory: "", rank: rank, scale: 1, targets: targets, config: config,
+                                backend: backend) { _, _, shape in
+            counter &+= 1
+            return backend.randomWeight(shape: shape, scale: 1 / Float(shape.last!).squareRoot(), seed: counter)
+        }
+    }
+
+    /// Builds the fused per-layer weights; `matrix(key, .a/.b, shape)` supplies A, and B with the scale folded in.
+    init(name: String, directory: String, rank: Int, scale: Float, targets: Set<Projection>, config: ModelConfig,
+         backend: Backend, matrix: (LoRATensorKey, LoRATensors.Matrix, [Int]) throws -> Tensor) throws {
         var weights: [[LoRAWeights?]] = []
         for layer in 0..<config.layerCount {
             weights.append(try FusedProjection.allCases.map { fused -> LoRAWeights? in
@@ -37,13 +58,12 @@ public final class LoRAAdapter {
                     defer { outputOffset += outputs }
                     guard targets.contains(projection) else { continue }
                     let key = LoRATensorKey(layer: layer, projection: projection)
-                    let a = try tensors.require(key, matrix: .a, shape: [rank, inputs])
-                    let b = try tensors.require(key, matrix: .b, shape: [outputs, rank])
-                    pieces.append(LoRAWeights.Piece(b: Self.scaled(b, by: scale, backend: backend),
-                                                    rankOffset: aParts.count * rank, outputOffset: outputOffset))
-                    aParts.append(backend.weight(from: a.bytes, dtype: a.dtype, shape: a.shape))
+                    let a = try matrix(key, .a, [rank, inputs])
+                    pieces.append(LoRAWeights.Piece(b: try matrix(key, .b, [outputs, rank]), rankOffset: aParts.count * rank,
+                                                    outputOffset: outputOffset))
+                    aParts.append(a)
                 }
-                return aParts.isEmpty ? nil : LoRAWeights(a: backend.concatenateRows(aParts), pieces: pieces)
+                return aParts.isEmpty ? nil : LoRAWeights(a: aParts.count == 1 ? aParts[0] : backend.concatenateRows(aParts), pieces: pieces)
             })
         }
         self.name = name

@@ -69,6 +69,24 @@ public struct ModelConfig: Sendable {
     public let bosTokenID: Int?
     public let eosTokenIDs: [Int]
 
+    /// A Llama configuration by its shape (benchmarks of random models): rope θ 10000, no scaling, 2048 positions.
+    public static func llama(hiddenSize: Int, intermediateSize: Int, layers: Int, heads: Int, kvHeads: Int,
+                             vocabularySize: Int, tieWordEmbeddings: Bool) -> ModelConfig {
+        let raw = RawConfig(architectures: ["LlamaForCausalLM"], hidden_size: hiddenSize, intermediate_size: intermediateSize,
+                            num_hidden_layers: layers, num_attention_heads: heads, num_key_value_heads: kvHeads,
+                            vocab_size: vocabularySize, rms_norm_eps: 1e-5, max_position_embeddings: 2048,
+                            tie_word_embeddings: tieWordEmbeddings)
+        return try! ModelConfig(raw, slidingWindow: nil, path: "(built in)")
+    }
+
+    /// Parameters of the base model (embedding and head counted once when tied).
+    public var parameterCount: Int {
+        let attention = self.attention
+        let perLayer = hiddenSize * (attention.queryWidth + 2 * attention.kvWidth) + attention.queryWidth * hiddenSize
+            + 3 * hiddenSize * intermediateSize + 2 * hiddenSize
+        return layerCount * perLayer + vocabularySize * hiddenSize * (tieWordEmbeddings ? 1 : 2) + hiddenSize
+    }
+
     public static func load(directory: String) throws -> ModelConfig {
         let path = directory + "/config.json"
         let file = try decodeJSON(ConfigFile.self, path: path)
@@ -168,26 +186,26 @@ struct ConfigFile: Decodable {
 
 /// `config.json` as written by transformers (snake_case keys kept so the mapping is obvious).
 struct RawConfig: Decodable {
-    var architectures: [String]?
-    var model_type: String?
+    var architectures: [String]? = nil
+    var model_type: String? = nil
     var hidden_size: Int
     var intermediate_size: Int
     var num_hidden_layers: Int
     var num_attention_heads: Int
-    var num_key_value_heads: Int?
-    var head_dim: Int?
+    var num_key_value_heads: Int? = nil
+    var head_dim: Int? = nil
     var vocab_size: Int
-    var rms_norm_eps: Double?
-    var rope_theta: Double?
-    var rope_scaling: RopeParameters?
-    var rope_parameters: RopeParameters?
-    var max_position_embeddings: Int?
-    var tie_word_embeddings: Bool?
-    var hidden_act: String?
-    var attention_bias: Bool?
-    var mlp_bias: Bool?
-    var bos_token_id: Int?
-    var eos_token_id: OneOrMany?
+    var rms_norm_eps: Double? = nil
+    var rope_theta: Double? = nil
+    var rope_scaling: RopeParameters? = nil
+    var rope_parameters: RopeParameters? = nil
+    var max_position_embeddings: Int? = nil
+    var tie_word_embeddings: Bool? = nil
+    var hidden_act: String? = nil
+    var attention_bias: Bool? = nil
+    var mlp_bias: Bool? = nil
+    var bos_token_id: Int? = nil
+    var eos_token_id: OneOrMany? = nil
 
     struct RopeParameters: Decodable {
         var rope_type: String?

@@ -4,7 +4,7 @@ public enum Projection: String, CaseIterable, Sendable {
     case gate = "gate_proj", up = "up_proj", down = "down_proj"
 
     /// The submodule holding it: `model.layers.N.<module>.<name>`.
-    var module: String {
+    public var module: String {
         switch self {
         case .q, .k, .v, .o: "self_attn"
         case .gate, .up, .down: "mlp"
@@ -12,7 +12,7 @@ public enum Projection: String, CaseIterable, Sendable {
     }
 
     /// nn.Linear weight shape: [out features, in features].
-    func weightShape(_ config: ModelConfig) -> (outputs: Int, inputs: Int) {
+    public func weightShape(_ config: ModelConfig) -> (outputs: Int, inputs: Int) {
         let attention = config.attention
         switch self {
         case .q: return (attention.queryWidth, config.hiddenSize)
@@ -23,7 +23,7 @@ public enum Projection: String, CaseIterable, Sendable {
         }
     }
 
-    func checkpointName(layer: Int) -> String { "model.layers.\(layer).\(module).\(rawValue)" }
+    public func checkpointName(layer: Int) -> String { "model.layers.\(layer).\(module).\(rawValue)" }
 }
 
 /// Projections as the forward pass runs them: q|k|v and gate|up each fused into one GEMM (and one LoRA launch).

@@ -4,100 +4,188 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import PunicaCUDA
 import PunicaCompute
+import PunicaEngine
 import PunicaModel
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Benchmarks (commands, not tests): numbers for docs/PERFORMANCE.md.",
-        subcommands: [BenchForward.self])
+        abstract: "Benchmarks (commands, not tests): the numbers in docs/PERFORMANCE.md.",
+        subcommands: [BenchForward.self, BenchLoRA.self])
 }
 
-/// `punica bench forward`: prefill and decode throughput of the forward pass on a random-weight Llama, without
-/// LoRA and with a LoRA on all seven projections for every request, each request its own adapter (Distinct).
+/// Model shapes of the benchmarks, with random weights.
+enum BenchShape: String, ExpressibleByArgument, CaseIterable {
+    case llama15m = "llama-15m", llama110m = "llama-110m", llama7b = "llama-7b"
+
+    var config: ModelConfig {
+        switch self {
+        // llama2.c's stories15M and stories110M, the CPU peers' configurations.
+        case .llama15m: .llama(hiddenSize: 288, intermediateSize: 768, layers: 6, heads: 6, kvHeads: 6, vocabularySize: 32000, tieWordEmbeddings: true)
+        case .llama110m: .llama(hiddenSize: 768, intermediateSize: 2048, layers: 12, heads: 12, kvHeads: 12, vocabularySize: 32000, tieWordEmbeddings: true)
+        case .llama7b: .llama(hiddenSize: 4096, intermediateSize: 11008, layers: 32, heads: 32, kvHeads: 32, vocabularySize: 32000, tieWordEmbeddings: false)
+        }
+    }
+}
+
+extension Popularity: ExpressibleByArgument {}
+
+/// `punica bench forward`: prefill and decode throughput of the forward pass on a random-weight Llama, without LoRA
+/// and with a rank-r LoRA on all seven projections for every request, adapters spread by popularity.
 struct BenchForward: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "forward",
         abstract: "Prefill and decode tokens/s of a random-weight Llama, with and without per-request LoRA adapters.")
 
-    @Option(help: "Model shape: llama-15m or llama-110m.") var shape = "llama-15m"
-    @Option(help: "Concurrent requests (rows of each decode step).") var batch = 1
+    @OptionGroup var device: DeviceOptions
+    @Option(help: "Model shape: \(BenchShape.allCases.map(\.rawValue).joined(separator: ", ")).") var shape = BenchShape.llama15m
+    @Option(parsing: .upToNextOption, help: "Batch sizes (concurrent requests).") var batch: [Int] = [1, 8]
+    @Option(parsing: .upToNextOption, help: "Adapter popularities: distinct, uniform, skewed, identical.") var popularity: [Popularity] = [.distinct]
     @Option(help: "LoRA rank of every adapter.") var rank = 16
     @Option(help: "Prompt tokens per request.") var promptTokens = 128
     @Option(help: "Decode steps.") var decodeTokens = 64
-    @Option(help: "Timed repetitions; the median is reported.") var repeats = 3
-    @Option(help: "Where random checkpoints are written (reused across runs).") var cache = "/tmp/punica-bench"
-    @Option(help: "Where to run: cpu.") var device = "cpu"
+    @Option(help: "Timed repetitions of each configuration; the median is reported.") var repeats = 3
 
     func run() throws {
-        let shapes = ["llama-15m": RandomModel.Shape.llama15M, "llama-110m": RandomModel.Shape.llama110M]
-        guard let modelShape = shapes[shape] else { throw ValidationError("--shape \(shape): expected one of \(shapes.keys.sorted())") }
-        let directory = "\(cache)/\(shape)"
-        if !FileManager.default.fileExists(atPath: directory + "/model.safetensors") {
-            try RandomModel.writeModel(modelShape, to: directory)
+        let backend = try device.makeBackend()
+        let config = shape.config
+        let model = LlamaModel.random(config: config, backend: backend)
+        let needed = batch.map { b in popularity.map { $0.requestsPerAdapter(b).count }.max() ?? 0 }.max() ?? 0
+        let adapters = (0..<needed).map {
+            LoRAAdapter.random(name: "a\($0)", rank: rank, targets: Set(Projection.allCases), config: config, backend: backend, seed: UInt64($0 + 1))
         }
-        let backend = try ModelOptions.parse(["--device", device]).makeBackend()
-        let model = try LlamaModel(directory: directory, backend: backend)
-        let adapters = try (0..<batch).map { index in
-            let adapterDirectory = "\(directory)/adapter-r\(rank)-\(index)"
-            if !FileManager.default.fileExists(atPath: adapterDirectory + "/adapter_model.safetensors") {
-                try RandomModel.writeAdapter(forModel: directory, rank: rank, alpha: Double(2 * rank), targets: Projection.allCases,
-                                             to: adapterDirectory, seed: UInt64(index + 1))
+        let adapterBytes = adapters.first.map { adapter in
+            Projection.allCases.reduce(0) { total, projection in
+                let (outputs, inputs) = projection.weightShape(config)
+                return total + config.layerCount * adapter.rank * (outputs + inputs) * 2
             }
-            return try LoRAAdapter(name: "a\(index)", directory: adapterDirectory, config: model.config, backend: backend)
-        }
-        print("backend: \(backend.name); \(shape); batch \(batch); prompt \(promptTokens); decode \(decodeTokens); rank \(rank)")
-        print("| LoRA | prefill tok/s | decode tok/s | decode step ms |")
-        print("|---|---|---|---|")
-        for (label, resident) in [("none", ResidentAdapters([], layerCount: 0)),
-                                  ("r\(rank) distinct ×\(batch)", ResidentAdapters(adapters, layerCount: model.config.layerCount))] {
-            var prefill: [Double] = []
-            var decode: [Double] = []
-            for _ in 0..<repeats {
-                let (p, d) = measure(model, resident, withLoRA: !resident.adapters.isEmpty)
-                prefill.append(p)
-                decode.append(d)
+        } ?? 0
+        let bandwidth = (backend as? CUDABackend).flatMap { try? $0.measureCopyBandwidth() }
+        print("backend: \(backend.name); \(shape.rawValue) (\(config.parameterCount / 1_000_000)M parameters); prompt \(promptTokens); "
+              + "decode \(decodeTokens); LoRA rank \(rank) on all 7 projections"
+              + (bandwidth.map { "; copy bandwidth \(fixed($0 / 1e12, 2)) TB/s" } ?? ""))
+        print("| batch | LoRA | prefill tok/s | decode tok/s | decode step ms |" + (bandwidth != nil ? " step / roofline |" : ""))
+        print("|---|---|---|---|---|" + (bandwidth != nil ? "---|" : ""))
+        for size in batch {
+            let workloads: [(String, [Int]?)] = [("none", nil)] + popularity.map { ($0.rawValue, $0.adapterIndices(requests: size)) }
+            for (label, assignment) in workloads {
+                let runs = (0..<repeats).map { _ in measure(model, adapters: adapters, batch: size, assignment: assignment) }
+                let prefill = median(runs.map(\.prefill)), decode = median(runs.map(\.decode))
+                let step = decode / Double(decodeTokens)
+                var line = "| \(size) | \(label) | \(fixed(Double(size * promptTokens) / prefill, 0)) | "
+                    + "\(fixed(Double(size * decodeTokens) / decode, 1)) | \(fixed(1000 * step, 2)) |"
+                if let bandwidth {
+                    // Bytes a decode step must read: weights, the KV cache at mid-decode, each distinct adapter once.
+                    let kv = size * (promptTokens + decodeTokens / 2) * config.layerCount * 2 * config.attention.kvWidth * 2
+                    let distinct = Set(assignment ?? []).count
+                    let bytes = Double(config.parameterCount * 2 + kv + distinct * adapterBytes)
+                    line += " \(fixed(step / (bytes / bandwidth), 2))× |"
+                }
+                print(line)
             }
-            let (prefillSeconds, decodeSeconds) = (median(prefill), median(decode))
-            let rows = Double(batch)
-            print("| \(label) | \(fixed(rows * Double(promptTokens) / prefillSeconds, 0)) | "
-                + "\(fixed(rows * Double(decodeTokens) / decodeSeconds, 1)) | \(fixed(1000 * decodeSeconds / Double(decodeTokens), 2)) |")
         }
     }
 
-    /// Seconds for the prefill of every prompt (one step) and for all decode steps (greedy, argmax on the host).
-    private func measure(_ model: LlamaModel, _ adapters: ResidentAdapters, withLoRA: Bool) -> (Double, Double) {
+    /// Seconds for the prefill of every prompt (one step) and for all decode steps (greedy on the device).
+    private func measure(_ model: LlamaModel, adapters: [LoRAAdapter], batch: Int, assignment: [Int]?) -> (prefill: Double, decode: Double) {
         let layout = PageLayout(pageSize: 16, pageCount: 1 + batch * ((promptTokens + decodeTokens + 15) / 16))
         let cache = model.makeKVCache(layout: layout)
         let pagesPerSequence = layout.pagesNeeded(forTokens: promptTokens + decodeTokens)
         let blockTables = (0..<batch).map { index in (0..<pagesPerSequence).map { Int32(1 + index * pagesPerSequence + $0) } }
+        // Slot i holds adapter i; requests are already grouped by adapter, so each run of equal slots is a segment.
+        let resident = assignment == nil ? ResidentAdapters.none : ResidentAdapters(adapters, layerCount: model.config.layerCount)
         var random = SplitMix64(seed: 7)
         var tokens = (0..<batch).map { _ in (0..<promptTokens).map { _ in Int32.random(in: 3..<Int32(model.config.vocabularySize), using: &random) } }
 
-        func step(newTokens: Int, context: Int) -> [Float] {
+        func step(newTokens: Int, context: Int) {
             let sequences = (0..<batch).map { index in
                 StepBatch.Sequence(rows: index * newTokens ..< (index + 1) * newTokens, contextLength: context, blockTable: blockTables[index])
             }
-            let batchTokens = tokens.flatMap { $0.suffix(newTokens) }
-            let segments = withLoRA ? sequences.enumerated().map { LoRASegment(rows: $1.rows, slot: $0) } : []
-            return model.forward(StepBatch(tokens: batchTokens, sequences: sequences, loraSegments: segments,
-                                           logitRows: sequences.map { $0.rows.upperBound - 1 }), cache: cache, adapters: adapters)
-        }
-        func appendArgmax(_ logits: [Float]) {
-            let vocabulary = model.config.vocabularySize
-            for index in 0..<batch {
-                let row = logits[index * vocabulary ..< (index + 1) * vocabulary]
-                tokens[index].append(Int32(row.indices.max { row[$0] < row[$1] }! - index * vocabulary))
+            var segments: [LoRASegment] = []
+            for (index, sequence) in sequences.enumerated() {
+                guard let slot = assignment?[index] else { continue }
+                if let last = segments.last, last.slot == slot {
+                    segments[segments.count - 1].rows = last.rows.lowerBound ..< sequence.rows.upperBound
+                } else {
+                    segments.append(LoRASegment(rows: sequence.rows, slot: slot))
+                }
             }
+            let logits = model.forward(StepBatch(tokens: tokens.flatMap { $0.suffix(newTokens) }, sequences: sequences, loraSegments: segments,
+                                                 logitRows: sequences.map { $0.rows.upperBound - 1 }), cache: cache, adapters: resident)
+            for (index, token) in model.backend.argmax(logits).enumerated() { tokens[index].append(Int32(token)) }
         }
         let clock = ContinuousClock()
-        let prefillStart = clock.now
-        appendArgmax(step(newTokens: promptTokens, context: promptTokens))
-        let prefill = clock.now - prefillStart
-        let decodeStart = clock.now
-        for generated in 1...decodeTokens { appendArgmax(step(newTokens: 1, context: promptTokens + generated)) }
-        let decode = clock.now - decodeStart
+        let prefill = clock.measure { step(newTokens: promptTokens, context: promptTokens) }
+        let decode = clock.measure {
+            for generated in 1...decodeTokens { step(newTokens: 1, context: promptTokens + generated) }
+        }
         return (prefill.seconds, decode.seconds)
+    }
+}
+
+/// `punica bench lora`: the SGMV shrink + expand of one projection on the GPU, by rank, batch and popularity, against
+/// the bytes it must move.
+struct BenchLoRA: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lora",
+        abstract: "Microseconds of one projection's LoRA delta (SGMV shrink + expand) on CUDA, and its multiple of the roofline.")
+
+    @Option(help: "Storage type: float16 or bfloat16.") var dtype = "float16"
+    @Option(parsing: .upToNextOption, help: "Projections as in×out.") var projection: [String] = ["4096x4096", "4096x11008", "11008x4096"]
+    @Option(parsing: .upToNextOption, help: "LoRA ranks.") var rank: [Int] = [8, 16, 32, 64, 128]
+    @Option(parsing: .upToNextOption, help: "Rows (tokens) of the batch.") var batch: [Int] = [1, 8, 32, 64, 128, 256]
+    @Option(parsing: .upToNextOption, help: "Adapter popularities.") var popularity: [Popularity] = Popularity.allCases
+    @Option(help: "Timed iterations per configuration (median reported).") var iterations = 50
+
+    func run() throws {
+        let gpu = try CUDABackend(dtype: try DeviceOptions.parse(["--dtype", dtype]).storageType)
+        let bandwidth = try gpu.measureCopyBandwidth()
+        print("device: \(gpu.name); copy bandwidth \(fixed(bandwidth / 1e12, 2)) TB/s (read + write); median of \(iterations) CUDA-event timings")
+        print("| in×out | rank | batch | popularity | adapters | µs | roofline µs | × roofline | base GEMM µs |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for shape in projection {
+            let parts = shape.split(separator: "x").compactMap { Int($0) }
+            guard parts.count == 2 else { throw ValidationError("--projection \(shape): expected IN x OUT, e.g. 4096x4096") }
+            let (inWidth, outWidth) = (parts[0], parts[1])
+            let weight = gpu.randomWeight(shape: [outWidth, inWidth], scale: 0.02, seed: 1)
+            for r in rank {
+                let maxAdapters = batch.max() ?? 1
+                let adapters: [LoRAWeights?] = (0..<maxAdapters).map { (index: Int) -> LoRAWeights? in
+                    let seed = UInt64(2 * index + 10)
+                    let a = gpu.randomWeight(shape: [r, inWidth], scale: 0.02, seed: seed)
+                    let b = gpu.randomWeight(shape: [outWidth, r], scale: 0.02, seed: seed + 1)
+                    return LoRAWeights(a: a, pieces: [LoRAWeights.Piece(b: b, rankOffset: 0, outputOffset: 0)])
+                }
+                let table = LoRAProjection(adapters)
+                for rows in batch {
+                    let x = gpu.randomWeight(shape: [rows, inWidth], scale: 1, seed: 3), y = gpu.zeros([rows, outWidth])
+                    let v = gpu.float32Zeros([rows, r])
+                    let baseTimes = try gpu.eventTimes(iterations: iterations, warmup: 5) { gpu.matmul(x: x, weight: weight, out: y) }
+                    for workload in popularity {
+                        let counts = workload.requestsPerAdapter(rows)
+                        var segments: [LoRASegment] = []
+                        for (slot, count) in counts.enumerated() {
+                            let start = segments.last?.rows.upperBound ?? 0
+                            segments.append(LoRASegment(rows: start ..< start + count, slot: slot))
+                        }
+                        let plan = gpu.plan(StepBatch(tokens: [Int32](repeating: 0, count: rows), sequences: [], loraSegments: segments, logitRows: []))
+                        let times = try gpu.eventTimes(iterations: iterations, warmup: 5) {
+                            gpu.loraShrink(x: x, projection: table, plan: plan, v: v)
+                            gpu.loraExpand(v: v, projection: table, plan: plan, y: y)
+                        }
+                        // x read, each distinct adapter's A and B read, v written and read (float32), y read and written.
+                        let adapterBytes: Int = counts.count * 2 * r * (inWidth + outWidth)
+                        let activationBytes: Int = 2 * rows * inWidth + 8 * rows * r + 4 * rows * outWidth
+                        let bytes = adapterBytes + activationBytes
+                        let roofline = Double(bytes) / bandwidth * 1e6
+                        let measured = median(times)
+                        print("| \(inWidth)×\(outWidth) | \(r) | \(rows) | \(workload.rawValue) | \(counts.count) | \(fixed(measured, 1)) | "
+                              + "\(fixed(roofline, 1)) | \(fixed(measured / roofline, 2)) | \(fixed(median(baseTimes), 1)) |")
+                    }
+                }
+            }
+        }
     }
 }
 

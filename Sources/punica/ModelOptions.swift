@@ -5,11 +5,39 @@ import FoundationEssentials
 import Foundation
 #endif
 import PunicaCPU
+import PunicaCUDA
 import PunicaCompute
 import PunicaModel
 import PunicaTokenizer
 
-/// The model, adapters and device every command loads: the composition root, the one place that picks a backend.
+/// The device a command runs on: the composition root, the one place that picks a concrete backend.
+struct DeviceOptions: ParsableArguments {
+    @Option(help: "Where to run: cpu or cuda.")
+    var device = "cpu"
+
+    @Option(help: "Storage type on cuda: float16 or bfloat16 (cpu computes in float32).")
+    var dtype = "bfloat16"
+
+    var storageType: DType {
+        get throws {
+            switch dtype {
+            case "float16", "fp16", "half": return .float16
+            case "bfloat16", "bf16": return .bfloat16
+            default: throw ValidationError("--dtype \(dtype): expected float16 or bfloat16")
+            }
+        }
+    }
+
+    func makeBackend() throws -> Backend {
+        switch device {
+        case "cpu": return CPUBackend()
+        case "cuda": return try CUDABackend(dtype: storageType)
+        default: throw ValidationError("--device \(device): expected cpu or cuda")
+        }
+    }
+}
+
+/// The model and adapters every serving command loads.
 struct ModelOptions: ParsableArguments {
     @Option(help: "Hugging Face model directory (config.json, *.safetensors, tokenizer.json).")
     var model = "models"
@@ -18,13 +46,7 @@ struct ModelOptions: ParsableArguments {
                                                              valueName: "name=dir"))
     var adapters: [String] = []
 
-    @Option(help: "Where to run: cpu.")
-    var device = "cpu"
-
-    func makeBackend() throws -> Backend {
-        guard device == "cpu" else { throw ValidationError("--device \(device) is not available (available: cpu)") }
-        return CPUBackend()
-    }
+    @OptionGroup var device: DeviceOptions
 
     /// Parses `name=dir` pairs, refusing duplicates and empty parts.
     func adapterDirectories() throws -> [(name: String, directory: String)] {
@@ -43,7 +65,7 @@ struct ModelOptions: ParsableArguments {
         guard FileManager.default.fileExists(atPath: model + "/config.json") else {
             throw ValidationError("--model \(model): no config.json there")
         }
-        let backend = try makeBackend()
+        let backend = try device.makeBackend()
         let llama = try LlamaModel(directory: model, backend: backend)
         let tokenizer = FileManager.default.fileExists(atPath: model + "/tokenizer.json") ? try Tokenizer(directory: model) : nil
         let adapters = try adapterDirectories().map {

@@ -138,7 +138,7 @@ import TestSupport
             rank == 0 ? nil : (random.floats(rank * inWidth), outWidths.map { random.floats($0 * (rank / 2 + 1)) })
         }
         // Piece 0 reads the first r/2+1 columns of v, piece 1 the last r/2+1: they overlap, which the semantics allow.
-        let projection: LoRAProjection = weights.enumerated().map { slot, weight in
+        let projection = LoRAProjection(weights.enumerated().map { slot, weight in
             weight.map { weight in
                 let pieceRank = ranks[slot] / 2 + 1
                 return LoRAWeights(a: tensor(weight.a, [ranks[slot], inWidth]), pieces: outWidths.enumerated().map { j, width in
@@ -146,7 +146,7 @@ import TestSupport
                                       outputOffset: j == 0 ? 0 : outWidths[0])
                 })
             }
-        }
+        })
         let segments = [LoRASegment(rows: 0..<2, slot: 1), LoRASegment(rows: 3..<6, slot: 0), LoRASegment(rows: 6..<7, slot: 2),
                         LoRASegment(rows: 7..<9, slot: 3)]
         let x = random.floats(rows * inWidth)
@@ -160,7 +160,7 @@ import TestSupport
         var expected = yStart
         let yWidth = outWidths.reduce(0, +)
         for segment in segments {
-            guard let lora = projection[segment.slot], let weight = weights[segment.slot] else { continue }
+            guard let lora = projection.slots[segment.slot], let weight = weights[segment.slot] else { continue }
             for row in segment.rows {
                 let shrunk = (0..<lora.rank).map { r in (0..<inWidth).reduce(0.0) { $0 + Double(x[row * inWidth + $1]) * Double(weight.a[r * inWidth + $1]) } }
                 for (j, piece) in lora.pieces.enumerated() {

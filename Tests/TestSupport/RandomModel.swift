@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import PunicaCompute
+import PunicaModel
 
 /// Writes model and PEFT adapter directories with random weights, in the layout real checkpoints use, so
 /// benchmarks and tests exercise the same loading path as downloaded models.

@@ -1,0 +1,308 @@
+/// Single-precision matrix multiply: the one entry point the CPU backend uses for every product.
+///
+/// Semantics: C[m,n] = alpha * op(A)[m,k] · op(B)[k,n] + beta * C, all row-major with leading dimensions.
+/// op(X) = Xᵀ when trans is true. (Model weights are stored as HF nn.Linear does: W[out, in], so y = x·Wᵀ is the
+/// common call: transB = true.) When beta == 0, C is only written, never read (it may hold garbage or NaN).
+enum GEMM {
+    enum Implementation {
+        case swift
+        case blas(BLAS.Library)
+    }
+
+    /// BLAS when one is loaded, else the built-in Swift implementation — except the decode GEMV, which always runs
+    /// in Swift: OpenBLAS 0.3.21's sgemm has no m == 1 path and streams W 2-4× slower than `gemv` below.
+    static func sgemm(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        let implementation: Implementation = isGEMV(m: m, transA: transA, lda: lda, transB: transB)
+            ? .swift : BLAS.library.map(Implementation.blas) ?? .swift
+        sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+              beta: beta, c: c, ldc: ldc, using: implementation)
+    }
+
+    /// y = x·Wᵀ for one contiguous row x: each output is the dot product of x with a contiguous row of W.
+    private static func isGEMV(m: Int, transA: Bool, lda: Int, transB: Bool) -> Bool {
+        m == 1 && (!transA || lda == 1) && transB
+    }
+
+    static func sgemm(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, using implementation: Implementation
+    ) {
+        precondition(m >= 0 && n >= 0 && k >= 0, "sgemm: negative shape m=\(m) n=\(n) k=\(k)")
+        precondition(lda >= max(1, transA ? m : k), "sgemm: lda=\(lda) < \(transA ? "m" : "k")")
+        precondition(ldb >= max(1, transB ? k : n), "sgemm: ldb=\(ldb) < \(transB ? "k" : "n")")
+        precondition(ldc >= max(1, n), "sgemm: ldc=\(ldc) < n=\(n)")
+        guard m > 0, n > 0 else { return }
+
+        switch implementation {
+        case .blas(let library):
+            library.sgemm(BLAS.rowMajor, transA ? BLAS.trans : BLAS.noTrans, transB ? BLAS.trans : BLAS.noTrans,
+                          Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        case .swift:
+            if k == 0 || alpha == 0 {
+                scale(c, rows: m, columns: n, ldc: ldc, by: beta)
+            } else if isGEMV(m: m, transA: transA, lda: lda, transB: transB) {
+                gemv(x: a, w: b, ldw: ldb, n: n, k: k, alpha: alpha, beta: beta, y: c)
+            } else {
+                packedProduct(MatrixView(a, ld: lda, transposed: transA), MatrixView(b, ld: ldb, transposed: transB),
+                              m: m, n: n, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc)
+            }
+        }
+    }
+}
+
+/// A strided view of op(X): element [row, column] is base[row * rowStride + column * columnStride].
+private struct MatrixView {
+    let base: UnsafePointer<Float>
+    let rowStride: Int
+    let columnStride: Int
+
+    init(_ base: UnsafePointer<Float>, ld: Int, transposed: Bool) {
+        self.base = base
+        (rowStride, columnStride) = transposed ? (1, ld) : (ld, 1)
+    }
+
+    init(base: UnsafePointer<Float>, rowStride: Int, columnStride: Int) {
+        (self.base, self.rowStride, self.columnStride) = (base, rowStride, columnStride)
+    }
+
+    var transposed: MatrixView { MatrixView(base: base, rowStride: columnStride, columnStride: rowStride) }
+}
+
+// MARK: - Blocking
+
+// Micro-tile of C held in registers: mr rows × nr columns, one SIMD8 (two SSE registers) per row. On baseline
+// x86-64 (SSE, 16 registers) 4×8 runs as fast per flop as 6×8, the largest tile that fits, and wastes no rows
+// when m = 8. (Built with `-target-cpu haswell`, AVX registers make both ~2× faster and 6×8 25% faster than 4×8.)
+private let mr = 4
+private let nr = 8
+private typealias Row = SIMD8<Float>
+// Cache blocking: a kc×nr panel of packed B (12 KiB) stays in L1 while it meets every packed A panel of the
+// mc×kc block (144 KiB, L2); the kc×nc block of packed B (768 KiB) stays in L2 across row blocks.
+private let kc = 384
+private let mc = 96
+private let nc = 512
+/// Below this many multiply-adds a product runs on one thread: waking a second costs more than it saves.
+private let minWorkPerThread = 1 << 17
+
+/// Threads worth using for `work` multiply-adds.
+private func usefulThreads(work: Int) -> Int {
+    max(1, min(Parallel.threadCount, work / minWorkPerThread))
+}
+
+extension GEMM {
+    /// Splits C into a grid of independent tasks, each packing its own operands. Columns are split first, so each
+    /// thread reads only its share of B (the weights); rows are split only when C is too narrow.
+    private static func packedProduct(
+        _ opA: MatrixView, _ opB: MatrixView, m: Int, n: Int, k: Int, alpha: Float, beta: Float,
+        c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        let threads = usefulThreads(work: m * n * k)
+        let columnPanels = (n + nr - 1) / nr, rowPanels = (m + mr - 1) / mr
+        let columnTasks = min(threads, columnPanels)
+        let rowTasks = min(threads / columnTasks, rowPanels)
+        Parallel.forEach(rowTasks * columnTasks) { task in
+            let (rowTask, columnTask) = task.quotientAndRemainder(dividingBy: columnTasks)
+            let rows = (rowTask * rowPanels / rowTasks * mr) ..< min(m, (rowTask + 1) * rowPanels / rowTasks * mr)
+            let columns = (columnTask * columnPanels / columnTasks * nr)
+                ..< min(n, (columnTask + 1) * columnPanels / columnTasks * nr)
+            productBlock(opA, opB, rows: rows, columns: columns, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc)
+        }
+    }
+
+    /// C[rows, columns] = alpha · op(A)[rows, :] · op(B)[:, columns] + beta · C[rows, columns], on one thread.
+    private static func productBlock(
+        _ opA: MatrixView, _ opB: MatrixView, rows: Range<Int>, columns: Range<Int>, k: Int,
+        alpha: Float, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        let packedA = UnsafeMutablePointer<Float>.allocate(capacity: mc * kc)
+        let packedB = UnsafeMutablePointer<Float>.allocate(capacity: (nc + nr - 1) / nr * nr * kc)
+        let tile = UnsafeMutablePointer<Float>.allocate(capacity: mr * nr)
+        defer { packedA.deallocate(); packedB.deallocate(); tile.deallocate() }
+
+        for j0 in stride(from: columns.lowerBound, to: columns.upperBound, by: nc) {
+            let width = min(nc, columns.upperBound - j0)
+            for p0 in stride(from: 0, to: k, by: kc) {
+                let depth = min(kc, k - p0)
+                // The first k block applies the caller's beta; later ones accumulate onto it.
+                let blockBeta = p0 == 0 ? beta : 1
+                pack(opB.transposed, rows: j0 ..< j0 + width, columns: p0 ..< p0 + depth, panelWidth: nr, into: packedB)
+                for i0 in stride(from: rows.lowerBound, to: rows.upperBound, by: mc) {
+                    let height = min(mc, rows.upperBound - i0)
+                    pack(opA, rows: i0 ..< i0 + height, columns: p0 ..< p0 + depth, panelWidth: mr, into: packedA)
+                    for j in stride(from: 0, to: width, by: nr) {
+                        for i in stride(from: 0, to: height, by: mr) {
+                            microKernel(depth: depth, a: packedA + i * depth, b: packedB + j * depth, tile: tile)
+                            store(tile, rows: min(mr, height - i), columns: min(nr, width - j),
+                                  alpha: alpha, beta: blockBeta, c: c + (i0 + i) * ldc + j0 + j, ldc: ldc)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copies view[rows, columns] into panels of `panelWidth` rows, each stored [column][panelWidth], so the
+    /// micro-kernel reads both operands contiguously whatever their layout. Past the last row the panel holds zeros:
+    /// the tile rows they produce are never stored, and zeros (unlike leftover bytes) are never slow denormals.
+    private static func pack(
+        _ view: MatrixView, rows: Range<Int>, columns: Range<Int>, panelWidth: Int,
+        into destination: UnsafeMutablePointer<Float>
+    ) {
+        var out = destination
+        for panelStart in stride(from: rows.lowerBound, to: rows.upperBound, by: panelWidth) {
+            let live = min(panelWidth, rows.upperBound - panelStart)
+            var source = view.base + panelStart * view.rowStride + columns.lowerBound * view.columnStride
+            var column = 0
+            // Rows contiguous along k (x, and W in y = x·Wᵀ): transposing 4×4 blocks in registers made m = 8
+            // products 1.4× faster than gathering one element at a time (packing W is a large share there).
+            if view.columnStride == 1 && live == panelWidth && panelWidth % 4 == 0 {
+                while column + 4 <= columns.count {
+                    for r in stride(from: 0, to: panelWidth, by: 4) {
+                        transpose4x4(source + r * view.rowStride, rowStride: view.rowStride,
+                                     into: out + r, outRowStride: panelWidth)
+                    }
+                    column += 4
+                    source += 4
+                    out += 4 * panelWidth
+                }
+            }
+            while column < columns.count {
+                var element = source
+                for r in 0 ..< live {
+                    out[r] = element.pointee
+                    element += view.rowStride
+                }
+                for r in live ..< panelWidth { out[r] = 0 }
+                column += 1
+                source += view.columnStride
+                out += panelWidth
+            }
+        }
+    }
+
+    /// Writes the transpose of the 4×4 block at `source` to `destination`. Viewing the block as 16 elements with
+    /// index (row, column) in 2+2 bits, each perfect unshuffle (even elements, then odd) rotates the index bits
+    /// right by one, so two of them swap row and column.
+    @inline(__always)
+    private static func transpose4x4(
+        _ source: UnsafePointer<Float>, rowStride: Int, into destination: UnsafeMutablePointer<Float>, outRowStride: Int
+    ) {
+        func row(_ r: Int) -> SIMD4<Float> {
+            UnsafeRawPointer(source + r * rowStride).loadUnaligned(as: SIMD4<Float>.self)
+        }
+        let block = SIMD16(lowHalf: SIMD8(lowHalf: row(0), highHalf: row(1)),
+                           highHalf: SIMD8(lowHalf: row(2), highHalf: row(3)))
+        let once = SIMD16(lowHalf: block.evenHalf, highHalf: block.oddHalf)
+        let transposed = SIMD16(lowHalf: once.evenHalf, highHalf: once.oddHalf)
+        func store(_ r: Int, _ value: SIMD4<Float>) {
+            UnsafeMutableRawPointer(destination + r * outRowStride).storeBytes(of: value, as: SIMD4<Float>.self)
+        }
+        store(0, transposed.lowHalf.lowHalf)
+        store(1, transposed.lowHalf.highHalf)
+        store(2, transposed.highHalf.lowHalf)
+        store(3, transposed.highHalf.highHalf)
+    }
+
+    /// tile[mr][nr] = Σ_p a[p][0..<mr] ⊗ b[p][0..<nr], with a = one packed A panel [depth][mr] and b = one packed
+    /// B panel [depth][nr]. Each step broadcasts one A element per row against one row of B.
+    /// Where the time goes for products with m > 1: 80-90% of it at m ≥ 128, two thirds at m = 8 (packing W takes
+    /// most of the rest).
+    /// Multiply then add, not fused: baseline x86-64 has no FMA, so `addingProduct` would call fmaf per lane.
+    @inline(__always)
+    private static func microKernel(
+        depth: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, tile: UnsafeMutablePointer<Float>
+    ) {
+        var c0 = Row(), c1 = Row(), c2 = Row(), c3 = Row()
+        var a = a, b = UnsafeRawPointer(b)
+        for _ in 0 ..< depth {
+            let row = b.loadUnaligned(as: Row.self)
+            c0 += a[0] * row
+            c1 += a[1] * row
+            c2 += a[2] * row
+            c3 += a[3] * row
+            a += mr
+            b += nr * MemoryLayout<Float>.stride
+        }
+        let out = UnsafeMutableRawPointer(tile), rowBytes = nr * MemoryLayout<Float>.stride
+        out.storeBytes(of: c0, toByteOffset: 0 * rowBytes, as: Row.self)
+        out.storeBytes(of: c1, toByteOffset: 1 * rowBytes, as: Row.self)
+        out.storeBytes(of: c2, toByteOffset: 2 * rowBytes, as: Row.self)
+        out.storeBytes(of: c3, toByteOffset: 3 * rowBytes, as: Row.self)
+    }
+
+    /// C[0..<rows, 0..<columns] = alpha · tile + beta · C, not reading C when beta == 0.
+    /// Full rows (columns == nr, all but the right edge) go as one SIMD row.
+    private static func store(
+        _ tile: UnsafePointer<Float>, rows: Int, columns: Int, alpha: Float, beta: Float,
+        c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        for r in 0 ..< rows {
+            let source = tile + r * nr, destination = c + r * ldc
+            if columns == nr {
+                let product = alpha * UnsafeRawPointer(source).loadUnaligned(as: Row.self)
+                let old = beta == 0 ? Row() : beta * UnsafeRawPointer(destination).loadUnaligned(as: Row.self)
+                UnsafeMutableRawPointer(destination).storeBytes(of: product + old, as: Row.self)
+            } else {
+                for j in 0 ..< columns {
+                    let product = alpha * source[j]
+                    destination[j] = beta == 0 ? product : product + beta * destination[j]
+                }
+            }
+        }
+    }
+
+    /// C = beta · C for a product with nothing to add (k == 0 or alpha == 0); beta == 0 writes zeros without reading.
+    private static func scale(_ c: UnsafeMutablePointer<Float>, rows: Int, columns: Int, ldc: Int, by beta: Float) {
+        for r in 0 ..< rows {
+            let row = c + r * ldc
+            for j in 0 ..< columns { row[j] = beta == 0 ? 0 : beta * row[j] }
+        }
+    }
+}
+
+// MARK: - Decode GEMV
+
+extension GEMM {
+    /// y[n] = alpha · W[n,k]·x[k] + beta · y, the m == 1 product with transB (y = x·Wᵀ, W row-major).
+    /// Decode time goes here, and it is memory-bound: every row of W is streamed once as a contiguous dot product
+    /// against x (which stays in L1), and rows are split across threads. One row at a time keeps each thread's
+    /// reads one sequential stream: interleaving four rows to share loads of x ran 2-3× slower for short rows
+    /// (k = 288), which defeated the hardware prefetcher.
+    private static func gemv(
+        x: UnsafePointer<Float>, w: UnsafePointer<Float>, ldw: Int, n: Int, k: Int, alpha: Float, beta: Float,
+        y: UnsafeMutablePointer<Float>
+    ) {
+        let threads = usefulThreads(work: n * k)
+        Parallel.forEach(threads) { thread in
+            for j in (thread * n / threads) ..< ((thread + 1) * n / threads) {
+                let product = alpha * dot(x, w + j * ldw, count: k)
+                y[j] = beta == 0 ? product : product + beta * y[j]
+            }
+        }
+    }
+
+    /// Σ x[i]·y[i] over `count` elements, in two independent SIMD accumulators so additions overlap.
+    @inline(__always)
+    private static func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, count: Int) -> Float {
+        func load(_ pointer: UnsafePointer<Float>) -> Row { UnsafeRawPointer(pointer).loadUnaligned(as: Row.self) }
+        let width = Row.scalarCount
+        var sum0 = Row(), sum1 = Row()
+        var i = 0
+        while i + 2 * width <= count {
+            sum0 += load(x + i) * load(y + i)
+            sum1 += load(x + i + width) * load(y + i + width)
+            i += 2 * width
+        }
+        var sum = (sum0 + sum1).sum()
+        while i < count {
+            sum += x[i] * y[i]
+            i += 1
+        }
+        return sum
+    }
+}

@@ -1,0 +1,469 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import PunicaCompute
+
+/// Device memory behind a tensor. Activations come from (and return to) the pool; weights are allocated exactly.
+final class CUDAStorage: TensorStorage {
+    let address: UInt64
+    let bytes: Int
+    private let memory: DeviceMemory
+    private let pooled: Bool
+
+    init(bytes: Int, memory: DeviceMemory, pooled: Bool) {
+        self.bytes = bytes
+        self.memory = memory
+        self.pooled = pooled
+        address = memory.allocate(bytes, pooled: pooled)
+    }
+
+    deinit { memory.release(address, bytes: bytes, pooled: pooled) }
+}
+
+/// cuMemAlloc is slow and synchronizing, so per-step buffers are recycled by power-of-two size class. Reuse is safe
+/// without events because every kernel runs on the backend's one stream, in order.
+final class DeviceMemory {
+    private let driver: CUDADriver
+    private var free: [Int: [UInt64]] = [:]
+
+    init(driver: CUDADriver) { self.driver = driver }
+
+    static func sizeClass(_ bytes: Int) -> Int { max(512, 1 << (Int.bitWidth - (max(bytes, 1) - 1).leadingZeroBitCount)) }
+
+    func allocate(_ bytes: Int, pooled: Bool) -> UInt64 {
+        let size = pooled ? Self.sizeClass(bytes) : max(bytes, 1)
+        if pooled, let address = free[size]?.popLast() { return address }
+        var address: UInt64 = 0
+        must { () throws(CUDAError) in try driver.call("cuMemAlloc_v2(\(size) bytes)", driver.cuMemAlloc(&address, size)) }
+        return address
+    }
+
+    func release(_ address: UInt64, bytes: Int, pooled: Bool) {
+        if pooled {
+            free[Self.sizeClass(bytes), default: []].append(address)
+        } else {
+            _ = driver.cuMemFree(address)
+        }
+    }
+}
+
+/// A CUDA failure inside an op (which cannot throw) is a device fault: stop with the call that failed.
+func must(_ body: () throws(CUDAError) -> Void) {
+    do {
+        try body()
+    } catch {
+        fatalError("CUDA: \(error)")
+    }
+}
+
+extension Tensor {
+    var address: UInt64 {
+        guard let storage = storage as? CUDAStorage else { preconditionFailure("tensor \(shape) was not made by the CUDA backend") }
+        return storage.address
+    }
+}
+
+/// A step's metadata in one device buffer of int32 sections, uploaded once and read by every layer.
+final class CUDAPlan: StepPlan {
+    let batch: StepBatch
+    let buffer: Tensor
+    let maxPages: Int
+    let maxContext: Int
+    /// Element offsets of each section in `buffer`.
+    let tokens, positions, rowSequence, blockTables, segmentStart, segmentEnd, segmentSlot, logitRows: Int
+
+    init(_ batch: StepBatch, backend: CUDABackend) {
+        self.batch = batch
+        let maxPages = max(1, batch.sequences.map(\.blockTable.count).max() ?? 1)
+        self.maxPages = maxPages
+        maxContext = batch.sequences.map(\.contextLength).max() ?? 0
+        var rowSequence = [Int32](repeating: 0, count: batch.rowCount)
+        for (index, sequence) in batch.sequences.enumerated() {
+            for row in sequence.rows { rowSequence[row] = Int32(index) }
+        }
+        let tables = batch.sequences.flatMap { $0.blockTable + [Int32](repeating: 0, count: maxPages - $0.blockTable.count) }
+        let sections: [[Int32]] = [
+            batch.tokens, batch.positions, rowSequence, tables,
+            batch.loraSegments.map { Int32($0.rows.lowerBound) }, batch.loraSegments.map { Int32($0.rows.upperBound) },
+            batch.loraSegments.map { Int32($0.slot) }, batch.logitRows.map(Int32.init),
+        ]
+        var offsets: [Int] = []
+        var all: [Int32] = []
+        for section in sections {
+            offsets.append(all.count)
+            all += section
+        }
+        (tokens, positions, self.rowSequence, blockTables, segmentStart, segmentEnd, segmentSlot, logitRows) =
+            (offsets[0], offsets[1], offsets[2], offsets[3], offsets[4], offsets[5], offsets[6], offsets[7])
+        buffer = backend.upload(all)
+    }
+
+    func address(_ offset: Int) -> UInt64 { buffer.address + UInt64(4 * offset) }
+}
+
+/// One adapter set's LoRA weights for one projection as the SGMV kernels read them (`LoraSlot` in common.cuh):
+/// per slot, 88 bytes: a (8), rank (4), piece count (4), then 3 pieces of 24 bytes: b (8), rank, rank offset,
+/// output offset, output width (4 each).
+final class CUDALoRATable {
+    let buffer: Tensor
+    static let slotBytes = 88, pieceBytes = 24, maxPieces = 3
+
+    init(_ projection: LoRAProjection, backend: CUDABackend) {
+        var bytes = [UInt8](repeating: 0, count: max(1, projection.slots.count) * Self.slotBytes)
+        func put<T>(_ value: T, at offset: Int) { withUnsafeBytes(of: value) { bytes.replaceSubrange(offset ..< offset + $0.count, with: $0) } }
+        for (slot, weights) in projection.slots.enumerated() {
+            guard let weights else { continue }
+            precondition(weights.pieces.count <= Self.maxPieces, "at most \(Self.maxPieces) pieces per fused projection")
+            let base = slot * Self.slotBytes
+            put(weights.a.address, at: base)
+            put(Int32(weights.rank), at: base + 8)
+            put(Int32(weights.pieces.count), at: base + 12)
+            for (index, piece) in weights.pieces.enumerated() {
+                let offset = base + 16 + index * Self.pieceBytes
+                put(piece.b.address, at: offset)
+                put(Int32(piece.rank), at: offset + 8)
+                put(Int32(piece.rankOffset), at: offset + 12)
+                put(Int32(piece.outputOffset), at: offset + 16)
+                put(Int32(piece.outputWidth), at: offset + 20)
+            }
+        }
+        buffer = backend.upload(bytes: bytes)
+    }
+}
+
+/// The NVIDIA GPU backend: weights and activations in float16 or bfloat16, float32 arithmetic; GEMMs through cuBLAS,
+/// every other op a kernel of Kernels/*.cu compiled by NVRTC for this device.
+public final class CUDABackend: Backend {
+    public let dtype: DType
+    public let deviceName: String
+    public let computeCapability: (major: Int, minor: Int)
+    public let multiprocessorCount: Int
+    let driver: CUDADriver
+    let stream: OpaquePointer?
+    let memory: DeviceMemory
+    let kernels: KernelLibrary
+    let blas: CUBLAS
+    private let blasWorkspace: Tensor
+
+    public init(device: Int = 0, dtype: DType = .bfloat16) throws {
+        guard dtype != .float32 else { throw CUDAError.unsupported("the CUDA backend stores float16 or bfloat16, not float32") }
+        let driver = try CUDADriver()
+        try driver.call("cuInit", driver.cuInit(0))
+        var handle: Int32 = 0
+        try driver.call("cuDeviceGet(\(device))", driver.cuDeviceGet(&handle, Int32(device)))
+        var context: OpaquePointer?
+        // The primary context is the one cuBLAS (through the runtime API) also uses.
+        try driver.call("cuDevicePrimaryCtxRetain", driver.cuDevicePrimaryCtxRetain(&context, handle))
+        try driver.call("cuCtxSetCurrent", driver.cuCtxSetCurrent(context))
+        func attribute(_ code: Int32) throws(CUDAError) -> Int {
+            var value: Int32 = 0
+            try driver.call("cuDeviceGetAttribute(\(code))", driver.cuDeviceGetAttribute(&value, code, handle))
+            return Int(value)
+        }
+        computeCapability = (try attribute(75), try attribute(76))
+        multiprocessorCount = try attribute(16)
+        guard computeCapability.major >= 8 else {
+            throw CUDAError.unsupported("compute capability \(computeCapability.major).\(computeCapability.minor) is below 8.0 (Ampere)")
+        }
+        var name = [CChar](repeating: 0, count: 256)
+        try driver.call("cuDeviceGetName", driver.cuDeviceGetName(&name, 256, handle))
+        deviceName = String(cString: name)
+        var stream: OpaquePointer?
+        try driver.call("cuStreamCreate", driver.cuStreamCreate(&stream, 1))
+        self.driver = driver
+        self.stream = stream
+        self.dtype = dtype
+        memory = DeviceMemory(driver: driver)
+        let architecture = "sm_\(computeCapability.major)\(computeCapability.minor)\(computeCapability.major == 9 ? "a" : "")"
+        kernels = try KernelLibrary(driver: driver, architecture: architecture, dtype: dtype)
+        let workspaceBytes = 32 << 20
+        blasWorkspace = Tensor(shape: [workspaceBytes], dtype: .float16, storage: CUDAStorage(bytes: workspaceBytes, memory: memory, pooled: false))
+        blas = try CUBLAS(stream: stream, workspace: blasWorkspace.address, workspaceBytes: workspaceBytes)
+    }
+
+    public var name: String { "cuda (\(deviceName), \(dtype))" }
+
+    // MARK: Memory
+
+    private func allocate(_ shape: [Int], dtype: DType, pooled: Bool) -> Tensor {
+        Tensor(shape: shape, dtype: dtype, storage: CUDAStorage(bytes: shape.reduce(1, *) * dtype.byteSize, memory: memory, pooled: pooled))
+    }
+
+    public func zeros(_ shape: [Int]) -> Tensor {
+        let tensor = allocate(shape, dtype: dtype, pooled: true)
+        must { () throws(CUDAError) in
+            try driver.call("cuMemsetD8Async", driver.cuMemsetD8Async(tensor.address, 0, tensor.elementCount * dtype.byteSize, stream))
+        }
+        return tensor
+    }
+
+    /// Uploads raw 4-byte words (int32 metadata, packed structs) into a pooled buffer.
+    func upload(bytes: [UInt8]) -> Tensor {
+        precondition(bytes.count % 4 == 0, "uploads are whole 4-byte words")
+        let tensor = allocate([bytes.count / 4], dtype: .float32, pooled: true)
+        copyToDevice(bytes, tensor.address)
+        return tensor
+    }
+
+    func upload(_ values: [Int32]) -> Tensor {
+        upload(bytes: values.withUnsafeBytes { Array($0) })
+    }
+
+    /// Pageable host memory: the call returns once the data is staged, so `bytes` may go away right after.
+    private func copyToDevice(_ bytes: [UInt8], _ address: UInt64) {
+        must { () throws(CUDAError) in
+            try driver.call("cuMemcpyHtoDAsync_v2", bytes.withUnsafeBytes { driver.cuMemcpyHtoDAsync(address, $0.baseAddress!, $0.count, stream) })
+        }
+    }
+
+    public func float32Zeros(_ shape: [Int]) -> Tensor {
+        let tensor = allocate(shape, dtype: .float32, pooled: true)
+        must { () throws(CUDAError) in
+            try driver.call("cuMemsetD8Async", driver.cuMemsetD8Async(tensor.address, 0, tensor.elementCount * 4, stream))
+        }
+        return tensor
+    }
+
+    public func float32(_ values: [Float], shape: [Int]) -> Tensor {
+        upload(bytes: values.withUnsafeBytes { Array($0) })
+    }
+
+    public func weight(from source: UnsafeRawPointer, dtype sourceType: DType, shape: [Int]) -> Tensor {
+        let count = shape.reduce(1, *)
+        var halves = [UInt16](repeating: 0, count: count)
+        if sourceType == dtype {
+            halves.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(start: source, count: count * 2)) }
+        } else {
+            var floats = [Float](repeating: 0, count: count)
+            HalfConversion.toFloat32(source, dtype: sourceType, count: count, into: &floats)
+            for i in 0..<count {
+                halves[i] = dtype == .bfloat16 ? HalfConversion.bfloat16(floats[i]) : Float16(floats[i]).bitPattern
+            }
+        }
+        let tensor = allocate(shape, dtype: dtype, pooled: false)
+        copyToDevice(halves.withUnsafeBytes { Array($0) }, tensor.address)
+        return tensor
+    }
+
+    public func randomWeight(shape: [Int], scale: Float, seed: UInt64) -> Tensor {
+        let tensor = allocate(shape, dtype: dtype, pooled: false)
+        let count = tensor.elementCount
+        launch("fill_uniform", grid: ((count + 255) / 256, 1, 1), block: 256, [.pointer(tensor.address), .size(count), .uint64(seed), .float(scale)])
+        return tensor
+    }
+
+    public func concatenateRows(_ parts: [Tensor]) -> Tensor {
+        let result = allocate([parts.reduce(0) { $0 + $1.rows }] + parts[0].shape.dropFirst(), dtype: dtype, pooled: false)
+        var offset: UInt64 = 0
+        for part in parts {
+            let bytes = part.elementCount * dtype.byteSize
+            must { () throws(CUDAError) in
+                try driver.call("cuMemcpyDtoDAsync_v2", driver.cuMemcpyDtoDAsync(result.address + offset, part.address, bytes, stream))
+            }
+            offset += UInt64(bytes)
+        }
+        return result
+    }
+
+    public func toHost(_ tensor: Tensor) -> [Float] {
+        let count = tensor.elementCount
+        let widened = tensor.dtype == .float32 ? tensor : allocate([count], dtype: .float32, pooled: true)
+        if tensor.dtype != .float32 {
+            launch("to_float32", grid: ((count + 255) / 256, 1, 1), block: 256, [.pointer(tensor.address), .pointer(widened.address), .size(count)])
+        }
+        var values = [Float](repeating: 0, count: count)
+        must { () throws(CUDAError) in
+            try driver.call("cuMemcpyDtoHAsync_v2", values.withUnsafeMutableBytes { driver.cuMemcpyDtoHAsync($0.baseAddress!, widened.address, $0.count, stream) })
+            try driver.call("cuStreamSynchronize", driver.cuStreamSynchronize(stream))
+        }
+        return values
+    }
+
+    public func plan(_ batch: StepBatch) -> StepPlan { CUDAPlan(batch, backend: self) }
+
+    /// Waits for every queued kernel.
+    public func synchronize() {
+        must { () throws(CUDAError) in try driver.call("cuStreamSynchronize", driver.cuStreamSynchronize(stream)) }
+    }
+
+    // MARK: Measuring
+
+    /// Microseconds of each of `iterations` runs of `body`, timed with CUDA events after `warmup` untimed runs.
+    public func eventTimes(iterations: Int, warmup: Int, _ body: () -> Void) throws -> [Double] {
+        for _ in 0..<warmup { body() }
+        var events: [OpaquePointer?] = Array(repeating: nil, count: iterations + 1)
+        for index in events.indices { try driver.call("cuEventCreate", driver.cuEventCreate(&events[index], 0)) }
+        try driver.call("cuEventRecord", driver.cuEventRecord(events[0], stream))
+        for index in 1...iterations {
+            body()
+            try driver.call("cuEventRecord", driver.cuEventRecord(events[index], stream))
+        }
+        try driver.call("cuEventSynchronize", driver.cuEventSynchronize(events[iterations]))
+        return try (1...iterations).map { index in
+            var milliseconds: Float = 0
+            try driver.call("cuEventElapsedTime", driver.cuEventElapsedTime(&milliseconds, events[index - 1], events[index]))
+            return Double(milliseconds) * 1000
+        }
+    }
+
+    /// Device-to-device copy bandwidth in bytes per second, read and write both counted: the roofline's bandwidth.
+    public func measureCopyBandwidth(bytes: Int = 1 << 30) throws -> Double {
+        let source = allocate([bytes / 4], dtype: .float32, pooled: false), target = allocate([bytes / 4], dtype: .float32, pooled: false)
+        let times = try eventTimes(iterations: 20, warmup: 3) {
+            must { () throws(CUDAError) in
+                try driver.call("cuMemcpyDtoDAsync_v2", driver.cuMemcpyDtoDAsync(target.address, source.address, bytes, stream))
+            }
+        }
+        return 2 * Double(bytes) / (times.sorted()[times.count / 2] * 1e-6)
+    }
+
+    // MARK: Launching
+
+    enum Argument {
+        case pointer(UInt64)
+        case int(Int)
+        case float(Float)
+        case size(Int)
+        case uint64(UInt64)
+    }
+
+    /// Launches `kernel` on the stream. Each argument sits in its own 8-byte cell; int32 and float kernel
+    /// parameters read the low 4 bytes (little-endian).
+    func launch(_ kernel: String, grid: (Int, Int, Int), block: Int, _ arguments: [Argument]) {
+        var cells = arguments.map { argument -> UInt64 in
+            switch argument {
+            case let .pointer(address): address
+            case let .int(value): UInt64(UInt32(bitPattern: Int32(value)))
+            case let .float(value): UInt64(value.bitPattern)
+            case let .size(value): UInt64(value)
+            case let .uint64(value): value
+            }
+        }
+        let function = kernels[kernel]
+        let result = cells.withUnsafeMutableBytes { raw in
+            var parameters = (0..<arguments.count).map { UnsafeMutableRawPointer?(raw.baseAddress! + 8 * $0) }
+            return driver.cuLaunchKernel(function, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block), 1, 1, 0, stream,
+                                         &parameters, nil)
+        }
+        must { () throws(CUDAError) in try driver.call("cuLaunchKernel(\(kernel))", result) }
+    }
+
+    // MARK: Ops
+
+    public func embedding(table: Tensor, plan: StepPlan, out: Tensor) {
+        let cuda = plan.cuda
+        launch("embedding", grid: (out.rows, 1, 1), block: 256, [.pointer(cuda.address(cuda.tokens)), .pointer(table.address),
+                                                                .pointer(out.address), .int(out.rowWidth)])
+    }
+
+    public func rmsNorm(x: Tensor, weight: Tensor, epsilon: Float, out: Tensor) {
+        launch("rms_norm", grid: (x.rows, 1, 1), block: 256, [.pointer(x.address), .pointer(weight.address), .pointer(out.address),
+                                                             .int(x.rowWidth), .float(epsilon)])
+    }
+
+    public func addRMSNorm(residual: Tensor, x: Tensor, weight: Tensor, epsilon: Float, out: Tensor) {
+        launch("add_rms_norm", grid: (x.rows, 1, 1), block: 256, [.pointer(residual.address), .pointer(x.address), .pointer(weight.address),
+                                                                 .pointer(out.address), .int(x.rowWidth), .float(epsilon)])
+    }
+
+    public func matmul(x: Tensor, weight: Tensor, out: Tensor) {
+        let dataType: Int32 = dtype == .bfloat16 ? 14 : 2  // CUDA_R_16BF, CUDA_R_16F
+        must { () throws(CUDAError) in
+            try blas.matmul(x: x.address, w: weight.address, out: out.address, m: x.rows, n: weight.rows, k: x.rowWidth, dataType: dataType)
+        }
+    }
+
+    public func rope(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, plan: StepPlan) {
+        let cuda = plan.cuda
+        launch("rope", grid: (qkv.rows, 1, 1), block: 128, [
+            .pointer(qkv.address), .pointer(cuda.address(cuda.positions)), .pointer(inverseFrequencies.address),
+            .int(qkv.rowWidth), .int(shape.queryHeads + shape.kvHeads), .int(shape.headDim)])
+    }
+
+    public func appendKV(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan) {
+        let cuda = plan.cuda
+        launch("append_kv", grid: (qkv.rows, 1, 1), block: 128, [
+            .pointer(qkv.address), .pointer(cache.keys.address), .pointer(cache.values.address), .pointer(cuda.address(cuda.positions)),
+            .pointer(cuda.address(cuda.rowSequence)), .pointer(cuda.address(cuda.blockTables)), .int(cuda.maxPages),
+            .int(layout.pageSize), .int(qkv.rowWidth), .int(shape.queryWidth), .int(shape.kvWidth)])
+    }
+
+    public func attention(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan, out: Tensor) {
+        let cuda = plan.cuda
+        let tasks = qkv.rows * shape.queryHeads
+        // Split long contexts over more blocks when rows × heads alone cannot fill the GPU (decode).
+        let splits = tasks >= 2 * multiprocessorCount ? 1 : max(1, min(16, cuda.maxContext / 256, 2 * multiprocessorCount / max(tasks, 1)))
+        let partial = splits > 1 ? allocate([tasks * splits * (shape.headDim + 2)], dtype: .float32, pooled: true) : nil
+        let partialAcc = partial?.address ?? 0
+        let partialMaxSum = partialAcc + UInt64(4 * tasks * splits * shape.headDim)
+        launch("paged_attention", grid: (qkv.rows, shape.queryHeads, splits), block: 128, [
+            .pointer(qkv.address), .pointer(cache.keys.address), .pointer(cache.values.address), .pointer(cuda.address(cuda.positions)),
+            .pointer(cuda.address(cuda.rowSequence)), .pointer(cuda.address(cuda.blockTables)), .pointer(out.address),
+            .pointer(partialAcc), .pointer(partialMaxSum), .int(cuda.maxPages), .int(qkv.rowWidth), .int(shape.queryHeads),
+            .int(shape.kvHeads), .int(shape.headDim), .int(layout.pageSize), .int(shape.slidingWindow ?? 0),
+            .float(1 / Float(shape.headDim).squareRoot())])
+        if splits > 1 {
+            launch("attention_merge", grid: (qkv.rows, shape.queryHeads, 1), block: 128, [
+                .pointer(partialAcc), .pointer(partialMaxSum), .pointer(out.address), .int(shape.queryHeads), .int(shape.headDim), .int(splits)])
+        }
+    }
+
+    public func siluMul(gateUp: Tensor, out: Tensor) {
+        launch("silu_mul", grid: ((out.rowWidth + 255) / 256, out.rows, 1), block: 256,
+               [.pointer(gateUp.address), .pointer(out.address), .int(out.rowWidth)])
+    }
+
+    private func loraTable(_ projection: LoRAProjection) -> CUDALoRATable {
+        if let table = projection.backendTable as? CUDALoRATable { return table }
+        let table = CUDALoRATable(projection, backend: self)
+        projection.backendTable = table
+        return table
+    }
+
+    public func loraShrink(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor) {
+        let cuda = plan.cuda
+        let segments = cuda.batch.loraSegments.count
+        guard segments > 0 else { return }
+        launch("sgmv_shrink", grid: (segments, (projection.maxRank + 7) / 8, 1), block: 256, [
+            .pointer(x.address), .pointer(v.address), .pointer(loraTable(projection).buffer.address),
+            .pointer(cuda.address(cuda.segmentStart)), .pointer(cuda.address(cuda.segmentEnd)), .pointer(cuda.address(cuda.segmentSlot)),
+            .int(x.rowWidth), .int(v.rowWidth)])
+    }
+
+    public func loraExpand(v: Tensor, projection: LoRAProjection, plan: StepPlan, y: Tensor) {
+        let cuda = plan.cuda
+        let segments = cuda.batch.loraSegments.count
+        guard segments > 0 else { return }
+        launch("sgmv_expand", grid: (segments, (y.rowWidth + 127) / 128, 1), block: 128, [
+            .pointer(v.address), .pointer(y.address), .pointer(loraTable(projection).buffer.address),
+            .pointer(cuda.address(cuda.segmentStart)), .pointer(cuda.address(cuda.segmentEnd)), .pointer(cuda.address(cuda.segmentSlot)),
+            .int(v.rowWidth), .int(y.rowWidth)])
+    }
+
+    public func argmax(_ logits: Tensor) -> [Int] {
+        let indices = allocate([logits.rows], dtype: .float32, pooled: true)  // int32 results: 4 bytes each
+        launch("argmax_rows", grid: (logits.rows, 1, 1), block: 1024, [.pointer(logits.address), .pointer(indices.address), .int(logits.rowWidth)])
+        var values = [Int32](repeating: 0, count: logits.rows)
+        must { () throws(CUDAError) in
+            try driver.call("cuMemcpyDtoHAsync_v2", values.withUnsafeMutableBytes { driver.cuMemcpyDtoHAsync($0.baseAddress!, indices.address, $0.count, stream) })
+            try driver.call("cuStreamSynchronize", driver.cuStreamSynchronize(stream))
+        }
+        return values.map(Int.init)
+    }
+
+    public func gatherLogitRows(x: Tensor, plan: StepPlan, out: Tensor) {
+        let cuda = plan.cuda
+        guard out.rows > 0 else { return }
+        launch("gather_rows", grid: (out.rows, 1, 1), block: 256, [.pointer(x.address), .pointer(cuda.address(cuda.logitRows)),
+                                                                  .pointer(out.address), .int(x.rowWidth)])
+    }
+}
+
+extension StepPlan {
+    var cuda: CUDAPlan {
+        guard let plan = self as? CUDAPlan else { preconditionFailure("step plan was not made by the CUDA backend") }
+        return plan
+    }
+}

@@ -1,0 +1,100 @@
+import Testing
+import TestSupport
+@testable import PunicaCPU
+
+/// Implementations under test: always the Swift one, plus BLAS when a library is installed.
+private let implementations: [GEMM.Implementation] = [.swift] + (BLAS.library.map { [.blas($0)] } ?? [])
+
+extension GEMM.Implementation: CustomTestStringConvertible {
+    public var testDescription: String {
+        switch self {
+        case .swift: "swift"
+        case .blas(let library): "blas \(library.name)"
+        }
+    }
+}
+
+/// One sgemm call. `padding` extra elements at the end of every row of A, B and C make each leading dimension larger
+/// than its row (C's padding must come back untouched).
+private struct Problem: Sendable, CustomTestStringConvertible {
+    var m: Int, n: Int, k: Int
+    var transA = false, transB = true
+    var padding = 0
+    var alpha: Float = 1, beta: Float = 0
+
+    var testDescription: String {
+        "\(m)×\(n)×\(k) \(transA ? "T" : "N")\(transB ? "T" : "N") pad \(padding) alpha \(alpha) beta \(beta)"
+    }
+}
+
+/// Every transpose combination of each shape, once plain (beta = 0, so C starts as NaN) and once with padded rows,
+/// alpha and beta ≠ 1. Shapes cover 1×1×1, the m = 1 GEMV (k and n not multiples of the SIMD width), odd sizes,
+/// exact micro-tiles, and n = 1.
+private let shapes = [(1, 1, 1), (1, 37, 300), (1, 8, 19), (7, 13, 29), (65, 129, 33), (8, 16, 64), (13, 1, 40)]
+private let problems: [Problem] = shapes.flatMap { m, n, k in
+    [(false, false), (false, true), (true, false), (true, true)].flatMap { transA, transB in
+        [Problem(m: m, n: n, k: k, transA: transA, transB: transB),
+         Problem(m: m, n: n, k: k, transA: transA, transB: transB, padding: 3, alpha: 1.5, beta: -0.5)]
+    }
+}
+
+/// Larger than one cache block in every dimension (m > mc, n > nc, k > kc), and the edge cases of k and alpha.
+private let blockedProblems: [Problem] = [
+    Problem(m: 100, n: 1030, k: 300, beta: 0.5),
+    Problem(m: 100, n: 1030, k: 300, transA: true, transB: false, padding: 1, alpha: 0.25),
+    Problem(m: 5, n: 9, k: 0, beta: 0.5),
+    Problem(m: 5, n: 9, k: 0),
+    Problem(m: 5, n: 9, k: 7, alpha: 0, beta: 2),
+]
+
+@Test(arguments: implementations, problems + blockedProblems)
+private func sgemmMatchesReference(implementation: GEMM.Implementation, problem: Problem) {
+    #expect(mismatch(problem, implementation) == nil)
+}
+
+@Test(arguments: ["/nonexistent/libopenblas.so", "libc.so.6"])  // missing; present but without cblas_sgemm
+func unusableBLASLibraryIsReportedWithItsPath(path: String) {
+    let error = #expect(throws: BLAS.LoadError.self) { try BLAS.load(path: path) }
+    #expect(error?.description.contains(path) == true)
+}
+
+/// Runs `problem` on seeded random inputs and compares C with a plain triple loop in Double.
+/// Returns nil on a match, else `closeMismatch`'s report. The tolerance grows with k, the length of each sum.
+private func mismatch(_ problem: Problem, _ implementation: GEMM.Implementation) -> String? {
+    let (m, n, k) = (problem.m, problem.n, problem.k)
+    var random = SeededGenerator(seed: UInt64(m * 1_000_003 + n * 1009 + k))
+    let (aRows, aColumns) = problem.transA ? (k, m) : (m, k)
+    let (bRows, bColumns) = problem.transB ? (n, k) : (k, n)
+    let lda = max(1, aColumns) + problem.padding, ldb = max(1, bColumns) + problem.padding
+    let ldc = n + problem.padding
+    let a = random.floats(max(1, aRows * lda)), b = random.floats(max(1, bRows * ldb))
+    var c = random.floats(m * ldc)
+    if problem.beta == 0 {  // C must not be read: poison it
+        for i in 0 ..< m { for j in 0 ..< n { c[i * ldc + j] = .nan } }
+    }
+
+    var expected = c
+    for i in 0 ..< m {
+        for j in 0 ..< n {
+            var sum = 0.0
+            for p in 0 ..< k {
+                let aValue = problem.transA ? a[p * lda + i] : a[i * lda + p]
+                let bValue = problem.transB ? b[j * ldb + p] : b[p * ldb + j]
+                sum += Double(aValue) * Double(bValue)
+            }
+            let initial = problem.beta == 0 ? 0 : Double(problem.beta) * Double(c[i * ldc + j])
+            expected[i * ldc + j] = Float(Double(problem.alpha) * sum + initial)
+        }
+    }
+
+    a.withUnsafeBufferPointer { a in
+        b.withUnsafeBufferPointer { b in
+            c.withUnsafeMutableBufferPointer { c in
+                GEMM.sgemm(transA: problem.transA, transB: problem.transB, m: m, n: n, k: k, alpha: problem.alpha,
+                           a: a.baseAddress!, lda: lda, b: b.baseAddress!, ldb: ldb,
+                           beta: problem.beta, c: c.baseAddress!, ldc: ldc, using: implementation)
+            }
+        }
+    }
+    return closeMismatch(c, expected, atol: 1e-6 * Float(k + 4), rtol: 1e-5)
+}

@@ -1,0 +1,84 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import PunicaCompute
+import PunicaEngine
+import PunicaModel
+import Testing
+
+/// Checks a backend's whole forward pass against the transformers + PEFT references, with the tolerances of its
+/// number format.
+public enum HFParity {
+    public static let models = ["llama-gqa", "mistral-bf16"]
+
+    /// Every case of the reference (each prompt × base and each adapter) runs as one sequence of a single mixed
+    /// prefill step; logits at every prompt position match transformers + PEFT.
+    public static func checkLogitsAtEveryPromptPosition(_ name: String, backend: Backend, atol: Float, rtol: Float) throws {
+        let fixture = try LoadedFixture(name, backend: backend)
+        let expected = try SafeTensorsFile(path: Fixtures.path("models/\(name)/expected_logits.safetensors"))
+        let cases = fixture.reference.cases.sorted { (slot($0, fixture) ?? -1) < (slot($1, fixture) ?? -1) }
+
+        var tokens: [Int32] = []
+        var sequences: [StepBatch.Sequence] = []
+        var segments: [LoRASegment] = []
+        var nextPage: Int32 = 1
+        for testCase in cases {
+            let prompt = fixture.reference.prompts[testCase.prompt_index]
+            let rows = tokens.count ..< tokens.count + prompt.count
+            tokens += prompt.map(Int32.init)
+            let pages = (prompt.count + 3) / 4
+            sequences.append(.init(rows: rows, contextLength: prompt.count, blockTable: (0..<pages).map { nextPage + Int32($0) }))
+            nextPage += Int32(pages)
+            if let slot = slot(testCase, fixture) { segments.append(LoRASegment(rows: rows, slot: slot)) }
+        }
+        let cache = fixture.model.makeKVCache(layout: PageLayout(pageSize: 4, pageCount: Int(nextPage)))
+        let resident = ResidentAdapters(fixture.adapters, layerCount: fixture.model.config.layerCount)
+        let logits = backend.toHost(fixture.model.forward(StepBatch(tokens: tokens, sequences: sequences, loraSegments: segments,
+                                                     logitRows: Array(0..<tokens.count)), cache: cache, adapters: resident))
+
+        let vocabulary = fixture.model.config.vocabularySize
+        for (testCase, sequence) in zip(cases, sequences) {
+            let reference = try #require(expected.tensor(testCase.logits_key))
+            let expectedLogits = [Float](UnsafeBufferPointer(start: reference.bytes.assumingMemoryBound(to: Float.self), count: reference.elementCount))
+            let actual = Array(logits[sequence.rows.lowerBound * vocabulary ..< sequence.rows.upperBound * vocabulary])
+            let mismatch = closeMismatch(actual, expectedLogits, atol: atol, rtol: rtol)
+            #expect(mismatch == nil, "\(name) \(testCase.logits_key): \(mismatch ?? "")")
+        }
+    }
+
+    /// All cases generate together through the batch generator (greedy): the same tokens as HF, logprobs close.
+    public static func checkGreedyContinuationsInOneMixedBatch(_ name: String, backend: Backend, logprobTolerance: Float,
+                                                              exactTopOrder: Bool) throws {
+        let fixture = try LoadedFixture(name, backend: backend)
+        let generator = BatchGenerator(model: fixture.model, tokenizer: nil, adapters: fixture.adapters, pageSize: 4)
+        let requests = fixture.reference.cases.enumerated().map { index, testCase in
+            var sampling = SamplingParameters()
+            sampling.temperature = 0
+            sampling.maxTokens = testCase.greedy.count
+            sampling.ignoreEOS = true
+            sampling.logprobs = testCase.logprobs[0].top.count
+            return GenerationRequest(id: String(index), promptIDs: fixture.reference.prompts[testCase.prompt_index],
+                                     adapter: testCase.adapter, sampling: sampling)
+        }
+        let results = try generator.generate(requests)
+        for (testCase, result) in zip(fixture.reference.cases, results) {
+            let label = "\(name) \(testCase.logits_key)"
+            #expect(result.tokenIDs == testCase.greedy, "\(label)")
+            #expect(result.finishReason == .length)
+            for (step, reported) in zip(testCase.logprobs, try #require(result.logprobs)) {
+                // In reduced precision near-tied runners-up may swap: compare the order only where it is exact.
+                if exactTopOrder { #expect(reported.map(\.id) == step.top.map(\.id), "\(label): top tokens") }
+                let common = step.top.filter { expected in reported.contains { $0.id == expected.id } }
+                let mismatch = closeMismatch(common.map { expected in reported.first { $0.id == expected.id }!.logprob },
+                                             common.map(\.logprob), atol: logprobTolerance)
+                #expect(mismatch == nil, "\(label): \(mismatch ?? "")")
+            }
+        }
+    }
+
+    private static func slot(_ testCase: HFReference.Case, _ fixture: LoadedFixture) -> Int? {
+        testCase.adapter.flatMap { fixture.adapterNames.firstIndex(of: $0) }
+    }
+}
