@@ -32,6 +32,7 @@ let package = Package(
         .testTarget(name: "PunicaCUDATests", dependencies: ["PunicaCUDA", "PunicaCPU", "PunicaModel", "PunicaEngine", "TestSupport"]),
         .testTarget(name: "PunicaTokenizerTests", dependencies: ["PunicaTokenizer", "TestSupport"]),
         .testTarget(name: "PunicaModelTests", dependencies: ["PunicaModel", "PunicaCPU", "TestSupport"]),
+        .testTarget(name: "PunicaCLITests", dependencies: ["punica", "TestSupport"]),
         .testTarget(name: "PunicaEngineTests", dependencies: ["PunicaEngine", "PunicaCPU", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]

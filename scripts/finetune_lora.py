@@ -31,6 +31,9 @@ from train_adapters import ATTENTION, MLP, load_base  # noqa: E402
 TARGET_PRESETS = {"all": ATTENTION + MLP, "attention": ATTENTION, "mlp": MLP}
 # (steps, batch rows, sequence length): about 2 minutes on 2 CPU cores, about 15 seconds on an H100.
 DEFAULTS = {"cpu": (80, 8, 128), "cuda": (300, 32, 512)}
+# A short text seen many times is memorised and the adapter gets worse on new text: cap the default run
+# at this many passes over the training tokens.
+MAX_EPOCHS = 3
 
 
 def main():
@@ -43,17 +46,17 @@ def main():
     parser.add_argument("--alpha", type=float, default=32)
     parser.add_argument("--targets", default="all",
                         help="all | attention | mlp | a comma-separated list such as q_proj,v_proj (default all)")
-    parser.add_argument("--steps", type=int, help="default 80 on CPU, 300 on GPU")
+    parser.add_argument("--steps", type=int, help=f"default 80 on CPU, 300 on GPU, at most {MAX_EPOCHS} passes over the text")
     parser.add_argument("--batch-size", type=int, help="default 8 on CPU, 32 on GPU")
     parser.add_argument("--seq-len", type=int, help="default 128 on CPU, 512 on GPU")
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--max-minutes", type=float, help="stop early after this long")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     device = pick_device()
     steps, batch_size, seq_len = DEFAULTS[device.type]
-    steps, batch_size, seq_len = args.steps or steps, args.batch_size or batch_size, args.seq_len or seq_len
+    batch_size, seq_len = args.batch_size or batch_size, args.seq_len or seq_len
     name = args.name or re.sub(r"[^A-Za-z0-9_-]+", "-", args.text.stem).strip("-") or "adapter"
     out = args.out or Path("out/adapters") / name
     targets = TARGET_PRESETS.get(args.targets) or [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -66,6 +69,7 @@ def main():
                  f"(or pass a smaller --seq-len)")
     held = max(seq_len + 1, len(tokens) // 20)
     train_tokens, valid_tokens = tokens[:-held], tokens[-held:]
+    steps = args.steps or max(10, min(steps, MAX_EPOCHS * len(train_tokens) // (batch_size * seq_len)))
     print(f"{args.text}: {len(train_tokens):,} training tokens, {len(valid_tokens):,} held out; device {device}")
 
     torch.manual_seed(args.seed)
@@ -84,6 +88,8 @@ def main():
           max_minutes=args.max_minutes, log_every=max(1, steps // 10))
     after = heldout_loss(model, valid_tokens, seq_len)
     print(f"held-out loss {before:.4f} -> {after:.4f} ({time.time() - start:.0f}s)")
+    if after > before:
+        print("the held-out loss rose: the adapter memorised the text; try fewer --steps or a lower --lr")
 
     model.save_pretrained(out)
     (out / "README.md").unlink(missing_ok=True)  # PEFT's empty model-card template

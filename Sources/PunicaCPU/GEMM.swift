@@ -61,16 +61,14 @@ private struct MatrixView {
     let rowStride: Int
     let columnStride: Int
 
-    init(_ base: UnsafePointer<Float>, ld: Int, transposed: Bool) {
-        self.base = base
-        (rowStride, columnStride) = transposed ? (1, ld) : (ld, 1)
-    }
-
-    init(base: UnsafePointer<Float>, rowStride: Int, columnStride: Int) {
-        (self.base, self.rowStride, self.columnStride) = (base, rowStride, columnStride)
-    }
-
     var transposed: MatrixView { MatrixView(base: base, rowStride: columnStride, columnStride: rowStride) }
+}
+
+extension MatrixView {
+    /// op(X) for X stored row-major with leading dimension `ld`.
+    init(_ base: UnsafePointer<Float>, ld: Int, transposed: Bool) {
+        self.init(base: base, rowStride: transposed ? 1 : ld, columnStride: transposed ? ld : 1)
+    }
 }
 
 // MARK: - Blocking
@@ -94,6 +92,12 @@ private func usefulThreads(work: Int) -> Int {
     max(1, min(Parallel.threadCount, work / minWorkPerThread))
 }
 
+/// Part `index` of `0..<extent` cut into `count` near-equal runs of whole `step`s (the last step may be partial).
+private func share(_ index: Int, of count: Int, extent: Int, step: Int) -> Range<Int> {
+    let steps = (extent + step - 1) / step
+    return index * steps / count * step ..< min(extent, (index + 1) * steps / count * step)
+}
+
 extension GEMM {
     /// Splits C into a grid of independent tasks, each packing its own operands. Columns are split first, so each
     /// thread reads only its share of B (the weights); rows are split only when C is too narrow.
@@ -102,15 +106,13 @@ extension GEMM {
         c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         let threads = usefulThreads(work: m * n * k)
-        let columnPanels = (n + nr - 1) / nr, rowPanels = (m + mr - 1) / mr
-        let columnTasks = min(threads, columnPanels)
-        let rowTasks = min(threads / columnTasks, rowPanels)
+        let columnTasks = min(threads, (n + nr - 1) / nr)
+        let rowTasks = min(threads / columnTasks, (m + mr - 1) / mr)
         Parallel.forEach(rowTasks * columnTasks) { task in
             let (rowTask, columnTask) = task.quotientAndRemainder(dividingBy: columnTasks)
-            let rows = (rowTask * rowPanels / rowTasks * mr) ..< min(m, (rowTask + 1) * rowPanels / rowTasks * mr)
-            let columns = (columnTask * columnPanels / columnTasks * nr)
-                ..< min(n, (columnTask + 1) * columnPanels / columnTasks * nr)
-            productBlock(opA, opB, rows: rows, columns: columns, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc)
+            productBlock(opA, opB, rows: share(rowTask, of: rowTasks, extent: m, step: mr),
+                         columns: share(columnTask, of: columnTasks, extent: n, step: nr),
+                         k: k, alpha: alpha, beta: beta, c: c, ldc: ldc)
         }
     }
 
@@ -279,7 +281,7 @@ extension GEMM {
     ) {
         let threads = usefulThreads(work: n * k)
         Parallel.forEach(threads) { thread in
-            for j in (thread * n / threads) ..< ((thread + 1) * n / threads) {
+            for j in share(thread, of: threads, extent: n, step: 1) {
                 let product = alpha * dot(x, w + j * ldw, count: k)
                 y[j] = beta == 0 ? product : product + beta * y[j]
             }

@@ -71,8 +71,14 @@ final class CUDAPlan: StepPlan {
     let buffer: Tensor
     let maxPages: Int
     let maxContext: Int
+    /// LoRA segments cut into tiles of at most `loraTileRows` rows: SGMV's grid, so a long segment (prefill, or
+    /// many rows on one adapter) spreads over many blocks instead of one.
+    let loraTileCount: Int
+    /// Rows of the longest tile this step (1 when every segment is a decode row).
+    let loraLongestTile: Int
+    static let loraTileRows = 16
     /// Element offsets of each section in `buffer`.
-    let tokens, positions, rowSequence, blockTables, segmentStart, segmentEnd, segmentSlot, logitRows: Int
+    let tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows: Int
 
     init(_ batch: StepBatch, backend: CUDABackend) {
         self.batch = batch
@@ -84,10 +90,16 @@ final class CUDAPlan: StepPlan {
             for row in sequence.rows { rowSequence[row] = Int32(index) }
         }
         let tables = batch.sequences.flatMap { $0.blockTable + [Int32](repeating: 0, count: maxPages - $0.blockTable.count) }
+        let tiles = batch.loraSegments.flatMap { segment in
+            stride(from: segment.rows.lowerBound, to: segment.rows.upperBound, by: Self.loraTileRows).map { start in
+                (start, min(start + Self.loraTileRows, segment.rows.upperBound), segment.slot)
+            }
+        }
+        loraTileCount = tiles.count
+        loraLongestTile = tiles.map { $0.1 - $0.0 }.max() ?? 0
         let sections: [[Int32]] = [
             batch.tokens, batch.positions, rowSequence, tables,
-            batch.loraSegments.map { Int32($0.rows.lowerBound) }, batch.loraSegments.map { Int32($0.rows.upperBound) },
-            batch.loraSegments.map { Int32($0.slot) }, batch.logitRows.map(Int32.init),
+            tiles.map { Int32($0.0) }, tiles.map { Int32($0.1) }, tiles.map { Int32($0.2) }, batch.logitRows.map(Int32.init),
         ]
         var offsets: [Int] = []
         var all: [Int32] = []
@@ -95,7 +107,7 @@ final class CUDAPlan: StepPlan {
             offsets.append(all.count)
             all += section
         }
-        (tokens, positions, self.rowSequence, blockTables, segmentStart, segmentEnd, segmentSlot, logitRows) =
+        (tokens, positions, self.rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows) =
             (offsets[0], offsets[1], offsets[2], offsets[3], offsets[4], offsets[5], offsets[6], offsets[7])
         buffer = backend.upload(all)
     }
@@ -141,6 +153,7 @@ public final class CUDABackend: Backend {
     public let computeCapability: (major: Int, minor: Int)
     public let multiprocessorCount: Int
     let driver: CUDADriver
+    let context: OpaquePointer?
     let stream: OpaquePointer?
     let memory: DeviceMemory
     let kernels: KernelLibrary
@@ -173,6 +186,7 @@ public final class CUDABackend: Backend {
         var stream: OpaquePointer?
         try driver.call("cuStreamCreate", driver.cuStreamCreate(&stream, 1))
         self.driver = driver
+        self.context = context
         self.stream = stream
         self.dtype = dtype
         memory = DeviceMemory(driver: driver)
@@ -187,8 +201,15 @@ public final class CUDABackend: Backend {
 
     // MARK: Memory
 
+    /// A CUDA context is current per thread: whichever thread calls in (a test, the engine loop) binds it first.
+    /// The backend itself is not thread-safe; one owner drives it.
+    private func makeCurrent() {
+        must { () throws(CUDAError) in try driver.call("cuCtxSetCurrent", driver.cuCtxSetCurrent(context)) }
+    }
+
     private func allocate(_ shape: [Int], dtype: DType, pooled: Bool) -> Tensor {
-        Tensor(shape: shape, dtype: dtype, storage: CUDAStorage(bytes: shape.reduce(1, *) * dtype.byteSize, memory: memory, pooled: pooled))
+        makeCurrent()
+        return Tensor(shape: shape, dtype: dtype, storage: CUDAStorage(bytes: shape.reduce(1, *) * dtype.byteSize, memory: memory, pooled: pooled))
     }
 
     public func zeros(_ shape: [Int]) -> Tensor {
@@ -213,6 +234,7 @@ public final class CUDABackend: Backend {
 
     /// Pageable host memory: the call returns once the data is staged, so `bytes` may go away right after.
     private func copyToDevice(_ bytes: [UInt8], _ address: UInt64) {
+        makeCurrent()
         must { () throws(CUDAError) in
             try driver.call("cuMemcpyHtoDAsync_v2", bytes.withUnsafeBytes { driver.cuMemcpyHtoDAsync(address, $0.baseAddress!, $0.count, stream) })
         }
@@ -257,6 +279,7 @@ public final class CUDABackend: Backend {
     public func concatenateRows(_ parts: [Tensor]) -> Tensor {
         let result = allocate([parts.reduce(0) { $0 + $1.rows }] + parts[0].shape.dropFirst(), dtype: dtype, pooled: false)
         var offset: UInt64 = 0
+        makeCurrent()
         for part in parts {
             let bytes = part.elementCount * dtype.byteSize
             must { () throws(CUDAError) in
@@ -268,6 +291,7 @@ public final class CUDABackend: Backend {
     }
 
     public func toHost(_ tensor: Tensor) -> [Float] {
+        makeCurrent()
         let count = tensor.elementCount
         let widened = tensor.dtype == .float32 ? tensor : allocate([count], dtype: .float32, pooled: true)
         if tensor.dtype != .float32 {
@@ -285,6 +309,7 @@ public final class CUDABackend: Backend {
 
     /// Waits for every queued kernel.
     public func synchronize() {
+        makeCurrent()
         must { () throws(CUDAError) in try driver.call("cuStreamSynchronize", driver.cuStreamSynchronize(stream)) }
     }
 
@@ -292,6 +317,7 @@ public final class CUDABackend: Backend {
 
     /// Microseconds of each of `iterations` runs of `body`, timed with CUDA events after `warmup` untimed runs.
     public func eventTimes(iterations: Int, warmup: Int, _ body: () -> Void) throws -> [Double] {
+        makeCurrent()
         for _ in 0..<warmup { body() }
         var events: [OpaquePointer?] = Array(repeating: nil, count: iterations + 1)
         for index in events.indices { try driver.call("cuEventCreate", driver.cuEventCreate(&events[index], 0)) }
@@ -341,6 +367,7 @@ public final class CUDABackend: Backend {
             case let .uint64(value): value
             }
         }
+        makeCurrent()
         let function = kernels[kernel]
         let result = cells.withUnsafeMutableBytes { raw in
             var parameters = (0..<arguments.count).map { UnsafeMutableRawPointer?(raw.baseAddress! + 8 * $0) }
@@ -370,6 +397,7 @@ public final class CUDABackend: Backend {
 
     public func matmul(x: Tensor, weight: Tensor, out: Tensor) {
         let dataType: Int32 = dtype == .bfloat16 ? 14 : 2  // CUDA_R_16BF, CUDA_R_16F
+        makeCurrent()
         must { () throws(CUDAError) in
             try blas.matmul(x: x.address, w: weight.address, out: out.address, m: x.rows, n: weight.rows, k: x.rowWidth, dataType: dataType)
         }
@@ -424,25 +452,24 @@ public final class CUDABackend: Backend {
 
     public func loraShrink(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor) {
         let cuda = plan.cuda
-        let segments = cuda.batch.loraSegments.count
-        guard segments > 0 else { return }
-        launch("sgmv_shrink", grid: (segments, (projection.maxRank + 7) / 8, 1), block: 256, [
+        guard cuda.loraTileCount > 0 else { return }
+        launch("sgmv_shrink", grid: (cuda.loraTileCount, (cuda.loraLongestTile * projection.maxRank + 7) / 8, 1), block: 256, [
             .pointer(x.address), .pointer(v.address), .pointer(loraTable(projection).buffer.address),
-            .pointer(cuda.address(cuda.segmentStart)), .pointer(cuda.address(cuda.segmentEnd)), .pointer(cuda.address(cuda.segmentSlot)),
+            .pointer(cuda.address(cuda.tileStart)), .pointer(cuda.address(cuda.tileEnd)), .pointer(cuda.address(cuda.tileSlot)),
             .int(x.rowWidth), .int(v.rowWidth)])
     }
 
     public func loraExpand(v: Tensor, projection: LoRAProjection, plan: StepPlan, y: Tensor) {
         let cuda = plan.cuda
-        let segments = cuda.batch.loraSegments.count
-        guard segments > 0 else { return }
-        launch("sgmv_expand", grid: (segments, (y.rowWidth + 127) / 128, 1), block: 128, [
+        guard cuda.loraTileCount > 0 else { return }
+        launch("sgmv_expand", grid: (cuda.loraTileCount, (y.rowWidth + 127) / 128, 1), block: 128, [
             .pointer(v.address), .pointer(y.address), .pointer(loraTable(projection).buffer.address),
-            .pointer(cuda.address(cuda.segmentStart)), .pointer(cuda.address(cuda.segmentEnd)), .pointer(cuda.address(cuda.segmentSlot)),
+            .pointer(cuda.address(cuda.tileStart)), .pointer(cuda.address(cuda.tileEnd)), .pointer(cuda.address(cuda.tileSlot)),
             .int(v.rowWidth), .int(y.rowWidth)])
     }
 
     public func argmax(_ logits: Tensor) -> [Int] {
+        makeCurrent()
         let indices = allocate([logits.rows], dtype: .float32, pooled: true)  // int32 results: 4 bytes each
         launch("argmax_rows", grid: (logits.rows, 1, 1), block: 1024, [.pointer(logits.address), .pointer(indices.address), .int(logits.rowWidth)])
         var values = [Int32](repeating: 0, count: logits.rows)

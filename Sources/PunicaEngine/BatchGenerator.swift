@@ -182,19 +182,21 @@ private struct Sequence {
             logprobs.append(top.contains { $0.id == token } ? top : top + [chosen])
         }
         if parameters.stopTokenIDs.contains(token) || (!parameters.ignoreEOS && eos.contains(token)) {
+            return finish(.stop)
+        }
+        text += detokenizer?.append(token) ?? ""
+        if let stop = parameters.stopStrings.compactMap({ text.firstRange(of: $0) }).min(by: { $0.lowerBound < $1.lowerBound }) {
+            text = String(text[..<stop.lowerBound])
             finishReason = .stop
             return
         }
-        if var detokenizer {
-            text += detokenizer.append(token)
-            self.detokenizer = detokenizer
-            if let stop = parameters.stopStrings.compactMap({ text.firstRange(of: $0) }).min(by: { $0.lowerBound < $1.lowerBound }) {
-                text = String(text[..<stop.lowerBound])
-                finishReason = .stop
-                return
-            }
-        }
-        if generated.count >= parameters.maxTokens || tokens.count >= contextLimit { finishReason = .length }
+        if generated.count >= parameters.maxTokens || tokens.count >= contextLimit { finish(.length) }
+    }
+
+    /// Ends the sequence, releasing text the detokenizer held back for an unfinished character.
+    private mutating func finish(_ reason: FinishReason) {
+        text += detokenizer?.finish() ?? ""
+        finishReason = reason
     }
 
     var result: GenerationResult {

@@ -70,7 +70,8 @@ struct BenchForward: ParsableCommand {
         for size in batch {
             let workloads: [(String, [Int]?)] = [("none", nil)] + popularity.map { ($0.rawValue, $0.adapterIndices(requests: size)) }
             for (label, assignment) in workloads {
-                let runs = (0..<repeats).map { _ in measure(model, adapters: adapters, batch: size, assignment: assignment) }
+                // One untimed run first: buffer pools, cuBLAS's per-shape setup and caches warm up outside the numbers.
+                let runs = (0...repeats).map { _ in measure(model, adapters: adapters, batch: size, assignment: assignment) }.dropFirst()
                 let prefill = median(runs.map(\.prefill)), decode = median(runs.map(\.decode))
                 let step = decode / Double(decodeTokens)
                 var line = "| \(size) | \(label) | \(fixed(Double(size * promptTokens) / prefill, 0)) | "

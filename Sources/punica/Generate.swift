@@ -70,7 +70,7 @@ struct Generate: ParsableCommand {
             }
         }
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         for result in try generator.generate(batch) {
             print(String(decoding: try encoder.encode(ResultLine(result)), as: UTF8.self))
         }

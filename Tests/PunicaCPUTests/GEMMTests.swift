@@ -28,9 +28,9 @@ private struct Problem: Sendable, CustomTestStringConvertible {
 }
 
 /// Every transpose combination of each shape, once plain (beta = 0, so C starts as NaN) and once with padded rows,
-/// alpha and beta ≠ 1. Shapes cover 1×1×1, the m = 1 GEMV (k and n not multiples of the SIMD width), odd sizes,
-/// exact micro-tiles, and n = 1.
-private let shapes = [(1, 1, 1), (1, 37, 300), (1, 8, 19), (7, 13, 29), (65, 129, 33), (8, 16, 64), (13, 1, 40)]
+/// alpha and beta ≠ 1. Shapes cover 1×1×1, the m = 1 GEMV (on one thread and split over threads; k not a multiple
+/// of the SIMD width), odd sizes, exact micro-tiles, and n = 1.
+private let shapes = [(1, 1, 1), (1, 8, 19), (1, 1001, 300), (7, 13, 29), (65, 129, 33), (8, 16, 64), (13, 1, 40)]
 private let problems: [Problem] = shapes.flatMap { m, n, k in
     [(false, false), (false, true), (true, false), (true, true)].flatMap { transA, transB in
         [Problem(m: m, n: n, k: k, transA: transA, transB: transB),
@@ -38,10 +38,13 @@ private let problems: [Problem] = shapes.flatMap { m, n, k in
     }
 }
 
-/// Larger than one cache block in every dimension (m > mc, n > nc, k > kc), and the edge cases of k and alpha.
+/// Larger than one cache block in each dimension (m > mc, k > kc; n > nc on each of two threads), split over rows (C too narrow to split
+/// over columns), and the edge cases of k and alpha.
 private let blockedProblems: [Problem] = [
-    Problem(m: 100, n: 1030, k: 300, beta: 0.5),
-    Problem(m: 100, n: 1030, k: 300, transA: true, transB: false, padding: 1, alpha: 0.25),
+    Problem(m: 100, n: 40, k: 400, beta: 0.5),
+    Problem(m: 100, n: 40, k: 400, transA: true, transB: false, padding: 1, alpha: 0.25),
+    Problem(m: 9, n: 1100, k: 50, transB: false, beta: 0.5),
+    Problem(m: 700, n: 5, k: 100, transA: true, padding: 2, alpha: 2, beta: 1),
     Problem(m: 5, n: 9, k: 0, beta: 0.5),
     Problem(m: 5, n: 9, k: 0),
     Problem(m: 5, n: 9, k: 7, alpha: 0, beta: 2),

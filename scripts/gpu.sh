@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The GPU run: CUDA tests and GPU benchmarks on a host with an NVIDIA GPU and CUDA, but no Swift toolchain.
+#
+#   scripts/gpu.sh bundle        (here)  static `punica`, the test bundle and the Swift runtime it needs, into .gpu/
+#   scripts/gpu.sh run OUT [..]  (there) the CUDA test suites, then the benchmarks; logs and tables into OUT
+#
+# `run` takes what to do after OUT: tests, lora, forward (default: all three). Environment it honours: PUNICA_LIBCUDA,
+# PUNICA_NVRTC, PUNICA_CUBLAS, PUNICA_CUDA_INCLUDE (library/header locations), PUNICA_KERNEL_CACHE.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+case "${1:-}" in
+bundle)
+    swift build -c release --static-swift-stdlib --product punica
+    swift build --build-tests
+    rm -rf .gpu && mkdir -p .gpu
+    cp .build/release/punica .build/debug/punicaPackageTests.xctest .gpu/
+    # The test bundle links the Swift runtime dynamically: ship the libraries ldd resolves into the toolchain.
+    runtime=$(dirname "$(ldd .gpu/punicaPackageTests.xctest | awk '/libswiftCore.so/ {print $3}')")
+    tar cJf .gpu/swift-runtime.tar.xz -C "$runtime" $(ldd .gpu/punicaPackageTests.xctest | awk -v dir="$runtime" 'index($3, dir) == 1 {print $1}')
+    # Tests find their fixtures by the path they were compiled at.
+    pwd > .gpu/source-root
+    du -sh .gpu
+    ;;
+run)
+    out=${2:?usage: scripts/gpu.sh run OUT [tests] [lora] [forward]}
+    shift 2
+    steps=${*:-tests lora forward}
+    mkdir -p "$out" .gpu/lib
+    tar xJf .gpu/swift-runtime.tar.xz -C .gpu/lib
+    root=$(cat .gpu/source-root)
+    [ "$root" = "$PWD" ] || { mkdir -p "$(dirname "$root")"; ln -sfn "$PWD" "$root"; }
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/device.txt"
+    for step in $steps; do
+        case $step in
+        tests)
+            LD_LIBRARY_PATH=$PWD/.gpu/lib .gpu/punicaPackageTests.xctest --testing-library swift-testing --filter "CUDA" 2>&1 \
+                | tee "$out/gpu-tests.log" | grep -E "✘|passed|failed" ;;
+        lora)
+            .gpu/punica bench lora --dtype float16 2>&1 | tee "$out/bench-lora.md" ;;
+        forward)
+            .gpu/punica bench forward --device cuda --dtype float16 --shape llama-7b --batch 1 8 32 64 128 \
+                --popularity distinct uniform skewed identical --repeats 3 2>&1 | tee "$out/bench-forward-7b.md" ;;
+        *) echo "unknown step $step" >&2; exit 2 ;;
+        esac
+    done
+    ;;
+*)
+    sed -n '2,9p' "$0"; exit 2 ;;
+esac

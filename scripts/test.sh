@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test suite, on a fresh machine: installs what it needs (OpenBLAS from Debian, NVRTC and CUDA headers from
+# PyPI), then `swift test`. CPU tests always run; GPU tests skip without a GPU, but every CUDA kernel is compiled
+# through NVRTC for sm_80 and sm_90a.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! ldconfig -p | grep -q libopenblas.so.0; then
+    apt-get update -qq && apt-get install -y -qq libopenblas0-pthread >/dev/null
+fi
+python3 -m pip install -q --disable-pip-version-check -r scripts/requirements-ci.txt
+cuda=$(python3 -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0], "cu13"))')
+export PUNICA_NVRTC=$cuda/lib/libnvrtc.so.13 PUNICA_CUDA_INCLUDE=$cuda/include PUNICA_REQUIRE_NVRTC=1
+
+swift test "$@"
