@@ -39,17 +39,25 @@ struct DeviceOptions: ParsableArguments {
 
 /// The model and adapters every serving command loads.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Hugging Face model directory (config.json, *.safetensors, tokenizer.json).")
+    @Option(help: "Hugging Face model directory (config.json, *.safetensors, tokenizer.json); default: the bundled model.")
     var model = "models"
 
-    @Option(name: .customLong("adapter"), help: ArgumentHelp("A PEFT LoRA adapter directory, registered by name (repeatable).",
-                                                             valueName: "name=dir"))
+    @Option(name: .customLong("adapter"), help: ArgumentHelp(
+        "A PEFT LoRA adapter directory, registered by name (repeatable). Without any, every folder of the model's adapters/ directory is registered by its name.",
+        valueName: "name=dir"))
     var adapters: [String] = []
 
     @OptionGroup var device: DeviceOptions
 
-    /// Parses `name=dir` pairs, refusing duplicates and empty parts.
+    /// Parses `name=dir` pairs, refusing duplicates and empty parts; without any, the model's own adapters/ folders
+    /// (as the bundled model ships them).
     func adapterDirectories() throws -> [(name: String, directory: String)] {
+        if adapters.isEmpty {
+            let bundled = model + "/adapters"
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: bundled)) ?? []
+            return names.sorted().filter { FileManager.default.fileExists(atPath: "\(bundled)/\($0)/adapter_config.json") }
+                .map { ($0, "\(bundled)/\($0)") }
+        }
         var seen = Set<String>()
         return try adapters.map { pair in
             guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex, pair.index(after: equals) != pair.endIndex else {

@@ -12,6 +12,11 @@ public enum Fixtures {
         return testsDirectory.appendingPathComponent("Fixtures").appendingPathComponent(relative).path
     }
 
+    /// Absolute path of `<repository>/<relative>` (the bundled model lives in models/).
+    public static func repositoryPath(_ relative: String) -> String {
+        URL(fileURLWithPath: path("")).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent(relative).path
+    }
+
     public static func data(_ relative: String) throws -> Data {
         try Data(contentsOf: URL(fileURLWithPath: path(relative)))
     }

@@ -82,7 +82,9 @@ def scripture_documents() -> Iterator[tuple[str, str]]:
 def python_packages() -> list[str]:
     # The stdlib of Debian's python3, whichever minor version this release ships.
     stdlib = sorted(glob.glob("/usr/lib/python3.*/os.py"), key=lambda p: int(p.split(".")[1].split("/")[0]))
-    version = Path(stdlib[-1]).parent.name.removeprefix("python") if stdlib else "3"
+    if not stdlib:
+        raise SystemExit("no Debian Python standard library in /usr/lib: apt-get install libpython3-stdlib")
+    version = Path(stdlib[-1]).parent.name.removeprefix("python")
     return [f"libpython{version}-minimal", f"libpython{version}-stdlib"]
 
 

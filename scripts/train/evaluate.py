@@ -121,7 +121,9 @@ def main():
                 generator = torch.Generator().manual_seed(seed)
                 output_ids, _ = continue_prompt(model, tokenizer.encode(prompt).ids, SAMPLE_TOKENS, device,
                                                 SAMPLE_TEMPERATURE, generator)
-            samples.append({"adapter": name, "prompt": prompt, "text": tokenizer.decode(output_ids)})
+            # Special tokens kept: a sample often ends one document and starts another (</s><s>).
+            samples.append({"adapter": name, "prompt": prompt,
+                            "text": tokenizer.decode(output_ids, skip_special_tokens=False)})
 
     reference = {
         "description": "Greedy continuations: float32 compute on the stored weights (bf16 base upcast, fp32 "

@@ -8,7 +8,8 @@ byte symbols in the initial alphabet, so any text round-trips and no input maps 
 tokens take Llama-2's ids and names: <unk>=0, <s>=1, </s>=2. The post-processor prepends <s>, so
 tokenizer.json alone says what tokenizer_config.json's add_bos_token says.
 
-Writes tokenizer.json, tokenizer_config.json (with a minimal chat template) and generation_config.json.
+Writes tokenizer.json and tokenizer_config.json (with a minimal chat template); pretrain.py adds the
+model files and generation_config.json beside them.
 """
 
 import argparse
@@ -65,7 +66,7 @@ def main():
         show_progress=False,
     )
     tokenizer.train_from_iterator(training_texts(args.corpus, args.bytes_per_domain), trainer=trainer)
-    bos_id, eos_id, unk_id = (tokenizer.token_to_id(t) for t in (BOS, EOS, UNK))
+    bos_id = tokenizer.token_to_id(BOS)
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
     )
@@ -84,8 +85,6 @@ def main():
         "chat_template": CHAT_TEMPLATE,
     }
     (args.out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    generation = {"bos_token_id": bos_id, "eos_token_id": eos_id, "max_length": args.model_max_length}
-    (args.out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
 
     # Round-trip check on one document per domain: byte-level BPE must reproduce the text exactly.
     for domain in corpus_domains(args.corpus):
