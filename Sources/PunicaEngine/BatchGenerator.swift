@@ -22,6 +22,10 @@ public enum FinishReason: String, Sendable, Codable {
     case stop
     /// `max_tokens`, or the model's context length.
     case length
+    /// The client cancelled it (or went away).
+    case cancelled
+    /// The engine could not finish it (its adapter was unregistered, say); the final event carries the message.
+    case error
 }
 
 public struct GenerationResult: Sendable {

@@ -49,12 +49,19 @@ public struct SamplingParameters: Sendable, Equatable {
 public enum RequestError: Error, CustomStringConvertible, Equatable {
     case invalid(field: String, reason: String)
     case unknownAdapter(String, known: [String])
+    case adapterInUse(String, requests: Int)
+    case queueFull(limit: Int)
+    case shuttingDown
 
     public var description: String {
         switch self {
         case let .invalid(field, reason): "`\(field)` \(reason)"
         case let .unknownAdapter(name, known):
             "adapter \"\(name)\" is not registered (registered: \(known.isEmpty ? "none" : known.joined(separator: ", ")))"
+        case let .adapterInUse(name, requests):
+            "adapter \"\(name)\" is in use by \(requests) request(s); unregister it when they finish"
+        case let .queueFull(limit): "the queue is full (\(limit) requests waiting); retry later"
+        case .shuttingDown: "the server is shutting down"
         }
     }
 }

@@ -1,0 +1,91 @@
+import PunicaTokenizer
+
+/// A request to the serving engine: a prompt (already tokenized), the adapter to use (nil: the base model) and how
+/// to sample.
+public struct EngineRequest: Sendable {
+    public var id: String
+    public var promptIDs: [Int]
+    public var adapter: String?
+    public var sampling: SamplingParameters
+
+    public init(id: String, promptIDs: [Int], adapter: String? = nil, sampling: SamplingParameters = SamplingParameters()) {
+        self.id = id
+        self.promptIDs = promptIDs
+        self.adapter = adapter
+        self.sampling = sampling
+    }
+}
+
+/// Tokens of a finished request.
+public struct Usage: Sendable, Equatable {
+    public var promptTokens: Int
+    public var completionTokens: Int
+
+    public init(promptTokens: Int, completionTokens: Int) {
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+    }
+}
+
+/// What a request's stream yields: one `.token` per generated token, then exactly one `.finished`.
+public enum GenerationEvent: Sendable, Equatable {
+    /// `text` is the new text this token completes: empty while a character is incomplete or while the text might
+    /// be the start of a stop string (held back, then released or cut). `logprob` is the chosen token's, and `top`
+    /// the request's `logprobs` most likely tokens; both only when the request asked for logprobs.
+    case token(id: Int, text: String, logprob: TokenLogprob?, top: [TokenLogprob])
+    /// The last event. `message` explains `.error`.
+    case finished(reason: FinishReason, usage: Usage, message: String?)
+}
+
+/// A snapshot of the engine.
+public struct EngineStats: Sendable, Equatable {
+    public var running: Int
+    public var waiting: Int
+    public var kvPagesUsed: Int
+    public var kvPagesTotal: Int
+    /// Requests running or waiting, by adapter name ("" for the base model).
+    public var requestsPerAdapter: [String: Int]
+    /// Tokens generated per second over the last few seconds.
+    public var generatedTokensPerSecond: Double
+    /// Steps run so far, and the sequences and token rows of the last one (its batch size).
+    public var steps: Int
+    public var lastStepSequences: Int
+    public var lastStepTokens: Int
+
+    public init(running: Int, waiting: Int, kvPagesUsed: Int, kvPagesTotal: Int, requestsPerAdapter: [String: Int],
+                generatedTokensPerSecond: Double, steps: Int, lastStepSequences: Int, lastStepTokens: Int) {
+        self.running = running
+        self.waiting = waiting
+        self.kvPagesUsed = kvPagesUsed
+        self.kvPagesTotal = kvPagesTotal
+        self.requestsPerAdapter = requestsPerAdapter
+        self.generatedTokensPerSecond = generatedTokensPerSecond
+        self.steps = steps
+        self.lastStepSequences = lastStepSequences
+        self.lastStepTokens = lastStepTokens
+    }
+}
+
+/// What the HTTP server, `punica generate` and the demo need from the engine. The engine implements it; tests use a
+/// scripted fake.
+public protocol GenerationService: AnyObject, Sendable {
+    /// The tokenizer of the base model (prompts are tokenized by the caller, texts streamed back by the engine).
+    var tokenizer: Tokenizer { get }
+    /// The model's context length: prompt plus generated tokens.
+    var maxContextLength: Int { get }
+    /// Registered adapter names, sorted.
+    func adapterNames() -> [String]
+    /// Validates and queues a request. Throws `RequestError` (invalid field, unknown adapter, queue full, shutting
+    /// down) before anything runs; otherwise the stream yields its events and ends after `.finished`.
+    func submit(_ request: EngineRequest) throws(RequestError) -> AsyncStream<GenerationEvent>
+    /// Ends a request (its stream finishes with `.cancelled`) and frees its KV pages within one step; unknown or
+    /// finished ids are ignored.
+    func cancel(id: String)
+    /// Validates the adapter directory (config and weights, against the model) and registers it under `name`.
+    func registerAdapter(name: String, directory: String) async throws
+    /// Unregisters `name`; refused with `RequestError.adapterInUse` while requests use it.
+    func unregisterAdapter(name: String) async throws
+    func stats() -> EngineStats
+    /// Stops accepting requests, lets running and waiting ones finish, then stops the step loop.
+    func drain() async
+}
