@@ -16,6 +16,17 @@ public struct EngineRequest: Sendable {
     }
 }
 
+public enum FinishReason: String, Sendable, Codable {
+    /// An end-of-sequence token, a stop token or a stop string.
+    case stop
+    /// `max_tokens`, or the model's context length.
+    case length
+    /// The client cancelled it (or went away).
+    case cancelled
+    /// The engine could not finish it (its adapter was unregistered, say); the final event carries the message.
+    case error
+}
+
 /// Tokens of a finished request.
 public struct Usage: Sendable, Equatable {
     public var promptTokens: Int

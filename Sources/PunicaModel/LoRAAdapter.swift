@@ -18,19 +18,38 @@ public final class LoRAAdapter {
     let weights: [[LoRAWeights?]]
 
     public convenience init(name: String, directory: String, config: ModelConfig, backend: Backend) throws {
+        let parsed = try Self.parse(directory: directory, config: config)
+        try self.init(name: name, directory: directory, rank: parsed.rank, scale: parsed.scale, targets: parsed.targets,
+                      config: config, backend: backend) { key, matrix, shape in
+            let data = try parsed.tensors.require(key, matrix: matrix, shape: shape)
+            return matrix == .a ? backend.weight(from: data.bytes, dtype: data.dtype, shape: shape)
+                                : Self.scaled(data, by: parsed.scale, backend: backend)
+        }
+    }
+
+    /// Checks everything loading would check (config, tensor names, every expected tensor and its shape) without
+    /// uploading anything: registration validates adapters before their first use.
+    public static func validate(directory: String, config: ModelConfig) throws {
+        let parsed = try parse(directory: directory, config: config)
+        for layer in 0..<config.layerCount {
+            for projection in parsed.targets {
+                let (outputs, inputs) = projection.weightShape(config)
+                let key = LoRATensorKey(layer: layer, projection: projection)
+                _ = try parsed.tensors.require(key, matrix: .a, shape: [parsed.rank, inputs])
+                _ = try parsed.tensors.require(key, matrix: .b, shape: [outputs, parsed.rank])
+            }
+        }
+    }
+
+    private static func parse(directory: String, config: ModelConfig) throws
+        -> (rank: Int, scale: Float, targets: Set<Projection>, tensors: LoRATensors) {
         let configPath = directory + "/adapter_config.json"
         let settings = try decodeJSON(AdapterConfig.self, path: configPath)
         let targets = try settings.validatedTargets(path: configPath)
         let rank = settings.r
         let scale = Float(settings.use_rslora == true ? settings.lora_alpha / Double(rank).squareRoot()
                                                       : settings.lora_alpha / Double(rank))
-        let tensors = try Self.loraTensors(directory: directory, config: config, targets: targets)
-        try self.init(name: name, directory: directory, rank: rank, scale: scale, targets: targets, config: config,
-                      backend: backend) { key, matrix, shape in
-            let data = try tensors.require(key, matrix: matrix, shape: shape)
-            return matrix == .a ? backend.weight(from: data.bytes, dtype: data.dtype, shape: shape)
-                                : Self.scaled(data, by: scale, backend: backend)
-        }
+        return (rank, scale, targets, try loraTensors(directory: directory, config: config, targets: targets))
     }
 
     /// A random adapter (uniform A and B) for benchmarks.

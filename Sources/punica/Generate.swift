@@ -7,7 +7,7 @@ import Foundation
 import PunicaEngine
 
 /// `punica generate`: offline batch inference, one JSON line out per request (like vLLM's `LLM.generate`).
-struct Generate: ParsableCommand {
+struct Generate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate text for one prompt or a JSONL file of requests, all batched together.",
         discussion: """
@@ -44,10 +44,13 @@ struct Generate: ParsableCommand {
         if useAdapter != nil && prompt == nil { throw ValidationError("--use-adapter goes with --prompt") }
     }
 
-    func run() throws {
+    func run() async throws {
         let (model, tokenizer, adapters) = try modelOptions.load()
-        let generator = BatchGenerator(model: model, tokenizer: tokenizer, adapters: adapters, maxTokensPerStep: maxTokensPerStep)
-        let batch: [GenerationRequest]
+        var configuration = EngineConfiguration()
+        configuration.maxTokensPerStep = maxTokensPerStep
+        let engine = Engine(model: model, tokenizer: tokenizer, configuration: configuration)
+        for (name, directory) in adapters { try await engine.registerAdapter(name: name, directory: directory) }
+        let batch: [EngineRequest]
         if let requests {
             batch = try RequestFile.read(path: requests, tokenizer: tokenizer)
         } else {
@@ -59,20 +62,18 @@ struct Generate: ParsableCommand {
             sampling.seed = seed
             sampling.stopStrings = stop
             sampling.logprobs = logprobs
-            guard let tokenizer else { throw ValidationError("--prompt needs tokenizer.json in the model directory") }
-            batch = [GenerationRequest(id: "0", promptIDs: tokenizer.encode(prompt ?? ""), adapter: useAdapter, sampling: sampling)]
+            batch = [EngineRequest(id: "0", promptIDs: tokenizer.encode(prompt ?? ""), adapter: useAdapter, sampling: sampling)]
         }
-        for request in batch {
-            do {
-                try generator.validate(request)
-            } catch {
-                throw ValidationError("request \(request.id): \(error)")
-            }
+        let completions: [Completion]
+        do {
+            completions = try await engine.complete(batch)
+        } catch {
+            throw ValidationError(error.description)
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        for result in try generator.generate(batch) {
-            print(String(decoding: try encoder.encode(ResultLine(result)), as: UTF8.self))
+        for completion in completions {
+            print(String(decoding: try encoder.encode(ResultLine(completion)), as: UTF8.self))
         }
     }
 }
@@ -85,11 +86,11 @@ struct ResultLine: Encodable {
     let logprobs: [[TokenLogprob]]?
     let finish_reason: FinishReason
 
-    init(_ result: GenerationResult) {
-        id = result.id
-        token_ids = result.tokenIDs
-        text = result.text
-        logprobs = result.logprobs
-        finish_reason = result.finishReason
+    init(_ completion: Completion) {
+        id = completion.id
+        token_ids = completion.tokenIDs
+        text = completion.text
+        logprobs = completion.logprobs
+        finish_reason = completion.finishReason
     }
 }

@@ -69,16 +69,16 @@ struct ModelOptions: ParsableArguments {
         }
     }
 
-    func load() throws -> (model: LlamaModel, tokenizer: Tokenizer?, adapters: [LoRAAdapter]) {
+    /// The model on the chosen device, its tokenizer, and the adapter directories to register (validated when the
+    /// engine registers them).
+    func load() throws -> (model: LlamaModel, tokenizer: Tokenizer, adapters: [(name: String, directory: String)]) {
         guard FileManager.default.fileExists(atPath: model + "/config.json") else {
             throw ValidationError("--model \(model): no config.json there")
         }
-        let backend = try device.makeBackend()
-        let llama = try LlamaModel(directory: model, backend: backend)
-        let tokenizer = FileManager.default.fileExists(atPath: model + "/tokenizer.json") ? try Tokenizer(directory: model) : nil
-        let adapters = try adapterDirectories().map {
-            try LoRAAdapter(name: $0.name, directory: $0.directory, config: llama.config, backend: backend)
+        guard FileManager.default.fileExists(atPath: model + "/tokenizer.json") else {
+            throw ValidationError("--model \(model): no tokenizer.json there")
         }
-        return (llama, tokenizer, adapters)
+        let llama = try LlamaModel(directory: model, backend: try device.makeBackend())
+        return (llama, try Tokenizer(directory: model), try adapterDirectories())
     }
 }

@@ -40,9 +40,9 @@ enum RequestFile {
         }
     }
 
-    static func read(path: String, tokenizer: Tokenizer?) throws -> [GenerationRequest] {
+    static func read(path: String, tokenizer: Tokenizer) throws -> [EngineRequest] {
         guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("\(path): cannot be read") }
-        var requests: [GenerationRequest] = []
+        var requests: [EngineRequest] = []
         for (index, text) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated()
         where !text.allSatisfy(\.isWhitespace) {
             let location = "\(path):\(index + 1)"
@@ -58,13 +58,12 @@ enum RequestFile {
         return requests
     }
 
-    private static func request(_ line: Line, id: String, tokenizer: Tokenizer?, location: String) throws -> GenerationRequest {
+    private static func request(_ line: Line, id: String, tokenizer: Tokenizer, location: String) throws -> EngineRequest {
         let promptIDs: [Int]
         switch (line.prompt, line.prompt_ids) {
         case let (nil, ids?):
             promptIDs = ids
         case let (text?, nil):
-            guard let tokenizer else { throw ValidationError("\(location): \"prompt\" needs tokenizer.json in the model directory; give \"prompt_ids\"") }
             promptIDs = tokenizer.encode(text)
         default:
             throw ValidationError("\(location): give exactly one of \"prompt\" or \"prompt_ids\"")
@@ -85,6 +84,6 @@ enum RequestFile {
         } catch {
             throw ValidationError("\(location): \(error)")
         }
-        return GenerationRequest(id: id, promptIDs: promptIDs, adapter: line.adapter, sampling: sampling)
+        return EngineRequest(id: id, promptIDs: promptIDs, adapter: line.adapter, sampling: sampling)
     }
 }

@@ -180,10 +180,10 @@ extension CUDATests {
     /// 0.06 in float16, 0.4 in bfloat16, for logits of standard deviation 8), so tolerances are about twice that.
     @Suite struct CUDAModelParityTests {
         @Test(arguments: HFParity.models)
-        func float16LogitsAndGreedyMatchHF(model: String) throws {
+        func float16LogitsAndGreedyMatchHF(model: String) async throws {
             let gpu = GPU.backends[.float16]!
             try HFParity.checkLogitsAtEveryPromptPosition(model, backend: gpu, atol: 0.12, rtol: 1e-2)
-            try HFParity.checkGreedyContinuationsInOneMixedBatch(model, backend: gpu, logprobTolerance: 0.15, exactTopOrder: false)
+            try await HFParity.checkGreedyContinuationsInOneMixedBatch(model, backend: gpu, logprobTolerance: 0.15, exactTopOrder: false)
         }
 
         @Test(arguments: HFParity.models)

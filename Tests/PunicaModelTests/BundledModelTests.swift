@@ -37,22 +37,23 @@ import TestSupport
     /// All 50 cases run as one batch. Our float32 CPU run and the reference's float32 GPU run differ by rounding, so
     /// each continuation must agree up to the first step where the reference's top two logits are within 0.02 (a
     /// near-tie that rounding may flip); most of the tokens must fall before such a step.
-    @Test func greedyOutputsMatchTheTrainingReference() throws {
+    @Test func greedyOutputsMatchTheTrainingReference() async throws {
         let model = try LlamaModel(directory: directory, backend: CPUBackend())
-        let names = ["fortunes", "manpages", "python", "scripture"]
-        let adapters = try names.map {
-            try LoRAAdapter(name: $0, directory: "\(directory)/adapters/\($0)", config: model.config, backend: model.backend)
+        let engine = Engine(model: model, tokenizer: try Tokenizer(directory: directory))
+        for name in ["fortunes", "manpages", "python", "scripture"] {
+            try await engine.registerAdapter(name: name, directory: "\(directory)/adapters/\(name)")
         }
-        let generator = BatchGenerator(model: model, tokenizer: nil, adapters: adapters)
         let requests = reference.cases.enumerated().map { index, testCase in
             var sampling = SamplingParameters()
             sampling.temperature = 0
             sampling.maxTokens = testCase.output_ids.count
             sampling.ignoreEOS = true
-            return GenerationRequest(id: String(index), promptIDs: testCase.prompt_ids, adapter: testCase.adapter, sampling: sampling)
+            return EngineRequest(id: String(index), promptIDs: testCase.prompt_ids, adapter: testCase.adapter, sampling: sampling)
         }
+        let results = try await engine.complete(requests)
+        await engine.drain()
         var compared = 0, total = 0
-        for (testCase, result) in zip(reference.cases, try generator.generate(requests)) {
+        for (testCase, result) in zip(reference.cases, results) {
             let decisive = testCase.margins.firstIndex { $0 < 0.02 } ?? testCase.margins.count
             #expect(Array(result.tokenIDs.prefix(decisive)) == Array(testCase.output_ids.prefix(decisive)),
                     "\(testCase.adapter ?? "base") on \(testCase.domain) prompt \(testCase.prompt.debugDescription)")

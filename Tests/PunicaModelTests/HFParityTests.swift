@@ -13,7 +13,7 @@ import TestSupport
 
     /// All cases generate together through the batch generator (greedy): the same tokens as HF, logprobs close.
     @Test(arguments: HFParity.models)
-    func greedyContinuationsInOneMixedBatch(model: String) throws {
-        try HFParity.checkGreedyContinuationsInOneMixedBatch(model, backend: CPUBackend(), logprobTolerance: 1e-3, exactTopOrder: true)
+    func greedyContinuationsInOneMixedBatch(model: String) async throws {
+        try await HFParity.checkGreedyContinuationsInOneMixedBatch(model, backend: CPUBackend(), logprobTolerance: 1e-3, exactTopOrder: true)
     }
 }

@@ -48,21 +48,24 @@ public enum HFParity {
         }
     }
 
-    /// All cases generate together through the batch generator (greedy): the same tokens as HF, logprobs close.
+    /// All cases generate together through the serving engine (greedy): the same tokens as HF, logprobs close.
     public static func checkGreedyContinuationsInOneMixedBatch(_ name: String, backend: Backend, logprobTolerance: Float,
-                                                              exactTopOrder: Bool) throws {
+                                                              exactTopOrder: Bool) async throws {
         let fixture = try LoadedFixture(name, backend: backend)
-        let generator = BatchGenerator(model: fixture.model, tokenizer: nil, adapters: fixture.adapters, pageSize: 4)
+        var configuration = EngineConfiguration()
+        configuration.pageSize = 4
+        let engine = try await fixture.engine(configuration: configuration)
         let requests = fixture.reference.cases.enumerated().map { index, testCase in
             var sampling = SamplingParameters()
             sampling.temperature = 0
             sampling.maxTokens = testCase.greedy.count
             sampling.ignoreEOS = true
             sampling.logprobs = testCase.logprobs[0].top.count
-            return GenerationRequest(id: String(index), promptIDs: fixture.reference.prompts[testCase.prompt_index],
-                                     adapter: testCase.adapter, sampling: sampling)
+            return EngineRequest(id: String(index), promptIDs: fixture.reference.prompts[testCase.prompt_index],
+                                 adapter: testCase.adapter, sampling: sampling)
         }
-        let results = try generator.generate(requests)
+        let results = try await engine.complete(requests)
+        await engine.drain()
         for (testCase, result) in zip(fixture.reference.cases, results) {
             let label = "\(name) \(testCase.logits_key)"
             #expect(result.tokenIDs == testCase.greedy, "\(label)")

@@ -6,6 +6,7 @@ import Foundation
 import PunicaCompute
 import PunicaEngine
 import PunicaModel
+import PunicaTokenizer
 
 /// The reference outputs written by scripts/make_model_fixtures.py (transformers + PEFT, float32 compute).
 public struct HFReference: Decodable {
@@ -36,12 +37,14 @@ public struct HFReference: Decodable {
 
 /// A fixture model with every adapter of its reference loaded, adapter i in slot i.
 public struct LoadedFixture {
+    public let name: String
     public let reference: HFReference
     public let model: LlamaModel
     public let adapterNames: [String]
     public let adapters: [LoRAAdapter]
 
     public init(_ name: String, backend: Backend) throws {
+        self.name = name
         let directory = Fixtures.path("models/\(name)")
         let reference = try HFReference.load(name)
         let model = try LlamaModel(directory: directory, backend: backend)
@@ -50,5 +53,15 @@ public struct LoadedFixture {
             try LoRAAdapter(name: $0, directory: directory + "/" + reference.adapters[$0]!.path, config: model.config, backend: model.backend)
         }
         (self.reference, self.model, self.adapterNames) = (reference, model, adapterNames)
+    }
+
+    /// A serving engine on this fixture's model, tokenizer and adapters.
+    public func engine(configuration: EngineConfiguration = EngineConfiguration()) async throws -> Engine {
+        let directory = Fixtures.path("models/\(name)")
+        let engine = Engine(model: model, tokenizer: try Tokenizer(directory: directory), configuration: configuration)
+        for adapter in adapterNames {
+            try await engine.registerAdapter(name: adapter, directory: directory + "/" + reference.adapters[adapter]!.path)
+        }
+        return engine
     }
 }

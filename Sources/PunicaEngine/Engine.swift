@@ -1,0 +1,460 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Dispatch
+import PunicaCompute
+import PunicaModel
+import PunicaTokenizer
+
+/// Limits and sizes of the serving engine.
+public struct EngineConfiguration: Sendable {
+    /// Token slots per KV page, and the cache's size in tokens.
+    public var pageSize = 16
+    public var kvCacheTokens = 32768
+    /// Requests in the batch at once, and tokens one step computes (chunked prefill budget).
+    public var maxRunningRequests = 64
+    public var maxTokensPerStep = 512
+    /// Requests queued beyond those running before `submit` refuses with `queueFull`.
+    public var maxWaitingRequests = 1024
+    /// Adapters a step can use at once (the backend's LoRA tables).
+    public var adapterSlots = 16
+    /// Adapters kept loaded (weights uploaded), slots included; the least recently used go first.
+    public var loadedAdapters = 64
+
+    public init() {}
+}
+
+/// The serving engine: accepts requests at any time, batches every running request into one step whatever its
+/// adapter, and streams each request's tokens back.
+///
+/// One thread owns all mutable engine state and runs the step loop: take in what arrived (submissions,
+/// cancellations, loaded adapters), schedule (the pure `Scheduler`), run the model, sample, stream. Callers touch only
+/// the inbox, the adapter registry and the stats snapshot, each behind a lock. Adapters load on their own queue, so
+/// a load never stalls the running batch.
+public final class Engine: GenerationService, @unchecked Sendable {
+    public let tokenizer: Tokenizer
+    public let maxContextLength: Int
+    private let configuration: EngineConfiguration
+    private let runner: ModelRunner
+    private let eos: Set<Int>
+    private let wake = DispatchSemaphore(value: 0)
+    private let loader = DispatchQueue(label: "punica.adapter-loader")
+
+    // Shared with callers, each behind its lock.
+    private let inbox = Locked<[Command]>([])
+    private let registry = Locked<[String: String]>([:])  // adapter name → directory
+    private let snapshot: Locked<EngineStats>
+    private let admission = Locked(Admission())
+
+    // Owned by the step loop.
+    private var scheduler: Scheduler
+    private var requests: [Int: LiveRequest] = [:]
+    private var handleOfID: [String: Int] = [:]
+    private var nextHandle = 0
+    private var slots: AdapterSlots
+    private var loaded: [String: AnyObject] = [:]
+    private var loadedOrder: [String] = []  // least recently used first
+    private var loading: Set<String> = []
+    private var drainWaiters: [CheckedContinuation<Void, Never>] = []
+    private var throughput = ThroughputWindow()
+
+    private enum Command {
+        case submit(LiveRequest)
+        case cancel(String)
+        case adapterLoaded(String, Result<AnyObject, Error>)
+        case unregister(String, CheckedContinuation<Void, Error>)
+        case drain(CheckedContinuation<Void, Never>)
+    }
+
+    private struct Admission {
+        var queued = 0
+        var draining = false
+    }
+
+    /// The real model: a KV cache of `configuration.kvCacheTokens` tokens on the model's backend.
+    public convenience init(model: LlamaModel, tokenizer: Tokenizer, configuration: EngineConfiguration = EngineConfiguration()) {
+        let runner = LlamaRunner(model: model, pageSize: configuration.pageSize,
+                                 pageCount: 1 + (configuration.kvCacheTokens + configuration.pageSize - 1) / configuration.pageSize,
+                                 adapterSlots: configuration.adapterSlots)
+        self.init(runner: runner, tokenizer: tokenizer, configuration: configuration)
+    }
+
+    public init(runner: ModelRunner, tokenizer: Tokenizer, configuration: EngineConfiguration = EngineConfiguration()) {
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.configuration = configuration
+        // A request's context is bounded by the model and by what the whole cache can hold.
+        maxContextLength = min(runner.maxPositions, (runner.pageCount - 1) * runner.pageSize)
+        eos = Set(tokenizer.eosTokenIDs + runner.eosTokenIDs)
+        scheduler = Scheduler(configuration: .init(maxRunning: configuration.maxRunningRequests, maxTokensPerStep: configuration.maxTokensPerStep),
+                              pageSize: runner.pageSize, pageCount: runner.pageCount)
+        slots = AdapterSlots(capacity: runner.adapterSlotCount)
+        snapshot = Locked(EngineStats(running: 0, waiting: 0, kvPagesUsed: 0, kvPagesTotal: runner.pageCount - 1, requestsPerAdapter: [:],
+                                      generatedTokensPerSecond: 0, steps: 0, lastStepSequences: 0, lastStepTokens: 0))
+        Thread.detach { [self] in stepLoop() }
+    }
+
+    // MARK: GenerationService
+
+    public func adapterNames() -> [String] { registry.read { $0.keys.sorted() } }
+
+    public func submit(_ request: EngineRequest) throws(RequestError) -> AsyncStream<GenerationEvent> {
+        try validate(request)
+        try admission.update { (state: inout Admission) throws(RequestError) in
+            if state.draining { throw .shuttingDown }
+            if state.queued >= configuration.maxWaitingRequests + configuration.maxRunningRequests {
+                throw .queueFull(limit: configuration.maxWaitingRequests)
+            }
+            state.queued += 1
+        }
+        let (stream, continuation) = AsyncStream.makeStream(of: GenerationEvent.self)
+        let live = LiveRequest(request, continuation: continuation, tokenizer: tokenizer)
+        // A consumer that stops listening (a client gone away) cancels its request.
+        continuation.onTermination = { [weak self] termination in
+            if case .cancelled = termination { self?.cancel(id: request.id) }
+        }
+        post(.submit(live))
+        return stream
+    }
+
+    public func cancel(id: String) { post(.cancel(id)) }
+
+    public func registerAdapter(name: String, directory: String) async throws {
+        guard !name.isEmpty else { throw RequestError.invalid(field: "lora_name", reason: "must not be empty") }
+        try runner.validateAdapter(directory: directory)
+        try registry.update { (adapters: inout [String: String]) throws(RequestError) in
+            if let existing = adapters[name], existing != directory {
+                throw .invalid(field: "lora_name", reason: "\"\(name)\" is already registered from \(existing)")
+            }
+            adapters[name] = directory
+        }
+    }
+
+    public func unregisterAdapter(name: String) async throws {
+        guard registry.read({ $0[name] != nil }) else { throw RequestError.unknownAdapter(name, known: adapterNames()) }
+        try await withCheckedThrowingContinuation { post(.unregister(name, $0)) }
+    }
+
+    public func stats() -> EngineStats { snapshot.read { $0 } }
+
+    public func drain() async {
+        admission.update { $0.draining = true }
+        await withCheckedContinuation { post(.drain($0)) }
+    }
+
+    // MARK: Validation (callers' threads)
+
+    private func validate(_ request: EngineRequest) throws(RequestError) {
+        try request.sampling.validate()
+        let prompt = request.promptIDs
+        if prompt.isEmpty { throw .invalid(field: "prompt", reason: "must contain at least one token") }
+        if let bad = prompt.first(where: { !(0..<runner.vocabularySize).contains($0) }) {
+            throw .invalid(field: "prompt", reason: "token ids must be in 0..<\(runner.vocabularySize). Given: \(bad)")
+        }
+        if prompt.count >= maxContextLength {
+            throw .invalid(field: "prompt", reason: "has \(prompt.count) tokens; the context holds at most \(maxContextLength) (prompt plus output)")
+        }
+        if let adapter = request.adapter, registry.read({ $0[adapter] == nil }) {
+            throw .unknownAdapter(adapter, known: adapterNames())
+        }
+    }
+
+    private func post(_ command: Command) {
+        inbox.update { $0.append(command) }
+        wake.signal()
+    }
+
+    // MARK: The step loop (its own thread)
+
+    private func stepLoop() {
+        while true {
+            let commands = inbox.update { commands -> [Command] in
+                defer { commands.removeAll() }
+                return commands
+            }
+            commands.forEach(handle)
+            if scheduler.isIdle && !drainWaiters.isEmpty {
+                drainWaiters.forEach { $0.resume() }
+                return
+            }
+            if !step() { wake.wait() }
+        }
+    }
+
+    private func handle(_ command: Command) {
+        switch command {
+        case let .submit(request):
+            let handle = nextHandle
+            nextHandle += 1
+            requests[handle] = request
+            handleOfID[request.request.id] = handle
+            scheduler.add(id: handle, adapter: request.request.adapter, knownTokens: request.tokens.count)
+        case let .cancel(id):
+            if let handle = handleOfID[id] { finish(handle, .cancelled) }
+        case let .adapterLoaded(name, result):
+            loading.remove(name)
+            switch result {
+            case let .success(adapter) where registry.read({ $0[name] != nil }):
+                loaded[name] = adapter
+                markUsed(name)
+            case .success:
+                break  // unregistered while loading
+            case let .failure(error):
+                // Requests waiting for it cannot run: end them with the reason.
+                for (handle, request) in requests where request.request.adapter == name {
+                    finish(handle, .error, message: "adapter \"\(name)\" failed to load: \(error)")
+                }
+            }
+        case let .unregister(name, reply):
+            let users = requests.values.filter { $0.request.adapter == name }.count
+            if users > 0 {
+                reply.resume(throwing: RequestError.adapterInUse(name, requests: users))
+            } else {
+                registry.update { $0[name] = nil }
+                loaded[name] = nil
+                loadedOrder.removeAll { $0 == name }
+                if slots.slot(of: name) != nil {
+                    slots.remove(name)
+                    runner.setSlots(slots.occupants.map { $0.flatMap { loaded[$0] } })
+                }
+                reply.resume()
+            }
+        case let .drain(reply):
+            drainWaiters.append(reply)
+        }
+    }
+
+    /// Schedules and runs one step; false when there was nothing to run.
+    private func step() -> Bool {
+        var pinned = Set(scheduler.running.compactMap(\.adapter))
+        var slotsChanged = false
+        let work = scheduler.schedule { adapter in
+            let ready = makeResident(adapter, pinned: &pinned, changed: &slotsChanged)
+            if ready { pinned.insert(adapter) }
+            return ready
+        }
+        if slotsChanged { runner.setSlots(slots.occupants.map { $0.flatMap { loaded[$0] } }) }
+        guard !work.isEmpty else { return false }
+
+        // Rows grouped by adapter slot, so each adapter's rows form one segment; base-only rows first.
+        let ordered = work.sorted { (slotOf($0.id) ?? -1, $0.id) < (slotOf($1.id) ?? -1, $1.id) }
+        var tokens: [Int32] = []
+        var sequences: [StepBatch.Sequence] = []
+        var segments: [LoRASegment] = []
+        var sampled: [Int] = []
+        var logitRows: [Int] = []
+        for item in ordered {
+            let request = requests[item.id]!
+            let rows = tokens.count ..< tokens.count + item.count
+            tokens += request.tokens[(item.contextLength - item.count) ..< item.contextLength].map(Int32.init)
+            sequences.append(StepBatch.Sequence(rows: rows, contextLength: item.contextLength, blockTable: item.pages))
+            if let slot = slotOf(item.id) {
+                if let last = segments.last, last.slot == slot {
+                    segments[segments.count - 1].rows = last.rows.lowerBound ..< rows.upperBound
+                } else {
+                    segments.append(LoRASegment(rows: rows, slot: slot))
+                }
+            }
+            if item.samples {
+                logitRows.append(rows.upperBound - 1)
+                sampled.append(item.id)
+            }
+        }
+        let logits = runner.run(StepBatch(tokens: tokens, sequences: sequences, loraSegments: segments, logitRows: logitRows))
+
+        let vocabulary = runner.vocabularySize
+        logits.withUnsafeBufferPointer { all in
+            for (row, handle) in sampled.enumerated() {
+                let request = requests[handle]!
+                let outcome = request.accept(UnsafeBufferPointer(rebasing: all[row * vocabulary ..< (row + 1) * vocabulary]), eos: eos,
+                                             contextLimit: maxContextLength)
+                scheduler.appendToken(id: handle)
+                if let reason = outcome { finish(handle, reason) }
+            }
+        }
+        throughput.record(tokens: sampled.count, at: ContinuousClock.now)
+        publishStats(step: (sequences: work.count, tokens: tokens.count))
+        return true
+    }
+
+    private func slotOf(_ handle: Int) -> Int? { requests[handle]?.request.adapter.flatMap { slots.slot(of: $0) } }
+
+    /// Whether `adapter` can be used this step: resident, or loaded and given a slot now. Starts loading it when
+    /// it is neither.
+    private func makeResident(_ adapter: String, pinned: inout Set<String>, changed: inout Bool) -> Bool {
+        if slots.slot(of: adapter) != nil {
+            slots.touch(adapter)
+            return true
+        }
+        guard loaded[adapter] != nil else {
+            startLoading(adapter)
+            return false
+        }
+        guard slots.claim(adapter, pinned: pinned) != nil else { return false }
+        markUsed(adapter)
+        changed = true
+        return true
+    }
+
+    private func startLoading(_ name: String) {
+        guard !loading.contains(name), let directory = registry.read({ $0[name] }) else { return }
+        loading.insert(name)
+        loader.async { [self] in
+            post(.adapterLoaded(name, Result { try runner.loadAdapter(name: name, directory: directory) }))
+        }
+    }
+
+    /// Least-recently-used order of loaded adapters; beyond the limit, drops those not in a slot.
+    private func markUsed(_ name: String) {
+        loadedOrder.removeAll { $0 == name }
+        loadedOrder.append(name)
+        while loadedOrder.count > configuration.loadedAdapters,
+              let victim = loadedOrder.first(where: { slots.slot(of: $0) == nil && $0 != name }) {
+            loadedOrder.removeAll { $0 == victim }
+            loaded[victim] = nil
+        }
+    }
+
+    /// Ends a request: its pages go back, its stream gets the final event.
+    private func finish(_ handle: Int, _ reason: FinishReason, message: String? = nil) {
+        guard let request = requests.removeValue(forKey: handle) else { return }
+        handleOfID[request.request.id] = nil
+        scheduler.remove(id: handle)
+        admission.update { $0.queued -= 1 }
+        // The snapshot shows the freed pages before the caller hears the request is over.
+        publishStats()
+        request.finish(reason, message: message)
+    }
+
+    /// Refreshes the snapshot callers read; `step` describes a step that just ran.
+    private func publishStats(step: (sequences: Int, tokens: Int)? = nil) {
+        var perAdapter: [String: Int] = [:]
+        for request in requests.values { perAdapter[request.request.adapter ?? "", default: 0] += 1 }
+        let rate = throughput.tokensPerSecond(at: ContinuousClock.now)
+        let (running, waiting, used) = (scheduler.running.count, scheduler.waiting.count, scheduler.allocator.usedCount)
+        snapshot.update { stats in
+            stats.running = running
+            stats.waiting = waiting
+            stats.kvPagesUsed = used
+            stats.requestsPerAdapter = perAdapter
+            stats.generatedTokensPerSecond = rate
+            if let step {
+                stats.steps += 1
+                stats.lastStepSequences = step.sequences
+                stats.lastStepTokens = step.tokens
+            }
+        }
+    }
+}
+
+/// One request in flight: its tokens so far, its sampler, its text and its stream.
+private final class LiveRequest {
+    let request: EngineRequest
+    private(set) var tokens: [Int]
+    private var sampler: Sampler
+    private var text: TextStream
+    private let continuation: AsyncStream<GenerationEvent>.Continuation
+
+    init(_ request: EngineRequest, continuation: AsyncStream<GenerationEvent>.Continuation, tokenizer: Tokenizer) {
+        self.request = request
+        self.continuation = continuation
+        tokens = request.promptIDs
+        sampler = Sampler(request.sampling)
+        text = TextStream(tokenizer: tokenizer, stops: request.sampling.stopStrings)
+    }
+
+    var generatedCount: Int { tokens.count - request.promptIDs.count }
+
+    /// Samples the next token from its logits row and streams it; returns a finish reason when the request is done.
+    func accept(_ logits: UnsafeBufferPointer<Float>, eos: Set<Int>, contextLimit: Int) -> FinishReason? {
+        let parameters = request.sampling
+        let token = sampler.sample(logits, history: tokens)
+        tokens.append(token)
+        var chosen: TokenLogprob?
+        var top: [TokenLogprob] = []
+        if parameters.logprobs > 0 {
+            (chosen, top) = logprobs(logits, token: token, top: parameters.logprobs)
+        }
+        var delta = ""
+        var reason: FinishReason?
+        if parameters.stopTokenIDs.contains(token) || (!parameters.ignoreEOS && eos.contains(token)) {
+            // The stop token's own text is not part of the output; what was held back is.
+            reason = .stop
+            delta = text.finish()
+        } else {
+            let (appended, stopped) = text.append(token)
+            delta = appended
+            if stopped {
+                reason = .stop
+            } else if generatedCount >= parameters.maxTokens || tokens.count >= contextLimit {
+                reason = .length
+                delta += text.finish()
+            }
+        }
+        continuation.yield(.token(id: token, text: delta, logprob: chosen, top: top))
+        return reason
+    }
+
+    func finish(_ reason: FinishReason, message: String?) {
+        continuation.yield(.finished(reason: reason, usage: Usage(promptTokens: request.promptIDs.count, completionTokens: generatedCount),
+                                     message: message))
+        continuation.finish()
+    }
+}
+
+/// Generated tokens over the last few seconds.
+private struct ThroughputWindow {
+    private var samples: [(time: ContinuousClock.Instant, tokens: Int)] = []
+    private let window = Duration.seconds(5)
+
+    mutating func record(tokens: Int, at now: ContinuousClock.Instant) {
+        samples.append((now, tokens))
+        samples.removeAll { now - $0.time > window }
+    }
+
+    func tokensPerSecond(at now: ContinuousClock.Instant) -> Double {
+        guard let first = samples.first, samples.count > 1 else { return 0 }
+        let elapsed = now - first.time
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        return seconds > 0 ? Double(samples.dropFirst().reduce(0) { $0 + $1.tokens }) / seconds : 0
+    }
+}
+
+/// A value behind a mutex, for the little state callers share with the step loop.
+final class Locked<Value>: @unchecked Sendable {
+    private var value: Value
+    private var mutex = pthread_mutex_t()
+
+    init(_ value: Value) {
+        self.value = value
+        pthread_mutex_init(&mutex, nil)
+    }
+
+    deinit { pthread_mutex_destroy(&mutex) }
+
+    func update<Result, Failure: Error>(_ body: (inout Value) throws(Failure) -> Result) throws(Failure) -> Result {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return try body(&value)
+    }
+
+    func read<Result>(_ body: (Value) -> Result) -> Result { update { body($0) } }
+}
+
+/// A detached OS thread: the step loop blocks between steps, so it must not occupy a shared executor's thread.
+enum Thread {
+    static func detach(_ body: @escaping () -> Void) {
+        final class Box { let body: () -> Void; init(_ body: @escaping () -> Void) { self.body = body } }
+        var thread = pthread_t()
+        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        let created = pthread_create(&thread, nil, { pointer in
+            let box = Unmanaged<AnyObject>.fromOpaque(pointer!).takeRetainedValue() as! Box
+            box.body()
+            return nil
+        }, box)
+        precondition(created == 0, "could not start the engine thread (pthread_create: \(created))")
+        pthread_detach(thread)
+    }
+}

@@ -1,0 +1,163 @@
+/// Decides, step by step, how many tokens each request computes. Pure: no tensors, no clock, no I/O.
+///
+/// There is no prefill phase and no decode phase: every step brings each running request's computed tokens toward
+/// its known tokens (prompt plus generated), a prompt in chunks under the step's token budget, a decoding request one
+/// token at a time. Waiting requests are admitted first come, first served, while there is room in the batch, in the
+/// budget and in the KV cache, and once their adapter is resident. When pages run out, the newest running request is
+/// preempted: its pages are freed and it waits at the front of the queue to be recomputed, so nothing fails.
+public struct Scheduler: Sendable {
+    public struct Configuration: Sendable {
+        public var maxRunning: Int
+        public var maxTokensPerStep: Int
+
+        public init(maxRunning: Int, maxTokensPerStep: Int) {
+            self.maxRunning = maxRunning
+            self.maxTokensPerStep = maxTokensPerStep
+        }
+    }
+
+    /// One request as the scheduler sees it.
+    public struct Entry: Sendable, Equatable {
+        public let id: Int
+        /// Adapter the request uses, nil for the base model; the caller's key, opaque here.
+        public let adapter: String?
+        /// Tokens known so far: the prompt plus every generated token.
+        public var knownTokens: Int
+        /// Tokens already in the KV cache.
+        public var computedTokens = 0
+        public var pages: [Int32] = []
+        /// Times preempted, for stats and tests.
+        public var preemptions = 0
+    }
+
+    /// A request's share of one step: `count` new tokens at positions computedTokens ..< computedTokens + count.
+    public struct Work: Sendable, Equatable {
+        public let id: Int
+        public let count: Int
+        /// Tokens in its KV cache once the step has run.
+        public let contextLength: Int
+        public let pages: [Int32]
+        /// Whether the step computes its last known token, so its next token gets sampled.
+        public let samples: Bool
+    }
+
+    public let configuration: Configuration
+    /// Token slots per KV page.
+    public let pageSize: Int
+    public private(set) var allocator: BlockAllocator
+    public private(set) var waiting: [Entry] = []
+    public private(set) var running: [Entry] = []
+
+    public init(configuration: Configuration, pageSize: Int, pageCount: Int) {
+        self.configuration = configuration
+        self.pageSize = pageSize
+        allocator = BlockAllocator(pageCount: pageCount)
+    }
+
+    private func pagesNeeded(forTokens tokens: Int) -> Int { (tokens + pageSize - 1) / pageSize }
+
+    public var isIdle: Bool { waiting.isEmpty && running.isEmpty }
+
+    /// Queues a request; `knownTokens` is its prompt length.
+    public mutating func add(id: Int, adapter: String?, knownTokens: Int) {
+        precondition(knownTokens > 0, "a request needs at least one token")
+        waiting.append(Entry(id: id, adapter: adapter, knownTokens: knownTokens))
+    }
+
+    /// A sampled token joined request `id`'s known tokens.
+    public mutating func appendToken(id: Int) {
+        guard let index = running.firstIndex(where: { $0.id == id }) else { return }
+        running[index].knownTokens += 1
+    }
+
+    /// Removes a request wherever it is (finished, cancelled or failed) and frees its pages.
+    public mutating func remove(id: Int) {
+        if let index = running.firstIndex(where: { $0.id == id }) {
+            allocator.release(running.remove(at: index).pages)
+        } else if let index = waiting.firstIndex(where: { $0.id == id }) {
+            allocator.release(waiting.remove(at: index).pages)
+        }
+        verifyInvariants()
+    }
+
+    /// Plans the next step. `adapterReady` says whether an adapter can be used this step (resident, or able to
+    /// become so); requests whose adapter is not ready stay waiting, others may pass them.
+    public mutating func schedule(adapterReady: (String) -> Bool) -> [Work] {
+        var budget = configuration.maxTokensPerStep
+        var work: [Work] = []
+        // Running requests first, oldest first; make room by preempting the newest when the cache is full.
+        var index = 0
+        while index < running.count, budget > 0 {
+            let count = min(running[index].knownTokens - running[index].computedTokens, budget)
+            guard count > 0 else {
+                index += 1
+                continue
+            }
+            if !reservePages(forRunning: index, count: count) {
+                // The newest request gave up its pages; if that was this one, it is gone from `running`.
+                continue
+            }
+            budget -= count
+            work.append(take(&running[index], count: count))
+            index += 1
+        }
+        // Then admit waiting requests, first come first served.
+        var position = 0
+        while position < waiting.count, running.count < configuration.maxRunning, budget > 0 {
+            let entry = waiting[position]
+            if let adapter = entry.adapter, !adapterReady(adapter) {
+                position += 1
+                continue
+            }
+            let count = min(entry.knownTokens, budget)
+            guard let pages = allocator.allocate(pagesNeeded(forTokens: count)) else { break }
+            var admitted = waiting.remove(at: position)
+            admitted.pages = pages
+            budget -= count
+            work.append(take(&admitted, count: count))
+            running.append(admitted)
+        }
+        verifyInvariants()
+        return work
+    }
+
+    /// Advances the entry's computed tokens and describes the work.
+    private func take(_ entry: inout Entry, count: Int) -> Work {
+        entry.computedTokens += count
+        return Work(id: entry.id, count: count, contextLength: entry.computedTokens, pages: entry.pages,
+                    samples: entry.computedTokens == entry.knownTokens)
+    }
+
+    /// Gives running[index] the pages for `count` more tokens, preempting the newest running requests as needed.
+    /// False when running[index] itself had to be preempted.
+    private mutating func reservePages(forRunning index: Int, count: Int) -> Bool {
+        let needed = pagesNeeded(forTokens: running[index].computedTokens + count) - running[index].pages.count
+        while needed > allocator.freeCount {
+            let newest = running.count - 1
+            preempt(newest)
+            if newest == index { return false }
+        }
+        if needed > 0 { running[index].pages += allocator.allocate(needed)! }
+        return true
+    }
+
+    /// Frees a running request's pages and puts it back at the front of the queue, to be recomputed from scratch.
+    private mutating func preempt(_ index: Int) {
+        var entry = running.remove(at: index)
+        allocator.release(entry.pages)
+        entry.pages = []
+        entry.computedTokens = 0
+        entry.preemptions += 1
+        waiting.insert(entry, at: 0)
+    }
+
+    /// Every page is owned by at most one request, and the allocator agrees on how many are in use.
+    public func verifyInvariants() {
+        #if DEBUG
+        let owned = (running + waiting).flatMap(\.pages)
+        precondition(Set(owned).count == owned.count, "a KV page is owned twice")
+        precondition(owned.count == allocator.usedCount, "KV pages leaked: \(allocator.usedCount) in use, \(owned.count) owned")
+        precondition(waiting.allSatisfy { $0.pages.isEmpty }, "a waiting request holds pages")
+        #endif
+    }
+}

@@ -1,0 +1,178 @@
+import Foundation
+import PunicaCompute
+import PunicaEngine
+import PunicaTokenizer
+import Testing
+import TestSupport
+
+/// A scripted model: the next token is the row's token + 1 (+ 100 × (slot + 1) for an adapter's rows), so every
+/// output is predictable. A step takes `stepDelay` (1 ms: fast tests, yet slow enough for a test to act between
+/// steps); adapter loads take `loadDelay`.
+final class ScriptedRunner: ModelRunner, @unchecked Sendable {
+    let vocabularySize = 605
+    let maxPositions = 256
+    let eosTokenIDs: [Int] = []
+    let pageSize = 4
+    let pageCount: Int
+    let adapterSlotCount = 2
+    let loadDelay: Double
+    let stepDelay: Double
+    private(set) var steps: [StepBatch] = []
+    private var slotNames: [String?] = []
+
+    init(pageCount: Int = 64, loadDelay: Double = 0, stepDelay: Double = 0.001) {
+        self.pageCount = pageCount
+        self.loadDelay = loadDelay
+        self.stepDelay = stepDelay
+    }
+
+    func validateAdapter(directory: String) throws {
+        if directory.hasSuffix("broken") { throw RequestError.invalid(field: "lora_path", reason: "is broken") }
+    }
+
+    func loadAdapter(name: String, directory: String) throws -> AnyObject {
+        Thread.sleep(forTimeInterval: loadDelay)
+        return name as NSString
+    }
+
+    func setSlots(_ adapters: [AnyObject?]) { slotNames = adapters.map { $0.map { String($0 as! NSString) } } }
+
+    func run(_ batch: StepBatch) -> [Float] {
+        Thread.sleep(forTimeInterval: stepDelay)
+        steps.append(batch)
+        var logits = [Float](repeating: 0, count: batch.logitRows.count * vocabularySize)
+        for (index, row) in batch.logitRows.enumerated() {
+            let slot = batch.loraSegments.first { $0.rows.contains(row) }?.slot
+            let next = (Int(batch.tokens[row]) + 1 + (slot.map { 100 * ($0 + 1) } ?? 0)) % vocabularySize
+            logits[index * vocabularySize + next] = 10
+        }
+        return logits
+    }
+}
+
+@Suite struct EngineTests {
+    let tokenizer = try! Tokenizer(directory: Fixtures.path("tokenizers/bytelevel"))
+
+    func greedy(_ id: String, _ prompt: [Int], adapter: String? = nil, maxTokens: Int = 4, stop: [String] = []) -> EngineRequest {
+        var sampling = SamplingParameters()
+        sampling.temperature = 0
+        sampling.maxTokens = maxTokens
+        sampling.stopStrings = stop
+        return EngineRequest(id: id, promptIDs: prompt, adapter: adapter, sampling: sampling)
+    }
+
+    @Test func streamsEachTokenThenOneFinalEvent() async throws {
+        let engine = Engine(runner: ScriptedRunner(), tokenizer: tokenizer)
+        var events: [GenerationEvent] = []
+        for await event in try engine.submit(greedy("a", [10, 20], maxTokens: 3)) { events.append(event) }
+        let ids = events.compactMap { if case let .token(id, _, _, _) = $0 { id } else { nil } }
+        #expect(ids == [21, 22, 23])
+        #expect(events.last == .finished(reason: .length, usage: Usage(promptTokens: 2, completionTokens: 3), message: nil))
+        let text = events.compactMap { if case let .token(_, text, _, _) = $0 { text } else { nil } }.joined()
+        #expect(text == tokenizer.decode([21, 22, 23]))
+        await engine.drain()
+    }
+
+    @Test func requestsOnDifferentAdaptersShareSteps() async throws {
+        let runner = ScriptedRunner()
+        let engine = Engine(runner: runner, tokenizer: tokenizer)
+        try await engine.registerAdapter(name: "x", directory: "/x")
+        let results = try await engine.complete([greedy("base", [1], maxTokens: 30), greedy("x", [1], adapter: "x", maxTokens: 4)])
+        #expect(results[0].tokenIDs == Array(2...31))
+        #expect(results[1].tokenIDs == [102, 203, 304, 405])
+        #expect(runner.steps.contains { $0.sequences.count == 2 && $0.loraSegments.count == 1 })
+        #expect(engine.stats().kvPagesUsed == 0)
+        await engine.drain()
+    }
+
+    @Test func stopStringsCutTheTextAndAreNeverStreamed() async throws {
+        let engine = Engine(runner: ScriptedRunner(), tokenizer: tokenizer)
+        // Byte-level ids run through the alphabet: from "a" the scripted model writes "bcdefg".
+        let a = tokenizer.encode("a", addSpecialTokens: false)
+        let full = try await engine.complete([greedy("full", a, maxTokens: 6)])[0].text
+        #expect(full == "bcdefg")
+        let stop = String(full.dropFirst(1).prefix(2))
+        var streamed = ""
+        var reason: FinishReason?
+        for await event in try engine.submit(greedy("cut", a, maxTokens: 6, stop: [stop])) {
+            switch event {
+            case let .token(_, text, _, _): streamed += text
+            case let .finished(finish, _, _): reason = finish
+            }
+        }
+        #expect(reason == .stop && !streamed.contains(stop) && full.hasPrefix(streamed + stop))
+        await engine.drain()
+    }
+
+    @Test func cancellingFreesPagesAndEndsTheStream() async throws {
+        // 5 ms steps: the 200-token request would take a second, far longer than the cancellation needs.
+        let engine = Engine(runner: ScriptedRunner(stepDelay: 0.005), tokenizer: tokenizer)
+        let stream = try engine.submit(greedy("long", [5], maxTokens: 200))
+        var tokens = 0
+        var final: GenerationEvent?
+        for await event in stream {
+            if case .token = event {
+                tokens += 1
+                if tokens == 2 { engine.cancel(id: "long") }
+            } else {
+                final = event
+            }
+        }
+        guard case let .finished(reason, usage, _)? = final else { Issue.record("no final event"); return }
+        #expect(reason == .cancelled && usage.completionTokens < 200)
+        try await Task.sleep(for: .milliseconds(20))
+        #expect(engine.stats().kvPagesUsed == 0 && engine.stats().running == 0)
+        await engine.drain()
+    }
+
+    @Test func aConsumerThatStopsListeningCancelsItsRequest() async throws {
+        let engine = Engine(runner: ScriptedRunner(), tokenizer: tokenizer)
+        let task = Task {
+            for await _ in try engine.submit(greedy("gone", [5], maxTokens: 200)) {}
+        }
+        try await Task.sleep(for: .milliseconds(5))
+        task.cancel()
+        for _ in 0..<100 where engine.stats().running > 0 || engine.stats().kvPagesUsed > 0 {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        #expect(engine.stats().running == 0 && engine.stats().kvPagesUsed == 0)
+        await engine.drain()
+    }
+
+    @Test func refusalsNameTheProblem() async throws {
+        var configuration = EngineConfiguration()
+        configuration.maxWaitingRequests = 1
+        configuration.maxRunningRequests = 1
+        let engine = Engine(runner: ScriptedRunner(loadDelay: 0.2), tokenizer: tokenizer, configuration: configuration)
+        #expect(throws: RequestError.unknownAdapter("nope", known: [])) { try engine.submit(greedy("u", [1], adapter: "nope")) }
+        #expect(throws: RequestError.self) { try engine.submit(greedy("v", [9999])) }
+        #expect(throws: RequestError.self) { try engine.submit(greedy("e", [])) }
+        await #expect(throws: RequestError.self) { try await engine.registerAdapter(name: "b", directory: "/broken") }
+        try await engine.registerAdapter(name: "slow", directory: "/slow")
+        let first = try engine.submit(greedy("1", [1], adapter: "slow", maxTokens: 50))
+        _ = try engine.submit(greedy("2", [1], maxTokens: 50))
+        #expect(throws: RequestError.queueFull(limit: 1)) { try engine.submit(greedy("3", [1])) }
+        await #expect(throws: RequestError.adapterInUse("slow", requests: 1)) { try await engine.unregisterAdapter(name: "slow") }
+        engine.cancel(id: "1")
+        for await _ in first {}
+        try await engine.unregisterAdapter(name: "slow")
+        #expect(engine.adapterNames().isEmpty)
+        engine.cancel(id: "2")
+        await engine.drain()
+        #expect(throws: RequestError.shuttingDown) { try engine.submit(greedy("late", [1])) }
+    }
+
+    /// An adapter that takes a second to load does not hold up the base-model request submitted beside it.
+    @Test func loadingAnAdapterDoesNotStallTheBatch() async throws {
+        let engine = Engine(runner: ScriptedRunner(loadDelay: 1), tokenizer: tokenizer)
+        try await engine.registerAdapter(name: "slow", directory: "/slow")
+        let adapted = try engine.submit(greedy("slow", [1], adapter: "slow", maxTokens: 2))
+        let base = try await engine.complete([greedy("base", [1], maxTokens: 20)])
+        let adapterStillLoading = engine.stats().requestsPerAdapter["slow"] == 1
+        #expect(base[0].tokenIDs.count == 20 && adapterStillLoading)
+        var adaptedTokens: [Int] = []
+        for await event in adapted { if case let .token(id, _, _, _) = event { adaptedTokens.append(id) } }
+        #expect(adaptedTokens == [102, 203])
+        await engine.drain()
+    }
+}
