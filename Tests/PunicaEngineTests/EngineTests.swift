@@ -175,4 +175,21 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
         #expect(adaptedTokens == [102, 203])
         await engine.drain()
     }
+
+    /// A thousand registered adapters, twenty of them in use at once through two slots: each request still gets its
+    /// own adapter's tokens, and every slot and page comes back.
+    @Test func aThousandRegisteredAdaptersThroughTwoSlots() async throws {
+        let engine = Engine(runner: ScriptedRunner(stepDelay: 0), tokenizer: tokenizer)
+        for index in 0..<1000 { try await engine.registerAdapter(name: "adapter\(index)", directory: "/adapters/\(index)") }
+        #expect(engine.adapterNames().count == 1000)
+        let requests = (0..<20).map { greedy("r\($0)", [1], adapter: "adapter\($0 * 50)", maxTokens: 3) }
+        let results = try await engine.complete(requests)
+        // Whatever slot an adapter landed in, its rows got that slot's offset consistently: 1 → 1 + 1 + 100·(slot + 1) …
+        for result in results {
+            let offsets = zip([1] + result.tokenIDs, result.tokenIDs).map { ($1 - $0 - 1 + 605) % 605 }
+            #expect(Set(offsets).count == 1 && [100, 200].contains(offsets[0]), "\(result.id): \(result.tokenIDs)")
+        }
+        #expect(engine.stats().kvPagesUsed == 0)
+        await engine.drain()
+    }
 }
