@@ -19,8 +19,8 @@ import TestSupport
         let targetSets: [[Projection]] = [[.q, .v], [.gate, .up, .down], Projection.allCases, [.o], [.k, .down]]
         for (index, targets) in targetSets.enumerated() {
             let path = "\(scratch)/random\(index)"
-            try RandomModel.writeAdapter(forModel: directory, rank: [2, 4, 8, 16, 3][index], alpha: 16, targets: targets, to: path,
-                                         seed: UInt64(index + 1))
+            try LoRAAdapter.writeRandom(to: path, config: ModelConfig.load(directory: directory), rank: [2, 4, 8, 16, 3][index],
+                                        alpha: 16, targets: targets, seed: UInt64(index + 1))
             adapters.append(("random\(index)", path))
         }
         let model = try LlamaModel(directory: directory, backend: CPUBackend())

@@ -170,7 +170,7 @@ import TestSupport
     }
 
     func writeAdapter(targets: [Projection] = [.q, .v, .down], editConfig: ((inout [String: Any]) -> Void)? = nil) throws {
-        try RandomModel.writeAdapter(forModel: directory, rank: 4, alpha: 8, targets: targets, to: adapterDirectory, seed: 1)
+        try LoRAAdapter.writeRandom(to: adapterDirectory, config: ModelConfig.load(directory: directory), rank: 4, alpha: 8, targets: targets, seed: 1)
         guard let editConfig else { return }
         let path = adapterDirectory + "/adapter_config.json"
         var config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]

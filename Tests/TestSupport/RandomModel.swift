@@ -6,8 +6,8 @@ import Foundation
 import PunicaCompute
 import PunicaModel
 
-/// Writes model and PEFT adapter directories with random weights, in the layout real checkpoints use, so
-/// benchmarks and tests exercise the same loading path as downloaded models.
+/// Writes a model directory with random float32 weights in the layout real checkpoints use, for tests that need a
+/// valid model to break (adapters: `LoRAAdapter.writeRandom`).
 public enum RandomModel {
     /// The shape of a Llama checkpoint, written to `config.json`.
     public struct Shape: Sendable {
@@ -29,13 +29,6 @@ public enum RandomModel {
             self.vocabularySize = vocabularySize
             self.tieWordEmbeddings = tieWordEmbeddings
         }
-
-        /// llama2.c's stories15M: the small configuration of the CPU benchmarks.
-        public static let llama15M = Shape(hiddenSize: 288, intermediateSize: 768, layerCount: 6, heads: 6, kvHeads: 6,
-                                           vocabularySize: 32000, tieWordEmbeddings: true)
-        /// llama2.c's stories110M: the large configuration of the CPU benchmarks.
-        public static let llama110M = Shape(hiddenSize: 768, intermediateSize: 2048, layerCount: 12, heads: 12, kvHeads: 12,
-                                            vocabularySize: 32000, tieWordEmbeddings: true)
     }
 
     public static func writeModel(_ shape: Shape, to directory: String, seed: UInt64 = 0) throws {
@@ -67,29 +60,5 @@ public enum RandomModel {
         add("model.norm.weight", [hidden], scale: 1)
         if !shape.tieWordEmbeddings { add("lm_head.weight", [shape.vocabularySize, hidden], scale: 1 / Float(hidden).squareRoot()) }
         try SafeTensorsWriter.write(tensors, to: directory + "/model.safetensors")
-    }
-
-    /// A PEFT LoRA adapter directory for the model in `modelDirectory`.
-    public static func writeAdapter(forModel modelDirectory: String, rank: Int, alpha: Double, targets: [Projection],
-                                    to directory: String, seed: UInt64) throws {
-        let config = try ModelConfig.load(directory: modelDirectory)
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let names = targets.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
-        let adapterConfig = """
-        {"peft_type": "LORA", "r": \(rank), "lora_alpha": \(alpha), "target_modules": [\(names)], "use_rslora": false,
-         "use_dora": false, "bias": "none", "modules_to_save": null, "task_type": "CAUSAL_LM"}
-        """
-        try Data(adapterConfig.utf8).write(to: URL(fileURLWithPath: directory + "/adapter_config.json"))
-        var random = SplitMix64(seed: seed)
-        var tensors: [(name: String, shape: [Int], values: [Float])] = []
-        for layer in 0..<config.layerCount {
-            for projection in targets {
-                let (outputs, inputs) = projection.weightShape(config)
-                let prefix = "base_model.model." + projection.checkpointName(layer: layer)
-                tensors.append((prefix + ".lora_A.weight", [rank, inputs], random.floats(rank * inputs, scale: 1 / Float(inputs).squareRoot())))
-                tensors.append((prefix + ".lora_B.weight", [outputs, rank], random.floats(outputs * rank, scale: 1 / Float(rank).squareRoot())))
-            }
-        }
-        try SafeTensorsWriter.write(tensors, to: directory + "/adapter_model.safetensors")
     }
 }
