@@ -9,23 +9,27 @@ enum GEMM {
         case blas(BLAS.Library)
     }
 
-    /// BLAS when one is loaded, else the built-in Swift implementation — except the decode GEMV, which always runs
-    /// in Swift: OpenBLAS 0.3.21's sgemm has no m == 1 path and streams W 2-4× slower than `gemv` below.
+    /// BLAS when one is loaded, else the built-in Swift implementation — except decode-sized products (a few rows
+    /// times a weight matrix), which always run in Swift: OpenBLAS 0.3.21's sgemm packs all of W on every call, so
+    /// for m ≤ 8 it streams W several times slower than `skinny` below, which reads it once for all rows.
     static func sgemm(
         transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
         a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
-        let implementation: Implementation = isGEMV(m: m, transA: transA, lda: lda, transB: transB)
+        let implementation: Implementation = isSkinny(m: m, transA: transA, lda: lda, transB: transB)
             ? .swift : BLAS.library.map(Implementation.blas) ?? .swift
         sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
               beta: beta, c: c, ldc: ldc, using: implementation)
     }
 
-    /// y = x·Wᵀ for one contiguous row x: each output is the dot product of x with a contiguous row of W.
-    private static func isGEMV(m: Int, transA: Bool, lda: Int, transB: Bool) -> Bool {
-        m == 1 && (!transA || lda == 1) && transB
+    /// y = x·Wᵀ for at most `skinnyRows` rows of x, each contiguous: every output is a dot product of a row of x with
+    /// a contiguous row of W.
+    private static func isSkinny(m: Int, transA: Bool, lda: Int, transB: Bool) -> Bool {
+        transB && m <= skinnyRows && (!transA || (m == 1 && lda == 1))
     }
+
+    static let skinnyRows = 8
 
     static func sgemm(
         transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
@@ -45,8 +49,8 @@ enum GEMM {
         case .swift:
             if k == 0 || alpha == 0 {
                 scale(c, rows: m, columns: n, ldc: ldc, by: beta)
-            } else if isGEMV(m: m, transA: transA, lda: lda, transB: transB) {
-                gemv(x: a, w: b, ldw: ldb, n: n, k: k, alpha: alpha, beta: beta, y: c)
+            } else if isSkinny(m: m, transA: transA, lda: lda, transB: transB) {
+                skinny(x: a, ldx: lda, rows: m, w: b, ldw: ldb, n: n, k: k, alpha: alpha, beta: beta, y: c, ldy: ldc)
             } else {
                 packedProduct(MatrixView(a, ld: lda, transposed: transA), MatrixView(b, ld: ldb, transposed: transB),
                               m: m, n: n, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc)
@@ -84,8 +88,9 @@ private typealias Row = SIMD8<Float>
 private let kc = 384
 private let mc = 96
 private let nc = 512
-/// Below this many multiply-adds a product runs on one thread: waking a second costs more than it saves.
-private let minWorkPerThread = 1 << 17
+/// Each thread gets at least this many multiply-adds (~50 µs): waking a Dispatch worker costs tens of µs on the
+/// 2-vCPU dev VM, where two threads made a 768×768 GEMV (0.6M) 1.5× slower than one.
+private let minWorkPerThread = 1 << 20
 
 /// Threads worth using for `work` multiply-adds.
 private func usefulThreads(work: Int) -> Int {
@@ -267,44 +272,54 @@ extension GEMM {
     }
 }
 
-// MARK: - Decode GEMV
+// MARK: - Decode products
 
 extension GEMM {
-    /// y[n] = alpha · W[n,k]·x[k] + beta · y, the m == 1 product with transB (y = x·Wᵀ, W row-major).
-    /// Decode time goes here, and it is memory-bound: every row of W is streamed once as a contiguous dot product
-    /// against x (which stays in L1), and rows are split across threads. One row at a time keeps each thread's
-    /// reads one sequential stream: interleaving four rows to share loads of x ran 2-3× slower for short rows
-    /// (k = 288), which defeated the hardware prefetcher.
-    private static func gemv(
-        x: UnsafePointer<Float>, w: UnsafePointer<Float>, ldw: Int, n: Int, k: Int, alpha: Float, beta: Float,
-        y: UnsafeMutablePointer<Float>
+    /// y[r, j] = alpha·(x[r]·w[j]) + beta·y[r, j] for a few rows r. Decode steps live here: the cost is streaming W
+    /// from memory, so each row of W is read once and multiplied into every row of x while it sits in L1; threads
+    /// split W's rows.
+    private static func skinny(
+        x: UnsafePointer<Float>, ldx: Int, rows: Int, w: UnsafePointer<Float>, ldw: Int, n: Int, k: Int, alpha: Float,
+        beta: Float, y: UnsafeMutablePointer<Float>, ldy: Int
     ) {
         let threads = usefulThreads(work: n * k)
         Parallel.forEach(threads) { thread in
             for j in share(thread, of: threads, extent: n, step: 1) {
-                let product = alpha * dot(x, w + j * ldw, count: k)
-                y[j] = beta == 0 ? product : product + beta * y[j]
+                let wRow = w + j * ldw
+                var first = 0
+                while first < rows {
+                    let count = min(4, rows - first)
+                    let sums = dots(x + first * ldx, ldx: ldx, rows: count, wRow, count: k)
+                    for r in 0..<count {
+                        let target = y + (first + r) * ldy + j
+                        target.pointee = beta == 0 ? alpha * sums[r] : alpha * sums[r] + beta * target.pointee
+                    }
+                    first += count
+                }
             }
         }
     }
 
-    /// Σ x[i]·y[i] over `count` elements, in two independent SIMD accumulators so additions overlap.
+    /// The dot products of up to four rows of x (stride `ldx`) with one row w, reading w once.
     @inline(__always)
-    private static func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, count: Int) -> Float {
+    private static func dots(_ x: UnsafePointer<Float>, ldx: Int, rows: Int, _ w: UnsafePointer<Float>, count: Int) -> SIMD4<Float> {
         func load(_ pointer: UnsafePointer<Float>) -> Row { UnsafeRawPointer(pointer).loadUnaligned(as: Row.self) }
         let width = Row.scalarCount
-        var sum0 = Row(), sum1 = Row()
+        var sums = (Row(), Row(), Row(), Row())
         var i = 0
-        while i + 2 * width <= count {
-            sum0 += load(x + i) * load(y + i)
-            sum1 += load(x + i + width) * load(y + i + width)
-            i += 2 * width
+        while i + width <= count {
+            let wChunk = load(w + i)
+            sums.0 += load(x + i) * wChunk
+            if rows > 1 { sums.1 += load(x + ldx + i) * wChunk }
+            if rows > 2 { sums.2 += load(x + 2 * ldx + i) * wChunk }
+            if rows > 3 { sums.3 += load(x + 3 * ldx + i) * wChunk }
+            i += width
         }
-        var sum = (sum0 + sum1).sum()
+        var result = SIMD4(sums.0.sum(), sums.1.sum(), sums.2.sum(), sums.3.sum())
         while i < count {
-            sum += x[i] * y[i]
+            for r in 0..<rows { result[r] += x[r * ldx + i] * w[i] }
             i += 1
         }
-        return sum
+        return result
     }
 }

@@ -28,9 +28,9 @@ private struct Problem: Sendable, CustomTestStringConvertible {
 }
 
 /// Every transpose combination of each shape, once plain (beta = 0, so C starts as NaN) and once with padded rows,
-/// alpha and beta ≠ 1. Shapes cover 1×1×1, the m = 1 GEMV (on one thread and split over threads; k not a multiple
-/// of the SIMD width), odd sizes, exact micro-tiles, and n = 1.
-private let shapes = [(1, 1, 1), (1, 8, 19), (1, 1001, 300), (7, 13, 29), (65, 129, 33), (8, 16, 64), (13, 1, 40)]
+/// alpha and beta ≠ 1. Shapes cover 1×1×1, the skinny decode product (m ≤ 8, k not a multiple of the SIMD width),
+/// odd sizes, exact micro-tiles, and n = 1.
+private let shapes = [(1, 1, 1), (1, 8, 19), (1, 37, 300), (7, 13, 29), (65, 129, 33), (8, 16, 64), (13, 1, 40)]
 private let problems: [Problem] = shapes.flatMap { m, n, k in
     [(false, false), (false, true), (true, false), (true, true)].flatMap { transA, transB in
         [Problem(m: m, n: n, k: k, transA: transA, transB: transB),
@@ -38,19 +38,23 @@ private let problems: [Problem] = shapes.flatMap { m, n, k in
     }
 }
 
-/// Larger than one cache block in each dimension (m > mc, k > kc; n > nc on each of two threads), split over rows (C too narrow to split
-/// over columns), and the edge cases of k and alpha.
-private let blockedProblems: [Problem] = [
-    Problem(m: 100, n: 40, k: 400, beta: 0.5),
-    Problem(m: 100, n: 40, k: 400, transA: true, transB: false, padding: 1, alpha: 0.25),
-    Problem(m: 9, n: 1100, k: 50, transB: false, beta: 0.5),
-    Problem(m: 700, n: 5, k: 100, transA: true, padding: 2, alpha: 2, beta: 1),
+/// Products big enough to be split over threads (the skinny decode product over rows of W; the packed product over
+/// columns, or over rows when C is too narrow), larger than one cache block in each dimension (m > mc, k > kc, n > nc per thread),
+/// and the edge cases of k and alpha.
+private let largeAndEdgeProblems: [Problem] = [
+    Problem(m: 1, n: 4001, k: 520),
+    Problem(m: 1, n: 4001, k: 520, transA: true, alpha: 1.5, beta: -0.5),
+    Problem(m: 6, n: 3001, k: 517, padding: 5, alpha: 0.5, beta: 0.25),
+    Problem(m: 100, n: 40, k: 600, beta: 0.5),
+    Problem(m: 100, n: 40, k: 600, transA: true, transB: false, padding: 1, alpha: 0.25),
+    Problem(m: 9, n: 1100, k: 220, transB: false, beta: 0.5),
+    Problem(m: 2100, n: 5, k: 200, transA: true, padding: 2, alpha: 2, beta: 1),
     Problem(m: 5, n: 9, k: 0, beta: 0.5),
     Problem(m: 5, n: 9, k: 0),
     Problem(m: 5, n: 9, k: 7, alpha: 0, beta: 2),
 ]
 
-@Test(arguments: implementations, problems + blockedProblems)
+@Test(arguments: implementations, problems + largeAndEdgeProblems)
 private func sgemmMatchesReference(implementation: GEMM.Implementation, problem: Problem) {
     #expect(mismatch(problem, implementation) == nil)
 }
