@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Dependencies point one way: Compute ← CPU/CUDA; Compute ← Model ← Engine ← CLI.
+// Dependencies point one way: Compute ← CPU/CUDA; Compute ← Model ← Engine ← Server ← CLI.
 // Model and Engine never import a concrete backend; the CLI is the only place that picks one.
 let package = Package(
     name: "punica",
@@ -11,6 +11,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
     ],
     targets: [
         .target(name: "PunicaCompute"),
@@ -22,11 +24,16 @@ let package = Package(
         .target(name: "PunicaTokenizer"),
         .target(name: "PunicaModel", dependencies: ["PunicaCompute"]),
         .target(name: "PunicaEngine", dependencies: ["PunicaCompute", "PunicaModel", "PunicaTokenizer"]),
+        .target(name: "PunicaServer", dependencies: [
+            "PunicaEngine", "PunicaTokenizer",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "punica", dependencies: [
-            "PunicaCPU", "PunicaCUDA", "PunicaModel", "PunicaTokenizer", "PunicaEngine",
+            "PunicaCPU", "PunicaCUDA", "PunicaModel", "PunicaTokenizer", "PunicaEngine", "PunicaServer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .target(name: "TestSupport", dependencies: ["PunicaCompute", "PunicaModel", "PunicaEngine"],
+        .target(name: "TestSupport", dependencies: ["PunicaCompute", "PunicaModel", "PunicaEngine", "PunicaTokenizer"],
                 path: "Tests/TestSupport"),
         .testTarget(name: "PunicaCPUTests", dependencies: ["PunicaCPU", "TestSupport"]),
         .testTarget(name: "PunicaCUDATests", dependencies: ["PunicaCUDA", "PunicaCPU", "PunicaModel", "PunicaEngine", "TestSupport"]),
@@ -34,6 +41,10 @@ let package = Package(
         .testTarget(name: "PunicaModelTests", dependencies: ["PunicaModel", "PunicaCPU", "TestSupport"]),
         .testTarget(name: "PunicaCLITests", dependencies: ["punica", "TestSupport"]),
         .testTarget(name: "PunicaEngineTests", dependencies: ["PunicaEngine", "PunicaCPU", "TestSupport"]),
+        .testTarget(name: "PunicaServerTests", dependencies: [
+            "PunicaServer", "PunicaEngine", "PunicaTokenizer", "TestSupport",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
     ],
     swiftLanguageModes: [.v5]
 )

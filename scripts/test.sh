@@ -13,3 +13,7 @@ cuda=$(python3 -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0], "cu
 export PUNICA_NVRTC=$cuda/lib/libnvrtc.so.13 PUNICA_CUDA_INCLUDE=$cuda/include PUNICA_REQUIRE_NVRTC=1
 
 swift test "$@"
+
+# `punica serve` end to end with the official openai client: the real binary on the bundled model, 100+ concurrent streams.
+swift build --product punica
+python3 scripts/e2e_openai.py "$(swift build --show-bin-path)/punica"

@@ -9,10 +9,10 @@ import PunicaCompute
 import PunicaEngine
 import PunicaModel
 
-struct Bench: ParsableCommand {
+struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (commands, not tests): the numbers in docs/PERFORMANCE.md.",
-        subcommands: [BenchForward.self, BenchLoRA.self])
+        subcommands: [BenchForward.self, BenchLoRA.self, BenchEngine.self, BenchTextgen.self])
 }
 
 /// Model shapes of the benchmarks, with random weights.

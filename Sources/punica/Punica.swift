@@ -1,9 +1,9 @@
 import ArgumentParser
 
 @main
-struct Punica: ParsableCommand {
+struct Punica: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "punica",
         abstract: "Serve many LoRA fine-tunes of one Llama-family model in one batch.",
-        subcommands: [Generate.self, Bench.self])
+        subcommands: [Generate.self, Serve.self, Demo.self, Bench.self, RenderCapture.self])
 }

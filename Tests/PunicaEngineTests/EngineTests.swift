@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import PunicaCompute
 import PunicaEngine
@@ -6,8 +7,8 @@ import Testing
 import TestSupport
 
 /// A scripted model: the next token is the row's token + 1 (+ 100 × (slot + 1) for an adapter's rows), so every
-/// output is predictable. A step takes `stepDelay` (1 ms: fast tests, yet slow enough for a test to act between
-/// steps); adapter loads take `loadDelay`.
+/// output is predictable. A step takes `stepDelay`; adapter loads take `loadDelay`, or wait for `releaseLoads()`
+/// when `holdLoads` is set.
 final class ScriptedRunner: ModelRunner, @unchecked Sendable {
     let vocabularySize = 605
     let maxPositions = 256
@@ -17,20 +18,26 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
     let adapterSlotCount = 2
     let loadDelay: Double
     let stepDelay: Double
+    let holdLoads: Bool
+    private let loadGate = DispatchSemaphore(value: 0)
     private(set) var steps: [StepBatch] = []
     private var slotNames: [String?] = []
 
-    init(pageCount: Int = 64, loadDelay: Double = 0, stepDelay: Double = 0.001) {
+    init(pageCount: Int = 64, loadDelay: Double = 0, stepDelay: Double = 0.001, holdLoads: Bool = false) {
         self.pageCount = pageCount
         self.loadDelay = loadDelay
         self.stepDelay = stepDelay
+        self.holdLoads = holdLoads
     }
+
+    func releaseLoads() { loadGate.signal() }
 
     func validateAdapter(directory: String) throws {
         if directory.hasSuffix("broken") { throw RequestError.invalid(field: "lora_path", reason: "is broken") }
     }
 
     func loadAdapter(name: String, directory: String) throws -> AnyObject {
+        if holdLoads { loadGate.wait() }
         Thread.sleep(forTimeInterval: loadDelay)
         return name as NSString
     }
@@ -105,8 +112,9 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
     }
 
     @Test func cancellingFreesPagesAndEndsTheStream() async throws {
-        // 5 ms steps: the 200-token request would take a second, far longer than the cancellation needs.
-        let engine = Engine(runner: ScriptedRunner(stepDelay: 0.005), tokenizer: tokenizer)
+        // 20 ms steps: the 200-token request would take 4 s, far longer than the cancellation needs even on a busy
+        // machine.
+        let engine = Engine(runner: ScriptedRunner(stepDelay: 0.02), tokenizer: tokenizer)
         let stream = try engine.submit(greedy("long", [5], maxTokens: 200))
         var tokens = 0
         var final: GenerationEvent?
@@ -162,14 +170,15 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
         #expect(throws: RequestError.shuttingDown) { try engine.submit(greedy("late", [1])) }
     }
 
-    /// An adapter that takes a second to load does not hold up the base-model request submitted beside it.
+    /// An adapter whose load is still going on does not hold up the base-model request submitted beside it.
     @Test func loadingAnAdapterDoesNotStallTheBatch() async throws {
-        let engine = Engine(runner: ScriptedRunner(loadDelay: 1), tokenizer: tokenizer)
+        let runner = ScriptedRunner(holdLoads: true)
+        let engine = Engine(runner: runner, tokenizer: tokenizer)
         try await engine.registerAdapter(name: "slow", directory: "/slow")
         let adapted = try engine.submit(greedy("slow", [1], adapter: "slow", maxTokens: 2))
         let base = try await engine.complete([greedy("base", [1], maxTokens: 20)])
-        let adapterStillLoading = engine.stats().requestsPerAdapter["slow"] == 1
-        #expect(base[0].tokenIDs.count == 20 && adapterStillLoading)
+        #expect(base[0].tokenIDs.count == 20 && engine.stats().requestsPerAdapter["slow"] == 1)
+        runner.releaseLoads()
         var adaptedTokens: [Int] = []
         for await event in adapted { if case let .token(id, _, _, _) = event { adaptedTokens.append(id) } }
         #expect(adaptedTokens == [102, 203])

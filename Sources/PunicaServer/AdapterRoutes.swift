@@ -1,0 +1,103 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Hummingbird
+import PunicaEngine
+
+/// Directories adapters may be loaded from at run time. Paths are compared after resolving symlinks and `..`, so no
+/// spelling of a path leads outside them.
+struct AdapterRoots: Sendable {
+    let directories: [String]
+
+    init(_ paths: [String]) throws(ServerSetupError) {
+        directories = try paths.map { (path) throws(ServerSetupError) in
+            guard let resolved = canonicalPath(path) else { throw .adapterRootNotFound(path) }
+            return resolved
+        }
+    }
+
+    /// The canonical form of `path`, which must lie in one of the roots.
+    func resolve(_ path: String) throws(APIError) -> String {
+        guard !directories.isEmpty else { throw .pathOutsideAdapterRoots(path, roots: []) }
+        guard let resolved = canonicalPath(path) else {
+            throw .invalid(param: "lora_path", message: "`lora_path` \(path) does not exist")
+        }
+        guard directories.contains(where: { resolved == $0 || resolved.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") }) else {
+            throw .pathOutsideAdapterRoots(path, roots: directories)
+        }
+        return resolved
+    }
+}
+
+/// `path` with symlinks, `.` and `..` resolved; nil when it does not exist.
+private func canonicalPath(_ path: String) -> String? {
+    guard let resolved = realpath(path, nil) else { return nil }
+    defer { free(resolved) }
+    return String(cString: resolved)
+}
+
+/// Where each adapter was loaded from, for /v1/models (the engine keeps only what it needs to load them).
+actor AdapterDirectories {
+    private var byName: [String: String]
+
+    init(_ byName: [String: String]) {
+        self.byName = byName
+    }
+
+    func directory(of name: String) -> String? { byName[name] }
+
+    func set(_ name: String, _ directory: String?) { byName[name] = directory }
+}
+
+extension OpenAIServer {
+    /// `GET /v1/models`: the base model, then every adapter with the base model as its parent.
+    func listModels() async -> Response {
+        let created = unixTime()
+        let context = service.maxContextLength
+        var models = [ModelList.Model(id: configuration.servedModelName, created: created, root: configuration.modelDirectory,
+                                      parent: nil, max_model_len: context)]
+        for name in service.adapterNames() {
+            models.append(.init(id: name, created: created, root: await adapterDirectories.directory(of: name) ?? name,
+                                parent: configuration.servedModelName, max_model_len: context))
+        }
+        return jsonResponse(ModelList(data: models))
+    }
+
+    /// `POST /v1/load_lora_adapter` `{"lora_name", "lora_path"}`: registers an adapter from inside the adapter roots.
+    func loadAdapter(_ request: Request) async throws -> Response {
+        var request = request
+        let body = try await decodeBody(LoadAdapterRequest.self, from: &request)
+        let name = body.lora_name
+        guard !name.isEmpty, name != configuration.servedModelName else {
+            throw APIError.invalid(param: "lora_name", message: "`lora_name` must be non-empty and not the base model's name. Given: \"\(name)\"")
+        }
+        guard !service.adapterNames().contains(name) else {
+            throw APIError.invalid(param: "lora_name", message: "The LoRA adapter `\(name)` is already loaded; unload it first.")
+        }
+        let directory = try adapterRoots.resolve(body.lora_path)
+        do {
+            try await service.registerAdapter(name: name, directory: directory)
+        } catch let error as RequestError {
+            throw error
+        } catch {
+            // Anything else is the directory's fault: missing files, or weights that do not fit the model.
+            throw APIError.invalid(param: "lora_path", message: "Cannot load the LoRA adapter at \(body.lora_path): \(error)")
+        }
+        await adapterDirectories.set(name, directory)
+        logger.info("loaded LoRA adapter \(name) from \(directory)")
+        return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "Success: LoRA adapter '\(name)' added successfully.")))
+    }
+
+    /// `POST /v1/unload_lora_adapter` `{"lora_name"}`: refused while requests use it.
+    func unloadAdapter(_ request: Request) async throws -> Response {
+        var request = request
+        let name = try await decodeBody(UnloadAdapterRequest.self, from: &request).lora_name
+        guard service.adapterNames().contains(name) else { throw APIError.adapterNotFound(name) }
+        try await service.unregisterAdapter(name: name)
+        await adapterDirectories.set(name, nil)
+        logger.info("unloaded LoRA adapter \(name)")
+        return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "Success: LoRA adapter '\(name)' removed successfully.")))
+    }
+}

@@ -1,0 +1,33 @@
+import PunicaCompute
+import PunicaCPU
+import PunicaModel
+import Testing
+import TestSupport
+
+/// A model with an adapter merged into its weights computes what the base model computes with that adapter's LoRA
+/// delta, on the bundled model's adapters (scripture: every projection, rank 8; python: attention only, rank 16).
+@Suite struct MergedLoRATests {
+    @Test(arguments: ["scripture", "python"])
+    func mergedWeightsMatchTheLoRADelta(adapterName: String) throws {
+        let directory = Fixtures.repositoryPath("models")
+        let model = try LlamaModel(directory: directory, backend: CPUBackend())
+        let adapter = try LoRAAdapter(name: adapterName, directory: "\(directory)/adapters/\(adapterName)", config: model.config,
+                                      backend: model.backend)
+        let tokens: [Int32] = [1, 517, 94, 2048, 33, 700, 12, 4095]
+        func logits(_ model: LlamaModel, adapters: ResidentAdapters, segments: [LoRASegment]) -> [Float] {
+            let rows = 0..<tokens.count
+            let batch = StepBatch(tokens: tokens, sequences: [.init(rows: rows, contextLength: tokens.count, blockTable: [1])],
+                                  loraSegments: segments, logitRows: Array(rows))
+            let cache = model.makeKVCache(layout: PageLayout(pageSize: 16, pageCount: 2))
+            return model.backend.toHost(model.forward(batch, cache: cache, adapters: adapters))
+        }
+        let withLoRA = logits(model, adapters: ResidentAdapters([adapter], layerCount: model.config.layerCount),
+                              segments: [LoRASegment(rows: 0..<tokens.count, slot: 0)])
+        let merged = logits(model.merging(adapter), adapters: .none, segments: [])
+        let base = logits(model, adapters: .none, segments: [])
+        let mismatch = closeMismatch(merged, withLoRA, atol: 2e-3, rtol: 1e-3)
+        #expect(mismatch == nil, "\(mismatch ?? "")")
+        // The adapter changes the logits far beyond that tolerance, so the comparison above is not vacuous.
+        #expect(closeMismatch(base, withLoRA, atol: 2e-2, rtol: 0) != nil)
+    }
+}

@@ -1,0 +1,74 @@
+import Foundation
+import HummingbirdTesting
+import Testing
+
+/// Adapter directories for load tests: `root/` holds `good/`; `outside/evil/` is elsewhere, and `root/link` points to it.
+struct AdapterTree {
+    let base = FileManager.default.temporaryDirectory.appendingPathComponent("adapter-roots-\(UUID().uuidString)").path
+    var root: String { base + "/root" }
+    var outside: String { base + "/outside/evil" }
+
+    init() throws {
+        for directory in [root + "/good", outside] {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try Data("{}".utf8).write(to: URL(fileURLWithPath: directory + "/adapter_config.json"))
+        }
+        try FileManager.default.createSymbolicLink(atPath: root + "/link", withDestinationPath: outside)
+    }
+}
+
+@Suite struct AdapterRouteTests {
+    func load(_ client: some TestClientProtocol, name: String, path: String) async throws -> TestResponse {
+        try await client.post("/v1/load_lora_adapter", #"{"lora_name": "\#(name)", "lora_path": "\#(path)"}"#)
+    }
+
+    @Test func loadsFromInsideTheRootAndUnloads() async throws {
+        let tree = try AdapterTree()
+        let fake = FakeGenerationService()
+        try await withServer(fake, configure: { $0.adapterRoots = [tree.root] }) { client in
+            let loaded = try await load(client, name: "good", path: tree.root + "/./good")
+            #expect(loaded.status == .ok && loaded.text == "Success: LoRA adapter 'good' added successfully.")
+            let models = try #require(try await client.get("/v1/models").json["data"] as? [JSON])
+            let good = try #require(models.first { $0["id"] as? String == "good" })
+            #expect((good["root"] as? String)?.hasSuffix("/root/good") == true && good["parent"] as? String == "base")
+            #expect(try await client.post("/v1/completions", #"{"model": "good", "prompt": "x", "max_tokens": 1}"#).status == .ok)
+
+            try expectError(try await load(client, name: "good", path: tree.root + "/good"), .badRequest, param: "lora_name", code: "invalid_value")
+            try expectError(try await load(client, name: "base", path: tree.root + "/good"), .badRequest, param: "lora_name", code: "invalid_value")
+
+            let unloaded = try await client.post("/v1/unload_lora_adapter", #"{"lora_name": "good"}"#)
+            #expect(unloaded.status == .ok && unloaded.text == "Success: LoRA adapter 'good' removed successfully.")
+            #expect(!fake.adapterNames().contains("good"))
+            try expectError(try await client.post("/v1/completions", #"{"model": "good", "prompt": "x"}"#), .notFound, param: "model", code: "model_not_found")
+        }
+    }
+
+    @Test func pathsLeadingOutsideTheRootAreForbidden() async throws {
+        let tree = try AdapterTree()
+        let fake = FakeGenerationService()
+        try await withServer(fake, configure: { $0.adapterRoots = [tree.root] }) { client in
+            for path in [tree.outside, tree.root + "/../outside/evil", tree.root + "/link", "/etc"] {
+                try expectError(try await load(client, name: "evil", path: path), .forbidden, param: "lora_path", code: "path_not_allowed")
+            }
+            try expectError(try await load(client, name: "ghost", path: tree.root + "/missing"), .badRequest, param: "lora_path", code: "invalid_value")
+            try expectError(try await load(client, name: "empty", path: tree.root), .badRequest, param: "lora_path", code: "invalid_value")
+        }
+        #expect(fake.adapterNames() == ["python", "scripture"])
+    }
+
+    @Test func loadingIsOffWithoutRoots() async throws {
+        let tree = try AdapterTree()
+        try await withServer { client in
+            try expectError(try await load(client, name: "good", path: tree.root + "/good"), .forbidden, param: "lora_path", code: "path_not_allowed")
+        }
+    }
+
+    @Test func unloadRefusesUnknownAndBusyAdapters() async throws {
+        let fake = FakeGenerationService()
+        fake.busyAdapters = ["python"]
+        try await withServer(fake) { client in
+            try expectError(try await client.post("/v1/unload_lora_adapter", #"{"lora_name": "nope"}"#), .notFound, param: "lora_name", code: "adapter_not_found")
+            try expectError(try await client.post("/v1/unload_lora_adapter", #"{"lora_name": "python"}"#), .conflict, param: "lora_name", code: "adapter_in_use")
+        }
+    }
+}
