@@ -11,7 +11,8 @@ enum GEMM {
 
     /// BLAS when one is loaded, else the built-in Swift implementation — except decode-sized products (a few rows
     /// times a weight matrix), which always run in Swift: OpenBLAS 0.3.21's sgemm packs all of W on every call, so
-    /// for m ≤ 8 it streams W several times slower than `skinny` below, which reads it once for all rows.
+    /// with W coming from DRAM (as in a decode step) `skinny` below is 5× faster at m = 1, 2-3× at m = 2-4 and
+    /// 1.1-1.4× at m = 8 (one thread). Only a W that stays in L3 is faster in OpenBLAS (1.4× at m = 1 and m = 8).
     static func sgemm(
         transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
         a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
@@ -23,8 +24,8 @@ enum GEMM {
               beta: beta, c: c, ldc: ldc, using: implementation)
     }
 
-    /// y = x·Wᵀ for at most `skinnyRows` rows of x, each contiguous: every output is a dot product of a row of x with
-    /// a contiguous row of W.
+    /// y = x·Wᵀ for at most `skinnyRows` rows of x, each contiguous: every output is a dot product of a row of x
+    /// with a contiguous row of W.
     private static func isSkinny(m: Int, transA: Bool, lda: Int, transB: Bool) -> Bool {
         transB && m <= skinnyRows && (!transA || (m == 1 && lda == 1))
     }
@@ -217,8 +218,8 @@ extension GEMM {
 
     /// tile[mr][nr] = Σ_p a[p][0..<mr] ⊗ b[p][0..<nr], with a = one packed A panel [depth][mr] and b = one packed
     /// B panel [depth][nr]. Each step broadcasts one A element per row against one row of B.
-    /// Where the time goes for products with m > 1: 80-90% of it at m ≥ 128, two thirds at m = 8 (packing W takes
-    /// most of the rest).
+    /// Where the time goes for every product `skinny` doesn't take: 80-90% of it at m ≥ 128; packing W takes most
+    /// of the rest, and up to a third at m = 8.
     /// Multiply then add, not fused: baseline x86-64 has no FMA, so `addingProduct` would call fmaf per lane.
     @inline(__always)
     private static func microKernel(
@@ -282,27 +283,53 @@ extension GEMM {
         x: UnsafePointer<Float>, ldx: Int, rows: Int, w: UnsafePointer<Float>, ldw: Int, n: Int, k: Int, alpha: Float,
         beta: Float, y: UnsafeMutablePointer<Float>, ldy: Int
     ) {
-        let threads = usefulThreads(work: n * k)
+        let threads = usefulThreads(work: rows * n * k)
         Parallel.forEach(threads) { thread in
             for j in share(thread, of: threads, extent: n, step: 1) {
                 let wRow = w + j * ldw
-                var first = 0
-                while first < rows {
-                    let count = min(4, rows - first)
-                    let sums = dots(x + first * ldx, ldx: ldx, rows: count, wRow, count: k)
-                    for r in 0..<count {
-                        let target = y + (first + r) * ldy + j
-                        target.pointee = beta == 0 ? alpha * sums[r] : alpha * sums[r] + beta * target.pointee
+                func write(_ sum: Float, row r: Int) {
+                    let target = y + r * ldy + j
+                    target.pointee = beta == 0 ? alpha * sum : alpha * sum + beta * target.pointee
+                }
+                if rows == 1 {
+                    write(dot(x, wRow, count: k), row: 0)
+                } else {
+                    for first in stride(from: 0, to: rows, by: 4) {
+                        let count = min(4, rows - first)
+                        let sums = dots(x + first * ldx, ldx: ldx, rows: count, wRow, count: k)
+                        for r in 0..<count { write(sums[r], row: first + r) }
                     }
-                    first += count
                 }
             }
         }
     }
 
+    /// x·w over `count` elements, the m = 1 case: two SIMD8 accumulators (four SSE addition chains) hide the
+    /// additions' latency, where `dots` with one row has one SIMD8 chain and ran 1.4× slower from L3.
+    @inline(__always)
+    private static func dot(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, count: Int) -> Float {
+        func load(_ pointer: UnsafePointer<Float>) -> Row { UnsafeRawPointer(pointer).loadUnaligned(as: Row.self) }
+        let width = Row.scalarCount
+        var sum0 = Row(), sum1 = Row()
+        var i = 0
+        while i + 2 * width <= count {
+            sum0 += load(x + i) * load(w + i)
+            sum1 += load(x + i + width) * load(w + i + width)
+            i += 2 * width
+        }
+        var sum = (sum0 + sum1).sum()
+        while i < count {
+            sum += x[i] * w[i]
+            i += 1
+        }
+        return sum
+    }
+
     /// The dot products of up to four rows of x (stride `ldx`) with one row w, reading w once.
     @inline(__always)
-    private static func dots(_ x: UnsafePointer<Float>, ldx: Int, rows: Int, _ w: UnsafePointer<Float>, count: Int) -> SIMD4<Float> {
+    private static func dots(
+        _ x: UnsafePointer<Float>, ldx: Int, rows: Int, _ w: UnsafePointer<Float>, count: Int
+    ) -> SIMD4<Float> {
         func load(_ pointer: UnsafePointer<Float>) -> Row { UnsafeRawPointer(pointer).loadUnaligned(as: Row.self) }
         let width = Row.scalarCount
         var sums = (Row(), Row(), Row(), Row())

@@ -39,12 +39,12 @@ private let problems: [Problem] = shapes.flatMap { m, n, k in
 }
 
 /// Products big enough to be split over threads (the skinny decode product over rows of W; the packed product over
-/// columns, or over rows when C is too narrow), larger than one cache block in each dimension (m > mc, k > kc, n > nc per thread),
-/// and the edge cases of k and alpha.
+/// columns, or over rows when C is too narrow), larger than one cache block in each dimension (m > mc, k > kc,
+/// n > nc per thread), a skinny product of more than one group of rows, and the edge cases of k and alpha.
 private let largeAndEdgeProblems: [Problem] = [
     Problem(m: 1, n: 4001, k: 520),
     Problem(m: 1, n: 4001, k: 520, transA: true, alpha: 1.5, beta: -0.5),
-    Problem(m: 6, n: 3001, k: 517, padding: 5, alpha: 0.5, beta: 0.25),
+    Problem(m: 6, n: 701, k: 517, padding: 5, alpha: 0.5, beta: 0.25),
     Problem(m: 100, n: 40, k: 600, beta: 0.5),
     Problem(m: 100, n: 40, k: 600, transA: true, transB: false, padding: 1, alpha: 0.25),
     Problem(m: 9, n: 1100, k: 220, transB: false, beta: 0.5),
