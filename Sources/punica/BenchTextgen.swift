@@ -16,7 +16,7 @@ import PunicaTokenizer
 
 /// The ways of serving one multi-adapter workload that Punica's text-generation benchmark compares, all with this
 /// engine, so only the way of serving differs.
-enum ServingSystem: String, CaseIterable, Codable {
+enum ServingSystem: String, CaseIterable {
     /// Every request in one batch; each adapter's rows are a segment of the SGMV LoRA ops (Punica).
     case batched
     /// Each adapter's requests as a batch of their own, one adapter after another: a server that cannot batch
@@ -198,8 +198,8 @@ struct TextgenRunner {
         }
     }
 
-    /// An engine for `model` sized for the whole workload, with `adapters` registered and warmed up (one short
-    /// request each, which loads it), for the duration of `body`.
+    /// An engine for `model` sized for the whole workload, with `adapters` registered and warmed up (a one-token
+    /// request on each, which loads it), for the duration of `body`.
     private func withEngine(_ model: LlamaModel, adapters: [(name: String, directory: String)],
                             _ body: (Engine) async throws -> Double) async throws -> Double {
         var configuration = EngineConfiguration()
@@ -216,7 +216,7 @@ struct TextgenRunner {
         let warmUp = names.enumerated().map { index, name in
             var sampling = SamplingParameters()
             sampling.maxTokens = 1
-            return EngineRequest(id: "warm-up-\(index)", promptIDs: Array(workload.requests[0].promptIDs.prefix(4)), adapter: name, sampling: sampling)
+            return EngineRequest(id: "warm-up-\(index)", promptIDs: workload.requests[0].promptIDs, adapter: name, sampling: sampling)
         }
         _ = try await engine.complete(warmUp)
         let seconds = try await body(engine)
@@ -238,8 +238,8 @@ struct TextgenRunner {
 }
 
 /// What `punica bench textgen` measured, as JSON (snake_case keys), CSV, a markdown table and a chart.
-struct TextgenReport: Codable {
-    struct Result: Codable {
+struct TextgenReport: Encodable {
+    struct Result: Encodable {
         let popularity: String
         let system: String
         let adapters: Int

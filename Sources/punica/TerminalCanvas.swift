@@ -23,7 +23,7 @@ struct TerminalCanvas {
 
     let width: Int
     let height: Int
-    private(set) var cells: [Cell]
+    private var cells: [Cell]
 
     init(width: Int, height: Int) {
         self.width = width
@@ -38,7 +38,7 @@ struct TerminalCanvas {
     mutating func put(_ text: String, row: Int, column: Int, width limit: Int, style: CellStyle) {
         guard (0..<height).contains(row) else { return }
         var characters = Array(text).prefix(limit).makeIterator()
-        for offset in 0..<limit where (0..<width).contains(column + offset) {
+        for offset in 0..<max(limit, 0) where (0..<width).contains(column + offset) {
             cells[row * width + column + offset] = Cell(character: characters.next() ?? " ", style: style)
         }
     }

@@ -7,8 +7,9 @@ import Testing
 import TestSupport
 
 /// A scripted model: the next token is the row's token + 1 (+ 100 × (slot + 1) for an adapter's rows), so every
-/// output is predictable. A step takes `stepDelay`; adapter loads take `loadDelay`, or wait for `releaseLoads()`
-/// when `holdLoads` is set.
+/// output is predictable. A step takes `stepDelay` and, when `gateSteps` is set, waits for `allowSteps(_:)`; adapter
+/// loads take `loadDelay`, or wait for `releaseLoads()` when `holdLoads` is set. The gates make tests independent of
+/// how busy the machine is.
 final class ScriptedRunner: ModelRunner, @unchecked Sendable {
     let vocabularySize = 605
     let maxPositions = 256
@@ -19,18 +20,23 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
     let loadDelay: Double
     let stepDelay: Double
     let holdLoads: Bool
+    let gateSteps: Bool
     private let loadGate = DispatchSemaphore(value: 0)
+    private let stepGate = DispatchSemaphore(value: 0)
     private(set) var steps: [StepBatch] = []
     private var slotNames: [String?] = []
 
-    init(pageCount: Int = 64, loadDelay: Double = 0, stepDelay: Double = 0.001, holdLoads: Bool = false) {
+    init(pageCount: Int = 64, loadDelay: Double = 0, stepDelay: Double = 0.001, holdLoads: Bool = false, gateSteps: Bool = false) {
         self.pageCount = pageCount
         self.loadDelay = loadDelay
         self.stepDelay = stepDelay
         self.holdLoads = holdLoads
+        self.gateSteps = gateSteps
     }
 
     func releaseLoads() { loadGate.signal() }
+
+    func allowSteps(_ count: Int) { for _ in 0..<count { stepGate.signal() } }
 
     func validateAdapter(directory: String) throws {
         if directory.hasSuffix("broken") { throw RequestError.invalid(field: "lora_path", reason: "is broken") }
@@ -45,6 +51,7 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
     func setSlots(_ adapters: [AnyObject?]) { slotNames = adapters.map { $0.map { String($0 as! NSString) } } }
 
     func run(_ batch: StepBatch) -> [Float] {
+        if gateSteps { stepGate.wait() }
         Thread.sleep(forTimeInterval: stepDelay)
         steps.append(batch)
         var logits = [Float](repeating: 0, count: batch.logitRows.count * vocabularySize)
@@ -112,23 +119,26 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
     }
 
     @Test func cancellingFreesPagesAndEndsTheStream() async throws {
-        // 20 ms steps: the 200-token request would take 4 s, far longer than the cancellation needs even on a busy
-        // machine.
-        let engine = Engine(runner: ScriptedRunner(stepDelay: 0.02), tokenizer: tokenizer)
+        let runner = ScriptedRunner(gateSteps: true)
+        let engine = Engine(runner: runner, tokenizer: tokenizer)
         let stream = try engine.submit(greedy("long", [5], maxTokens: 200))
+        runner.allowSteps(2)
         var tokens = 0
         var final: GenerationEvent?
         for await event in stream {
             if case .token = event {
                 tokens += 1
-                if tokens == 2 { engine.cancel(id: "long") }
+                if tokens == 2 {
+                    engine.cancel(id: "long")
+                    // The loop may finish the step it is in; the one after sees the cancellation.
+                    runner.allowSteps(2)
+                }
             } else {
                 final = event
             }
         }
         guard case let .finished(reason, usage, _)? = final else { Issue.record("no final event"); return }
-        #expect(reason == .cancelled && usage.completionTokens < 200)
-        try await Task.sleep(for: .milliseconds(20))
+        #expect(reason == .cancelled && usage.completionTokens <= 4)
         #expect(engine.stats().kvPagesUsed == 0 && engine.stats().running == 0)
         await engine.drain()
     }
@@ -140,8 +150,8 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
         }
         try await Task.sleep(for: .milliseconds(5))
         task.cancel()
-        for _ in 0..<100 where engine.stats().running > 0 || engine.stats().kvPagesUsed > 0 {
-            try await Task.sleep(for: .milliseconds(5))
+        for _ in 0..<1000 where engine.stats().running > 0 || engine.stats().kvPagesUsed > 0 {
+            try await Task.sleep(for: .milliseconds(10))
         }
         #expect(engine.stats().running == 0 && engine.stats().kvPagesUsed == 0)
         await engine.drain()
