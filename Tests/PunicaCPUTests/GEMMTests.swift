@@ -1,3 +1,4 @@
+import PunicaCompute
 import Testing
 import TestSupport
 @testable import PunicaCPU
@@ -69,7 +70,7 @@ func unusableBLASLibraryIsReportedWithItsPath(path: String) {
 /// Returns nil on a match, else `closeMismatch`'s report. The tolerance grows with k, the length of each sum.
 private func mismatch(_ problem: Problem, _ implementation: GEMM.Implementation) -> String? {
     let (m, n, k) = (problem.m, problem.n, problem.k)
-    var random = SeededGenerator(seed: UInt64(m * 1_000_003 + n * 1009 + k))
+    var random = SplitMix64(seed: UInt64(m * 1_000_003 + n * 1009 + k))
     let (aRows, aColumns) = problem.transA ? (k, m) : (m, k)
     let (bRows, bColumns) = problem.transB ? (n, k) : (k, n)
     let lda = max(1, aColumns) + problem.padding, ldb = max(1, bColumns) + problem.padding
