@@ -29,6 +29,13 @@ extension Tensor {
     }
 }
 
+/// LoRA B matrices transposed for the CPU expand, by slot and piece.
+final class TransposedB {
+    let pieces: [[Tensor]?]
+
+    init(pieces: [[Tensor]?]) { self.pieces = pieces }
+}
+
 /// The CPU step plan: the batch plus the per-row facts every layer needs.
 final class CPUPlan: StepPlan {
     let batch: StepBatch
@@ -237,16 +244,36 @@ public final class CPUBackend: Backend {
 
     public func loraExpand(v: Tensor, projection: LoRAProjection, plan: StepPlan, y: Tensor) {
         let (vWidth, yWidth) = (v.rowWidth, y.rowWidth)
+        let transposed = transposedB(projection)
         for segment in plan.batch.loraSegments {
-            guard let lora = projection.slots[segment.slot] else { continue }
+            guard let lora = projection.slots[segment.slot], let pieces = transposed.pieces[segment.slot] else { continue }
             let first = segment.rows.lowerBound
-            for piece in lora.pieces {
-                GEMM.sgemm(transA: false, transB: true, m: segment.rows.count, n: piece.outputWidth, k: piece.rank,
+            for (piece, bT) in zip(lora.pieces, pieces) {
+                // y[rows, out] += v[rows, rank] · Bᵀ, with Bᵀ [rank, out] stored: a short rank update per row.
+                GEMM.sgemm(transA: false, transB: false, m: segment.rows.count, n: piece.outputWidth, k: piece.rank,
                            alpha: 1, a: v.floats + first * vWidth + piece.rankOffset, lda: vWidth,
-                           b: piece.b.floats, ldb: piece.rank,
+                           b: bT.floats, ldb: piece.outputWidth,
                            beta: 1, c: y.floats + first * yWidth + piece.outputOffset, ldc: yWidth)
             }
         }
+    }
+
+    /// Every slot's B matrices transposed ([rank, out]), made once per resident adapter set and kept on the
+    /// projection: the expand then adds rank scaled rows per output row instead of one rank-long dot per output.
+    private func transposedB(_ projection: LoRAProjection) -> TransposedB {
+        if let table = projection.backendTable as? TransposedB { return table }
+        let table = TransposedB(pieces: projection.slots.map { weights in
+            weights?.pieces.map { piece in
+                let (outputs, rank) = (piece.outputWidth, piece.rank)
+                let transposed = zeros([rank, outputs])
+                for o in 0..<outputs {
+                    for k in 0..<rank { transposed.floats[k * outputs + o] = piece.b.floats[o * rank + k] }
+                }
+                return transposed
+            }
+        })
+        projection.backendTable = table
+        return table
     }
 
     public func gatherLogitRows(x: Tensor, plan: StepPlan, out: Tensor) {

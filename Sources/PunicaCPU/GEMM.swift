@@ -18,7 +18,7 @@ enum GEMM {
         a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
-        let implementation: Implementation = isSkinny(m: m, transA: transA, lda: lda, transB: transB)
+        let implementation: Implementation = isSkinny(m: m, transA: transA, lda: lda, transB: transB) || isRankUpdate(m: m, k: k, transA: transA, transB: transB)
             ? .swift : BLAS.library.map(Implementation.blas) ?? .swift
         sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
               beta: beta, c: c, ldc: ldc, using: implementation)
@@ -31,6 +31,12 @@ enum GEMM {
     }
 
     static let skinnyRows = 8
+
+    /// C[m, n] += A[m, k]·B[k, n] with few rows and a short k (LoRA's expand: v[rows, rank] · Bᵀ, B stored
+    /// transposed): each row of C gets k scaled rows of B added, SIMD across n, with no dot products to reduce.
+    private static func isRankUpdate(m: Int, k: Int, transA: Bool, transB: Bool) -> Bool {
+        !transA && !transB && m <= skinnyRows && k <= 64
+    }
 
     static func sgemm(
         transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
@@ -50,6 +56,8 @@ enum GEMM {
         case .swift:
             if k == 0 || alpha == 0 {
                 scale(c, rows: m, columns: n, ldc: ldc, by: beta)
+            } else if isRankUpdate(m: m, k: k, transA: transA, transB: transB) {
+                rankUpdate(a: a, lda: lda, b: b, ldb: ldb, m: m, n: n, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc)
             } else if isSkinny(m: m, transA: transA, lda: lda, transB: transB) {
                 skinny(x: a, ldx: lda, rows: m, w: b, ldw: ldb, n: n, k: k, alpha: alpha, beta: beta, y: c, ldy: ldc)
             } else {
@@ -323,6 +331,33 @@ extension GEMM {
             i += 1
         }
         return sum
+    }
+
+    /// c[r, :] = beta·c[r, :] + alpha·Σ_p a[r, p]·b[p, :], row by row.
+    private static func rankUpdate(
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, m: Int, n: Int, k: Int, alpha: Float,
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        scale(c, rows: m, columns: n, ldc: ldc, by: beta)
+        let width = Row.scalarCount
+        for r in 0..<m {
+            let row = c + r * ldc
+            for p in 0..<k {
+                let factor = alpha * a[r * lda + p]
+                let source = b + p * ldb
+                var j = 0
+                while j + width <= n {
+                    let sum = UnsafeRawPointer(row + j).loadUnaligned(as: Row.self)
+                        + Row(repeating: factor) * UnsafeRawPointer(source + j).loadUnaligned(as: Row.self)
+                    UnsafeMutableRawPointer(row + j).storeBytes(of: sum, as: Row.self)
+                    j += width
+                }
+                while j < n {
+                    row[j] += factor * source[j]
+                    j += 1
+                }
+            }
+        }
     }
 
     /// The dot products of up to four rows of x (stride `ldx`) with one row w, reading w once.
