@@ -14,10 +14,15 @@ bundle)
     swift build -c release --static-swift-stdlib --product punica
     swift build --build-tests
     rm -rf .gpu && mkdir -p .gpu
-    cp .build/release/punica .build/debug/punicaPackageTests.xctest .gpu/
+    # The device tool carries at most 64 MiB: ship stripped, xz-compressed binaries.
+    for binary in .build/release/punica .build/debug/punicaPackageTests.xctest; do
+        strip -o ".gpu/$(basename "$binary")" "$binary"
+        xz -T2 ".gpu/$(basename "$binary")"
+    done
     # The test bundle links the Swift runtime dynamically: ship the libraries ldd resolves into the toolchain.
-    runtime=$(dirname "$(ldd .gpu/punicaPackageTests.xctest | awk '/libswiftCore.so/ {print $3}')")
-    tar cJf .gpu/swift-runtime.tar.xz -C "$runtime" $(ldd .gpu/punicaPackageTests.xctest | awk -v dir="$runtime" 'index($3, dir) == 1 {print $1}')
+    tests=.build/debug/punicaPackageTests.xctest
+    runtime=$(dirname "$(ldd $tests | awk '/libswiftCore.so/ {print $3}')")
+    tar cJf .gpu/swift-runtime.tar.xz -C "$runtime" $(ldd $tests | awk -v dir="$runtime" 'index($3, dir) == 1 {print $1}')
     # Tests find their fixtures by the path they were compiled at.
     pwd > .gpu/source-root
     du -sh .gpu
@@ -27,6 +32,7 @@ run)
     shift 2
     steps=${*:-tests lora forward}
     mkdir -p "$out" .gpu/lib
+    xz -dkf .gpu/punica.xz .gpu/punicaPackageTests.xctest.xz
     tar xJf .gpu/swift-runtime.tar.xz -C .gpu/lib
     root=$(cat .gpu/source-root)
     [ "$root" = "$PWD" ] || { mkdir -p "$(dirname "$root")"; ln -sfn "$PWD" "$root"; }
