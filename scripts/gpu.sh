@@ -4,7 +4,9 @@
 #   scripts/gpu.sh bundle        (here)  static `punica`, the test bundle and the Swift runtime it needs, into .gpu/
 #   scripts/gpu.sh run OUT [..]  (there) the CUDA test suites, then the benchmarks; logs and tables into OUT
 #
-# `run` takes what to do after OUT: tests, lora, forward (default: all three). Environment it honours: PUNICA_LIBCUDA,
+# `run` takes what to do after OUT: tests, lora, forward (default: all three). Everything the GPU host needs is in the
+# repository plus .gpu/ (about 48 MB compressed); the bundled models/ (40 MB) is not needed there, so where the copy
+# to the GPU host is size-limited, move models/ aside for that copy. Environment it honours: PUNICA_LIBCUDA,
 # PUNICA_NVRTC, PUNICA_CUBLAS, PUNICA_CUDA_INCLUDE (library/header locations), PUNICA_KERNEL_CACHE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
