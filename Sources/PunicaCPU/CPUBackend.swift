@@ -139,7 +139,7 @@ public final class CPUBackend: Backend {
 
     private static func normalize(_ x: UnsafeMutablePointer<Float>, gain: UnsafeMutablePointer<Float>, width: Int,
                                   epsilon: Float, into out: UnsafeMutablePointer<Float>) {
-        let meanSquare = dot(x, x, width) / Float(width)
+        let meanSquare = GEMM.dot(x, x, count: width) / Float(width)
         let inverse = 1 / (meanSquare + epsilon).squareRoot()
         for i in 0..<width { out[i] = x[i] * inverse * gain[i] }
     }
@@ -201,7 +201,7 @@ public final class CPUBackend: Backend {
             var maxScore = -Float.infinity
             for p in first...position {
                 let slot = layout.slot(ofPosition: p, blockTable: sequence.blockTable)
-                let score = dot(q, keys + slot * kvWidth + kvOffset, d) * scale
+                let score = GEMM.dot(q, keys + slot * kvWidth + kvOffset, count: d) * scale
                 scores[p - first] = score
                 maxScore = max(maxScore, score)
             }
@@ -301,22 +301,4 @@ public final class CPUBackend: Backend {
             Parallel.forEach(rows, body)
         }
     }
-}
-
-/// Σ a[i]·b[i] with eight independent accumulators (float sums do not auto-vectorize).
-@inline(__always)
-func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int) -> Float {
-    var lanes = SIMD8<Float>()
-    var i = 0
-    while i + 8 <= count {
-        lanes += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self)
-            * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
-        i += 8
-    }
-    var sum = lanes.sum()
-    while i < count {
-        sum += a[i] * b[i]
-        i += 1
-    }
-    return sum
 }

@@ -312,10 +312,10 @@ extension GEMM {
         }
     }
 
-    /// x·w over `count` elements, the m = 1 case: two SIMD8 accumulators (four SSE addition chains) hide the
+    /// x·w over `count` elements (the m = 1 product; also attention scores and RMSNorm): two SIMD8 accumulators (four SSE addition chains) hide the
     /// additions' latency, where `dots` with one row has one SIMD8 chain and ran 1.4× slower from L3.
     @inline(__always)
-    private static func dot(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, count: Int) -> Float {
+    static func dot(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, count: Int) -> Float {
         func load(_ pointer: UnsafePointer<Float>) -> Row { UnsafeRawPointer(pointer).loadUnaligned(as: Row.self) }
         let width = Row.scalarCount
         var sum0 = Row(), sum1 = Row()

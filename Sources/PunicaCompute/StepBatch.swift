@@ -33,6 +33,18 @@ public struct LoRASegment: Sendable, Equatable {
     }
 }
 
+extension Array where Element == LoRASegment {
+    /// Adds `rows` for the adapter in `slot`, extending the last segment when it is the same adapter's and ends
+    /// where `rows` begin, so each run of rows sharing an adapter stays one segment.
+    public mutating func append(rows: Range<Int>, slot: Int) {
+        if let last = self.last, last.slot == slot, last.rows.upperBound == rows.lowerBound {
+            self[count - 1].rows = last.rows.lowerBound ..< rows.upperBound
+        } else {
+            append(LoRASegment(rows: rows, slot: slot))
+        }
+    }
+}
+
 /// One forward step over a mixed batch, described on the host.
 ///
 /// Every sequence contributes a run of consecutive rows: a prompt chunk while it prefills, one token while it decodes

@@ -250,13 +250,7 @@ public final class Engine: GenerationService, @unchecked Sendable {
             let rows = tokens.count ..< tokens.count + item.count
             tokens += request.tokens[(item.contextLength - item.count) ..< item.contextLength].map(Int32.init)
             sequences.append(StepBatch.Sequence(rows: rows, contextLength: item.contextLength, blockTable: item.pages))
-            if let slot = slotOf(item.id) {
-                if let last = segments.last, last.slot == slot {
-                    segments[segments.count - 1].rows = last.rows.lowerBound ..< rows.upperBound
-                } else {
-                    segments.append(LoRASegment(rows: rows, slot: slot))
-                }
-            }
+            if let slot = slotOf(item.id) { segments.append(rows: rows, slot: slot) }
             if item.samples {
                 logitRows.append(rows.upperBound - 1)
                 sampled.append(item.id)

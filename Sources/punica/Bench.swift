@@ -105,12 +105,7 @@ struct BenchForward: ParsableCommand {
             }
             var segments: [LoRASegment] = []
             for (index, sequence) in sequences.enumerated() {
-                guard let slot = assignment?[index] else { continue }
-                if let last = segments.last, last.slot == slot {
-                    segments[segments.count - 1].rows = last.rows.lowerBound ..< sequence.rows.upperBound
-                } else {
-                    segments.append(LoRASegment(rows: sequence.rows, slot: slot))
-                }
+                if let slot = assignment?[index] { segments.append(rows: sequence.rows, slot: slot) }
             }
             let logits = model.forward(StepBatch(tokens: tokens.flatMap { $0.suffix(newTokens) }, sequences: sequences, loraSegments: segments,
                                                  logitRows: sequences.map { $0.rows.upperBound - 1 }), cache: cache, adapters: resident)
