@@ -19,7 +19,7 @@ let package = Package(
         .target(name: "PunicaCPU", dependencies: ["PunicaCompute"]),
         .target(name: "PunicaCUDA", dependencies: ["PunicaCompute"], resources: [
             .embedInCode("Kernels/common.cuh"), .embedInCode("Kernels/elementwise.cu"),
-            .embedInCode("Kernels/attention.cu"), .embedInCode("Kernels/lora.cu"),
+            .embedInCode("Kernels/attention.cu"), .embedInCode("Kernels/lora.cu"), .embedInCode("Kernels/sampling.cu"),
         ]),
         .target(name: "PunicaTokenizer"),
         .target(name: "PunicaModel", dependencies: ["PunicaCompute"]),

@@ -4,7 +4,8 @@
 #   scripts/gpu.sh bundle        (here)  static `punica`, the test bundle and the Swift runtime it needs, into .gpu/
 #   scripts/gpu.sh run OUT [..]  (there) the CUDA test suites, then the benchmarks; logs and tables into OUT
 #
-# `run` takes what to do after OUT: tests, lora, forward (default: all three). Everything the GPU host needs is in the
+# `run` takes what to do after OUT: tests, lora, forward, profile (default: the first three; profile needs Nsight
+# Compute's ncu: per-kernel times of a 7B decode step without and with distinct adapters). Everything the GPU host needs is in the
 # repository plus .gpu/ (about 48 MB compressed); the bundled models/ (40 MB) is not needed there, so where the copy
 # to the GPU host is size-limited, move models/ aside for that copy. Environment it honours: PUNICA_LIBCUDA,
 # PUNICA_NVRTC, PUNICA_CUBLAS, PUNICA_CUDA_INCLUDE (library/header locations), PUNICA_KERNEL_CACHE.
@@ -39,19 +40,28 @@ run)
     root=$(cat .gpu/source-root)
     [ "$root" = "$PWD" ] || { mkdir -p "$(dirname "$root")"; ln -sfn "$PWD" "$root"; }
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/device.txt"
+    failed=0
     for step in $steps; do
         case $step in
         tests)
+            # A failure is reported at the end; the benchmarks still run.
             LD_LIBRARY_PATH=$PWD/.gpu/lib .gpu/punicaPackageTests.xctest --testing-library swift-testing --filter "CUDA" 2>&1 \
-                | tee "$out/gpu-tests.log" | grep -E "✘|passed|failed" ;;
+                | tee "$out/gpu-tests.log" | grep -E "✘|passed|failed" || failed=1 ;;
         lora)
             .gpu/punica bench lora --dtype float16 2>&1 | tee "$out/bench-lora.md" ;;
         forward)
             .gpu/punica bench forward --device cuda --dtype float16 --shape llama-7b --batch 1 8 32 64 128 \
                 --popularity distinct uniform skewed identical --repeats 3 2>&1 | tee "$out/bench-forward-7b.md" ;;
+        profile)
+            # Steps end at sample_rows: warm-up run and timed run, each a prefill and one decode step, per workload.
+            ncu --csv --page raw --metrics gpu__time_duration.sum --cache-control none --clock-control none -k 'regex:^[^f]' \
+                --log-file "$out/profile.csv" .gpu/punica bench forward --device cuda --dtype float16 --shape llama-7b --batch 32 \
+                --popularity distinct --decode-tokens 1 --repeats 1 > "$out/profile.log" 2>&1 || { tail "$out/profile.log"; exit 1; }
+            python3 scripts/kernel_profile.py "$out/profile.csv" 4 8 | tee "$out/profile.md" ;;
         *) echo "unknown step $step" >&2; exit 2 ;;
         esac
     done
+    [ $failed = 0 ] || { echo "GPU tests failed: see $out/gpu-tests.log" >&2; exit 1; }
     ;;
 *)
     sed -n '2,9p' "$0"; exit 2 ;;

@@ -283,14 +283,10 @@ public final class CPUBackend: Backend {
         }
     }
 
-    public func argmax(_ logits: Tensor) -> [Int] {
+    public func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> [Int] {
+        precondition(choices.count == logits.rows, "one choice per logits row")
         let width = logits.rowWidth
-        return (0..<logits.rows).map { row in
-            let values = logits.floats + row * width
-            var best = 0
-            for i in 1..<width where values[i] > values[best] { best = i }
-            return best
-        }
+        return choices.enumerated().map { row, choice in choice.pick(UnsafeBufferPointer(start: logits.floats + row * width, count: width)) }
     }
 
     /// Runs `body` for every row, split across cores when there is enough work to pay for it.

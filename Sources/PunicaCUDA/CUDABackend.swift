@@ -72,10 +72,13 @@ final class CUDAPlan: StepPlan {
     let maxPages: Int
     let maxContext: Int
     /// LoRA segments cut into tiles of at most `loraTileRows` rows: SGMV's grid, so a long segment (prefill, or
-    /// many rows on one adapter) spreads over many blocks instead of one.
+    /// many rows on one adapter) spreads over many blocks instead of one. Steps with few rows per adapter get
+    /// shorter tiles, down to one row, until there are two tiles per multiprocessor: more blocks, each re-reading
+    /// its adapter from L2.
     let loraTileCount: Int
     /// Rows of the longest tile this step (1 when every segment is a decode row).
     let loraLongestTile: Int
+    /// TILE_ROWS in lora.cu, the longest tile: the shrink keeps one accumulator per (row, rank row) pair in registers.
     static let loraTileRows = 16
     /// Element offsets of each section in `buffer`.
     let tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows: Int
@@ -90,13 +93,16 @@ final class CUDAPlan: StepPlan {
             for row in sequence.rows { rowSequence[row] = Int32(index) }
         }
         let tables = batch.sequences.flatMap { $0.blockTable + [Int32](repeating: 0, count: maxPages - $0.blockTable.count) }
+        func tileCount(_ rows: Int) -> Int { batch.loraSegments.reduce(0) { $0 + ($1.rows.count + rows - 1) / rows } }
+        var tileRows = Self.loraTileRows
+        while tileRows > 1 && tileCount(tileRows) < 2 * backend.multiprocessorCount { tileRows /= 2 }
         let tiles = batch.loraSegments.flatMap { segment in
-            stride(from: segment.rows.lowerBound, to: segment.rows.upperBound, by: Self.loraTileRows).map { start in
-                (start, min(start + Self.loraTileRows, segment.rows.upperBound), segment.slot)
+            stride(from: segment.rows.lowerBound, to: segment.rows.upperBound, by: tileRows).map { start in
+                (start, min(start + tileRows, segment.rows.upperBound), segment.slot)
             }
         }
         loraTileCount = tiles.count
-        loraLongestTile = tiles.map { $0.1 - $0.0 }.max() ?? 0
+        loraLongestTile = tiles.map { $0.1 - $0.0 }.max() ?? 1
         let sections: [[Int32]] = [
             batch.tokens, batch.positions, rowSequence, tables,
             tiles.map { Int32($0.0) }, tiles.map { Int32($0.1) }, tiles.map { Int32($0.2) }, batch.logitRows.map(Int32.init),
@@ -386,12 +392,12 @@ public final class CUDABackend: Backend {
     }
 
     public func rmsNorm(x: Tensor, weight: Tensor, epsilon: Float, out: Tensor) {
-        launch("rms_norm", grid: (x.rows, 1, 1), block: 256, [.pointer(x.address), .pointer(weight.address), .pointer(out.address),
+        launch("rms_norm", grid: (x.rows, 1, 1), block: 512, [.pointer(x.address), .pointer(weight.address), .pointer(out.address),
                                                              .int(x.rowWidth), .float(epsilon)])
     }
 
     public func addRMSNorm(residual: Tensor, x: Tensor, weight: Tensor, epsilon: Float, out: Tensor) {
-        launch("add_rms_norm", grid: (x.rows, 1, 1), block: 256, [.pointer(residual.address), .pointer(x.address), .pointer(weight.address),
+        launch("add_rms_norm", grid: (x.rows, 1, 1), block: 512, [.pointer(residual.address), .pointer(x.address), .pointer(weight.address),
                                                                  .pointer(out.address), .int(x.rowWidth), .float(epsilon)])
     }
 
@@ -405,14 +411,14 @@ public final class CUDABackend: Backend {
 
     public func rope(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, plan: StepPlan) {
         let cuda = plan.cuda
-        launch("rope", grid: (qkv.rows, 1, 1), block: 128, [
+        launch("rope", grid: (qkv.rows, shape.queryHeads + shape.kvHeads, 1), block: shape.headDim / 2, [
             .pointer(qkv.address), .pointer(cuda.address(cuda.positions)), .pointer(inverseFrequencies.address),
-            .int(qkv.rowWidth), .int(shape.queryHeads + shape.kvHeads), .int(shape.headDim)])
+            .int(qkv.rowWidth), .int(shape.headDim)])
     }
 
     public func appendKV(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan) {
         let cuda = plan.cuda
-        launch("append_kv", grid: (qkv.rows, 1, 1), block: 128, [
+        launch("append_kv", grid: (qkv.rows, 1, 1), block: 256, [
             .pointer(qkv.address), .pointer(cache.keys.address), .pointer(cache.values.address), .pointer(cuda.address(cuda.positions)),
             .pointer(cuda.address(cuda.rowSequence)), .pointer(cuda.address(cuda.blockTables)), .int(cuda.maxPages),
             .int(layout.pageSize), .int(qkv.rowWidth), .int(shape.queryWidth), .int(shape.kvWidth)])
@@ -453,10 +459,16 @@ public final class CUDABackend: Backend {
     public func loraShrink(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor) {
         let cuda = plan.cuda
         guard cuda.loraTileCount > 0 else { return }
-        launch("sgmv_shrink", grid: (cuda.loraTileCount, (cuda.loraLongestTile * projection.maxRank + 7) / 8, 1), block: 256, [
+        // More rank rows per block read x once for all of them, but fewer blocks: stop at two per multiprocessor.
+        var ranksPerBlock = 1
+        while 2 * ranksPerBlock * cuda.loraLongestTile <= CUDAPlan.loraTileRows
+            && cuda.loraTileCount * ((projection.maxRank + 2 * ranksPerBlock - 1) / (2 * ranksPerBlock)) >= 2 * multiprocessorCount {
+            ranksPerBlock *= 2
+        }
+        launch("sgmv_shrink", grid: (cuda.loraTileCount, (projection.maxRank + ranksPerBlock - 1) / ranksPerBlock, 1), block: 256, [
             .pointer(x.address), .pointer(v.address), .pointer(loraTable(projection).buffer.address),
             .pointer(cuda.address(cuda.tileStart)), .pointer(cuda.address(cuda.tileEnd)), .pointer(cuda.address(cuda.tileSlot)),
-            .int(x.rowWidth), .int(v.rowWidth)])
+            .int(x.rowWidth), .int(v.rowWidth), .int(ranksPerBlock)])
     }
 
     public func loraExpand(v: Tensor, projection: LoRAProjection, plan: StepPlan, y: Tensor) {
@@ -468,13 +480,40 @@ public final class CUDABackend: Backend {
             .int(v.rowWidth), .int(y.rowWidth)])
     }
 
-    public func argmax(_ logits: Tensor) -> [Int] {
-        makeCurrent()
-        let indices = allocate([logits.rows], dtype: .float32, pooled: true)  // int32 results: 4 bytes each
-        launch("argmax_rows", grid: (logits.rows, 1, 1), block: 1024, [.pointer(logits.address), .pointer(indices.address), .int(logits.rowWidth)])
-        var values = [Int32](repeating: 0, count: logits.rows)
+    public func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> [Int] {
+        precondition(choices.count == logits.rows, "one choice per logits row")
+        let (rows, vocab) = (logits.rows, logits.rowWidth)
+        // The kernels read float32 and the penalties write: a widened copy, so `logits` stays as it was.
+        let widened = allocate([rows, vocab], dtype: .float32, pooled: true)
+        if logits.dtype == .float32 {
+            must { () throws(CUDAError) in
+                try driver.call("cuMemcpyDtoDAsync_v2", driver.cuMemcpyDtoDAsync(widened.address, logits.address, rows * vocab * 4, stream))
+            }
+        } else {
+            launch("to_float32", grid: ((rows * vocab + 255) / 256, 1, 1), block: 256,
+                   [.pointer(logits.address), .pointer(widened.address), .size(rows * vocab)])
+        }
+        // One upload: SampleParams per row (4 words), then penalty offsets (rows + 1), penalties (rows), tokens.
+        var words: [UInt32] = choices.flatMap {
+            [$0.temperature.bitPattern, UInt32(bitPattern: Int32($0.topK)), $0.topP.bitPattern, $0.uniform.bitPattern]
+        }
+        let penalized = choices.map { $0.repetitionPenalty == 1 ? [] : $0.penalized }
+        var offset: Int32 = 0
+        words += [0] + penalized.map { offset += Int32($0.count); return UInt32(bitPattern: offset) }
+        words += choices.map(\.repetitionPenalty.bitPattern) + penalized.joined().map { UInt32(bitPattern: $0) }
+        let metadata = upload(bytes: words.withUnsafeBytes { Array($0) })
+        let address = { (word: Int) in metadata.address + UInt64(4 * word) }
+        if offset > 0 {
+            launch("apply_penalties", grid: (rows, 1, 1), block: 256, [
+                .pointer(widened.address), .pointer(address(4 * rows)), .pointer(address(6 * rows + 1)), .pointer(address(5 * rows + 1)),
+                .int(vocab)])
+        }
+        let tokens = allocate([rows], dtype: .float32, pooled: true)  // int32 results: 4 bytes each
+        launch("sample_rows", grid: (rows, 1, 1), block: 1024, [.pointer(widened.address), .pointer(metadata.address),
+                                                               .pointer(tokens.address), .int(vocab)])
+        var values = [Int32](repeating: 0, count: rows)
         must { () throws(CUDAError) in
-            try driver.call("cuMemcpyDtoHAsync_v2", values.withUnsafeMutableBytes { driver.cuMemcpyDtoHAsync($0.baseAddress!, indices.address, $0.count, stream) })
+            try driver.call("cuMemcpyDtoHAsync_v2", values.withUnsafeMutableBytes { driver.cuMemcpyDtoHAsync($0.baseAddress!, tokens.address, $0.count, stream) })
             try driver.call("cuStreamSynchronize", driver.cuStreamSynchronize(stream))
         }
         return values.map(Int.init)

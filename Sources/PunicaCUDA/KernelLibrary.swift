@@ -10,9 +10,10 @@ public enum KernelSources {
     /// Each source file with the kernels it defines.
     static let files: [(name: String, source: [UInt8], kernels: [String])] = [
         ("elementwise.cu", PackageResources.elementwise_cu,
-         ["embedding", "gather_rows", "rms_norm", "add_rms_norm", "silu_mul", "rope", "append_kv", "argmax_rows", "to_float32", "fill_uniform"]),
+         ["embedding", "gather_rows", "rms_norm", "add_rms_norm", "silu_mul", "rope", "append_kv", "to_float32", "fill_uniform"]),
         ("attention.cu", PackageResources.attention_cu, ["paged_attention", "attention_merge"]),
         ("lora.cu", PackageResources.lora_cu, ["sgmv_shrink", "sgmv_expand"]),
+        ("sampling.cu", PackageResources.sampling_cu, ["apply_penalties", "sample_rows"]),
     ]
     static let headers = ["common.cuh": String(decoding: PackageResources.common_cuh, as: UTF8.self)]
 

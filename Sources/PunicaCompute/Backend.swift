@@ -103,7 +103,7 @@ public protocol Backend: AnyObject {
     /// Semantics: out[i, :] = x[batch.logitRows[i], :]. out: [logitRows.count, H].
     func gatherLogitRows(x: Tensor, plan: StepPlan, out: Tensor)
 
-    /// Semantics: the index of the largest value of each row (the first on ties): greedy sampling without moving
-    /// the logits to the host. logits: [rows, vocab].
-    func argmax(_ logits: Tensor) -> [Int]
+    /// Semantics: `choices[i].pick` of each row (greedy, temperature, top-k, top-p, repetition penalty): sampling
+    /// where the logits are, so only token ids reach the host. logits: [rows, vocab]; the tensor is left unchanged.
+    func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> [Int]
 }

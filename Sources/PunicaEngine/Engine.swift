@@ -256,17 +256,13 @@ public final class Engine: GenerationService, @unchecked Sendable {
                 sampled.append(item.id)
             }
         }
-        let logits = runner.run(StepBatch(tokens: tokens, sequences: sequences, loraSegments: segments, logitRows: logitRows))
-
-        let vocabulary = runner.vocabularySize
-        logits.withUnsafeBufferPointer { all in
-            for (row, handle) in sampled.enumerated() {
-                let request = requests[handle]!
-                let outcome = request.accept(UnsafeBufferPointer(rebasing: all[row * vocabulary ..< (row + 1) * vocabulary]), eos: eos,
-                                             contextLimit: maxContextLength)
-                scheduler.appendToken(id: handle)
-                if let reason = outcome { finish(handle, reason) }
-            }
+        let live = sampled.map { requests[$0]! }
+        let output = runner.run(StepBatch(tokens: tokens, sequences: sequences, loraSegments: segments, logitRows: logitRows),
+                                choices: live.map { $0.nextChoice() }, returnLogits: live.map { $0.request.sampling.logprobs > 0 })
+        for (row, handle) in sampled.enumerated() {
+            let outcome = live[row].accept(output.tokens[row], logits: output.logits[row], eos: eos, contextLimit: maxContextLength)
+            scheduler.appendToken(id: handle)
+            if let reason = outcome { finish(handle, reason) }
         }
         throughput.record(tokens: sampled.count, at: ContinuousClock.now)
         publishStats(step: (sequences: work.count, tokens: tokens.count))
@@ -361,15 +357,18 @@ private final class LiveRequest {
 
     var generatedCount: Int { tokens.count - request.promptIDs.count }
 
-    /// Samples the next token from its logits row and streams it; returns a finish reason when the request is done.
-    func accept(_ logits: UnsafeBufferPointer<Float>, eos: Set<Int>, contextLimit: Int) -> FinishReason? {
+    /// How the step picks this request's next token.
+    func nextChoice() -> TokenChoice { sampler.choice(history: tokens) }
+
+    /// Takes the step's token (and its raw logits when logprobs were asked for) and streams it; returns a finish
+    /// reason when the request is done.
+    func accept(_ token: Int, logits: [Float]?, eos: Set<Int>, contextLimit: Int) -> FinishReason? {
         let parameters = request.sampling
-        let token = sampler.sample(logits, history: tokens)
         tokens.append(token)
         var chosen: TokenLogprob?
         var top: [TokenLogprob] = []
-        if parameters.logprobs > 0 {
-            (chosen, top) = logprobs(logits, token: token, top: parameters.logprobs)
+        if let logits {
+            (chosen, top) = logits.withUnsafeBufferPointer { logprobs($0, token: token, top: parameters.logprobs) }
         }
         var delta = ""
         var reason: FinishReason?

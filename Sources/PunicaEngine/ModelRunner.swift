@@ -18,8 +18,20 @@ public protocol ModelRunner: AnyObject {
     func loadAdapter(name: String, directory: String) throws -> AnyObject
     /// Makes `adapters[i]` (a `loadAdapter` result) the adapter of slot i for the following steps.
     func setSlots(_ adapters: [AnyObject?])
-    /// Runs one step; the next-token logits of `batch.logitRows`, row-major [logitRows.count × vocabularySize].
-    func run(_ batch: StepBatch) -> [Float]
+    /// Runs one step and picks the next token of each of `batch.logitRows` with `choices` (one each). Rows whose
+    /// `returnLogits` is true also bring their raw logits back (for logprobs); the others never leave the device.
+    func run(_ batch: StepBatch, choices: [TokenChoice], returnLogits: [Bool]) -> StepOutput
+}
+
+/// What a step gives the engine: per logit row, its token and, where asked for, its logits ([vocabularySize]).
+public struct StepOutput {
+    public var tokens: [Int]
+    public var logits: [[Float]?]
+
+    public init(tokens: [Int], logits: [[Float]?]) {
+        self.tokens = tokens
+        self.logits = logits
+    }
 }
 
 /// The real model on its backend.
@@ -53,7 +65,12 @@ public final class LlamaRunner: ModelRunner {
         resident = ResidentAdapters(adapters.map { $0 as? LoRAAdapter }, layerCount: model.config.layerCount)
     }
 
-    public func run(_ batch: StepBatch) -> [Float] {
-        model.backend.toHost(model.forward(batch, cache: cache, adapters: resident))
+    public func run(_ batch: StepBatch, choices: [TokenChoice], returnLogits: [Bool]) -> StepOutput {
+        let logits = model.forward(batch, cache: cache, adapters: resident)
+        let vocabulary = logits.rowWidth
+        let all = returnLogits.contains(true) ? model.backend.toHost(logits) : []
+        return StepOutput(tokens: model.backend.sample(logits, choices), logits: returnLogits.enumerated().map { row, wanted in
+            wanted ? Array(all[row * vocabulary ..< (row + 1) * vocabulary]) : nil
+        })
     }
 }

@@ -77,7 +77,9 @@ public struct TokenLogprob: Sendable, Equatable, Codable {
     }
 }
 
-/// Picks tokens from logits for one request, in vLLM's order: repetition penalty → temperature → top-k → top-p.
+/// One request's sampling state: turns its parameters and history into each step's `TokenChoice` (the backend
+/// then picks the token where the logits are; `TokenChoice.pick` defines how), drawing from the request's own
+/// generator so a seeded request is reproducible whatever shares its batch.
 public struct Sampler {
     public let parameters: SamplingParameters
     private var random: SplitMix64
@@ -87,49 +89,12 @@ public struct Sampler {
         random = SplitMix64(seed: parameters.seed ?? UInt64.random(in: .min ... .max))
     }
 
-    /// The next token for one row of logits ([vocab]); `history` is the prompt plus the tokens generated so far.
-    public mutating func sample(_ logits: UnsafeBufferPointer<Float>, history: [Int]) -> Int {
-        var adjusted = Array(logits)
-        if parameters.repetitionPenalty != 1 {
-            for token in Set(history) where token < adjusted.count {
-                let logit = adjusted[token]
-                adjusted[token] = logit > 0 ? logit / parameters.repetitionPenalty : logit * parameters.repetitionPenalty
-            }
-        }
-        if parameters.temperature == 0 { return argmax(adjusted) }
-
-        // Candidates, most likely first; sorted only when top-k or top-p needs an order.
-        var candidates = Array(adjusted.indices)
-        let truncates = parameters.topK > 0 || parameters.topP < 1
-        if truncates { candidates.sort { adjusted[$0] > adjusted[$1] } }
-        if parameters.topK > 0 { candidates = Array(candidates.prefix(parameters.topK)) }
-
-        let maxLogit = candidates.lazy.map { adjusted[$0] }.max() ?? 0
-        var weights = candidates.map { exp((adjusted[$0] - maxLogit) / parameters.temperature) }
-        if parameters.topP < 1 {
-            let total = weights.reduce(0, +)
-            var cumulative: Float = 0
-            var kept = 0
-            while kept < weights.count && (kept == 0 || cumulative < parameters.topP * total) {
-                cumulative += weights[kept]
-                kept += 1
-            }
-            weights.removeSubrange(kept...)
-        }
-        let threshold = Float.random(in: 0..<1, using: &random) * weights.reduce(0, +)
-        var cumulative: Float = 0
-        for (index, weight) in weights.enumerated() {
-            cumulative += weight
-            if threshold < cumulative { return candidates[index] }
-        }
-        return candidates[weights.count - 1]
+    /// The next token's choice; `history` is the prompt plus the tokens generated so far.
+    public mutating func choice(history: [Int]) -> TokenChoice {
+        TokenChoice(temperature: parameters.temperature, topK: parameters.topK, topP: parameters.topP,
+                    uniform: Float.random(in: 0..<1, using: &random), repetitionPenalty: parameters.repetitionPenalty,
+                    penalized: parameters.repetitionPenalty == 1 ? [] : Set(history).map(Int32.init))
     }
-}
-
-func argmax(_ values: [Float]) -> Int {
-    var best = 0
-    for i in values.indices where values[i] > values[best] { best = i }
-    return best
 }
 
 /// log-softmax of `logits` at `token`, and the `count` most likely tokens with theirs.

@@ -65,17 +65,17 @@ struct BenchForward: ParsableCommand {
         print("backend: \(backend.name); \(shape.rawValue) (\(config.parameterCount / 1_000_000)M parameters); prompt \(promptTokens); "
               + "decode \(decodeTokens); LoRA rank \(rank) on all 7 projections"
               + (bandwidth.map { "; copy bandwidth \(fixed($0 / 1e12, 2)) TB/s" } ?? ""))
-        print("| batch | LoRA | prefill tok/s | decode tok/s | decode step ms |" + (bandwidth != nil ? " step / roofline |" : ""))
-        print("|---|---|---|---|---|" + (bandwidth != nil ? "---|" : ""))
+        print("| batch | LoRA | prefill tok/s | decode tok/s | decode step ms | host ms |" + (bandwidth != nil ? " step / roofline |" : ""))
+        print("|---|---|---|---|---|---|" + (bandwidth != nil ? "---|" : ""))
         for size in batch {
             let workloads: [(String, [Int]?)] = [("none", nil)] + popularity.map { ($0.rawValue, $0.adapterIndices(requests: size)) }
             for (label, assignment) in workloads {
                 // One untimed run first: buffer pools, cuBLAS's per-shape setup and caches warm up outside the numbers.
                 let runs = (0...repeats).map { _ in measure(model, adapters: adapters, batch: size, assignment: assignment) }.dropFirst()
                 let prefill = median(runs.map(\.prefill)), decode = median(runs.map(\.decode))
-                let step = decode / Double(decodeTokens)
+                let step = decode / Double(decodeTokens), host = median(runs.map(\.decodeHost)) / Double(decodeTokens)
                 var line = "| \(size) | \(label) | \(fixed(Double(size * promptTokens) / prefill, 0)) | "
-                    + "\(fixed(Double(size * decodeTokens) / decode, 1)) | \(fixed(1000 * step, 2)) |"
+                    + "\(fixed(Double(size * decodeTokens) / decode, 1)) | \(fixed(1000 * step, 2)) | \(fixed(1000 * host, 2)) |"
                 if let bandwidth {
                     // Bytes a decode step must read: weights, the KV cache at mid-decode, each distinct adapter once.
                     let kv = size * (promptTokens + decodeTokens / 2) * config.layerCount * 2 * config.attention.kvWidth * 2
@@ -88,8 +88,11 @@ struct BenchForward: ParsableCommand {
         }
     }
 
-    /// Seconds for the prefill of every prompt (one step) and for all decode steps (greedy on the device).
-    private func measure(_ model: LlamaModel, adapters: [LoRAAdapter], batch: Int, assignment: [Int]?) -> (prefill: Double, decode: Double) {
+    /// Seconds for the prefill of every prompt (one step) and for all decode steps (greedy on the device), and of
+    /// the decode time, how long the host spent issuing the forward passes: near the step time means host-bound.
+    private func measure(_ model: LlamaModel, adapters: [LoRAAdapter], batch: Int, assignment: [Int]?)
+        -> (prefill: Double, decode: Double, decodeHost: Double)
+    {
         let layout = PageLayout(pageSize: 16, pageCount: 1 + batch * ((promptTokens + decodeTokens + 15) / 16))
         let cache = model.makeKVCache(layout: layout)
         let pagesPerSequence = layout.pagesNeeded(forTokens: promptTokens + decodeTokens)
@@ -99,6 +102,8 @@ struct BenchForward: ParsableCommand {
         var random = SplitMix64(seed: 7)
         var tokens = (0..<batch).map { _ in (0..<promptTokens).map { _ in Int32.random(in: 3..<Int32(model.config.vocabularySize), using: &random) } }
 
+        let clock = ContinuousClock()
+        var hostTime = Duration.zero
         func step(newTokens: Int, context: Int) {
             let sequences = (0..<batch).map { index in
                 StepBatch.Sequence(rows: index * newTokens ..< (index + 1) * newTokens, contextLength: context, blockTable: blockTables[index])
@@ -107,16 +112,18 @@ struct BenchForward: ParsableCommand {
             for (index, sequence) in sequences.enumerated() {
                 if let slot = assignment?[index] { segments.append(rows: sequence.rows, slot: slot) }
             }
+            let start = clock.now
             let logits = model.forward(StepBatch(tokens: tokens.flatMap { $0.suffix(newTokens) }, sequences: sequences, loraSegments: segments,
                                                  logitRows: sequences.map { $0.rows.upperBound - 1 }), cache: cache, adapters: resident)
-            for (index, token) in model.backend.argmax(logits).enumerated() { tokens[index].append(Int32(token)) }
+            hostTime += clock.now - start
+            for (index, token) in model.backend.sample(logits, Array(repeating: .greedy, count: batch)).enumerated() { tokens[index].append(Int32(token)) }
         }
-        let clock = ContinuousClock()
         let prefill = clock.measure { step(newTokens: promptTokens, context: promptTokens) }
+        let hostAfterPrefill = hostTime
         let decode = clock.measure {
             for generated in 1...decodeTokens { step(newTokens: 1, context: promptTokens + generated) }
         }
-        return (prefill.seconds, decode.seconds)
+        return (prefill.seconds, decode.seconds, (hostTime - hostAfterPrefill).seconds)
     }
 }
 

@@ -59,10 +59,11 @@ extension CUDATests {
     @Suite struct CUDAOpsTests {
         static let dtypes = [DType.float16, .bfloat16]
 
-        @Test(arguments: dtypes)
-        func embeddingNormsAndActivation(dtype: DType) {
+        /// Widths on (96) and off (4100) the kernels' 16-byte path.
+        @Test(arguments: dtypes, [96, 4100])
+        func embeddingNormsAndActivation(dtype: DType, width: Int) {
             var pair = Pair(dtype, seed: 1)
-            let (rows, width) = (7, 96)
+            let rows = 7
             let batch = StepBatch(tokens: [3, 0, 9, 9, 1, 4, 2], sequences: [], loraSegments: [], logitRows: [6, 0, 3])
             let plans = (pair.cpu.plan(batch), pair.gpu.plan(batch))
             let table = pair.tensors([10, width]), out = pair.zeros([rows, width])
@@ -140,11 +141,11 @@ extension CUDATests {
         }
 
         /// SGMV with adapters of ranks 1…256 in one launch, a slot without the projection, base-only rows, and a fused
-        /// output of three pieces (as q|k|v).
-        @Test(arguments: dtypes)
-        func loraShrinkExpandMixedRanks(dtype: DType) {
+        /// output of three pieces (as q|k|v). Input widths on and off the kernels' 16-byte path.
+        @Test(arguments: dtypes, [256, 4100])
+        func loraShrinkExpandMixedRanks(dtype: DType, inWidth: Int) {
             var pair = Pair(dtype, seed: 4)
-            let (inWidth, widths) = (256, [256, 64, 64])
+            let widths = [256, 64, 64]
             let ranks = [1, 16, 0, 64, 256, 8]
             var projections: ([LoRAWeights?], [LoRAWeights?]) = ([], [])
             for rank in ranks {
@@ -159,9 +160,54 @@ extension CUDATests {
                 projections.0.append(LoRAWeights(a: a.cpu, pieces: bs.indices.map { .init(b: bs[$0].cpu, rankOffset: $0 * rank, outputOffset: offsets[$0]) }))
                 projections.1.append(LoRAWeights(a: a.gpu, pieces: bs.indices.map { .init(b: bs[$0].gpu, rankOffset: $0 * rank, outputOffset: offsets[$0]) }))
             }
-            let segments = [LoRASegment(rows: 0..<1, slot: 0), LoRASegment(rows: 2..<5, slot: 1), LoRASegment(rows: 5..<6, slot: 2),
+            // Segments of 1–34 rows (rows 1 and 47 have no adapter), then of at most 3 rows (several rank rows per
+            // shrink block, an adapter's last block partly empty).
+            let long = [LoRASegment(rows: 0..<1, slot: 0), LoRASegment(rows: 2..<5, slot: 1), LoRASegment(rows: 5..<6, slot: 2),
                             LoRASegment(rows: 6..<40, slot: 3), LoRASegment(rows: 40..<41, slot: 4), LoRASegment(rows: 41..<47, slot: 5)]
-            let rows = 48  // rows 1 and 47 have no adapter
+            let short = [LoRASegment(rows: 0..<1, slot: 0), LoRASegment(rows: 2..<5, slot: 1), LoRASegment(rows: 5..<6, slot: 2),
+                              LoRASegment(rows: 6..<7, slot: 3), LoRASegment(rows: 7..<9, slot: 4), LoRASegment(rows: 9..<10, slot: 5)]
+            // A prefill-sized segment: enough 16-row tiles that the plan keeps them that long (the others get shorter).
+            let prefill = [LoRASegment(rows: 0..<4300, slot: 5), LoRASegment(rows: 4301..<4310, slot: 1)]
+            for segments in inWidth == 256 ? [long, short, prefill] : [long, short] {
+                runShrinkExpand(&pair, projections: projections, segments: segments, inWidth: inWidth, widths: widths)
+            }
+        }
+
+        /// Sampling on the GPU against TokenChoice.pick: greedy, temperatures, top-k, top-p, both, penalties, ties.
+        /// Each row's uniform is set to the middle of some kept token's interval, so float32 sums that differ in the
+        /// last bits cannot move the draw across a boundary.
+        @Test(arguments: dtypes)
+        func samplingMatchesTheReference(dtype: DType) {
+            var pair = Pair(dtype, seed: 5)
+            let (rows, vocab) = (48, 3001)
+            var values = pair.rounded(pair.random.floats(rows * vocab, scale: 4))
+            let top = values[7 * vocab ..< 8 * vocab].max()!
+            for i in 0..<50 { values[7 * vocab + 100 + i] = top }  // row 7 (top-k 1): 51 tied largest logits
+            let logits = values.withUnsafeBytes { (pair.cpu.weight(from: $0.baseAddress!, dtype: .float32, shape: [rows, vocab]),
+                                                   pair.gpu.weight(from: $0.baseAddress!, dtype: .float32, shape: [rows, vocab])) }
+            let cpuLogits = pair.cpu.toHost(logits.0)
+            var choices: [TokenChoice] = []
+            for row in 0..<rows {
+                var choice = TokenChoice(temperature: [0, 0.6, 1, 1.7][row % 4], topK: [0, 1, 5, 200, 0, 40][row % 6],
+                                         topP: [1, 0.9, 0.5, 1, 0.97][row % 5], repetitionPenalty: row % 3 == 0 ? 1.3 : 1,
+                                         penalized: row % 3 == 0 ? (0..<30).map { _ in Int32.random(in: 0..<Int32(vocab), using: &pair.random) } : [])
+                choice.penalized = Array(Set(choice.penalized))
+                let kept = cpuLogits[row * vocab ..< (row + 1) * vocab].withUnsafeBufferPointer { choice.keptWeights($0) }
+                let total = kept.reduce(0.0) { $0 + Double($1.weight) }
+                let wide = kept.indices.filter { Double(kept[$0].weight) > 1e-3 * total }
+                let target = wide[Int.random(in: 0..<wide.count, using: &pair.random)]
+                let before = kept[..<target].reduce(0.0) { $0 + Double($1.weight) }
+                choice.uniform = Float((before + Double(kept[target].weight) / 2) / total)
+                choices.append(choice)
+            }
+            let expected = pair.cpu.sample(logits.0, choices), sampled = pair.gpu.sample(logits.1, choices)
+            for row in 0..<rows { #expect(sampled[row] == expected[row], "row \(row), \(choices[row]) \(dtype)") }
+            #expect(pair.gpu.toHost(logits.1) == cpuLogits, "sampling must leave the logits as they were")
+        }
+
+        private func runShrinkExpand(_ pair: inout Pair, projections: ([LoRAWeights?], [LoRAWeights?]), segments: [LoRASegment],
+                                     inWidth: Int, widths: [Int]) {
+            let rows = segments.last!.rows.upperBound + 1
             let batch = StepBatch(tokens: [Int32](repeating: 0, count: rows), sequences: [], loraSegments: segments, logitRows: [])
             let x = pair.tensors([rows, inWidth]), y = pair.tensors([rows, widths.reduce(0, +)])
             let v = (pair.cpu.float32Zeros([rows, 3 * 256]), pair.gpu.float32Zeros([rows, 3 * 256]))
@@ -171,7 +217,7 @@ extension CUDATests {
             pair.gpu.loraShrink(x: x.gpu, projection: lora.1, plan: plans.1, v: v.1)
             pair.cpu.loraExpand(v: v.0, projection: lora.0, plan: plans.0, y: y.cpu)
             pair.gpu.loraExpand(v: v.1, projection: lora.1, plan: plans.1, y: y.gpu)
-            pair.expectClose(y, atol: 2e-2, "sgmv shrink+expand")
+            pair.expectClose(y, atol: 2e-2, "sgmv shrink+expand, \(segments.count) segments over \(rows) rows")
         }
     }
 

@@ -14,7 +14,7 @@ import Testing
             if case .libraryNotFound = error, ProcessInfo.processInfo.environment["PUNICA_REQUIRE_NVRTC"] != "1" { return }
             throw error
         }
-        #expect(sizes.count == 12)
+        #expect(sizes.count == 16)  // 4 files × 2 storage types × 2 architectures
         #expect(sizes.values.allSatisfy { $0 > 0 })
     }
 }

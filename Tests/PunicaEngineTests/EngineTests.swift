@@ -50,17 +50,18 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
 
     func setSlots(_ adapters: [AnyObject?]) { slotNames = adapters.map { $0.map { String($0 as! NSString) } } }
 
-    func run(_ batch: StepBatch) -> [Float] {
+    func run(_ batch: StepBatch, choices: [TokenChoice], returnLogits: [Bool]) -> StepOutput {
         if gateSteps { stepGate.wait() }
         Thread.sleep(forTimeInterval: stepDelay)
         steps.append(batch)
-        var logits = [Float](repeating: 0, count: batch.logitRows.count * vocabularySize)
-        for (index, row) in batch.logitRows.enumerated() {
+        let logits = batch.logitRows.map { row in
+            var logits = [Float](repeating: 0, count: vocabularySize)
             let slot = batch.loraSegments.first { $0.rows.contains(row) }?.slot
-            let next = (Int(batch.tokens[row]) + 1 + (slot.map { 100 * ($0 + 1) } ?? 0)) % vocabularySize
-            logits[index * vocabularySize + next] = 10
+            logits[(Int(batch.tokens[row]) + 1 + (slot.map { 100 * ($0 + 1) } ?? 0)) % vocabularySize] = 10
+            return logits
         }
-        return logits
+        return StepOutput(tokens: zip(logits, choices).map { logits, choice in logits.withUnsafeBufferPointer { choice.pick($0) } },
+                          logits: zip(logits, returnLogits).map { $1 ? $0 : nil })
     }
 }
 

@@ -1,11 +1,13 @@
 import Foundation
+import PunicaCompute
 import PunicaEngine
 import Testing
 
 @Suite struct SamplerTests {
     func sample(_ logits: [Float], _ parameters: SamplingParameters, history: [Int] = []) -> Int {
         var sampler = Sampler(parameters)
-        return logits.withUnsafeBufferPointer { sampler.sample($0, history: history) }
+        let choice = sampler.choice(history: history)
+        return logits.withUnsafeBufferPointer { choice.pick($0) }
     }
 
     func parameters(temperature: Float = 1, topK: Int = 0, topP: Float = 1, penalty: Float = 1, seed: UInt64? = 7) -> SamplingParameters {
@@ -23,7 +25,7 @@ import Testing
         var sampler = Sampler(parameters)
         var counts = [Double](repeating: 0, count: logits.count)
         logits.withUnsafeBufferPointer { buffer in
-            for _ in 0..<20_000 { counts[sampler.sample(buffer, history: [])] += 1 }
+            for _ in 0..<20_000 { counts[sampler.choice(history: []).pick(buffer)] += 1 }
         }
         return counts.map { $0 / 20_000 }
     }
@@ -53,10 +55,24 @@ import Testing
         #expect(observed[2] == 0 && abs(observed[0] - 0.625) < 0.02, "\(observed)")
     }
 
+    @Test func thresholdsKeepTiesTogether() {
+        let tied: [Float] = [1, 2, 2, 0]
+        let kept = { (choice: TokenChoice) in tied.withUnsafeBufferPointer { choice.keptWeights($0).map(\.token) } }
+        #expect(kept(TokenChoice(temperature: 1, topK: 1)) == [1, 2])
+        #expect(kept(TokenChoice(temperature: 1, topP: 0.1)) == [1, 2])
+        #expect(kept(TokenChoice(temperature: 1, topK: 3, topP: 0.99)) == [0, 1, 2])
+    }
+
+    @Test func theDrawWalksKeptTokensInVocabularyOrder() {
+        let logits: [Float] = [0, log(3), -Float.infinity, 0]  // weights 1/3, 1, 0, 1/3 of the max
+        let pick = { (uniform: Float) in logits.withUnsafeBufferPointer { TokenChoice(temperature: 1, uniform: uniform).pick($0) } }
+        #expect([0.1, 0.3, 0.9, 0.999].map(pick) == [0, 1, 3, 3])
+    }
+
     @Test func sameSeedSameTokensWhateverTheBatch() {
         var first = Sampler(parameters(seed: 42)), second = Sampler(parameters(seed: 42))
         let draws = logits.withUnsafeBufferPointer { buffer in
-            ((0..<50).map { _ in first.sample(buffer, history: []) }, (0..<50).map { _ in second.sample(buffer, history: []) })
+            ((0..<50).map { _ in first.choice(history: []).pick(buffer) }, (0..<50).map { _ in second.choice(history: []).pick(buffer) })
         }
         #expect(draws.0 == draws.1 && Set(draws.0).count > 1)
     }

@@ -13,9 +13,10 @@
 #define DIMS_PER_LANE (MAX_HEAD_DIM / 32)
 
 extern "C" __global__ void paged_attention(
-        const scalar_t* qkv, const scalar_t* keys, const scalar_t* values, const int* positions, const int* row_sequence,
-        const int* block_tables, scalar_t* out, float* partial_acc, float* partial_max_sum, int max_pages, int qkv_width,
-        int query_heads, int kv_heads, int head_dim, int page_size, int sliding_window, float scale) {
+        const scalar_t* __restrict__ qkv, const scalar_t* __restrict__ keys, const scalar_t* __restrict__ values,
+        const int* __restrict__ positions, const int* __restrict__ row_sequence, const int* __restrict__ block_tables,
+        scalar_t* __restrict__ out, float* __restrict__ partial_acc, float* __restrict__ partial_max_sum, int max_pages,
+        int qkv_width, int query_heads, int kv_heads, int head_dim, int page_size, int sliding_window, float scale) {
     __shared__ float q[MAX_HEAD_DIM];
     __shared__ float merge_max[WARPS], merge_sum[WARPS];
     __shared__ float merge_acc[WARPS][MAX_HEAD_DIM];
@@ -112,7 +113,8 @@ extern "C" __global__ void paged_attention(
 }
 
 // Combines the splits of paged_attention. grid: (T rows, query heads), block: 128.
-extern "C" __global__ void attention_merge(const float* partial_acc, const float* partial_max_sum, scalar_t* out,
+extern "C" __global__ void attention_merge(const float* __restrict__ partial_acc, const float* __restrict__ partial_max_sum,
+                                           scalar_t* __restrict__ out,
                                            int query_heads, int head_dim, int splits) {
     const size_t first_task = ((size_t)blockIdx.x * query_heads + blockIdx.y) * splits;
     float global_max = NEG_INF;

@@ -13,12 +13,41 @@ __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162f
 __device__ __forceinline__ void from_float(__half* out, float x) { *out = __float2half_rn(x); }
 __device__ __forceinline__ void from_float(__nv_bfloat16* out, float x) { *out = __float2bfloat16_rn(x); }
 
+__device__ __forceinline__ float round_to_scalar(float x) {
+    scalar_t s;
+    from_float(&s, x);
+    return to_float(s);
+}
+
 // Eight consecutive scalars as one 16-byte load, widened to float.
 __device__ __forceinline__ void load8(const scalar_t* p, float* out) {
     uint4 raw = *reinterpret_cast<const uint4*>(p);
     const scalar_t* s = reinterpret_cast<const scalar_t*>(&raw);
 #pragma unroll
     for (int i = 0; i < 8; ++i) out[i] = to_float(s[i]);
+}
+
+// Eight floats rounded to scalars and stored as one 16-byte write.
+__device__ __forceinline__ void store8(scalar_t* p, const float* values) {
+    uint4 raw;
+    scalar_t* s = reinterpret_cast<scalar_t*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) from_float(&s[i], values[i]);
+    *reinterpret_cast<uint4*>(p) = raw;
+}
+
+// Copies `width` scalars with the block's threads, 16 bytes at a time where the width allows. Unrolled over
+// restrict pointers so each thread has several loads in flight instead of one load-store round trip at a time.
+__device__ __forceinline__ void copy_row(const scalar_t* __restrict__ from, scalar_t* __restrict__ to, int width) {
+    if (width % 8 == 0 && ((size_t)from | (size_t)to) % 16 == 0) {
+        const uint4* source = reinterpret_cast<const uint4*>(from);
+        uint4* target = reinterpret_cast<uint4*>(to);
+#pragma unroll 4
+        for (int i = threadIdx.x; i < width / 8; i += blockDim.x) target[i] = source[i];
+    } else {
+#pragma unroll 4
+        for (int i = threadIdx.x; i < width; i += blockDim.x) to[i] = from[i];
+    }
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

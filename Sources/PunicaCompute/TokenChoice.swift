@@ -1,0 +1,88 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// How one logits row becomes a token, already reduced to numbers: what `Backend.sample` reads. The engine's
+/// per-request sampler draws `uniform` from the request's own generator, so a seeded request samples the same
+/// tokens on every backend and whatever else shares its batch.
+public struct TokenChoice: Sendable, Equatable {
+    /// 0 picks the largest logit (the first on ties).
+    public var temperature: Float
+    /// Keep tokens whose logit is at least the `topK`-th largest (0: all).
+    public var topK: Int
+    /// Then keep the most likely tokens whose probabilities first reach `topP` of the kept mass (1: all).
+    public var topP: Float
+    /// Where in [0, 1) of the kept mass the draw lands.
+    public var uniform: Float
+    /// HF's repetition penalty on `penalized` (distinct token ids): logit / p if positive, · p if not (1: off).
+    public var repetitionPenalty: Float
+    public var penalized: [Int32]
+
+    public init(temperature: Float = 0, topK: Int = 0, topP: Float = 1, uniform: Float = 0, repetitionPenalty: Float = 1,
+                penalized: [Int32] = []) {
+        self.temperature = temperature
+        self.topK = topK
+        self.topP = topP
+        self.uniform = uniform
+        self.repetitionPenalty = repetitionPenalty
+        self.penalized = penalized
+    }
+
+    public static let greedy = TokenChoice()
+
+    /// The reference semantics of `Backend.sample`, which every backend reproduces:
+    /// 1. the repetition penalty adjusts the penalized tokens' logits; temperature 0 then takes the largest;
+    /// 2. top-k keeps logits ≥ the k-th largest, top-p then keeps logits ≥ t for the largest logit t whose kept
+    ///    tokens' weights exp((logit − max) / temperature) reach topP of the top-k mass (ties are kept together);
+    /// 3. the token is the first kept one, in vocabulary order, whose running weight exceeds `uniform` × kept mass.
+    public func pick(_ logits: UnsafeBufferPointer<Float>) -> Int {
+        let kept = keptWeights(logits)
+        guard temperature > 0 else { return kept[0].token }
+        let total = kept.reduce(0.0) { $0 + Double($1.weight) }
+        let target = Double(uniform) * total
+        var running = 0.0
+        for (token, weight) in kept {
+            running += Double(weight)
+            if running > target { return token }
+        }
+        return kept[kept.count - 1].token
+    }
+
+    /// The tokens that may be drawn, in vocabulary order, with their unnormalized weights; the single largest
+    /// logit when greedy.
+    public func keptWeights(_ logits: UnsafeBufferPointer<Float>) -> [(token: Int, weight: Float)] {
+        var adjusted = Array(logits)
+        if repetitionPenalty != 1 {
+            for token in penalized where Int(token) < adjusted.count {
+                let logit = adjusted[Int(token)]
+                adjusted[Int(token)] = logit > 0 ? logit / repetitionPenalty : logit * repetitionPenalty
+            }
+        }
+        var best = 0
+        for i in adjusted.indices where adjusted[i] > adjusted[best] { best = i }
+        guard temperature > 0 else { return [(best, 1)] }
+        let maxLogit = adjusted[best]
+        func weight(_ logit: Float) -> Float { exp((logit - maxLogit) / temperature) }
+
+        var threshold = -Float.infinity
+        if topK > 0 || topP < 1 {
+            let descending = adjusted.sorted(by: >)
+            if topK > 0 && topK < descending.count { threshold = descending[topK - 1] }
+            if topP < 1 {
+                let candidates = descending.prefix { $0 >= threshold }
+                let target = Double(topP) * candidates.reduce(0.0) { $0 + Double(weight($1)) }
+                var running = 0.0
+                for logit in candidates {
+                    running += Double(weight(logit))
+                    if running >= target {
+                        threshold = logit
+                        break
+                    }
+                }
+            }
+        }
+        return adjusted.indices.compactMap { adjusted[$0] >= threshold ? ($0, weight(adjusted[$0])) : nil }
+    }
+}
