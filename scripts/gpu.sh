@@ -4,8 +4,9 @@
 #   scripts/gpu.sh bundle        (here)  static `punica`, the test bundle and the Swift runtime it needs, into .gpu/
 #   scripts/gpu.sh run OUT [..]  (there) the CUDA test suites, then the benchmarks; logs and tables into OUT
 #
-# `run` takes what to do after OUT: tests, lora, forward, profile (default: the first three; profile needs Nsight
-# Compute's ncu: per-kernel times of a 7B decode step without and with distinct adapters). Everything the GPU host needs is in the
+# `run` takes what to do after OUT: tests, lora, forward, profile, engine (default: the first three; profile needs
+# Nsight Compute's ncu: per-kernel times of a 7B decode step without and with distinct adapters; engine needs torch
+# and safetensors to make a random 7B checkpoint). Everything the GPU host needs is in the
 # repository plus .gpu/ (about 48 MB compressed); the bundled models/ (40 MB) is not needed there, so where the copy
 # to the GPU host is size-limited, move models/ aside for that copy. Environment it honours: PUNICA_LIBCUDA,
 # PUNICA_NVRTC, PUNICA_CUBLAS, PUNICA_CUDA_INCLUDE (library/header locations), PUNICA_KERNEL_CACHE.
@@ -26,6 +27,8 @@ bundle)
     tests=.build/debug/punicaPackageTests.xctest
     runtime=$(dirname "$(ldd $tests | awk '/libswiftCore.so/ {print $3}')")
     tar cJf .gpu/swift-runtime.tar.xz -C "$runtime" $(ldd $tests | awk -v dir="$runtime" 'index($3, dir) == 1 {print $1}')
+    # The engine benchmark's random 7B model borrows the bundled tokenizer.
+    mkdir -p .gpu/tokenizer && cp models/tokenizer.json models/tokenizer_config.json .gpu/tokenizer/
     # Tests find their fixtures by the path they were compiled at.
     pwd > .gpu/source-root
     du -sh .gpu
@@ -58,6 +61,11 @@ run)
                 --log-file "$out/profile.csv" .gpu/punica bench forward --device cuda --dtype float16 --shape llama-7b --batch 32 \
                 --popularity distinct --decode-tokens 1 --repeats 1 > "$out/profile.log" 2>&1 || { tail "$out/profile.log"; exit 1; }
             python3 scripts/kernel_profile.py "$out/profile.csv" 4 8 | tee "$out/profile.md" ;;
+        engine)
+            # The serving engine on a random-weight Llama-2-7B shape (made here with torch), 1000 adapters registered.
+            python3 scripts/make_random_model.py /tmp/punica-llama-7b --tokenizer .gpu/tokenizer
+            .gpu/punica bench engine --model /tmp/punica-llama-7b --device cuda --dtype float16 --concurrency 1 8 32 \
+                --distinct 0 1 8 32 --prompt-tokens 128 --max-tokens 64 2>&1 | tee "$out/bench-engine-7b.md" ;;
         *) echo "unknown step $step" >&2; exit 2 ;;
         esac
     done

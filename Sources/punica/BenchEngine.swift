@@ -50,8 +50,8 @@ struct BenchEngine: AsyncParsableCommand {
         print("backend: \(model.backend.name); \(modelOptions.model) (\(model.config.parameterCount / 1_000_000)M parameters); "
               + "\(engine.adapterNames().count) adapters registered in \(fixed(registration.seconds, 2)) s; "
               + "prompt \(promptTokens), \(maxTokens) new tokens per request, rank \(rank)")
-        print("| concurrent | distinct adapters | tokens/s | mean step ms | steps |")
-        print("|---|---|---|---|---|")
+        print("| concurrent | distinct adapters | tokens/s | mean step ms | steps | warm-up s (adapter loads) |")
+        print("|---|---|---|---|---|---|")
         var random = SplitMix64(seed: 1)
         for requests in concurrency {
             for adapters in distinct where adapters <= requests {
@@ -65,7 +65,15 @@ struct BenchEngine: AsyncParsableCommand {
                     let adapter = adapters == 0 ? nil : "adapter\((index % adapters) * max(1, registered / adapters))"
                     return EngineRequest(id: "\(requests)-\(adapters)-\(index)", promptIDs: prompt, adapter: adapter, sampling: sampling)
                 }
-                _ = try await engine.complete(Array(batch.prefix(1)))  // warm: loads what the first request needs
+                // Untimed: one single-token request per adapter of the batch loads every adapter it needs (cold
+                // loads are reported apart from the throughput).
+                let warmUp = Dictionary(grouping: batch, by: { $0.adapter ?? "" }).values.map { requests in
+                    var request = requests[0]
+                    request.id += "-warm"
+                    request.sampling.maxTokens = 1
+                    return request
+                }
+                let loading = try await clock.measure { _ = try await engine.complete(warmUp) }
                 let stepsBefore = engine.stats().steps
                 var generated = 0
                 let elapsed = try await clock.measure {
@@ -73,7 +81,7 @@ struct BenchEngine: AsyncParsableCommand {
                 }
                 let steps = engine.stats().steps - stepsBefore
                 print("| \(requests) | \(adapters) | \(fixed(Double(generated) / elapsed.seconds, 1)) | "
-                      + "\(fixed(1000 * elapsed.seconds / Double(max(steps, 1)), 2)) | \(steps) |")
+                      + "\(fixed(1000 * elapsed.seconds / Double(max(steps, 1)), 2)) | \(steps) | \(fixed(loading.seconds, 2)) |")
             }
         }
         await engine.drain()
