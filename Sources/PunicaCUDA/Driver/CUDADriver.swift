@@ -13,7 +13,6 @@ final class CUDADriver {
     let cuCtxSetCurrent: @convention(c) (OpaquePointer?) -> Result
     let cuMemAlloc: @convention(c) (UnsafeMutablePointer<DevicePointer>, Int) -> Result
     let cuMemFree: @convention(c) (DevicePointer) -> Result
-    let cuMemGetInfo: @convention(c) (UnsafeMutablePointer<Int>, UnsafeMutablePointer<Int>) -> Result
     let cuMemcpyHtoDAsync: @convention(c) (DevicePointer, UnsafeRawPointer, Int, OpaquePointer?) -> Result
     let cuMemcpyDtoHAsync: @convention(c) (UnsafeMutableRawPointer, DevicePointer, Int, OpaquePointer?) -> Result
     let cuMemcpyDtoDAsync: @convention(c) (DevicePointer, DevicePointer, Int, OpaquePointer?) -> Result
@@ -28,12 +27,6 @@ final class CUDADriver {
     let cuEventRecord: @convention(c) (OpaquePointer?, OpaquePointer?) -> Result
     let cuEventSynchronize: @convention(c) (OpaquePointer?) -> Result
     let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, OpaquePointer?, OpaquePointer?) -> Result
-    let cuStreamBeginCapture: @convention(c) (OpaquePointer?, Int32) -> Result
-    let cuStreamEndCapture: @convention(c) (OpaquePointer?, UnsafeMutablePointer<OpaquePointer?>) -> Result
-    let cuGraphInstantiateWithFlags: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, OpaquePointer?, UInt64) -> Result
-    let cuGraphLaunch: @convention(c) (OpaquePointer?, OpaquePointer?) -> Result
-    let cuGraphExecDestroy: @convention(c) (OpaquePointer?) -> Result
-    let cuGraphDestroy: @convention(c) (OpaquePointer?) -> Result
     private let cuGetErrorName: @convention(c) (Result, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Result
     private let cuGetErrorString: @convention(c) (Result, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Result
 
@@ -49,7 +42,6 @@ final class CUDADriver {
         cuCtxSetCurrent = try library.function("cuCtxSetCurrent")
         cuMemAlloc = try library.function("cuMemAlloc_v2")
         cuMemFree = try library.function("cuMemFree_v2")
-        cuMemGetInfo = try library.function("cuMemGetInfo_v2")
         cuMemcpyHtoDAsync = try library.function("cuMemcpyHtoDAsync_v2")
         cuMemcpyDtoHAsync = try library.function("cuMemcpyDtoHAsync_v2")
         cuMemcpyDtoDAsync = try library.function("cuMemcpyDtoDAsync_v2")
@@ -67,12 +59,6 @@ final class CUDADriver {
         } else {
             cuEventElapsedTime = try library.function("cuEventElapsedTime")
         }
-        cuStreamBeginCapture = try library.function("cuStreamBeginCapture_v2")
-        cuStreamEndCapture = try library.function("cuStreamEndCapture")
-        cuGraphInstantiateWithFlags = try library.function("cuGraphInstantiateWithFlags")
-        cuGraphLaunch = try library.function("cuGraphLaunch")
-        cuGraphExecDestroy = try library.function("cuGraphExecDestroy")
-        cuGraphDestroy = try library.function("cuGraphDestroy")
         cuGetErrorName = try library.function("cuGetErrorName")
         cuGetErrorString = try library.function("cuGetErrorString")
     }
