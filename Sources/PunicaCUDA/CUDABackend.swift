@@ -219,10 +219,13 @@ public final class CUDABackend: Backend {
     }
 
     public func zeros(_ shape: [Int]) -> Tensor {
-        let tensor = allocate(shape, dtype: dtype, pooled: true)
-        must { () throws(CUDAError) in
-            try driver.call("cuMemsetD8Async", driver.cuMemsetD8Async(tensor.address, 0, tensor.elementCount * dtype.byteSize, stream))
-        }
+        zeroed(allocate(shape, dtype: dtype, pooled: true))
+    }
+
+    private func zeroed(_ tensor: Tensor) -> Tensor {
+        let bytes = tensor.elementCount * tensor.dtype.byteSize
+        guard bytes > 0 else { return tensor }
+        must { () throws(CUDAError) in try driver.call("cuMemsetD8Async", driver.cuMemsetD8Async(tensor.address, 0, bytes, stream)) }
         return tensor
     }
 
@@ -247,11 +250,7 @@ public final class CUDABackend: Backend {
     }
 
     public func float32Zeros(_ shape: [Int]) -> Tensor {
-        let tensor = allocate(shape, dtype: .float32, pooled: true)
-        must { () throws(CUDAError) in
-            try driver.call("cuMemsetD8Async", driver.cuMemsetD8Async(tensor.address, 0, tensor.elementCount * 4, stream))
-        }
-        return tensor
+        zeroed(allocate(shape, dtype: .float32, pooled: true))
     }
 
     public func float32(_ values: [Float], shape: [Int]) -> Tensor {
@@ -299,6 +298,7 @@ public final class CUDABackend: Backend {
     public func toHost(_ tensor: Tensor) -> [Float] {
         makeCurrent()
         let count = tensor.elementCount
+        guard count > 0 else { return [] }
         let widened = tensor.dtype == .float32 ? tensor : allocate([count], dtype: .float32, pooled: true)
         if tensor.dtype != .float32 {
             launch("to_float32", grid: ((count + 255) / 256, 1, 1), block: 256, [.pointer(tensor.address), .pointer(widened.address), .size(count)])
@@ -362,8 +362,10 @@ public final class CUDABackend: Backend {
     }
 
     /// Launches `kernel` on the stream. Each argument sits in its own 8-byte cell; int32 and float kernel
-    /// parameters read the low 4 bytes (little-endian).
+    /// parameters read the low 4 bytes (little-endian). An empty grid (a step with no logit rows, say) launches
+    /// nothing: CUDA refuses zero-sized grids.
     func launch(_ kernel: String, grid: (Int, Int, Int), block: Int, _ arguments: [Argument]) {
+        guard grid.0 > 0, grid.1 > 0, grid.2 > 0 else { return }
         var cells = arguments.map { argument -> UInt64 in
             switch argument {
             case let .pointer(address): address
@@ -403,6 +405,7 @@ public final class CUDABackend: Backend {
 
     public func matmul(x: Tensor, weight: Tensor, out: Tensor) {
         let dataType: Int32 = dtype == .bfloat16 ? 14 : 2  // CUDA_R_16BF, CUDA_R_16F
+        guard x.rows > 0 else { return }
         makeCurrent()
         must { () throws(CUDAError) in
             try blas.matmul(x: x.address, w: weight.address, out: out.address, m: x.rows, n: weight.rows, k: x.rowWidth, dataType: dataType)
@@ -483,6 +486,7 @@ public final class CUDABackend: Backend {
     public func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> [Int] {
         precondition(choices.count == logits.rows, "one choice per logits row")
         let (rows, vocab) = (logits.rows, logits.rowWidth)
+        guard rows > 0 else { return [] }
         // The kernels read float32 and the penalties write: a widened copy, so `logits` stays as it was.
         let widened = allocate([rows, vocab], dtype: .float32, pooled: true)
         if logits.dtype == .float32 {

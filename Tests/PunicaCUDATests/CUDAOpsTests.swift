@@ -200,6 +200,9 @@ extension CUDATests {
                 choice.uniform = Float((before + Double(kept[target].weight) / 2) / total)
                 choices.append(choice)
             }
+            // A step whose rows all sit in unfinished prompt chunks has no logit rows: nothing to sample or copy.
+            let empty = pair.gpu.zeros([0, vocab])
+            #expect(pair.gpu.sample(empty, []).isEmpty && pair.gpu.toHost(empty).isEmpty)
             let expected = pair.cpu.sample(logits.0, choices), sampled = pair.gpu.sample(logits.1, choices)
             for row in 0..<rows { #expect(sampled[row] == expected[row], "row \(row), \(choices[row]) \(dtype)") }
             #expect(pair.gpu.toHost(logits.1) == cpuLogits, "sampling must leave the logits as they were")
