@@ -6,9 +6,9 @@
 #
 # `run` takes what to do after OUT: tests, lora, forward, profile, engine (default: the first three; profile needs
 # Nsight Compute's ncu: per-kernel times of a 7B decode step without and with distinct adapters; engine needs torch
-# and safetensors to make a random 7B checkpoint). Everything the GPU host needs is in the
-# repository plus .gpu/ (about 48 MB compressed); the bundled models/ (40 MB) is not needed there, so where the copy
-# to the GPU host is size-limited, move models/ aside for that copy. Environment it honours: PUNICA_LIBCUDA,
+# and safetensors to make a random 7B checkpoint). Everything the GPU host needs is in the repository plus .gpu/
+# (about 49 MB compressed); the bundled models/ (40 MB) is not needed there, so where the copy to the GPU host is
+# size-limited, move models/ aside for that copy. Environment it honours: PUNICA_LIBCUDA,
 # PUNICA_NVRTC, PUNICA_CUBLAS, PUNICA_CUDA_INCLUDE (library/header locations), PUNICA_KERNEL_CACHE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,5 +72,5 @@ run)
     [ $failed = 0 ] || { echo "GPU tests failed: see $out/gpu-tests.log" >&2; exit 1; }
     ;;
 *)
-    sed -n '2,9p' "$0"; exit 2 ;;
+    sed -n '2,/^set /{/^#/p}' "$0"; exit 2 ;;  # this header
 esac

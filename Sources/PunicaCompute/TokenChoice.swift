@@ -72,10 +72,11 @@ public struct TokenChoice: Sendable, Equatable {
             if topK > 0 && topK < descending.count { threshold = descending[topK - 1] }
             if topP < 1 {
                 let candidates = descending.prefix { $0 >= threshold }
-                let target = Double(topP) * candidates.reduce(0.0) { $0 + Double(weight($1)) }
+                let weights = candidates.map { Double(weight($0)) }
+                let target = Double(topP) * weights.reduce(0, +)
                 var running = 0.0
-                for logit in candidates {
-                    running += Double(weight(logit))
+                for (logit, weight) in zip(candidates, weights) {
+                    running += weight
                     if running >= target {
                         threshold = logit
                         break
