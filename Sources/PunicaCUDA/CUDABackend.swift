@@ -277,7 +277,7 @@ public final class CUDABackend: Backend {
     public func randomWeight(shape: [Int], scale: Float, seed: UInt64) -> Tensor {
         let tensor = allocate(shape, dtype: dtype, pooled: false)
         let count = tensor.elementCount
-        launch("fill_uniform", grid: ((count + 255) / 256, 1, 1), block: 256, [.pointer(tensor.address), .size(count), .uint64(seed), .float(scale)])
+        launch(FillUniform(out: tensor.address, count: UInt64(count), seed: seed, scale: scale), grid: ((count + 255) / 256, 1, 1), block: 256)
         return tensor
     }
 
@@ -301,7 +301,7 @@ public final class CUDABackend: Backend {
         guard count > 0 else { return [] }
         let widened = tensor.dtype == .float32 ? tensor : allocate([count], dtype: .float32, pooled: true)
         if tensor.dtype != .float32 {
-            launch("to_float32", grid: ((count + 255) / 256, 1, 1), block: 256, [.pointer(tensor.address), .pointer(widened.address), .size(count)])
+            launch(ToFloat32(x: tensor.address, out: widened.address, count: UInt64(count)), grid: ((count + 255) / 256, 1, 1), block: 256)
         }
         var values = [Float](repeating: 0, count: count)
         must { () throws(CUDAError) in
@@ -353,54 +353,42 @@ public final class CUDABackend: Backend {
 
     // MARK: Launching
 
-    enum Argument {
-        case pointer(UInt64)
-        case int(Int)
-        case float(Float)
-        case size(Int)
-        case uint64(UInt64)
-    }
-
-    /// Launches `kernel` on the stream. Each argument sits in its own 8-byte cell; int32 and float kernel
-    /// parameters read the low 4 bytes (little-endian). An empty grid (a step with no logit rows, say) launches
-    /// nothing: CUDA refuses zero-sized grids.
-    func launch(_ kernel: String, grid: (Int, Int, Int), block: Int, _ arguments: [Argument]) {
+    /// Launches a kernel on the stream with `sharedBytes` of dynamic shared memory. An empty grid (a step with no
+    /// logit rows, say) launches nothing: CUDA refuses zero-sized grids.
+    func launch<P: KernelParameters>(_ parameters: P, grid: (Int, Int, Int), block: Int, sharedBytes: Int = 0) {
         guard grid.0 > 0, grid.1 > 0, grid.2 > 0 else { return }
-        var cells = arguments.map { argument -> UInt64 in
-            switch argument {
-            case let .pointer(address): address
-            case let .int(value): UInt64(UInt32(bitPattern: Int32(value)))
-            case let .float(value): UInt64(value.bitPattern)
-            case let .size(value): UInt64(value)
-            case let .uint64(value): value
+        makeCurrent()
+        let kernel = kernels[P.self]
+        if sharedBytes > 48 << 10 {  // above 48 KiB a kernel must opt in (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES)
+            must { () throws(CUDAError) in
+                try driver.call("cuFuncSetAttribute(\(P.kernel), \(sharedBytes) shared bytes)", driver.cuFuncSetAttribute(kernel.function, 8, Int32(sharedBytes)))
             }
         }
-        makeCurrent()
-        let function = kernels[kernel]
-        let result = cells.withUnsafeMutableBytes { raw in
-            var parameters = (0..<arguments.count).map { UnsafeMutableRawPointer?(raw.baseAddress! + 8 * $0) }
-            return driver.cuLaunchKernel(function, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block), 1, 1, 0, stream,
-                                         &parameters, nil)
+        var parameters = parameters
+        let result = withUnsafeMutableBytes(of: &parameters) { raw in
+            var pointers = kernel.parameterOffsets.map { UnsafeMutableRawPointer?(raw.baseAddress! + $0) }
+            return driver.cuLaunchKernel(kernel.function, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block), 1, 1,
+                                         UInt32(sharedBytes), stream, &pointers, nil)
         }
-        must { () throws(CUDAError) in try driver.call("cuLaunchKernel(\(kernel))", result) }
+        must { () throws(CUDAError) in try driver.call("cuLaunchKernel(\(P.kernel))", result) }
     }
 
     // MARK: Ops
 
     public func embedding(table: Tensor, plan: StepPlan, out: Tensor) {
         let cuda = plan.cuda
-        launch("embedding", grid: (out.rows, 1, 1), block: 256, [.pointer(cuda.address(cuda.tokens)), .pointer(table.address),
-                                                                .pointer(out.address), .int(out.rowWidth)])
+        launch(Embedding(tokens: cuda.address(cuda.tokens), table: table.address, out: out.address, width: Int32(out.rowWidth)),
+               grid: (out.rows, 1, 1), block: 256)
     }
 
     public func rmsNorm(x: Tensor, weight: Tensor, epsilon: Float, out: Tensor) {
-        launch("rms_norm", grid: (x.rows, 1, 1), block: 512, [.pointer(x.address), .pointer(weight.address), .pointer(out.address),
-                                                             .int(x.rowWidth), .float(epsilon)])
+        launch(RMSNorm(x: x.address, weight: weight.address, out: out.address, width: Int32(x.rowWidth), eps: epsilon),
+               grid: (x.rows, 1, 1), block: 512)
     }
 
     public func addRMSNorm(residual: Tensor, x: Tensor, weight: Tensor, epsilon: Float, out: Tensor) {
-        launch("add_rms_norm", grid: (x.rows, 1, 1), block: 512, [.pointer(residual.address), .pointer(x.address), .pointer(weight.address),
-                                                                 .pointer(out.address), .int(x.rowWidth), .float(epsilon)])
+        launch(AddRMSNorm(residual: residual.address, x: x.address, weight: weight.address, out: out.address, width: Int32(x.rowWidth),
+                          eps: epsilon), grid: (x.rows, 1, 1), block: 512)
     }
 
     public func matmul(x: Tensor, weight: Tensor, out: Tensor) {
@@ -414,17 +402,18 @@ public final class CUDABackend: Backend {
 
     public func rope(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, plan: StepPlan) {
         let cuda = plan.cuda
-        launch("rope", grid: (qkv.rows, shape.queryHeads + shape.kvHeads, 1), block: shape.headDim / 2, [
-            .pointer(qkv.address), .pointer(cuda.address(cuda.positions)), .pointer(inverseFrequencies.address),
-            .int(qkv.rowWidth), .int(shape.headDim)])
+        launch(Rope(qkv: qkv.address, positions: cuda.address(cuda.positions), inverseFrequencies: inverseFrequencies.address,
+                    qkvWidth: Int32(qkv.rowWidth), headDim: Int32(shape.headDim)),
+               grid: (qkv.rows, shape.queryHeads + shape.kvHeads, 1), block: shape.headDim / 2)
     }
 
     public func appendKV(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan) {
         let cuda = plan.cuda
-        launch("append_kv", grid: (qkv.rows, 1, 1), block: 256, [
-            .pointer(qkv.address), .pointer(cache.keys.address), .pointer(cache.values.address), .pointer(cuda.address(cuda.positions)),
-            .pointer(cuda.address(cuda.rowSequence)), .pointer(cuda.address(cuda.blockTables)), .int(cuda.maxPages),
-            .int(layout.pageSize), .int(qkv.rowWidth), .int(shape.queryWidth), .int(shape.kvWidth)])
+        launch(AppendKV(qkv: qkv.address, keys: cache.keys.address, values: cache.values.address, positions: cuda.address(cuda.positions),
+                        rowSequence: cuda.address(cuda.rowSequence), blockTables: cuda.address(cuda.blockTables),
+                        maxPages: Int32(cuda.maxPages), pageSize: Int32(layout.pageSize), qkvWidth: Int32(qkv.rowWidth),
+                        queryWidth: Int32(shape.queryWidth), kvWidth: Int32(shape.kvWidth)),
+               grid: (qkv.rows, 1, 1), block: 256)
     }
 
     public func attention(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan, out: Tensor) {
@@ -435,21 +424,23 @@ public final class CUDABackend: Backend {
         let partial = splits > 1 ? allocate([tasks * splits * (shape.headDim + 2)], dtype: .float32, pooled: true) : nil
         let partialAcc = partial?.address ?? 0
         let partialMaxSum = partialAcc + UInt64(4 * tasks * splits * shape.headDim)
-        launch("paged_attention", grid: (qkv.rows, shape.queryHeads, splits), block: 128, [
-            .pointer(qkv.address), .pointer(cache.keys.address), .pointer(cache.values.address), .pointer(cuda.address(cuda.positions)),
-            .pointer(cuda.address(cuda.rowSequence)), .pointer(cuda.address(cuda.blockTables)), .pointer(out.address),
-            .pointer(partialAcc), .pointer(partialMaxSum), .int(cuda.maxPages), .int(qkv.rowWidth), .int(shape.queryHeads),
-            .int(shape.kvHeads), .int(shape.headDim), .int(layout.pageSize), .int(shape.slidingWindow ?? 0),
-            .float(1 / Float(shape.headDim).squareRoot())])
+        launch(PagedAttention(qkv: qkv.address, keys: cache.keys.address, values: cache.values.address, positions: cuda.address(cuda.positions),
+                              rowSequence: cuda.address(cuda.rowSequence), blockTables: cuda.address(cuda.blockTables), out: out.address,
+                              partialAcc: partialAcc, partialMaxSum: partialMaxSum, maxPages: Int32(cuda.maxPages),
+                              qkvWidth: Int32(qkv.rowWidth), queryHeads: Int32(shape.queryHeads), kvHeads: Int32(shape.kvHeads),
+                              headDim: Int32(shape.headDim), pageSize: Int32(layout.pageSize), slidingWindow: Int32(shape.slidingWindow ?? 0),
+                              scale: 1 / Float(shape.headDim).squareRoot()),
+               grid: (qkv.rows, shape.queryHeads, splits), block: 128)
         if splits > 1 {
-            launch("attention_merge", grid: (qkv.rows, shape.queryHeads, 1), block: 128, [
-                .pointer(partialAcc), .pointer(partialMaxSum), .pointer(out.address), .int(shape.queryHeads), .int(shape.headDim), .int(splits)])
+            launch(AttentionMerge(partialAcc: partialAcc, partialMaxSum: partialMaxSum, out: out.address, queryHeads: Int32(shape.queryHeads),
+                                  headDim: Int32(shape.headDim), splits: Int32(splits)),
+                   grid: (qkv.rows, shape.queryHeads, 1), block: 128)
         }
     }
 
     public func siluMul(gateUp: Tensor, out: Tensor) {
-        launch("silu_mul", grid: ((out.rowWidth + 255) / 256, out.rows, 1), block: 256,
-               [.pointer(gateUp.address), .pointer(out.address), .int(out.rowWidth)])
+        launch(SiluMul(gateUp: gateUp.address, out: out.address, halfWidth: Int32(out.rowWidth)),
+               grid: ((out.rowWidth + 255) / 256, out.rows, 1), block: 256)
     }
 
     private func loraTable(_ projection: LoRAProjection) -> CUDALoRATable {
@@ -468,19 +459,19 @@ public final class CUDABackend: Backend {
             && cuda.loraTileCount * ((projection.maxRank + 2 * ranksPerBlock - 1) / (2 * ranksPerBlock)) >= 2 * multiprocessorCount {
             ranksPerBlock *= 2
         }
-        launch("sgmv_shrink", grid: (cuda.loraTileCount, (projection.maxRank + ranksPerBlock - 1) / ranksPerBlock, 1), block: 256, [
-            .pointer(x.address), .pointer(v.address), .pointer(loraTable(projection).buffer.address),
-            .pointer(cuda.address(cuda.tileStart)), .pointer(cuda.address(cuda.tileEnd)), .pointer(cuda.address(cuda.tileSlot)),
-            .int(x.rowWidth), .int(v.rowWidth), .int(ranksPerBlock)])
+        launch(SGMVShrink(x: x.address, v: v.address, slots: loraTable(projection).buffer.address, tileStart: cuda.address(cuda.tileStart),
+                          tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), inWidth: Int32(x.rowWidth),
+                          vWidth: Int32(v.rowWidth), ranksPerBlock: Int32(ranksPerBlock)),
+               grid: (cuda.loraTileCount, (projection.maxRank + ranksPerBlock - 1) / ranksPerBlock, 1), block: 256)
     }
 
     public func loraExpand(v: Tensor, projection: LoRAProjection, plan: StepPlan, y: Tensor) {
         let cuda = plan.cuda
         guard cuda.loraTileCount > 0 else { return }
-        launch("sgmv_expand", grid: (cuda.loraTileCount, (y.rowWidth + 127) / 128, 1), block: 128, [
-            .pointer(v.address), .pointer(y.address), .pointer(loraTable(projection).buffer.address),
-            .pointer(cuda.address(cuda.tileStart)), .pointer(cuda.address(cuda.tileEnd)), .pointer(cuda.address(cuda.tileSlot)),
-            .int(v.rowWidth), .int(y.rowWidth)])
+        launch(SGMVExpand(v: v.address, y: y.address, slots: loraTable(projection).buffer.address, tileStart: cuda.address(cuda.tileStart),
+                          tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), vWidth: Int32(v.rowWidth),
+                          yWidth: Int32(y.rowWidth)),
+               grid: (cuda.loraTileCount, (y.rowWidth + 127) / 128, 1), block: 128)
     }
 
     public func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> [Int] {
@@ -494,8 +485,8 @@ public final class CUDABackend: Backend {
                 try driver.call("cuMemcpyDtoDAsync_v2", driver.cuMemcpyDtoDAsync(widened.address, logits.address, rows * vocab * 4, stream))
             }
         } else {
-            launch("to_float32", grid: ((rows * vocab + 255) / 256, 1, 1), block: 256,
-                   [.pointer(logits.address), .pointer(widened.address), .size(rows * vocab)])
+            launch(ToFloat32(x: logits.address, out: widened.address, count: UInt64(rows * vocab)), grid: ((rows * vocab + 255) / 256, 1, 1),
+                   block: 256)
         }
         // One upload: SampleParams per row (4 words), then penalty offsets (rows + 1), penalties (rows), tokens.
         var words: [UInt32] = choices.flatMap {
@@ -508,13 +499,13 @@ public final class CUDABackend: Backend {
         let metadata = upload(bytes: words.withUnsafeBytes { Array($0) })
         let address = { (word: Int) in metadata.address + UInt64(4 * word) }
         if offset > 0 {
-            launch("apply_penalties", grid: (rows, 1, 1), block: 256, [
-                .pointer(widened.address), .pointer(address(4 * rows)), .pointer(address(6 * rows + 1)), .pointer(address(5 * rows + 1)),
-                .int(vocab)])
+            launch(ApplyPenalties(logits: widened.address, offsets: address(4 * rows), tokens: address(6 * rows + 1),
+                                  penalties: address(5 * rows + 1), vocab: Int32(vocab)),
+                   grid: (rows, 1, 1), block: 256)
         }
         let tokens = allocate([rows], dtype: .float32, pooled: true)  // int32 results: 4 bytes each
-        launch("sample_rows", grid: (rows, 1, 1), block: 1024, [.pointer(widened.address), .pointer(metadata.address),
-                                                               .pointer(tokens.address), .int(vocab)])
+        launch(SampleRows(logits: widened.address, params: metadata.address, out: tokens.address, vocab: Int32(vocab)),
+               grid: (rows, 1, 1), block: 1024)
         var values = [Int32](repeating: 0, count: rows)
         must { () throws(CUDAError) in
             try driver.call("cuMemcpyDtoHAsync_v2", values.withUnsafeMutableBytes { driver.cuMemcpyDtoHAsync($0.baseAddress!, tokens.address, $0.count, stream) })
@@ -526,8 +517,8 @@ public final class CUDABackend: Backend {
     public func gatherLogitRows(x: Tensor, plan: StepPlan, out: Tensor) {
         let cuda = plan.cuda
         guard out.rows > 0 else { return }
-        launch("gather_rows", grid: (out.rows, 1, 1), block: 256, [.pointer(x.address), .pointer(cuda.address(cuda.logitRows)),
-                                                                  .pointer(out.address), .int(x.rowWidth)])
+        launch(GatherRows(x: x.address, rows: cuda.address(cuda.logitRows), out: out.address, width: Int32(x.rowWidth)),
+               grid: (out.rows, 1, 1), block: 256)
     }
 }
 

@@ -7,13 +7,14 @@ import PunicaCompute
 
 /// The kernel sources (Kernels/*.cu, embedded at build time) and their compilation by NVRTC.
 public enum KernelSources {
-    /// Each source file with the kernels it defines.
-    static let files: [(name: String, source: [UInt8], kernels: [String])] = [
+    /// Each source file with the parameters of the kernels it defines.
+    static let files: [(name: String, source: [UInt8], kernels: [any KernelParameters.Type])] = [
         ("elementwise.cu", PackageResources.elementwise_cu,
-         ["embedding", "gather_rows", "rms_norm", "add_rms_norm", "silu_mul", "rope", "append_kv", "to_float32", "fill_uniform"]),
-        ("attention.cu", PackageResources.attention_cu, ["paged_attention", "attention_merge"]),
-        ("lora.cu", PackageResources.lora_cu, ["sgmv_shrink", "sgmv_expand"]),
-        ("sampling.cu", PackageResources.sampling_cu, ["apply_penalties", "sample_rows"]),
+         [Embedding.self, GatherRows.self, RMSNorm.self, AddRMSNorm.self, SiluMul.self, Rope.self, AppendKV.self, ToFloat32.self,
+          FillUniform.self]),
+        ("attention.cu", PackageResources.attention_cu, [PagedAttention.self, AttentionMerge.self]),
+        ("lora.cu", PackageResources.lora_cu, [SGMVShrink.self, SGMVExpand.self]),
+        ("sampling.cu", PackageResources.sampling_cu, [ApplyPenalties.self, SampleRows.self]),
     ]
     static let headers = ["common.cuh": String(decoding: PackageResources.common_cuh, as: UTF8.self)]
 
@@ -47,7 +48,13 @@ public enum KernelSources {
 /// Every kernel compiled for one device and storage type, loaded as modules. Cubins are cached on disk under
 /// `PUNICA_KERNEL_CACHE` (default ~/.cache/punica/kernels), keyed by source, options, architecture and NVRTC version.
 final class KernelLibrary {
-    private var functions: [String: OpaquePointer] = [:]
+    /// A loaded kernel and where its parameters sit in a `KernelParameters` value.
+    struct Kernel {
+        let function: OpaquePointer
+        let parameterOffsets: [Int]
+    }
+
+    private var kernels: [ObjectIdentifier: Kernel] = [:]
 
     init(driver: CUDADriver, architecture: String, dtype: DType) throws(CUDAError) {
         let define = try KernelSources.scalarDefine(dtype)
@@ -71,17 +78,17 @@ final class KernelLibrary {
             }
             var module: OpaquePointer?
             try driver.call("cuModuleLoadData(\(file.name))", cubin.withUnsafeBytes { driver.cuModuleLoadData(&module, $0.baseAddress!) })
-            for kernel in file.kernels {
+            for parameters in file.kernels {
                 var function: OpaquePointer?
-                try driver.call("cuModuleGetFunction(\(kernel))", driver.cuModuleGetFunction(&function, module, kernel))
-                functions[kernel] = function
+                try driver.call("cuModuleGetFunction(\(parameters.kernel))", driver.cuModuleGetFunction(&function, module, parameters.kernel))
+                kernels[ObjectIdentifier(parameters)] = Kernel(function: function!, parameterOffsets: ParameterLayout.offsets(of: parameters))
             }
         }
     }
 
-    subscript(_ kernel: String) -> OpaquePointer {
-        guard let function = functions[kernel] else { preconditionFailure("no kernel named \(kernel)") }
-        return function
+    subscript<P: KernelParameters>(_ parameters: P.Type) -> Kernel {
+        guard let kernel = kernels[ObjectIdentifier(parameters)] else { preconditionFailure("\(P.kernel) is not in KernelSources.files") }
+        return kernel
     }
 }
 

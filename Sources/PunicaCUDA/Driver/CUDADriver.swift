@@ -21,6 +21,7 @@ final class CUDADriver {
     let cuModuleGetFunction: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, OpaquePointer?, UnsafePointer<CChar>) -> Result
     let cuLaunchKernel: @convention(c) (OpaquePointer?, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, OpaquePointer?,
                                         UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Result
+    let cuFuncSetAttribute: @convention(c) (OpaquePointer?, Int32, Int32) -> Result
     let cuStreamCreate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32) -> Result
     let cuStreamSynchronize: @convention(c) (OpaquePointer?) -> Result
     let cuEventCreate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32) -> Result
@@ -49,6 +50,7 @@ final class CUDADriver {
         cuModuleLoadData = try library.function("cuModuleLoadData")
         cuModuleGetFunction = try library.function("cuModuleGetFunction")
         cuLaunchKernel = try library.function("cuLaunchKernel")
+        cuFuncSetAttribute = try library.function("cuFuncSetAttribute")
         cuStreamCreate = try library.function("cuStreamCreate")
         cuStreamSynchronize = try library.function("cuStreamSynchronize")
         cuEventCreate = try library.function("cuEventCreate")

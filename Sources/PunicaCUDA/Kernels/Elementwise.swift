@@ -1,0 +1,57 @@
+/// Parameters of the kernels in elementwise.cu (see `KernelParameters`).
+struct Embedding: KernelParameters {
+    static let kernel = "embedding"
+    var tokens: UInt64 = 0, table: UInt64 = 0, out: UInt64 = 0
+    var width: Int32 = 0
+}
+
+struct GatherRows: KernelParameters {
+    static let kernel = "gather_rows"
+    var x: UInt64 = 0, rows: UInt64 = 0, out: UInt64 = 0
+    var width: Int32 = 0
+}
+
+struct RMSNorm: KernelParameters {
+    static let kernel = "rms_norm"
+    var x: UInt64 = 0, weight: UInt64 = 0, out: UInt64 = 0
+    var width: Int32 = 0
+    var eps: Float = 0
+}
+
+struct AddRMSNorm: KernelParameters {
+    static let kernel = "add_rms_norm"
+    var residual: UInt64 = 0, x: UInt64 = 0, weight: UInt64 = 0, out: UInt64 = 0
+    var width: Int32 = 0
+    var eps: Float = 0
+}
+
+struct SiluMul: KernelParameters {
+    static let kernel = "silu_mul"
+    var gateUp: UInt64 = 0, out: UInt64 = 0
+    var halfWidth: Int32 = 0
+}
+
+struct Rope: KernelParameters {
+    static let kernel = "rope"
+    var qkv: UInt64 = 0, positions: UInt64 = 0, inverseFrequencies: UInt64 = 0
+    var qkvWidth: Int32 = 0, headDim: Int32 = 0
+}
+
+struct AppendKV: KernelParameters {
+    static let kernel = "append_kv"
+    var qkv: UInt64 = 0, keys: UInt64 = 0, values: UInt64 = 0, positions: UInt64 = 0, rowSequence: UInt64 = 0, blockTables: UInt64 = 0
+    var maxPages: Int32 = 0, pageSize: Int32 = 0, qkvWidth: Int32 = 0, queryWidth: Int32 = 0, kvWidth: Int32 = 0
+}
+
+struct ToFloat32: KernelParameters {
+    static let kernel = "to_float32"
+    var x: UInt64 = 0, out: UInt64 = 0
+    var count: UInt64 = 0
+}
+
+struct FillUniform: KernelParameters {
+    static let kernel = "fill_uniform"
+    var out: UInt64 = 0
+    var count: UInt64 = 0, seed: UInt64 = 0
+    var scale: Float = 0
+}

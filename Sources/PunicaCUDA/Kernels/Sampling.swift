@@ -1,0 +1,12 @@
+/// Parameters of the kernels in sampling.cu (see `KernelParameters`).
+struct ApplyPenalties: KernelParameters {
+    static let kernel = "apply_penalties"
+    var logits: UInt64 = 0, offsets: UInt64 = 0, tokens: UInt64 = 0, penalties: UInt64 = 0
+    var vocab: Int32 = 0
+}
+
+struct SampleRows: KernelParameters {
+    static let kernel = "sample_rows"
+    var logits: UInt64 = 0, params: UInt64 = 0, out: UInt64 = 0
+    var vocab: Int32 = 0
+}
