@@ -110,6 +110,8 @@ public final class CPUBackend: Backend {
 
     public func plan(_ batch: StepBatch) -> StepPlan { CPUPlan(batch) }
 
+    public func deviceMemory() -> (free: Int, total: Int)? { nil }
+
     // MARK: Ops
 
     public func embedding(table: Tensor, plan: StepPlan, out: Tensor) {

@@ -313,6 +313,13 @@ public final class CUDABackend: Backend {
 
     public func plan(_ batch: StepBatch) -> StepPlan { CUDAPlan(batch, backend: self) }
 
+    public func deviceMemory() -> (free: Int, total: Int)? {
+        makeCurrent()
+        var free = 0, total = 0
+        must { () throws(CUDAError) in try driver.call("cuMemGetInfo_v2", driver.cuMemGetInfo(&free, &total)) }
+        return (free, total)
+    }
+
     /// Waits for every queued kernel.
     public func synchronize() {
         makeCurrent()

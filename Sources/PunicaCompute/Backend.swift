@@ -61,6 +61,8 @@ public protocol Backend: AnyObject {
     /// Returns the tensor's elements as float32 on the host.
     func toHost(_ tensor: Tensor) -> [Float]
     func plan(_ batch: StepBatch) -> StepPlan
+    /// Free and total bytes of the device's memory; nil where tensors live in host memory (the CPU).
+    func deviceMemory() -> (free: Int, total: Int)?
 
     // MARK: Ops
 

@@ -10,9 +10,18 @@ import PunicaTokenizer
 
 /// Limits and sizes of the serving engine.
 public struct EngineConfiguration: Sendable {
-    /// Token slots per KV page, and the cache's size in tokens.
+    /// Token slots per KV page.
     public var pageSize = 16
-    public var kvCacheTokens = 32768
+    /// The KV cache's size in tokens; nil sizes it from device memory (`gpuMemoryUtilization`), or takes
+    /// `hostKVCacheTokens` on a backend whose tensors live in host memory.
+    public var kvCacheTokens: Int?
+    /// The share of the device's memory the engine may use in all: weights, steps, adapters and the KV cache (vLLM's
+    /// `gpu_memory_utilization`).
+    public var gpuMemoryUtilization = 0.9
+    public static let hostKVCacheTokens = 32768
+    /// The LoRA rank that sizing reserves device memory for, for each of `loadedAdapters` (vLLM's `max_lora_rank`);
+    /// adapters of higher rank still load, into memory the KV cache leaves.
+    public var maxLoRARank = 16
     /// Requests in the batch at once, and tokens one step computes (chunked prefill budget).
     public var maxRunningRequests = 64
     public var maxTokensPerStep = 512
@@ -73,13 +82,33 @@ public final class Engine: GenerationService, @unchecked Sendable {
         var draining = false
     }
 
-    /// The real model: a KV cache of `configuration.kvCacheTokens` tokens on the model's backend.
-    public convenience init(model: LlamaModel, tokenizer: Tokenizer, configuration: EngineConfiguration = EngineConfiguration()) {
+    /// The real model with its KV cache on the model's backend: `configuration.kvCacheTokens`, or what device memory
+    /// leaves (`kvCacheSummary` says which). Throws when the device has no room for even one page.
+    public convenience init(model: LlamaModel, tokenizer: Tokenizer, configuration: EngineConfiguration = EngineConfiguration())
+        throws(KVCacheSizingError) {
+        let tokens: Int, summary: String
+        if let fixed = configuration.kvCacheTokens {
+            (tokens, summary) = (fixed, "KV cache: \(fixed) tokens (--kv-cache-tokens)")
+        } else if let memory = model.backend.deviceMemory() {
+            // Steps at their largest (a full prefill budget, every running request sampling) and every loaded adapter.
+            let reserved = model.stepBytes(rows: configuration.maxTokensPerStep + configuration.maxRunningRequests,
+                                           logitRows: configuration.maxRunningRequests, loraRank: 3 * configuration.maxLoRARank)
+                + configuration.loadedAdapters * model.adapterBytes(rank: configuration.maxLoRARank)
+            let sizing = try KVCacheSizing(freeBytes: memory.free, totalBytes: memory.total, utilization: configuration.gpuMemoryUtilization,
+                                           reservedBytes: reserved, bytesPerToken: model.kvBytesPerToken, pageSize: configuration.pageSize)
+            (tokens, summary) = (sizing.tokens, sizing.summary)
+        } else {
+            (tokens, summary) = (EngineConfiguration.hostKVCacheTokens, "KV cache: \(EngineConfiguration.hostKVCacheTokens) tokens in host memory")
+        }
         let runner = LlamaRunner(model: model, pageSize: configuration.pageSize,
-                                 pageCount: 1 + (configuration.kvCacheTokens + configuration.pageSize - 1) / configuration.pageSize,
+                                 pageCount: 1 + (tokens + configuration.pageSize - 1) / configuration.pageSize,
                                  adapterSlots: configuration.adapterSlots)
         self.init(runner: runner, tokenizer: tokenizer, configuration: configuration)
+        kvCacheSummary = summary + "; at most \(configuration.maxRunningRequests) running requests, contexts up to \(maxContextLength) tokens"
     }
+
+    /// What the KV cache was sized to and why, for start-up logs.
+    public private(set) var kvCacheSummary = ""
 
     public init(runner: ModelRunner, tokenizer: Tokenizer, configuration: EngineConfiguration = EngineConfiguration()) {
         self.runner = runner

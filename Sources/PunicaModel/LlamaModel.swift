@@ -81,6 +81,28 @@ public final class LlamaModel {
 
     public func makeKVCache(layout: PageLayout) -> KVCache { KVCache(layout: layout, config: config, backend: backend) }
 
+    /// Bytes of one token's keys and values over every layer.
+    public var kvBytesPerToken: Int { 2 * config.layerCount * config.attention.kvWidth * embedding.dtype.byteSize }
+
+    /// Device bytes a step of `rows` rows, `logitRows` of them sampled, allocates at its peak with LoRA of rank
+    /// `loraRank`: `forward`'s buffers and the float32 logits sampling reads, doubled because pooled buffers are
+    /// rounded up to powers of two. For sizing the KV cache around it.
+    public func stepBytes(rows: Int, logitRows: Int, loraRank: Int) -> Int {
+        let (hidden, attention, intermediate) = (config.hiddenSize, config.attention, config.intermediateSize)
+        let rowElements = 4 * hidden + attention.qkvWidth + attention.queryWidth + 3 * intermediate
+        let elements = rows * rowElements + logitRows * (hidden + config.vocabularySize)
+        return 2 * (elements * embedding.dtype.byteSize + 4 * (rows * loraRank + logitRows * config.vocabularySize))
+    }
+
+    /// Device bytes of one adapter of rank `rank` on every projection of every layer.
+    public func adapterBytes(rank: Int) -> Int {
+        let perLayer = Projection.allCases.reduce(0) { total, projection in
+            let (outputs, inputs) = projection.weightShape(config)
+            return total + rank * (inputs + outputs)
+        }
+        return config.layerCount * perLayer * embedding.dtype.byteSize
+    }
+
     /// Runs one step and returns the next-token logits of `batch.logitRows`: [logitRows.count, vocab], on the backend.
     public func forward(_ batch: StepBatch, cache: KVCache, adapters: ResidentAdapters) -> Tensor {
         precondition(batch.rowCount > 0, "a step needs at least one row")

@@ -31,7 +31,7 @@ struct BenchEngine: AsyncParsableCommand {
         var configuration = EngineConfiguration()
         configuration.adapterSlots = max(1, distinct.max() ?? 1)
         configuration.maxRunningRequests = max(1, concurrency.max() ?? 1)
-        let engine = Engine(model: model, tokenizer: tokenizer, configuration: configuration)
+        let engine = try Engine(model: model, tokenizer: tokenizer, configuration: configuration)
         // Every registered name is validated; they share a few directories, so writing them stays cheap.
         let directories = try (0..<max(1, distinct.max() ?? 1)).map { index in
             let directory = "\(cache)/\(modelOptions.model.split(separator: "/").last ?? "model")-r\(rank)-\(index)"

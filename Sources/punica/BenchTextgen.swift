@@ -210,7 +210,7 @@ struct TextgenRunner {
         }
         configuration.adapterSlots = max(adapters.count, 1)
         configuration.loadedAdapters = max(adapters.count, 1)
-        let engine = Engine(model: model, tokenizer: tokenizer, configuration: configuration)
+        let engine = try Engine(model: model, tokenizer: tokenizer, configuration: configuration)
         for adapter in adapters { try await engine.registerAdapter(name: adapter.name, directory: adapter.directory) }
         let names = adapters.isEmpty ? [nil] : adapters.map { Optional($0.name) }
         let warmUp = names.enumerated().map { index, name in

@@ -32,7 +32,7 @@ struct Demo: AsyncParsableCommand {
 
     func run() async throws {
         let (model, tokenizer, adapters) = try modelOptions.load()
-        let engine = Engine(model: model, tokenizer: tokenizer)
+        let engine = try Engine(model: model, tokenizer: tokenizer)
         for (name, directory) in adapters { try await engine.registerAdapter(name: name, directory: directory) }
         let demo = DemoSession(engine: engine, panes: try DemoPane.panes(adapters: engine.adapterNames(), prompts: prompts),
                                sampling: sampling)

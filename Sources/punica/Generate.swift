@@ -48,7 +48,7 @@ struct Generate: AsyncParsableCommand {
         let (model, tokenizer, adapters) = try modelOptions.load()
         var configuration = EngineConfiguration()
         configuration.maxTokensPerStep = maxTokensPerStep
-        let engine = Engine(model: model, tokenizer: tokenizer, configuration: configuration)
+        let engine = try Engine(model: model, tokenizer: tokenizer, configuration: configuration)
         for (name, directory) in adapters { try await engine.registerAdapter(name: name, directory: directory) }
         let batch: [EngineRequest]
         if let requests {

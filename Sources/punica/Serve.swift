@@ -31,7 +31,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Requests in the running batch at once.") var maxRunningRequests = EngineConfiguration().maxRunningRequests
     @Option(help: "Requests queued beyond the running batch before new ones are refused with 429.")
     var maxWaitingRequests = EngineConfiguration().maxWaitingRequests
-    @Option(help: "KV-cache size in tokens, shared by all running requests.") var kvCacheTokens = EngineConfiguration().kvCacheTokens
+    @Option(help: "KV-cache size in tokens, shared by all running requests (default: what --gpu-memory-utilization leaves on a GPU, \(EngineConfiguration.hostKVCacheTokens) on the CPU).")
+    var kvCacheTokens: Int?
+    @Option(help: "Share of the GPU's memory for weights, steps, adapters and the KV cache together.")
+    var gpuMemoryUtilization = EngineConfiguration().gpuMemoryUtilization
+    @Option(help: "LoRA rank the GPU memory sizing reserves room for, per loaded adapter (higher ranks still load).")
+    var maxLoraRank = EngineConfiguration().maxLoRARank
     @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
 
     func validate() throws {
@@ -47,7 +52,10 @@ struct Serve: AsyncParsableCommand {
         engineConfiguration.maxRunningRequests = maxRunningRequests
         engineConfiguration.maxWaitingRequests = maxWaitingRequests
         engineConfiguration.kvCacheTokens = kvCacheTokens
-        let engine = Engine(model: model, tokenizer: tokenizer, configuration: engineConfiguration)
+        engineConfiguration.gpuMemoryUtilization = gpuMemoryUtilization
+        engineConfiguration.maxLoRARank = maxLoraRank
+        let engine = try Engine(model: model, tokenizer: tokenizer, configuration: engineConfiguration)
+        logger.info("\(engine.kvCacheSummary)")
         for (name, directory) in adapters { try await engine.registerAdapter(name: name, directory: directory) }
 
         var configuration = ServerConfiguration(servedModelName: servedModelName ?? URL(fileURLWithPath: modelOptions.model).standardized.lastPathComponent,

@@ -31,7 +31,7 @@ import TestSupport
             configuration.kvCacheTokens = kvCacheTokens
             configuration.adapterSlots = 3
             configuration.maxTokensPerStep = 64
-            let engine = Engine(model: model, tokenizer: tokenizer, configuration: configuration)
+            let engine = try Engine(model: model, tokenizer: tokenizer, configuration: configuration)
             for (name, path) in adapters { try await engine.registerAdapter(name: name, directory: path) }
             return engine
         }

@@ -39,7 +39,7 @@ import TestSupport
     /// near-tie that rounding may flip); most of the tokens must fall before such a step.
     @Test func greedyOutputsMatchTheTrainingReference() async throws {
         let model = try LlamaModel(directory: directory, backend: CPUBackend())
-        let engine = Engine(model: model, tokenizer: try Tokenizer(directory: directory))
+        let engine = try Engine(model: model, tokenizer: try Tokenizer(directory: directory))
         for name in ["fortunes", "manpages", "python", "scripture"] {
             try await engine.registerAdapter(name: name, directory: "\(directory)/adapters/\(name)")
         }

@@ -58,7 +58,7 @@ public struct LoadedFixture {
     /// A serving engine on this fixture's model, tokenizer and adapters.
     public func engine(configuration: EngineConfiguration = EngineConfiguration()) async throws -> Engine {
         let directory = Fixtures.path("models/\(name)")
-        let engine = Engine(model: model, tokenizer: try Tokenizer(directory: directory), configuration: configuration)
+        let engine = try Engine(model: model, tokenizer: try Tokenizer(directory: directory), configuration: configuration)
         for adapter in adapterNames {
             try await engine.registerAdapter(name: adapter, directory: directory + "/" + reference.adapters[adapter]!.path)
         }

@@ -13,6 +13,7 @@ final class CUDADriver {
     let cuCtxSetCurrent: @convention(c) (OpaquePointer?) -> Result
     let cuMemAlloc: @convention(c) (UnsafeMutablePointer<DevicePointer>, Int) -> Result
     let cuMemFree: @convention(c) (DevicePointer) -> Result
+    let cuMemGetInfo: @convention(c) (UnsafeMutablePointer<Int>, UnsafeMutablePointer<Int>) -> Result
     let cuMemcpyHtoDAsync: @convention(c) (DevicePointer, UnsafeRawPointer, Int, OpaquePointer?) -> Result
     let cuMemcpyDtoHAsync: @convention(c) (UnsafeMutableRawPointer, DevicePointer, Int, OpaquePointer?) -> Result
     let cuMemcpyDtoDAsync: @convention(c) (DevicePointer, DevicePointer, Int, OpaquePointer?) -> Result
@@ -43,6 +44,7 @@ final class CUDADriver {
         cuCtxSetCurrent = try library.function("cuCtxSetCurrent")
         cuMemAlloc = try library.function("cuMemAlloc_v2")
         cuMemFree = try library.function("cuMemFree_v2")
+        cuMemGetInfo = try library.function("cuMemGetInfo_v2")
         cuMemcpyHtoDAsync = try library.function("cuMemcpyHtoDAsync_v2")
         cuMemcpyDtoHAsync = try library.function("cuMemcpyDtoHAsync_v2")
         cuMemcpyDtoDAsync = try library.function("cuMemcpyDtoDAsync_v2")
