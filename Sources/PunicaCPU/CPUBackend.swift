@@ -31,9 +31,10 @@ extension Tensor {
 
 /// LoRA B matrices transposed for the CPU expand, by slot and piece.
 final class TransposedB {
-    let pieces: [[Tensor]?]
-
-    init(pieces: [[Tensor]?]) { self.pieces = pieces }
+    /// The projection version these slots were made from.
+    var version = -1
+    /// Per slot: the weights transposed, and their pieces' Bᵀ.
+    var slots: [(weights: LoRAWeights, pieces: [Tensor])?] = []
 }
 
 /// The CPU step plan: the batch plus the per-row facts every layer needs.
@@ -248,7 +249,7 @@ public final class CPUBackend: Backend {
         let (vWidth, yWidth) = (v.rowWidth, y.rowWidth)
         let transposed = transposedB(projection)
         for segment in plan.batch.loraSegments {
-            guard let lora = projection.slots[segment.slot], let pieces = transposed.pieces[segment.slot] else { continue }
+            guard let lora = projection.slots[segment.slot], let pieces = transposed.slots[segment.slot]?.pieces else { continue }
             let first = segment.rows.lowerBound
             for (piece, bT) in zip(lora.pieces, pieces) {
                 // y[rows, out] += v[rows, rank] · Bᵀ, with Bᵀ [rank, out] stored: a short rank update per row.
@@ -260,21 +261,25 @@ public final class CPUBackend: Backend {
         }
     }
 
-    /// Every slot's B matrices transposed ([rank, out]), made once per resident adapter set and kept on the
-    /// projection: the expand then adds rank scaled rows per output row instead of one rank-long dot per output.
+    /// Every slot's B matrices transposed ([rank, out]), kept on the projection and remade only for the slots whose
+    /// adapter changed: the expand then adds rank scaled rows per output row instead of one rank-long dot per output.
     private func transposedB(_ projection: LoRAProjection) -> TransposedB {
-        if let table = projection.backendTable as? TransposedB { return table }
-        let table = TransposedB(pieces: projection.slots.map { weights in
-            weights?.pieces.map { piece in
+        let table = projection.backendTable as? TransposedB ?? TransposedB()
+        projection.backendTable = table
+        guard table.version != projection.version else { return table }
+        table.slots = projection.slots.enumerated().map { slot, weights in
+            guard let weights else { return nil }
+            if slot < table.slots.count, let kept = table.slots[slot], kept.weights === weights { return kept }
+            return (weights, weights.pieces.map { piece in
                 let (outputs, rank) = (piece.outputWidth, piece.rank)
                 let transposed = zeros([rank, outputs])
                 for o in 0..<outputs {
                     for k in 0..<rank { transposed.floats[k * outputs + o] = piece.b.floats[o * rank + k] }
                 }
                 return transposed
-            }
-        })
-        projection.backendTable = table
+            })
+        }
+        table.version = projection.version
         return table
     }
 

@@ -5,44 +5,52 @@ import Foundation
 #endif
 import PunicaCompute
 
-/// Device memory behind a tensor. Activations come from (and return to) the pool; weights are allocated exactly.
+/// Device memory behind a tensor. Activations come from (and return to) a pool; weights are allocated exactly.
 final class CUDAStorage: TensorStorage {
     let address: UInt64
     let bytes: Int
     private let memory: DeviceMemory
-    private let pooled: Bool
+    private let pool: DeviceMemory.Pool?
 
     init(bytes: Int, memory: DeviceMemory, pooled: Bool) {
         self.bytes = bytes
         self.memory = memory
-        self.pooled = pooled
-        address = memory.allocate(bytes, pooled: pooled)
+        pool = pooled ? memory.currentPool : nil
+        address = memory.allocate(bytes, pool: pool)
     }
 
-    deinit { memory.release(address, bytes: bytes, pooled: pooled) }
+    deinit { memory.release(address, bytes: bytes, pool: pool) }
 }
 
 /// cuMemAlloc is slow and synchronizing, so per-step buffers are recycled by power-of-two size class. Reuse is safe
 /// without events because every kernel runs on the backend's one stream, in order.
+///
+/// Buffers allocated while a step is recorded come from a pool of their own: a replay writes them at any later time,
+/// so no eager step may ever get one. Recordings share that pool, as their replays run one at a time.
 final class DeviceMemory {
+    enum Pool { case steps, recordings }
+
     private let driver: CUDADriver
-    private var free: [Int: [UInt64]] = [:]
+    private var free: [Pool: [Int: [UInt64]]] = [.steps: [:], .recordings: [:]]
+    var recording = false
 
     init(driver: CUDADriver) { self.driver = driver }
 
+    var currentPool: Pool { recording ? .recordings : .steps }
+
     static func sizeClass(_ bytes: Int) -> Int { max(512, 1 << (Int.bitWidth - (max(bytes, 1) - 1).leadingZeroBitCount)) }
 
-    func allocate(_ bytes: Int, pooled: Bool) -> UInt64 {
-        let size = pooled ? Self.sizeClass(bytes) : max(bytes, 1)
-        if pooled, let address = free[size]?.popLast() { return address }
+    func allocate(_ bytes: Int, pool: Pool?) -> UInt64 {
+        let size = pool != nil ? Self.sizeClass(bytes) : max(bytes, 1)
+        if let pool, let address = free[pool]![size]?.popLast() { return address }
         var address: UInt64 = 0
         must { () throws(CUDAError) in try driver.call("cuMemAlloc_v2(\(size) bytes)", driver.cuMemAlloc(&address, size)) }
         return address
     }
 
-    func release(_ address: UInt64, bytes: Int, pooled: Bool) {
-        if pooled {
-            free[Self.sizeClass(bytes), default: []].append(address)
+    func release(_ address: UInt64, bytes: Int, pool: Pool?) {
+        if let pool {
+            free[pool]![Self.sizeClass(bytes), default: []].append(address)
         } else {
             _ = driver.cuMemFree(address)
         }
@@ -66,59 +74,98 @@ extension Tensor {
 }
 
 /// A step's metadata in one device buffer of int32 sections, uploaded once and read by every layer.
+///
+/// An eager step's plan is sized to its batch. A recorded step's plan (`fixed`) has a fixed shape — `rows` decode
+/// rows, block tables of `maxPages` — and keeps its buffer: each replay refills it in place.
 final class CUDAPlan: StepPlan {
-    let batch: StepBatch
+    private(set) var batch: StepBatch
     let buffer: Tensor
     let maxPages: Int
     let maxContext: Int
     /// LoRA segments cut into tiles of at most `loraTileRows` rows: SGMV's grid, so a long segment (prefill, or
     /// many rows on one adapter) spreads over many blocks instead of one. Steps with few rows per adapter get
     /// shorter tiles, down to one row, until there are two tiles per multiprocessor: more blocks, each re-reading
-    /// its adapter from L2.
+    /// its adapter from L2. A fixed plan has one-row tiles, one per row, those past the segments empty.
     let loraTileCount: Int
     /// Rows of the longest tile this step (1 when every segment is a decode row).
     let loraLongestTile: Int
     /// TILE_ROWS in lora.cu, the longest tile: the shrink keeps one accumulator per (row, rank row) pair in registers.
     static let loraTileRows = 16
+    let fixed: (rows: Int, withLoRA: Bool)?
     /// Element offsets of each section in `buffer`.
     let tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows: Int
 
+    /// An eager step's plan.
     init(_ batch: StepBatch, backend: CUDABackend) {
-        self.batch = batch
         let maxPages = max(1, batch.sequences.map(\.blockTable.count).max() ?? 1)
+        var tileRows = Self.loraTileRows
+        while tileRows > 1 && Self.tiles(batch, rows: tileRows).count < 2 * backend.multiprocessorCount { tileRows /= 2 }
+        let tiles = Self.tiles(batch, rows: tileRows)
+        let sections = Self.sections(batch, maxPages: maxPages, tiles: tiles, tileCapacity: tiles.count)
+        self.batch = batch
         self.maxPages = maxPages
         maxContext = batch.sequences.map(\.contextLength).max() ?? 0
+        loraTileCount = tiles.count
+        loraLongestTile = tiles.map { $0.1 - $0.0 }.max() ?? 1
+        fixed = nil
+        (tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows) = Self.offsets(sections.map(\.count))
+        buffer = backend.upload(Array(sections.joined()))
+    }
+
+    /// A recorded step's plan, filled by `refill`.
+    init(fixedRows rows: Int, maxPages: Int, withLoRA: Bool, pageSize: Int, backend: CUDABackend) {
+        batch = StepBatch(tokens: [], sequences: [], loraSegments: [], logitRows: [])
+        self.maxPages = maxPages
+        maxContext = maxPages * pageSize
+        loraTileCount = rows
+        loraLongestTile = 1
+        fixed = (rows, withLoRA)
+        let sizes = [rows, rows, rows, rows * maxPages, rows, rows, rows, rows]
+        (tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows) = Self.offsets(sizes)
+        buffer = backend.float32Zeros([sizes.reduce(0, +)])  // 4-byte words
+    }
+
+    /// Puts a batch of the fixed plan's shape into its buffer (stream-ordered, so steps before still read the old one).
+    func refill(_ batch: StepBatch, backend: CUDABackend) {
+        guard let fixed else { preconditionFailure("only a fixed plan is refilled") }
+        precondition(batch.isDecodeOnly && batch.rowCount == fixed.rows, "a fixed plan holds \(fixed.rows) decode rows")
+        self.batch = batch
+        let sections = Self.sections(batch, maxPages: maxPages, tiles: Self.tiles(batch, rows: 1), tileCapacity: fixed.rows)
+        backend.copyToDevice(Array(sections.joined()).withUnsafeBytes { Array($0) }, buffer.address)
+    }
+
+    func runsLoRA(_ projection: LoRAProjection) -> Bool {
+        fixed.map(\.withLoRA) ?? (!batch.loraSegments.isEmpty && !projection.isEmpty)
+    }
+
+    func address(_ offset: Int) -> UInt64 { buffer.address + UInt64(4 * offset) }
+
+    /// Each segment cut into (start, end, slot) tiles of at most `rows` rows.
+    private static func tiles(_ batch: StepBatch, rows: Int) -> [(Int, Int, Int)] {
+        batch.loraSegments.flatMap { segment in
+            stride(from: segment.rows.lowerBound, to: segment.rows.upperBound, by: rows).map { start in
+                (start, min(start + rows, segment.rows.upperBound), segment.slot)
+            }
+        }
+    }
+
+    /// The buffer's sections: tokens, positions, row → sequence, block tables (`maxPages` entries each), tile starts,
+    /// ends and slots (`tileCapacity` each, the unused ones empty), logit rows.
+    private static func sections(_ batch: StepBatch, maxPages: Int, tiles: [(Int, Int, Int)], tileCapacity: Int) -> [[Int32]] {
         var rowSequence = [Int32](repeating: 0, count: batch.rowCount)
         for (index, sequence) in batch.sequences.enumerated() {
             for row in sequence.rows { rowSequence[row] = Int32(index) }
         }
         let tables = batch.sequences.flatMap { $0.blockTable + [Int32](repeating: 0, count: maxPages - $0.blockTable.count) }
-        func tileCount(_ rows: Int) -> Int { batch.loraSegments.reduce(0) { $0 + ($1.rows.count + rows - 1) / rows } }
-        var tileRows = Self.loraTileRows
-        while tileRows > 1 && tileCount(tileRows) < 2 * backend.multiprocessorCount { tileRows /= 2 }
-        let tiles = batch.loraSegments.flatMap { segment in
-            stride(from: segment.rows.lowerBound, to: segment.rows.upperBound, by: tileRows).map { start in
-                (start, min(start + tileRows, segment.rows.upperBound), segment.slot)
-            }
-        }
-        loraTileCount = tiles.count
-        loraLongestTile = tiles.map { $0.1 - $0.0 }.max() ?? 1
-        let sections: [[Int32]] = [
-            batch.tokens, batch.positions, rowSequence, tables,
-            tiles.map { Int32($0.0) }, tiles.map { Int32($0.1) }, tiles.map { Int32($0.2) }, batch.logitRows.map(Int32.init),
-        ]
-        var offsets: [Int] = []
-        var all: [Int32] = []
-        for section in sections {
-            offsets.append(all.count)
-            all += section
-        }
-        (tokens, positions, self.rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows) =
-            (offsets[0], offsets[1], offsets[2], offsets[3], offsets[4], offsets[5], offsets[6], offsets[7])
-        buffer = backend.upload(all)
+        let unused = [Int32](repeating: 0, count: tileCapacity - tiles.count)
+        return [batch.tokens, batch.positions, rowSequence, tables, tiles.map { Int32($0.0) } + unused, tiles.map { Int32($0.1) } + unused,
+                tiles.map { Int32($0.2) } + unused, batch.logitRows.map(Int32.init)]
     }
 
-    func address(_ offset: Int) -> UInt64 { buffer.address + UInt64(4 * offset) }
+    private static func offsets(_ sizes: [Int]) -> (Int, Int, Int, Int, Int, Int, Int, Int) {
+        let starts = sizes.indices.map { sizes[..<$0].reduce(0, +) }
+        return (starts[0], starts[1], starts[2], starts[3], starts[4], starts[5], starts[6], starts[7])
+    }
 }
 
 /// One adapter set's LoRA weights for one projection as the SGMV kernels read them (`LoraSlot` in common.cuh):
@@ -126,9 +173,25 @@ final class CUDAPlan: StepPlan {
 /// output offset, output width (4 each).
 final class CUDALoRATable {
     let buffer: Tensor
+    /// The projection version the buffer holds.
+    private(set) var version: Int
     static let slotBytes = 88, pieceBytes = 24, maxPieces = 3
 
     init(_ projection: LoRAProjection, backend: CUDABackend) {
+        version = projection.version
+        buffer = backend.upload(bytes: Self.bytes(projection))
+    }
+
+    /// Rewrites the table in place for the projection's current slots (same slot count), so recorded steps that
+    /// read it need no new recording.
+    func update(_ projection: LoRAProjection, backend: CUDABackend) {
+        let bytes = Self.bytes(projection)
+        precondition(bytes.count <= buffer.elementCount * 4, "a LoRA table keeps its slot count")
+        backend.copyToDevice(bytes, buffer.address)
+        version = projection.version
+    }
+
+    private static func bytes(_ projection: LoRAProjection) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: max(1, projection.slots.count) * Self.slotBytes)
         func put<T>(_ value: T, at offset: Int) { withUnsafeBytes(of: value) { bytes.replaceSubrange(offset ..< offset + $0.count, with: $0) } }
         for (slot, weights) in projection.slots.enumerated() {
@@ -147,7 +210,7 @@ final class CUDALoRATable {
                 put(Int32(piece.outputWidth), at: offset + 20)
             }
         }
-        buffer = backend.upload(bytes: bytes)
+        return bytes
     }
 }
 
@@ -241,8 +304,10 @@ public final class CUDABackend: Backend {
         upload(bytes: values.withUnsafeBytes { Array($0) })
     }
 
-    /// Pageable host memory: the call returns once the data is staged, so `bytes` may go away right after.
-    private func copyToDevice(_ bytes: [UInt8], _ address: UInt64) {
+    /// Pageable host memory: the call returns once the data is staged, so `bytes` may go away right after. Never
+    /// while recording: a replay would copy from host memory long gone.
+    func copyToDevice(_ bytes: [UInt8], _ address: UInt64) {
+        precondition(!memory.recording, "no host-to-device copies inside a recorded step")
         makeCurrent()
         must { () throws(CUDAError) in
             try driver.call("cuMemcpyHtoDAsync_v2", bytes.withUnsafeBytes { driver.cuMemcpyHtoDAsync(address, $0.baseAddress!, $0.count, stream) })
@@ -450,8 +515,11 @@ public final class CUDABackend: Backend {
                grid: ((out.rowWidth + 255) / 256, out.rows, 1), block: 256)
     }
 
-    private func loraTable(_ projection: LoRAProjection) -> CUDALoRATable {
-        if let table = projection.backendTable as? CUDALoRATable { return table }
+    func loraTable(_ projection: LoRAProjection) -> CUDALoRATable {
+        if let table = projection.backendTable as? CUDALoRATable {
+            if table.version != projection.version { table.update(projection, backend: self) }
+            return table
+        }
         let table = CUDALoRATable(projection, backend: self)
         projection.backendTable = table
         return table
@@ -533,5 +601,57 @@ extension StepPlan {
     var cuda: CUDAPlan {
         guard let plan = self as? CUDAPlan else { preconditionFailure("step plan was not made by the CUDA backend") }
         return plan
+    }
+}
+
+// MARK: Recorded steps (CUDA graphs)
+
+/// A step captured from the backend's stream into a CUDA graph, instantiated once and launched per replay. It keeps
+/// alive the tensors its launches use (its output; the rest are in the recordings' pool).
+final class CUDARecordedStep: RecordedStep {
+    let output: Tensor
+    private let graph: OpaquePointer?
+    private let backend: CUDABackend
+
+    init(output: Tensor, graph: OpaquePointer?, backend: CUDABackend) {
+        self.output = output
+        self.graph = graph
+        self.backend = backend
+    }
+
+    func replay() { backend.launchGraph(graph) }
+
+    deinit { _ = backend.driver.cuGraphExecDestroy(graph) }
+}
+
+extension CUDABackend: StepRecorder {
+    public func fixedPlan(rows: Int, maxPages: Int, pageSize: Int, withLoRA: Bool) -> StepPlan {
+        CUDAPlan(fixedRows: rows, maxPages: maxPages, withLoRA: withLoRA, pageSize: pageSize, backend: self)
+    }
+
+    public func refill(_ plan: StepPlan, with batch: StepBatch) { plan.cuda.refill(batch, backend: self) }
+
+    public func record(_ body: () -> Tensor) throws -> RecordedStep {
+        makeCurrent()
+        // Relaxed: the body may still cuMemAlloc (a pool growing), which the stricter modes refuse while capturing.
+        try driver.call("cuStreamBeginCapture_v2", driver.cuStreamBeginCapture(stream, 2))
+        memory.recording = true
+        let output = body()
+        memory.recording = false
+        var graph: OpaquePointer?
+        try driver.call("cuStreamEndCapture", driver.cuStreamEndCapture(stream, &graph))
+        defer { _ = driver.cuGraphDestroy(graph) }
+        var executable: OpaquePointer?
+        try driver.call("cuGraphInstantiateWithFlags", driver.cuGraphInstantiateWithFlags(&executable, graph, 0))
+        return CUDARecordedStep(output: output, graph: executable, backend: self)
+    }
+
+    public func prepare(_ projections: [LoRAProjection]) {
+        for projection in projections { _ = loraTable(projection) }
+    }
+
+    func launchGraph(_ graph: OpaquePointer?) {
+        makeCurrent()
+        must { () throws(CUDAError) in try driver.call("cuGraphLaunch", driver.cuGraphLaunch(graph, stream)) }
     }
 }

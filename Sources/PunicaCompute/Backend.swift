@@ -1,6 +1,13 @@
 /// A step's `StepBatch` as one backend's ops read it: built and uploaded once per step, reused by every layer.
 public protocol StepPlan: AnyObject {
     var batch: StepBatch { get }
+    /// Whether a projection's LoRA ops run this step: where some row has an adapter and the projection has an
+    /// adapter in some slot, or always for a recorded step's plan (its segments change from replay to replay).
+    func runsLoRA(_ projection: LoRAProjection) -> Bool
+}
+
+extension StepPlan {
+    public func runsLoRA(_ projection: LoRAProjection) -> Bool { !batch.loraSegments.isEmpty && !projection.isEmpty }
 }
 
 /// Head layout of a grouped-query attention layer.

@@ -34,13 +34,21 @@ public final class LoRAWeights {
 }
 
 /// Every resident adapter's weights for one projection of one layer, indexed by adapter slot; nil where that adapter
-/// does not target the projection. Built when the resident set changes, never per step.
+/// does not target the projection. Updated in place when the resident set changes, never per step, so a backend's
+/// device table for it can stay at one address (a recorded step reads it there).
 public final class LoRAProjection {
-    public let slots: [LoRAWeights?]
+    public private(set) var slots: [LoRAWeights?]
+    /// Bumped by every `update`: a backend rebuilds its table when the version it built from is older.
+    public private(set) var version = 0
     /// A backend's own form of this table (device pointers, say), made on first use and reused by every step.
     public var backendTable: AnyObject?
 
     public init(_ slots: [LoRAWeights?]) { self.slots = slots }
+
+    public func update(_ slots: [LoRAWeights?]) {
+        self.slots = slots
+        version += 1
+    }
 
     public var isEmpty: Bool { slots.allSatisfy { $0 == nil } }
     /// Widest rank of any slot: the columns of `v` the shrink writes.

@@ -66,7 +66,7 @@ public final class LlamaRunner: ModelRunner {
     }
 
     public func run(_ batch: StepBatch, choices: [TokenChoice], returnLogits: [Bool]) -> StepOutput {
-        let logits = model.forward(batch, cache: cache, adapters: resident)
+        let logits = model.forward(model.backend.plan(batch), cache: cache, adapters: resident)
         let vocabulary = logits.rowWidth
         let all = returnLogits.contains(true) ? model.backend.toHost(logits) : []
         return StepOutput(tokens: model.backend.sample(logits, choices), logits: returnLogits.enumerated().map { row, wanted in

@@ -103,10 +103,11 @@ public final class LlamaModel {
         return config.layerCount * perLayer * embedding.dtype.byteSize
     }
 
-    /// Runs one step and returns the next-token logits of `batch.logitRows`: [logitRows.count, vocab], on the backend.
-    public func forward(_ batch: StepBatch, cache: KVCache, adapters: ResidentAdapters) -> Tensor {
+    /// Runs one step (`backend.plan(batch)`) and returns the next-token logits of `batch.logitRows`:
+    /// [logitRows.count, vocab], on the backend.
+    public func forward(_ plan: StepPlan, cache: KVCache, adapters: ResidentAdapters) -> Tensor {
+        let batch = plan.batch
         precondition(batch.rowCount > 0, "a step needs at least one row")
-        let plan = backend.plan(batch)
         let rows = batch.rowCount
         let (hidden, attention, eps) = (config.hiddenSize, config.attention, config.rmsNormEpsilon)
         let x = backend.zeros([rows, hidden])                       // residual stream
@@ -121,7 +122,7 @@ public final class LlamaModel {
         // y = x·Wᵀ for every row, then each adapter's segment adds its low-rank delta (Punica's SGMV).
         func linear(_ input: Tensor, _ weight: Tensor, _ fused: FusedProjection, layer: Int, into output: Tensor) {
             backend.matmul(x: input, weight: weight, out: output)
-            guard let lora = adapters.projection(layer: layer, fused), !lora.isEmpty, !batch.loraSegments.isEmpty else { return }
+            guard let lora = adapters.projection(layer: layer, fused), plan.runsLoRA(lora) else { return }
             backend.loraShrink(x: input, projection: lora, plan: plan, v: v)
             backend.loraExpand(v: v, projection: lora, plan: plan, y: output)
         }

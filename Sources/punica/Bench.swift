@@ -113,8 +113,9 @@ struct BenchForward: ParsableCommand {
                 if let slot = assignment?[index] { segments.append(rows: sequence.rows, slot: slot) }
             }
             let start = clock.now
-            let logits = model.forward(StepBatch(tokens: tokens.flatMap { $0.suffix(newTokens) }, sequences: sequences, loraSegments: segments,
-                                                 logitRows: sequences.map { $0.rows.upperBound - 1 }), cache: cache, adapters: resident)
+            let stepBatch = StepBatch(tokens: tokens.flatMap { $0.suffix(newTokens) }, sequences: sequences, loraSegments: segments,
+                                      logitRows: sequences.map { $0.rows.upperBound - 1 })
+            let logits = model.forward(model.backend.plan(stepBatch), cache: cache, adapters: resident)
             hostTime += clock.now - start
             for (index, token) in model.backend.sample(logits, Array(repeating: .greedy, count: batch)).enumerated() { tokens[index].append(Int32(token)) }
         }

@@ -20,7 +20,7 @@ import TestSupport
             let batch = StepBatch(tokens: tokens, sequences: [.init(rows: rows, contextLength: tokens.count, blockTable: [1])],
                                   loraSegments: segments, logitRows: Array(rows))
             let cache = model.makeKVCache(layout: PageLayout(pageSize: 16, pageCount: 2))
-            return model.backend.toHost(model.forward(batch, cache: cache, adapters: adapters))
+            return model.backend.toHost(model.forward(model.backend.plan(batch), cache: cache, adapters: adapters))
         }
         let withLoRA = logits(model, adapters: ResidentAdapters([adapter], layerCount: model.config.layerCount),
                               segments: [LoRASegment(rows: 0..<tokens.count, slot: 0)])

@@ -35,8 +35,8 @@ public enum HFParity {
         }
         let cache = fixture.model.makeKVCache(layout: PageLayout(pageSize: 4, pageCount: Int(nextPage)))
         let resident = ResidentAdapters(fixture.adapters, layerCount: fixture.model.config.layerCount)
-        let logits = backend.toHost(fixture.model.forward(StepBatch(tokens: tokens, sequences: sequences, loraSegments: segments,
-                                                     logitRows: Array(0..<tokens.count)), cache: cache, adapters: resident))
+        let batch = StepBatch(tokens: tokens, sequences: sequences, loraSegments: segments, logitRows: Array(0..<tokens.count))
+        let logits = backend.toHost(fixture.model.forward(backend.plan(batch), cache: cache, adapters: resident))
 
         let vocabulary = fixture.model.config.vocabularySize
         for (testCase, sequence) in zip(cases, sequences) {

@@ -25,6 +25,12 @@ final class CUDADriver {
     let cuFuncSetAttribute: @convention(c) (OpaquePointer?, Int32, Int32) -> Result
     let cuStreamCreate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32) -> Result
     let cuStreamSynchronize: @convention(c) (OpaquePointer?) -> Result
+    let cuStreamBeginCapture: @convention(c) (OpaquePointer?, Int32) -> Result
+    let cuStreamEndCapture: @convention(c) (OpaquePointer?, UnsafeMutablePointer<OpaquePointer?>) -> Result
+    let cuGraphInstantiateWithFlags: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, OpaquePointer?, UInt64) -> Result
+    let cuGraphLaunch: @convention(c) (OpaquePointer?, OpaquePointer?) -> Result
+    let cuGraphDestroy: @convention(c) (OpaquePointer?) -> Result
+    let cuGraphExecDestroy: @convention(c) (OpaquePointer?) -> Result
     let cuEventCreate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32) -> Result
     let cuEventRecord: @convention(c) (OpaquePointer?, OpaquePointer?) -> Result
     let cuEventSynchronize: @convention(c) (OpaquePointer?) -> Result
@@ -55,6 +61,12 @@ final class CUDADriver {
         cuFuncSetAttribute = try library.function("cuFuncSetAttribute")
         cuStreamCreate = try library.function("cuStreamCreate")
         cuStreamSynchronize = try library.function("cuStreamSynchronize")
+        cuStreamBeginCapture = try library.function("cuStreamBeginCapture_v2")
+        cuStreamEndCapture = try library.function("cuStreamEndCapture")
+        cuGraphInstantiateWithFlags = try library.function("cuGraphInstantiateWithFlags")
+        cuGraphLaunch = try library.function("cuGraphLaunch")
+        cuGraphDestroy = try library.function("cuGraphDestroy")
+        cuGraphExecDestroy = try library.function("cuGraphExecDestroy")
         cuEventCreate = try library.function("cuEventCreate")
         cuEventRecord = try library.function("cuEventRecord")
         cuEventSynchronize = try library.function("cuEventSynchronize")
