@@ -39,7 +39,8 @@ public struct Mutator {
         case 0:
             bytes[at] ^= 1 << UInt8(int(0..<8))
         case 1:
-            bytes[at] = Array("{}[]\",:-0 e".utf8)[int(0..<12)]
+            let punctuation = Array("{}[]\",:-0 e".utf8)
+            bytes[at] = punctuation[int(0..<punctuation.count)]
         case 2:
             bytes.removeSubrange(at ..< min(bytes.count, at + int(1..<9)))
         case 3:
