@@ -32,23 +32,27 @@ public struct TensorData {
     }
 
     /// The first element that is NaN or ±∞. One such weight turns every logit it reaches into NaN, so checkpoints are
-    /// scanned once at load: an integer test of the exponent bits (all ones ⇔ not finite), counted over the whole
-    /// tensor without an early exit so the loop vectorizes; only a hit pays for finding its index.
+    /// scanned once at load. The exponent bits of a non-finite value are all ones; 8 bytes (2 or 4 elements) are tested
+    /// at once: after `& mask ^ mask` such a lane is zero, which the borrow of `t - low` into its top bit reveals
+    /// (exact for "some lane is zero", since no lane of t has its top bit set). Only a hit pays for finding the index.
     public func firstNonFinite() -> (index: Int, value: Float)? {
-        switch dtype {
-        case .float32: firstWithExponentBits(UInt32.self, 0x7F80_0000)
-        case .float16: firstWithExponentBits(UInt16.self, 0x7C00)
-        case .bfloat16: firstWithExponentBits(UInt16.self, 0x7F80)
+        let (lanes, mask): (Int, UInt64) = switch dtype {
+        case .float32: (2, 0x7F80_0000_7F80_0000)
+        case .float16: (4, 0x7C00_7C00_7C00_7C00)
+        case .bfloat16: (4, 0x7F80_7F80_7F80_7F80)
         }
-    }
-
-    private func firstWithExponentBits<Bits: FixedWidthInteger>(_: Bits.Type, _ mask: Bits) -> (index: Int, value: Float)? {
-        let (count, size) = (elementCount, MemoryLayout<Bits>.size)
-        var hits = 0
-        for i in 0..<count { hits &+= bytes.loadUnaligned(fromByteOffset: i * size, as: Bits.self) & mask == mask ? 1 : 0 }
-        guard hits > 0 else { return nil }
-        let index = (0..<count).first { bytes.loadUnaligned(fromByteOffset: $0 * size, as: Bits.self) & mask == mask }!
-        return (index, value(at: index))
+        let low: UInt64 = lanes == 2 ? 0x0000_0001_0000_0001 : 0x0001_0001_0001_0001
+        let high = low << (64 / lanes - 1)
+        let count = elementCount
+        var first = count - count % lanes  // where a word-wise hit (or the tail) starts
+        for word in 0 ..< count / lanes {
+            let t = (bytes.loadUnaligned(fromByteOffset: 8 * word, as: UInt64.self) & mask) ^ mask
+            if (t &- low) & ~t & high != 0 {
+                first = word * lanes
+                break
+            }
+        }
+        return (first..<count).lazy.map { ($0, value(at: $0)) }.first { !$0.1.isFinite }
     }
 
     /// Throws naming the tensor's first element that breaks `rule` (`allowed` false), e.g. a NaN weight.

@@ -201,6 +201,30 @@ import TestSupport
         #expect(error.description == "\(directory)/model.safetensors: tensor 'model.layers.1.mlp.up_proj.weight' holds \(value) at element 37 (weights must be finite)")
     }
 
+    /// The word-at-a-time scan finds the same first non-finite element as a plain loop, in every lane and the tail.
+    @Test func nonFiniteScanMatchesAPlainLoop() throws {
+        var random = SplitMix64(seed: 11)
+        let bitsOf: [(DType, (Float) -> [UInt8])] = [
+            (.float32, { withUnsafeBytes(of: $0.bitPattern.littleEndian) { Array($0) } }),
+            (.float16, { withUnsafeBytes(of: Float16($0).bitPattern.littleEndian) { Array($0) } }),
+            (.bfloat16, { withUnsafeBytes(of: HalfConversion.bfloat16($0).littleEndian) { Array($0) } }),
+        ]
+        for (dtype, bits) in bitsOf {
+            for _ in 0..<200 {
+                var values = random.floats(Int.random(in: 1...23, using: &random), scale: 1000)
+                for _ in 0..<Int.random(in: 0...2, using: &random) {
+                    values[Int.random(in: 0..<values.count, using: &random)] = [Float.nan, .infinity, -.infinity].randomElement(using: &random)!
+                }
+                let header = #"{"t":{"dtype":"\#(dtype)","shape":[\#(values.count)],"data_offsets":[0,\#(values.count * dtype.byteSize)]}}"#
+                var bytes = Data()
+                withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { bytes.append(contentsOf: $0) }
+                bytes.append(contentsOf: Array(header.utf8) + values.flatMap(bits))
+                let tensor = try SafeTensorsFile(bytes: bytes, path: "scan").tensor("t")!
+                #expect(tensor.firstNonFinite()?.index == values.firstIndex { !$0.isFinite }, "\(dtype) \(values)")
+            }
+        }
+    }
+
     /// Headers the reference implementation refuses, each for the reason named, checked without overflow.
     @Test(arguments: [
         (#"{"w":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,16]}}"#, 16, "overflows a byte count"),
