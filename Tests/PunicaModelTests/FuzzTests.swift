@@ -8,7 +8,7 @@ import TestSupport
 /// either loads or is refused with a `ModelError`; none traps (a trap would end the test process) and no other
 /// error type leaks out. The counts check that the mutations reach both outcomes.
 @Suite struct FuzzTests {
-    static let cases = 10_000
+    static let cases = Mutator.cases
 
     /// Runs `cases` mutated inputs through `load`; returns how many loaded and how many were refused.
     func fuzz(seed: UInt64, _ load: (inout Mutator) throws -> Void) -> (loaded: Int, refused: Int) {
@@ -23,7 +23,7 @@ import TestSupport
             } catch is ModelError {
                 refused += 1
             } catch {
-                Issue.record("case \(index) threw \(type(of: error)), not a ModelError: \(error)")
+                Issue.record("case \(index) (PUNICA_FUZZ_SEED=\(Mutator.seedOffset)) threw \(type(of: error)), not a ModelError: \(error)")
             }
         }
         return (loaded, refused)

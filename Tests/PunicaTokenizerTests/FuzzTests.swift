@@ -6,7 +6,7 @@ import TestSupport
 /// Seeded mutation fuzzing of tokenizer.json, in memory: every mutated file either loads (and then encodes and
 /// decodes without trapping) or is refused with a `TokenizerError`; no other error type leaks out.
 struct FuzzTests {
-    static let cases = 10_000
+    static let cases = Mutator.cases
 
     /// A fixture's tokenizer.json cut down to its first `keep` vocabulary ids (and the merges among them), so each
     /// case parses in microseconds.
@@ -42,7 +42,7 @@ struct FuzzTests {
             } catch is TokenizerError {
                 refused += 1
             } catch {
-                Issue.record("case \(index) threw \(type(of: error)), not a TokenizerError: \(error)")
+                Issue.record("case \(index) (PUNICA_FUZZ_SEED=\(Mutator.seedOffset)) threw \(type(of: error)), not a TokenizerError: \(error)")
             }
         }
         #expect(loaded > 50 && refused > 1000, "loaded \(loaded), refused \(refused)")

@@ -1,3 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import PunicaCompute
 
 /// Seeded mutations of a valid input, for fuzzing the loaders: each case applies a few random edits, byte-level
@@ -15,8 +20,13 @@ public struct Mutator {
                                      "1e39", "-1e308", "1e-50", "0.5", "65505", "1e5", "3.4e38", "1e400", "-0", "null", "true",
                                      "\"x\"", "[]", "{}"]
 
+    /// Cases per parser: 10 000 in CI; `PUNICA_FUZZ_CASES` asks for more (a longer local run).
+    public static let cases = ProcessInfo.processInfo.environment["PUNICA_FUZZ_CASES"].flatMap { Int($0) } ?? 10_000
+    /// Added to every fuzz test's seed: `PUNICA_FUZZ_SEED` explores other cases; a failure names the seed to rerun.
+    public static let seedOffset = ProcessInfo.processInfo.environment["PUNICA_FUZZ_SEED"].flatMap { UInt64($0) } ?? 0
+
     public init(seed: UInt64, dictionary: [String] = []) {
-        random = SplitMix64(seed: seed)
+        random = SplitMix64(seed: seed &+ Self.seedOffset &* 0x9E37_79B9)
         self.dictionary = dictionary.map { Array($0.utf8) } + Self.edgeNumbers.map { Array($0.utf8) }
     }
 
