@@ -113,6 +113,8 @@ public protocol Backend: AnyObject {
     func gatherLogitRows(x: Tensor, plan: StepPlan, out: Tensor)
 
     /// Semantics: `choices[i].pick` of each row (greedy, temperature, top-k, top-p, repetition penalty): sampling
-    /// where the logits are, so only token ids reach the host. logits: [rows, vocab]; the tensor is left unchanged.
+    /// where the logits are, so only token ids reach the host. A row whose penalized logits hold a NaN or +∞, or are
+    /// all −∞, gives `TokenChoice.nonFinite` (-1) instead of a token, on every backend; the caller ends that row's
+    /// request and the other rows are unaffected. logits: [rows, vocab]; the tensor is left unchanged.
     func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> [Int]
 }

@@ -32,14 +32,21 @@ public struct TokenChoice: Sendable, Equatable {
 
     public static let greedy = TokenChoice()
 
+    /// What `pick` (and `Backend.sample`) returns for a row it cannot sample: one whose logits, after the penalty,
+    /// hold a NaN or +∞ (the softmax is undefined) or are all −∞ (nothing can be drawn). −∞ on some tokens is a mask
+    /// and is fine. A corrupt adapter or weight shows up here; the engine ends that request alone with an error.
+    public static let nonFinite = -1
+
     /// The reference semantics of `Backend.sample`, which every backend reproduces:
+    /// 0. a row whose adjusted logits hold a NaN or +∞, or are all −∞, gives `nonFinite`;
     /// 1. the repetition penalty adjusts the penalized tokens' logits; temperature 0 then takes the largest;
     /// 2. top-k keeps logits ≥ the k-th largest, top-p then keeps logits ≥ t for the largest logit t whose kept
     ///    tokens' weights exp((logit − max) / temperature) reach topP of the top-k mass (ties are kept together);
     /// 3. the token is the first kept one, in vocabulary order, whose running weight exceeds `uniform` × kept mass.
     public func pick(_ logits: UnsafeBufferPointer<Float>) -> Int {
         let kept = keptWeights(logits)
-        guard temperature > 0 else { return kept[0].token }
+        guard let first = kept.first else { return Self.nonFinite }
+        guard temperature > 0 else { return first.token }
         let total = kept.reduce(0.0) { $0 + Double($1.weight) }
         let target = Double(uniform) * total
         var running = 0.0
@@ -51,17 +58,19 @@ public struct TokenChoice: Sendable, Equatable {
     }
 
     /// The tokens that may be drawn, in vocabulary order, with their unnormalized weights; the single largest
-    /// logit when greedy.
+    /// logit when greedy; none when the row cannot be sampled (see `nonFinite`).
     public func keptWeights(_ logits: UnsafeBufferPointer<Float>) -> [(token: Int, weight: Float)] {
         var adjusted = Array(logits)
         if repetitionPenalty != 1 {
-            for token in penalized where Int(token) < adjusted.count {
+            for token in penalized where (0..<adjusted.count).contains(Int(token)) {
                 let logit = adjusted[Int(token)]
                 adjusted[Int(token)] = logit > 0 ? logit / repetitionPenalty : logit * repetitionPenalty
             }
         }
+        guard !adjusted.isEmpty, !adjusted.contains(where: { $0.isNaN || $0 == .infinity }) else { return [] }
         var best = 0
         for i in adjusted.indices where adjusted[i] > adjusted[best] { best = i }
+        guard adjusted[best] > -.infinity else { return [] }
         guard temperature > 0 else { return [(best, 1)] }
         let maxLogit = adjusted[best]
         func weight(_ logit: Float) -> Float { exp((logit - maxLogit) / temperature) }

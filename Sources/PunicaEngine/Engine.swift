@@ -289,6 +289,14 @@ public final class Engine: GenerationService, @unchecked Sendable {
         let output = runner.run(StepBatch(tokens: tokens, sequences: sequences, loraSegments: segments, logitRows: logitRows),
                                 choices: live.map { $0.nextChoice() }, returnLogits: live.map { $0.request.sampling.logprobs > 0 })
         for (row, handle) in sampled.enumerated() {
+            // An id outside the vocabulary (`TokenChoice.nonFinite`) means this row's logits could not be sampled:
+            // a corrupt adapter or weight. Only this request ends; the rest of the batch is unaffected.
+            guard (0..<runner.vocabularySize).contains(output.tokens[row]) else {
+                finish(handle, .error, message: output.tokens[row] == TokenChoice.nonFinite
+                    ? "the model produced non-finite logits (NaN or infinity)\(live[row].request.adapter.map { " with adapter \"\($0)\"" } ?? "")"
+                    : "the backend returned token id \(output.tokens[row]), outside the vocabulary of \(runner.vocabularySize)")
+                continue
+            }
             let outcome = live[row].accept(output.tokens[row], logits: output.logits[row], eos: eos, contextLimit: maxContextLength)
             scheduler.appendToken(id: handle)
             if let reason = outcome { finish(handle, reason) }

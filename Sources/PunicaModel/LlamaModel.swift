@@ -35,6 +35,11 @@ public final class LlamaModel {
     public convenience init(directory: String, backend: Backend) throws {
         let config = try ModelConfig.load(directory: directory)
         let checkpoint = try Checkpoint(directory: directory)
+        // Fewer layers in config.json would silently run part of the model; more would fail on a missing tensor.
+        guard checkpoint.layerCount == config.layerCount else {
+            throw ModelError.invalidValue(path: directory + "/config.json", field: "num_hidden_layers",
+                                          reason: "is \(config.layerCount) but the checkpoint has \(checkpoint.layerCount) layers")
+        }
         try self.init(config: config, backend: backend, hasLMHead: checkpoint.contains("lm_head.weight")) { name, shape in
             let data = try checkpoint.tensor(name, shape: shape)
             return backend.weight(from: data.bytes, dtype: data.dtype, shape: shape)

@@ -11,11 +11,18 @@ public final class LoRAAdapter {
     public let name: String
     public let directory: String
     public let rank: Int
-    /// lora_alpha / r, or lora_alpha / √r with rsLoRA.
+    /// lora_alpha / r, or lora_alpha / √r with rsLoRA; at most `maxScale` in magnitude.
     public let scale: Float
     public let targets: Set<Projection>
     /// [layer][FusedProjection.rawValue]: nil where the adapter targets none of the fused projection's parts.
     let weights: [[LoRAWeights?]]
+
+    /// The largest |scale| an adapter may have. Real ones use 0.25–16 (alpha = r or 2r; rsLoRA α/√r); a scale far
+    /// beyond that is a broken config, and would push the folded B out of `maxValue`.
+    public static let maxScale: Double = 1024
+    /// The largest magnitude of any A or scaled-B value: float16's largest finite value, so the weights stay finite
+    /// in every storage type a backend uses. Values beyond it are refused at load, like NaN and ∞.
+    public static let maxValue: Float = 65504
 
     public convenience init(name: String, directory: String, config: ModelConfig, backend: Backend) throws {
         let parsed = try Self.parse(directory: directory, config: config)
@@ -27,10 +34,18 @@ public final class LoRAAdapter {
         }
     }
 
-    /// Checks everything loading would check (config, tensor names, every expected tensor and its shape) without
-    /// uploading anything: registration validates adapters before their first use.
+    /// Checks everything loading would check (config, scale, tensor names, every expected tensor, its shape and its
+    /// values) without uploading anything: registration validates adapters before their first use.
     public static func validate(directory: String, config: ModelConfig) throws {
-        let parsed = try parse(directory: directory, config: config)
+        try validate(parse(directory: directory, config: config), config: config)
+    }
+
+    /// `validate` on the two files' contents, with no file I/O (fuzzing); `directory` names them in errors.
+    public static func validate(configJSON: Data, weights: SafeTensorsFile, directory: String, config: ModelConfig) throws {
+        try validate(parse(configJSON: configJSON, weights: weights, directory: directory, config: config), config: config)
+    }
+
+    private static func validate(_ parsed: (rank: Int, scale: Float, targets: Set<Projection>, tensors: LoRATensors), config: ModelConfig) throws {
         for layer in 0..<config.layerCount {
             for projection in parsed.targets {
                 let (outputs, inputs) = projection.weightShape(config)
@@ -43,13 +58,29 @@ public final class LoRAAdapter {
 
     private static func parse(directory: String, config: ModelConfig) throws
         -> (rank: Int, scale: Float, targets: Set<Projection>, tensors: LoRATensors) {
+        let configJSON = try readRegularFile(directory + "/adapter_config.json", expected: "a JSON file")
+        let path = directory + "/adapter_model.safetensors"
+        guard FileManager.default.fileExists(atPath: path) else {
+            let pickle = FileManager.default.fileExists(atPath: directory + "/adapter_model.bin")
+            throw ModelError.missingFile(path: path, expected: pickle
+                ? "safetensors weights; adapter_model.bin (pickle) is not loaded, re-save with safe_serialization=True"
+                : "the adapter's weights")
+        }
+        return try parse(configJSON: configJSON, weights: SafeTensorsFile(path: path), directory: directory, config: config)
+    }
+
+    private static func parse(configJSON: Data, weights: SafeTensorsFile, directory: String, config: ModelConfig) throws
+        -> (rank: Int, scale: Float, targets: Set<Projection>, tensors: LoRATensors) {
         let configPath = directory + "/adapter_config.json"
-        let settings = try decodeJSON(AdapterConfig.self, path: configPath)
+        let settings = try decodeJSON(AdapterConfig.self, from: configJSON, path: configPath)
         let targets = try settings.validatedTargets(path: configPath)
         let rank = settings.r
-        let scale = Float(settings.use_rslora == true ? settings.lora_alpha / Double(rank).squareRoot()
-                                                      : settings.lora_alpha / Double(rank))
-        return (rank, scale, targets, try loraTensors(directory: directory, config: config, targets: targets))
+        let scale = settings.use_rslora == true ? settings.lora_alpha / Double(rank).squareRoot() : settings.lora_alpha / Double(rank)
+        guard scale.magnitude <= maxScale else {  // false for NaN too
+            throw ModelError.invalidValue(path: configPath, field: "lora_alpha", reason:
+                "\(settings.lora_alpha) gives the scale \(scale) (lora_alpha / \(settings.use_rslora == true ? "√r" : "r")), beyond ±\(maxScale)")
+        }
+        return (rank, Float(scale), targets, try loraTensors(weights, config: config, targets: targets, scale: Float(scale)))
     }
 
     /// A random adapter (uniform A and B) for benchmarks.
@@ -101,16 +132,9 @@ public final class LoRAAdapter {
         return values.withUnsafeBytes { backend.weight(from: $0.baseAddress!, dtype: .float32, shape: b.shape) }
     }
 
-    /// Reads `adapter_model.safetensors`, accepting only lora_A/lora_B weights of targeted decoder projections.
-    private static func loraTensors(directory: String, config: ModelConfig, targets: Set<Projection>) throws -> LoRATensors {
-        let path = directory + "/adapter_model.safetensors"
-        guard FileManager.default.fileExists(atPath: path) else {
-            let pickle = FileManager.default.fileExists(atPath: directory + "/adapter_model.bin")
-            throw ModelError.missingFile(path: path, expected: pickle
-                ? "safetensors weights; adapter_model.bin (pickle) is not loaded, re-save with safe_serialization=True"
-                : "the adapter's weights")
-        }
-        let file = try SafeTensorsFile(path: path)
+    /// The tensors of `adapter_model.safetensors`, accepting only lora_A/lora_B weights of targeted decoder projections.
+    private static func loraTensors(_ file: SafeTensorsFile, config: ModelConfig, targets: Set<Projection>, scale: Float) throws -> LoRATensors {
+        let path = file.path
         var found: [LoRATensorKey: [LoRATensors.Matrix: TensorData]] = [:]
         for name in file.tensorNames {
             guard let (key, matrix) = parseLoRATensorName(name, layerCount: config.layerCount) else {
@@ -122,7 +146,7 @@ public final class LoRAAdapter {
             }
             found[key, default: [:]][matrix] = file.tensor(name)
         }
-        return LoRATensors(path: path, found: found)
+        return LoRATensors(path: path, found: found, scale: scale)
     }
 }
 
@@ -137,12 +161,20 @@ struct LoRATensors {
 
     let path: String
     let found: [LoRATensorKey: [Matrix: TensorData]]
+    /// Folded into B when it is uploaded, so B's values are checked with it.
+    let scale: Float
 
+    /// The tensor, checked for its shape and for values: A's, and B's times `scale`, finite and within
+    /// ±`LoRAAdapter.maxValue`.
     func require(_ key: LoRATensorKey, matrix: Matrix, shape: [Int]) throws -> TensorData {
         let name = "base_model.model.\(key.projection.checkpointName(layer: key.layer)).\(matrix.rawValue).weight"
         guard let tensor = found[key]?[matrix] else { throw ModelError.missingTensor(path: path, tensor: name) }
         guard tensor.shape == shape else {
             throw ModelError.tensorShape(path: path, tensor: tensor.name, expected: shape, actual: tensor.shape)
+        }
+        let factor = matrix == .a ? 1 : scale
+        try tensor.requireValues(path: path, rule: "LoRA values\(matrix == .a ? "" : " × scale \(scale)") must be finite and within ±\(LoRAAdapter.maxValue)") {
+            ($0 * factor).magnitude <= LoRAAdapter.maxValue  // false for NaN
         }
         return tensor
     }

@@ -87,9 +87,22 @@ public struct ModelConfig: Sendable {
         return layerCount * perLayer + vocabularySize * hiddenSize * (tieWordEmbeddings ? 1 : 2) + hiddenSize
     }
 
+    /// The largest size or count config.json may give (widths, heads, head_dim, vocabulary): products of two stay far
+    /// from overflow, and no real model comes near it (Llama 3 405B: hidden 16 384, vocabulary 128 256).
+    public static let maxSize = 1 << 20
+    /// The most decoder layers (Llama 3 405B has 126).
+    public static let maxLayers = 4096
+    /// The most positions `max_position_embeddings` may give.
+    public static let maxPositions = 1 << 30
+
     public static func load(directory: String) throws -> ModelConfig {
         let path = directory + "/config.json"
-        let file = try decodeJSON(ConfigFile.self, path: path)
+        return try parse(readRegularFile(path, expected: "a JSON file"), path: path)
+    }
+
+    /// config.json's contents; `path` names the file in errors.
+    public static func parse(_ json: Data, path: String) throws -> ModelConfig {
+        let file = try decodeJSON(ConfigFile.self, from: json, path: path)
         return try ModelConfig(file.raw, slidingWindow: file.slidingWindow, path: path)
     }
 
@@ -108,19 +121,40 @@ public struct ModelConfig: Sendable {
             throw ModelError.unsupported(path: path, field: raw.attention_bias == true ? "attention_bias" : "mlp_bias",
                                          value: "true", supported: "false")
         }
-        for (field, value) in [("hidden_size", raw.hidden_size), ("intermediate_size", raw.intermediate_size),
-                               ("num_hidden_layers", raw.num_hidden_layers), ("num_attention_heads", raw.num_attention_heads),
-                               ("vocab_size", raw.vocab_size)] where value <= 0 {
-            throw ModelError.invalidValue(path: path, field: field, reason: "must be positive, found \(value)")
+        func invalid(_ field: String, _ reason: String) -> ModelError { .invalidValue(path: path, field: field, reason: reason) }
+        for (field, value, limit) in [("hidden_size", raw.hidden_size, Self.maxSize), ("intermediate_size", raw.intermediate_size, Self.maxSize),
+                                      ("num_hidden_layers", raw.num_hidden_layers, Self.maxLayers),
+                                      ("num_attention_heads", raw.num_attention_heads, Self.maxSize), ("vocab_size", raw.vocab_size, Self.maxSize),
+                                      ("max_position_embeddings", raw.max_position_embeddings ?? 4096, Self.maxPositions)]
+            where !(1...limit).contains(value) {
+            throw invalid(field, "must be in 1...\(limit), found \(value)")
         }
         let kvHeads = raw.num_key_value_heads ?? raw.num_attention_heads
         guard kvHeads > 0, raw.num_attention_heads % kvHeads == 0 else {
-            throw ModelError.invalidValue(path: path, field: "num_key_value_heads",
-                                          reason: "(\(kvHeads)) must divide num_attention_heads (\(raw.num_attention_heads))")
+            throw invalid("num_key_value_heads", "(\(kvHeads)) must divide num_attention_heads (\(raw.num_attention_heads))")
+        }
+        if raw.head_dim == nil, raw.hidden_size % raw.num_attention_heads != 0 {
+            throw invalid("hidden_size", "(\(raw.hidden_size)) must be a multiple of num_attention_heads (\(raw.num_attention_heads)) when head_dim is not given")
         }
         let headDim = raw.head_dim ?? raw.hidden_size / raw.num_attention_heads
-        guard headDim > 0, headDim % 2 == 0 else {
-            throw ModelError.invalidValue(path: path, field: "head_dim", reason: "must be a positive even number, found \(headDim)")
+        guard (1...Self.maxSize).contains(headDim), headDim % 2 == 0 else {
+            throw invalid("head_dim", "must be an even number in 2...\(Self.maxSize), found \(headDim)")
+        }
+        // Both factors are at most 2²⁰, so the product cannot overflow.
+        guard raw.num_attention_heads * headDim <= Self.maxSize else {
+            throw invalid("head_dim", "× num_attention_heads (\(headDim) × \(raw.num_attention_heads)) must be at most \(Self.maxSize)")
+        }
+        let epsilon = Float(raw.rms_norm_eps ?? 1e-6)
+        guard epsilon > 0, epsilon.isFinite else {
+            throw invalid("rms_norm_eps", "must be a positive float32, found \(raw.rms_norm_eps ?? 1e-6)")
+        }
+        if let window = slidingWindow?.value, window < 1 {
+            throw invalid("sliding_window", "must be at least 1 (or null for none), found \(window)")
+        }
+        for (field, id) in [("bos_token_id", raw.bos_token_id)] + (raw.eos_token_id?.values ?? []).map({ ("eos_token_id", $0) }) {
+            if let id, !(0..<raw.vocab_size).contains(id) {
+                throw invalid(field, "\(id) is outside the vocabulary (0..<\(raw.vocab_size))")
+            }
         }
         self.architecture = architecture
         hiddenSize = raw.hidden_size
@@ -130,12 +164,17 @@ public struct ModelConfig: Sendable {
         attention = AttentionShape(queryHeads: raw.num_attention_heads, kvHeads: kvHeads, headDim: headDim,
                                    slidingWindow: architecture == .mistral ? (slidingWindow ?? .value(4096)).value : nil)
         vocabularySize = raw.vocab_size
-        rmsNormEpsilon = Float(raw.rms_norm_eps ?? 1e-6)
+        rmsNormEpsilon = epsilon
         maxPositionEmbeddings = raw.max_position_embeddings ?? 4096
         tieWordEmbeddings = raw.tie_word_embeddings ?? false
         bosTokenID = raw.bos_token_id
         eosTokenIDs = raw.eos_token_id?.values ?? []
         rope = try Self.rope(raw, path: path)
+        // A tiny θ makes 1/θ^(2i/d) overflow float32; NaN or ∞ there reaches every logit.
+        guard rope.inverseFrequencies(headDim: headDim).allSatisfy(\.isFinite) else {
+            throw invalid(raw.rope_parameters != nil ? "rope_parameters.rope_theta" : "rope_theta",
+                          "(\(rope.theta)) gives non-finite rotary frequencies for head_dim \(headDim)")
+        }
     }
 
     private static let architectureOfModelType = ["llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"]
@@ -146,8 +185,12 @@ public struct ModelConfig: Sendable {
         let parameters = raw.rope_parameters ?? raw.rope_scaling
         let theta = parameters?.rope_theta ?? raw.rope_theta ?? 10000
         let type = parameters?.rope_type ?? parameters?.type ?? "default"
+        guard theta > 0, theta.isFinite else {
+            throw ModelError.invalidValue(path: path, field: parameters?.rope_theta != nil ? "\(field).rope_theta" : "rope_theta",
+                                          reason: "must be a positive number, found \(theta)")
+        }
         func required(_ value: Double?, _ name: String) throws -> Double {
-            guard let value, value > 0 else {
+            guard let value, value > 0, value.isFinite else {
                 throw ModelError.invalidValue(path: path, field: "\(field).\(name)", reason: "must be a positive number for rope_type \"\(type)\"")
             }
             return value
@@ -158,6 +201,11 @@ public struct ModelConfig: Sendable {
         case "linear":
             return RoPE(theta: theta, scaling: .linear(factor: try required(parameters?.factor, "factor")))
         case "llama3":
+            // The ramp between them divides by high − low.
+            if let low = parameters?.low_freq_factor, let high = parameters?.high_freq_factor, high <= low {
+                throw ModelError.invalidValue(path: path, field: "\(field).high_freq_factor",
+                                              reason: "(\(high)) must be greater than low_freq_factor (\(low))")
+            }
             return RoPE(theta: theta, scaling: .llama3(
                 factor: try required(parameters?.factor, "factor"),
                 lowFrequencyFactor: try required(parameters?.low_freq_factor, "low_freq_factor"),

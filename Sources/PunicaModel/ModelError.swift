@@ -9,6 +9,8 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     case unexpectedTensor(path: String, tensor: String, reason: String)
     case tensorShape(path: String, tensor: String, expected: [Int], actual: [Int])
     case tensorDType(path: String, tensor: String, dtype: String)
+    /// An element breaks `rule` (a NaN weight, a LoRA value beyond its bound); `element` is its row-major index.
+    case tensorValue(path: String, tensor: String, element: Int, value: Float, rule: String)
 
     public var description: String {
         switch self {
@@ -28,6 +30,8 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
             "\(path): tensor '\(tensor)' has shape \(actual), expected \(expected)"
         case let .tensorDType(path, tensor, dtype):
             "\(path): tensor '\(tensor)' has dtype \(dtype) (supported: F32, F16, BF16)"
+        case let .tensorValue(path, tensor, element, value, rule):
+            "\(path): tensor '\(tensor)' holds \(value) at element \(element) (\(rule))"
         }
     }
 }

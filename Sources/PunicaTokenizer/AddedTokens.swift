@@ -21,6 +21,7 @@ struct AddedToken: Sendable {
     /// `options` holds the flags as tokenizer.json writes them (`single_word`, `lstrip`, `rstrip`,
     /// `normalized`); missing ones take the `tokenizers` defaults.
     init(content: String, id: Int, special: Bool, options: JSONField, normalizer: Normalizer) throws {
+        guard (0...Int(Int32.max)).contains(id) else { throw options["id"].invalid("must be in 0...\(Int32.max) (found \(id))") }
         self.id = id
         self.content = Array(content.unicodeScalars)
         guard !self.content.isEmpty else { throw options["content"].invalid("must not be empty") }

@@ -96,7 +96,22 @@ struct BPEModel: Sendable {
         if let prefix = file.continuingSubwordPrefix { throw unsupported("continuing_subword_prefix", "\"\(prefix)\"") }
         if let suffix = file.endOfWordSuffix { throw unsupported("end_of_word_suffix", "\"\(suffix)\"") }
 
-        vocabulary = Dictionary(uniqueKeysWithValues: file.vocab.map { (Array($0.key.unicodeScalars), $0.value) })
+        // Every id once, in 0...Int32.max (ids travel as Int32): two tokens on one id would make decoding ambiguous.
+        for (token, id) in file.vocab where !(0...Int(Int32.max)).contains(id) {
+            throw TokenizerError.invalidValue(file: "tokenizer.json", field: "model.vocab",
+                                              problem: "\"\(token)\" has id \(id), outside 0...\(Int32.max)")
+        }
+        if Set(file.vocab.values).count < file.vocab.count {
+            // Only a broken file pays for sorting, which names the same two tokens every time.
+            var tokenOfID: [Int: String] = [:]
+            for (token, id) in file.vocab.sorted(by: { $0.key < $1.key }) {
+                if let other = tokenOfID.updateValue(token, forKey: id) {
+                    throw TokenizerError.invalidValue(file: "tokenizer.json", field: "model.vocab",
+                                                      problem: "\"\(other)\" and \"\(token)\" both have id \(id)")
+                }
+            }
+        }
+        vocabulary = Dictionary(file.vocab.map { (Array($0.key.unicodeScalars), $0.value) }) { first, _ in first }
         var scalarIDs: [Unicode.Scalar: Int] = [:]
         for (token, id) in vocabulary where token.count == 1 { scalarIDs[token[0]] = id }
         self.scalarIDs = scalarIDs

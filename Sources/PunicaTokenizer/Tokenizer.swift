@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -51,7 +56,7 @@ public final class Tokenizer: Sendable {
         func read(_ name: String) throws -> Data? {
             let url = directoryURL.appendingPathComponent(name)
             guard FileManager.default.fileExists(atPath: url.path) else { return nil }
-            return try Data(contentsOf: url)
+            return try readRegularFile(url.path)
         }
         guard let tokenizerJSON = try read("tokenizer.json") else {
             throw TokenizerError.missingFile(path: directoryURL.appendingPathComponent("tokenizer.json").path)
@@ -70,6 +75,11 @@ public final class Tokenizer: Sendable {
         let model = try BPEModel(file.model)
         let addedTokens = try Self.addedTokens(file.addedTokens, namedIn: config, model: model, normalizer: normalizer)
         let addedTokenIDs = Dictionary(addedTokens.map { ($0.content, $0.id) }) { first, _ in first }
+        guard addedTokenIDs.count == addedTokens.count, Set(addedTokens.map(\.id)).count == addedTokens.count else {
+            let repeated = addedTokens.first { token in addedTokens.filter { $0.id == token.id || $0.content == token.content }.count > 1 }!
+            throw TokenizerError.invalidValue(file: "tokenizer.json", field: "added_tokens", problem:
+                "\"\(String(scalars: repeated.content))\" (id \(repeated.id)) shares its id or content with another added token")
+        }
         func namedTokenID(_ field: JSONField?) throws -> Int? {
             try field.flatMap(namedTokenContent).flatMap { addedTokenIDs[Array($0.unicodeScalars)] }
         }
@@ -91,7 +101,7 @@ public final class Tokenizer: Sendable {
         self.eosTokenIDs = eosTokenIDs
         chatTemplate = try config.flatMap { try defaultChatTemplate($0["chat_template"]) }
 
-        var tokenTexts = Dictionary(uniqueKeysWithValues: model.vocabulary.map { ($1, $0) })
+        var tokenTexts = Dictionary(model.vocabulary.map { ($1, $0) }) { first, _ in first }  // ids are unique (BPEModel)
         for token in addedTokens { tokenTexts[token.id] = token.text }
         self.tokenTexts = tokenTexts
         vocabularySize = (tokenTexts.keys.max() ?? -1) + 1
@@ -242,4 +252,25 @@ private func defaultChatTemplate(_ field: JSONField) throws -> String? {
         return try entry["template"].string()
     }
     return nil
+}
+
+/// The whole of the regular file at `path` (symbolic links followed). A directory, FIFO or device there is refused
+/// before anything reads it (O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever).
+private func readRegularFile(_ path: String) throws -> Data {
+    let descriptor = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+    guard descriptor >= 0 else { throw TokenizerError.missingFile(path: path) }
+    defer { close(descriptor) }
+    var status = stat()
+    guard fstat(descriptor, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
+        throw TokenizerError.notRegularFile(path: path)
+    }
+    var data = Data()
+    var chunk = [UInt8](repeating: 0, count: 1 << 16)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+        if count < 0 && errno == EINTR { continue }
+        guard count >= 0 else { throw TokenizerError.invalidJSON(file: path, detail: "cannot be read (errno \(errno))") }
+        if count == 0 { return data }
+        data.append(contentsOf: chunk[..<count])
+    }
 }

@@ -2,6 +2,8 @@
 public enum TokenizerError: Error, CustomStringConvertible, Equatable {
     /// A required file does not exist; `path` is the full path that was looked for.
     case missingFile(path: String)
+    /// Something other than a regular file (a directory, a FIFO, a device) is at `path`; it is not read.
+    case notRegularFile(path: String)
     /// The file is not valid JSON, or a field has the wrong JSON type.
     case invalidJSON(file: String, detail: String)
     /// A field selects something this implementation does not do, e.g. `model.type` "WordPiece".
@@ -13,6 +15,8 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
         switch self {
         case .missingFile(let path):
             return "\(path): file not found"
+        case .notRegularFile(let path):
+            return "\(path): not a regular file (a directory, FIFO or device is refused)"
         case .invalidJSON(let file, let detail):
             return "\(file): invalid JSON: \(detail)"
         case .unsupported(let file, let field, let value, let supported):

@@ -208,6 +208,44 @@ extension CUDATests {
             #expect(pair.gpu.toHost(logits.1) == cpuLogits, "sampling must leave the logits as they were")
         }
 
+        /// Rows the reference cannot sample (a NaN, +∞, every logit −∞) give
+        /// `TokenChoice.nonFinite` on the GPU too, whatever the choice; a row with −∞ masks samples as usual, and each
+        /// row's result does not depend on its neighbours.
+        @Test(arguments: dtypes)
+        func nonFiniteRowsGiveTheSentinel(dtype: DType) {
+            var pair = Pair(dtype, seed: 6)
+            let vocab = 2500
+            let choices = [TokenChoice.greedy, TokenChoice(temperature: 1, topK: 40, topP: 0.9, uniform: 0.5),
+                           TokenChoice(temperature: 0.7, uniform: 0.3, repetitionPenalty: 0.5, penalized: [3, 4])]
+            var rows: [[Float]] = []
+            for poison in 0..<5 {
+                var row = pair.rounded(pair.random.floats(vocab, scale: 4))
+                switch poison {
+                case 0: row[1234] = .nan
+                case 1: row[vocab - 1] = .infinity
+                case 2: row = [Float](repeating: -.infinity, count: vocab)
+                case 3: row = row.map { $0 > 3 ? -Float.infinity : $0 }  // masked tokens: samples normally
+                default: row = [Float](repeating: .nan, count: vocab)
+                }
+                rows.append(row)
+            }
+            // Every row under every choice: [rows × choices, vocab].
+            let flat = rows.flatMap { row in choices.flatMap { _ in row } }, choiceOfRow = rows.flatMap { _ in choices }
+            let logits = flat.withUnsafeBytes { (pair.cpu.weight(from: $0.baseAddress!, dtype: .float32, shape: [choiceOfRow.count, vocab]),
+                                                 pair.gpu.weight(from: $0.baseAddress!, dtype: .float32, shape: [choiceOfRow.count, vocab])) }
+            let expected = pair.cpu.sample(logits.0, choiceOfRow), sampled = pair.gpu.sample(logits.1, choiceOfRow)
+            for row in choiceOfRow.indices {
+                let masked = row / choices.count == 3
+                #expect((expected[row] == TokenChoice.nonFinite) != masked, "row \(row)")
+                if masked && choiceOfRow[row].temperature > 0 {
+                    // A draw's exact token may differ in the last bits of the sums (samplingMatchesTheReference pins those).
+                    #expect((0..<vocab).contains(sampled[row]), "row \(row) \(dtype)")
+                } else {
+                    #expect(sampled[row] == expected[row], "row \(row), \(choiceOfRow[row]) \(dtype)")
+                }
+            }
+        }
+
         private func runShrinkExpand(_ pair: inout Pair, projections: ([LoRAWeights?], [LoRAWeights?]), segments: [LoRASegment],
                                      inWidth: Int, widths: [Int]) {
             let rows = segments.last!.rows.upperBound + 1

@@ -69,6 +69,21 @@ import Testing
         #expect([0.1, 0.3, 0.9, 0.999].map(pick) == [0, 1, 3, 3])
     }
 
+    /// NaN or +∞ anywhere, or −∞ everywhere, and the row cannot be sampled: `nonFinite`, never an index out of range.
+    /// −∞ on some tokens is a mask and samples normally; a penalty that overflows to +∞ counts like a +∞ logit.
+    @Test func nonFiniteRowsGiveTheSentinel() {
+        let rows: [[Float]] = [[.nan, .nan, .nan], [0.5, .nan, 1], [0.5, .infinity, 1], [-.infinity, -.infinity, -.infinity], []]
+        for row in rows {
+            for choice in [TokenChoice.greedy, TokenChoice(temperature: 1, topK: 2, topP: 0.9, uniform: 0.5),
+                           TokenChoice(temperature: 0.7, uniform: 0.99, repetitionPenalty: 1.2, penalized: [0, 2, -5, 99])] {
+                #expect(row.withUnsafeBufferPointer { choice.pick($0) } == TokenChoice.nonFinite, "\(row) \(choice)")
+            }
+        }
+        #expect([-.infinity, 2, -.infinity].withUnsafeBufferPointer { TokenChoice(temperature: 1, uniform: 0.9).pick($0) } == 1)
+        let overflowing = TokenChoice(temperature: 1, repetitionPenalty: 0.01, penalized: [0])
+        #expect([3e37, 1].withUnsafeBufferPointer { overflowing.pick($0) } == TokenChoice.nonFinite)
+    }
+
     @Test func sameSeedSameTokensWhateverTheBatch() {
         var first = Sampler(parameters(seed: 42)), second = Sampler(parameters(seed: 42))
         let draws = logits.withUnsafeBufferPointer { buffer in

@@ -84,6 +84,52 @@ import TestSupport
         #expect(field == "attention_bias")
     }
 
+    /// Each range check names the field and the value it found.
+    @Test(arguments: [
+        ("rms_norm_eps", -1e-5 as Any, "rms_norm_eps", "must be a positive float32, found -1e-05"),
+        ("rms_norm_eps", 0.0 as Any, "rms_norm_eps", "must be a positive float32, found 0.0"),
+        ("rms_norm_eps", 1e-50 as Any, "rms_norm_eps", "must be a positive float32"),
+        ("rope_theta", 0.0 as Any, "rope_theta", "must be a positive number, found 0.0"),
+        ("rope_theta", -10000.0 as Any, "rope_theta", "must be a positive number, found -10000.0"),
+        ("rope_theta", 1e-300 as Any, "rope_theta", "(1e-300) gives non-finite rotary frequencies for head_dim 4"),
+        ("head_dim", 1 << 61 as Any, "head_dim", "must be an even number in 2...1048576, found 2305843009213693952"),
+        ("head_dim", 1 << 19 as Any, "head_dim", "× num_attention_heads (524288 × 4) must be at most 1048576"),
+        ("hidden_size", 18 as Any, "hidden_size", "(18) must be a multiple of num_attention_heads (4)"),
+        ("hidden_size", 1 << 40 as Any, "hidden_size", "must be in 1...1048576, found 1099511627776"),
+        ("vocab_size", 0 as Any, "vocab_size", "must be in 1...1048576, found 0"),
+        ("num_hidden_layers", 5000 as Any, "num_hidden_layers", "must be in 1...4096, found 5000"),
+        ("max_position_embeddings", -2 as Any, "max_position_embeddings", "must be in 1...1073741824, found -2"),
+        ("bos_token_id", 50 as Any, "bos_token_id", "50 is outside the vocabulary (0..<50)"),
+        ("eos_token_id", [2, -1] as Any, "eos_token_id", "-1 is outside the vocabulary (0..<50)"),
+        ("rope_scaling", ["rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 4.0,
+                          "original_max_position_embeddings": 8192] as Any,
+         "rope_scaling.high_freq_factor", "(4.0) must be greater than low_freq_factor (4.0)"),
+    ])
+    func outOfRangeConfigValuesAreNamed(field: String, value: Any, reported: String, reason: String) throws {
+        try editConfig { $0[field] = value }
+        guard case let .invalidValue(path, actualField, actualReason)? = loadModel() else { Issue.record("expected \(field) to be refused"); return }
+        #expect(path == directory + "/config.json" && actualField == reported)
+        #expect(actualReason.hasPrefix(reason), "\(actualReason)")
+    }
+
+    @Test(arguments: [0, -4096])
+    func mistralSlidingWindowMustBePositive(window: Int) throws {
+        try editConfig {
+            $0["architectures"] = ["MistralForCausalLM"]
+            $0["sliding_window"] = window
+        }
+        #expect(loadModel() == .invalidValue(path: directory + "/config.json", field: "sliding_window",
+                                             reason: "must be at least 1 (or null for none), found \(window)"))
+    }
+
+    /// Fewer layers in config.json than in the checkpoint would run part of the model; more would miss tensors.
+    @Test(arguments: [1, 3])
+    func layerCountMustMatchTheCheckpoint(layers: Int) throws {
+        try editConfig { $0["num_hidden_layers"] = layers }
+        #expect(loadModel() == .invalidValue(path: directory + "/config.json", field: "num_hidden_layers",
+                                             reason: "is \(layers) but the checkpoint has 2 layers"))
+    }
+
     @Test func transformers5RopeParametersAreRead() throws {
         try editConfig {
             $0["rope_theta"] = nil
@@ -142,6 +188,82 @@ import TestSupport
         try bytes.write(to: URL(fileURLWithPath: directory + "/model.safetensors"))
         guard case .malformed? = loadError({ _ = try SafeTensorsFile(path: directory + "/model.safetensors") }) else {
             Issue.record("expected a malformed-file error"); return
+        }
+    }
+
+    @Test(arguments: [Float.nan, .infinity, -.infinity])
+    func nonFiniteWeightIsNamed(value: Float) throws {
+        try editWeights { tensors in
+            let index = tensors.firstIndex { $0.name == "model.layers.1.mlp.up_proj.weight" }!
+            tensors[index].values[37] = value
+        }
+        let error = try #require(loadModel())
+        #expect(error.description == "\(directory)/model.safetensors: tensor 'model.layers.1.mlp.up_proj.weight' holds \(value) at element 37 (weights must be finite)")
+    }
+
+    /// The word-at-a-time scan finds the same first non-finite element as a plain loop, in every lane and the tail.
+    @Test func nonFiniteScanMatchesAPlainLoop() throws {
+        var random = SplitMix64(seed: 11)
+        let bitsOf: [(DType, (Float) -> [UInt8])] = [
+            (.float32, { withUnsafeBytes(of: $0.bitPattern.littleEndian) { Array($0) } }),
+            (.float16, { withUnsafeBytes(of: Float16($0).bitPattern.littleEndian) { Array($0) } }),
+            (.bfloat16, { withUnsafeBytes(of: HalfConversion.bfloat16($0).littleEndian) { Array($0) } }),
+        ]
+        for (dtype, bits) in bitsOf {
+            for _ in 0..<200 {
+                var values = random.floats(Int.random(in: 1...23, using: &random), scale: 1000)
+                for _ in 0..<Int.random(in: 0...2, using: &random) {
+                    values[Int.random(in: 0..<values.count, using: &random)] = [Float.nan, .infinity, -.infinity].randomElement(using: &random)!
+                }
+                let header = #"{"t":{"dtype":"\#(dtype)","shape":[\#(values.count)],"data_offsets":[0,\#(values.count * dtype.byteSize)]}}"#
+                var bytes = Data()
+                withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { bytes.append(contentsOf: $0) }
+                bytes.append(contentsOf: Array(header.utf8) + values.flatMap(bits))
+                let tensor = try SafeTensorsFile(bytes: bytes, path: "scan").tensor("t")!
+                #expect(tensor.firstNonFinite()?.index == values.firstIndex { !$0.isFinite }, "\(dtype) \(values)")
+            }
+        }
+    }
+
+    /// Headers the reference implementation refuses, each for the reason named, checked without overflow.
+    @Test(arguments: [
+        (#"{"w":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,16]}}"#, 16, "overflows a byte count"),
+        (#"{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#, 4, "malformed shape [-1]"),
+        (#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[-4,0]}}"#, 4, "data_offsets [-4, 0] do not hold"),
+        (#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[9223372036854775804,9223372036854775807]}}"#, 4, "data_offsets [9223372036854775804"),
+        (#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0]}}"#, 4, "malformed shape [1] or data_offsets [0]"),
+        (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, 12,
+         "tensor 'b' data_offsets [4, 12] overlap another tensor's bytes (up to 8)"),
+        (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 8,
+         "tensor 'b' data_offsets [0, 8] overlap"),
+        (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8, "tensor 'a' data_offsets [4, 8] leave bytes 0..<4 unused"),
+        (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, 8, "the tensors cover 4 of the file's 8 data bytes"),
+    ])
+    func malformedHeadersAreRefused(header: String, dataBytes: Int, reason: String) throws {
+        try writeRawSafetensors(header: header, dataBytes: dataBytes)
+        let error = try #require(loadError { _ = try SafeTensorsFile(path: directory + "/model.safetensors") })
+        guard case let .malformed(path, actual) = error else { Issue.record("expected a malformed-file error, got \(error)"); return }
+        #expect(path == directory + "/model.safetensors" && actual.contains(reason), "\(actual)")
+    }
+
+    @Test(arguments: [UInt64(1) << 63, UInt64.max, UInt64(Int.max)])
+    func headerLengthBeyondIntIsMalformed(length: UInt64) throws {
+        var bytes = Data()
+        withUnsafeBytes(of: length.littleEndian) { bytes.append(contentsOf: $0) }
+        bytes.append(contentsOf: Array("{}".utf8))
+        let error = loadError { _ = try SafeTensorsFile(bytes: bytes, path: "x.safetensors") }
+        #expect(error == .malformed(path: "x.safetensors", reason: "header length \(length) does not fit in the file's 10 bytes (at most 100000000)"))
+    }
+
+    /// A FIFO or a directory in place of a file is refused at once (opening a FIFO for reading would wait for a writer).
+    @Test(arguments: ["model.safetensors", "config.json"])
+    func onlyRegularFilesAreOpened(name: String) throws {
+        let path = directory + "/" + name
+        for make in [{ mkfifo(path, 0o600) }, { mkdir(path, 0o700) }] {
+            try? FileManager.default.removeItem(atPath: path)
+            #expect(make() == 0)
+            let expected = name == "config.json" ? "a JSON file" : "a safetensors file"
+            #expect(loadModel() == .malformed(path: path, reason: "is not a regular file (expected \(expected))"))
         }
     }
 
@@ -235,6 +357,48 @@ import TestSupport
         #expect(loadAdapter() == .tensorShape(path: adapterDirectory + "/adapter_model.safetensors",
                                               tensor: "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
                                               expected: [8, 16], actual: [4, 16]))
+    }
+
+    @Test(arguments: [Float.nan, .infinity, 70000])
+    func nonFiniteOrHugeAdapterValuesAreNamed(value: Float) throws {
+        try writeAdapter()
+        let path = adapterDirectory + "/adapter_model.safetensors"
+        var tensors = try readTensors(path)
+        let index = tensors.firstIndex { $0.name == "base_model.model.model.layers.1.self_attn.v_proj.lora_A.weight" }!
+        tensors[index].values[5] = value
+        try SafeTensorsWriter.write(tensors, to: path)
+        let expected = "\(path): tensor 'base_model.model.model.layers.1.self_attn.v_proj.lora_A.weight' holds \(value) at element 5 "
+            + "(LoRA values must be finite and within ±65504.0)"
+        #expect(loadAdapter()?.description == expected)
+        // Registration checks the same, before the adapter is ever used.
+        #expect(loadError { try LoRAAdapter.validate(directory: adapterDirectory, config: ModelConfig.load(directory: directory)) }?
+                .description == expected)
+    }
+
+    /// B is checked with the scale folded in: 30 000 is fine in B at scale 2 (α 8, r 4) only if doubled stays within ±65504.
+    @Test func scaledBValuesAreChecked() throws {
+        try writeAdapter()
+        let path = adapterDirectory + "/adapter_model.safetensors"
+        var tensors = try readTensors(path)
+        let index = tensors.firstIndex { $0.name == "base_model.model.model.layers.0.mlp.down_proj.lora_B.weight" }!
+        tensors[index].values[0] = 30000
+        try SafeTensorsWriter.write(tensors, to: path)
+        #expect(loadAdapter() == nil)
+        tensors[index].values[0] = 40000
+        try SafeTensorsWriter.write(tensors, to: path)
+        #expect(loadAdapter()?.description == "\(path): tensor 'base_model.model.model.layers.0.mlp.down_proj.lora_B.weight' holds 40000.0 "
+                + "at element 0 (LoRA values × scale 2.0 must be finite and within ±65504.0)")
+    }
+
+    @Test(arguments: [(1e39, false), (-1e308, false), (4097.0, false), (2050.0, true)])
+    func scaleBeyondTheBoundIsNamed(alpha: Double, rsLoRA: Bool) throws {
+        try writeAdapter {
+            $0["lora_alpha"] = alpha
+            $0["use_rslora"] = rsLoRA
+        }
+        guard case let .invalidValue(path, field, reason)? = loadAdapter() else { Issue.record("expected lora_alpha \(alpha) to be refused"); return }
+        #expect(path == adapterDirectory + "/adapter_config.json" && field == "lora_alpha")
+        #expect(reason.hasSuffix("(lora_alpha / \(rsLoRA ? "√r" : "r")), beyond ±1024.0"), "\(reason)")
     }
 
     @Test func pickleWeightsAreRefusedWithAHint() throws {

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -64,6 +69,52 @@ struct ErrorTests {
         }
         #expect(file == "tokenizer.json")
         #expect(actualField == field)
+    }
+
+    /// Two tokens on one id (or an id out of range) are refused with the tokens named, not a dictionary trap.
+    @Test(arguments: [
+        (#"{"type": "BPE", "vocab": {"a": 0, "b": 0, "ab": 2}, "merges": []}"#, "model.vocab", #""a" and "b" both have id 0"#),
+        (#"{"type": "BPE", "vocab": {"a": -1, "b": 1}, "merges": []}"#, "model.vocab", #""a" has id -1, outside 0...2147483647"#),
+        (#"{"type": "BPE", "vocab": {"a": 9223372036854775807}, "merges": []}"#, "model.vocab", #""a" has id 9223372036854775807, outside 0...2147483647"#),
+    ])
+    func duplicateOrOutOfRangeVocabularyIDs(model: String, field: String, problem: String) {
+        #expect(throws: TokenizerError.invalidValue(file: "tokenizer.json", field: field, problem: problem)) {
+            try Tokenizer(tokenizerJSON: Data(Self.tokenizerJSON(key: "model", value: model).utf8), tokenizerConfig: nil, generationConfig: nil)
+        }
+    }
+
+    @Test(arguments: [
+        #"[{"id": 5, "content": "<s>"}, {"id": 5, "content": "</s>"}]"#,
+        #"[{"id": 5, "content": "<s>"}, {"id": 6, "content": "<s>"}]"#,
+    ])
+    func duplicateAddedTokens(addedTokens: String) {
+        #expect(throws: TokenizerError.invalidValue(file: "tokenizer.json", field: "added_tokens",
+                                                    problem: #""<s>" (id 5) shares its id or content with another added token"#)) {
+            try Tokenizer(tokenizerJSON: Data(Self.tokenizerJSON(key: "added_tokens", value: addedTokens).utf8), tokenizerConfig: nil,
+                          generationConfig: nil)
+        }
+    }
+
+    @Test func addedTokenIDOutOfRange() {
+        let json = Self.tokenizerJSON(key: "added_tokens", value: #"[{"id": 4294967296, "content": "<s>"}]"#)
+        #expect(throws: TokenizerError.invalidValue(file: "tokenizer.json", field: "added_tokens[0].id",
+                                                    problem: "must be in 0...2147483647 (found 4294967296)")) {
+            try Tokenizer(tokenizerJSON: Data(json.utf8), tokenizerConfig: nil, generationConfig: nil)
+        }
+    }
+
+    /// A FIFO or a directory in place of tokenizer.json is refused at once, not waited on.
+    @Test func onlyRegularFilesAreRead() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("punica-tok-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/tokenizer.json"
+        for make in [{ mkfifo(path, 0o600) }, { mkdir(path, 0o700) }] {
+            try? FileManager.default.removeItem(atPath: path)
+            #expect(make() == 0)
+            #expect(throws: TokenizerError.notRegularFile(path: path)) { try Tokenizer(directory: directory) }
+        }
+        #expect(TokenizerError.notRegularFile(path: path).description == "\(path): not a regular file (a directory, FIFO or device is refused)")
     }
 
     @Test func mergeOfUnknownToken() {

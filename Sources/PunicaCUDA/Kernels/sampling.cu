@@ -18,7 +18,7 @@ extern "C" __global__ void apply_penalties(float* __restrict__ logits, const int
     const float penalty = penalties[blockIdx.x];
     for (int i = offsets[blockIdx.x] + threadIdx.x; i < offsets[blockIdx.x + 1]; i += blockDim.x) {
         const int token = tokens[i];
-        if (token < vocab) row[token] = row[token] > 0.f ? row[token] / penalty : row[token] * penalty;
+        if (token >= 0 && token < vocab) row[token] = row[token] > 0.f ? row[token] / penalty : row[token] * penalty;
     }
 }
 
@@ -112,12 +112,17 @@ extern "C" __global__ void sample_rows(const float* __restrict__ logits, const S
     const SampleParams p = params[blockIdx.x];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 
-    // The largest logit, the first on ties.
+    // The largest logit, the first on ties; and whether the row holds a NaN or +inf (TokenChoice.nonFinite).
     float value = NEG_INF;
     int index = 0;
+    bool undefined = false;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
         if (row[i] > value) { value = row[i]; index = i; }
+        // Bit tests rather than isnan: they hold under --use_fast_math. All-ones exponent and not -inf.
+        const unsigned bits = __float_as_uint(row[i]);
+        undefined |= (bits & 0x7f800000u) == 0x7f800000u && bits != 0xff800000u;
     }
+    undefined = __syncthreads_or(undefined);
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1) {
         const float other = __shfl_xor_sync(0xffffffff, value, offset);
@@ -130,6 +135,10 @@ extern "C" __global__ void sample_rows(const float* __restrict__ logits, const S
     index = best_index[0];
     for (int w = 1; w < blockDim.x / 32; ++w) {
         if (best_value[w] > value || (best_value[w] == value && best_index[w] < index)) { value = best_value[w]; index = best_index[w]; }
+    }
+    if (undefined || value == NEG_INF) {  // NaN/+inf somewhere, or every logit -inf: TokenChoice.nonFinite
+        if (threadIdx.x == 0) out[blockIdx.x] = -1;
+        return;
     }
     if (p.temperature == 0.f) {
         if (threadIdx.x == 0) out[blockIdx.x] = index;
