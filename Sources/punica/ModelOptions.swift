@@ -28,6 +28,11 @@ struct DeviceOptions: ParsableArguments {
         }
     }
 
+    func validate() throws {
+        guard ["cpu", "cuda"].contains(device) else { throw ValidationError("--device \(device): expected cpu or cuda") }
+        _ = try storageType
+    }
+
     func makeBackend() throws -> Backend {
         switch device {
         case "cpu": return CPUBackend()
@@ -48,6 +53,13 @@ struct ModelOptions: ParsableArguments {
     var adapters: [String] = []
 
     @OptionGroup var device: DeviceOptions
+
+    /// The adapter flags parse and each named directory has an adapter_config.json, before the model loads.
+    func validate() throws {
+        for (name, directory) in try adapterDirectories() where !FileManager.default.fileExists(atPath: directory + "/adapter_config.json") {
+            throw ValidationError("--adapter \(name)=\(directory): no adapter_config.json there")
+        }
+    }
 
     /// Parses `name=dir` pairs, refusing duplicates and empty parts; without any, the model's own adapters/ folders
     /// (as the bundled model ships them).
