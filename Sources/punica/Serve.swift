@@ -58,7 +58,7 @@ struct Serve: AsyncParsableCommand {
                               ("--send-timeout", sendTimeout), ("--shutdown-timeout", shutdownTimeout)] {
             try require(value > 0 && value <= 86_400, flag, "must be > 0 and <= 86400 seconds", value)
         }
-        try require(sendBufferBytes >= 4096, "--send-buffer-bytes", "must be >= 4096", sendBufferBytes)
+        try require(sendBufferBytes >= 1024, "--send-buffer-bytes", "must be >= 1024", sendBufferBytes)
     }
 
     var limits: HTTPLimits {
