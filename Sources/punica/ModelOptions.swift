@@ -7,6 +7,7 @@ import Foundation
 import PunicaCPU
 import PunicaCUDA
 import PunicaCompute
+import PunicaEngine
 import PunicaModel
 import PunicaTokenizer
 
@@ -93,4 +94,20 @@ struct ModelOptions: ParsableArguments {
         let llama = try LlamaModel(directory: model, backend: try device.makeBackend())
         return (llama, try Tokenizer(directory: model), try adapterDirectories())
     }
+}
+
+/// Sampling flags the engine would refuse, named by their flags (`max_tokens` → --max-tokens).
+func validateSampling(_ sampling: SamplingParameters) throws {
+    do {
+        try sampling.validate()
+    } catch let .invalid(field, reason) {
+        throw ValidationError("--\(field.replacing("_", with: "-")) \(reason)")
+    } catch {
+        throw ValidationError(error.description)
+    }
+}
+
+/// A flag's value outside its range.
+func require<Value>(_ ok: Bool, _ flag: String, _ rule: String, _ value: Value) throws {
+    guard ok else { throw ValidationError("\(flag) \(rule). Given: \(value)") }
 }

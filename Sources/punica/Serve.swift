@@ -110,20 +110,4 @@ struct Serve: AsyncParsableCommand {
     }
 }
 
-/// Sampling flags the engine would refuse, named by their flags (`max_tokens` → --max-tokens).
-func validateSampling(_ sampling: SamplingParameters) throws {
-    do {
-        try sampling.validate()
-    } catch let .invalid(field, reason) {
-        throw ValidationError("--\(field.replacing("_", with: "-")) \(reason)")
-    } catch {
-        throw ValidationError(error.description)
-    }
-}
-
-/// A flag's value outside its range.
-func require<Value>(_ ok: Bool, _ flag: String, _ rule: String, _ value: Value) throws {
-    guard ok else { throw ValidationError("\(flag) \(rule). Given: \(value)") }
-}
-
 private func seconds(_ duration: Duration) -> Double { Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18 }
