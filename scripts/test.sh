@@ -17,3 +17,5 @@ swift test "$@"
 # `punica serve` end to end with the official openai client: the real binary on the bundled model, 100+ concurrent streams.
 swift build --product punica
 python3 scripts/e2e_openai.py "$(swift build --show-bin-path)/punica"
+# The same binary against malformed requests, slow and stalled clients, resets and signals (raw sockets, short timeouts).
+python3 scripts/e2e_http.py "$(swift build --show-bin-path)/punica"

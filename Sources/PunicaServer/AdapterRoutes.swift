@@ -7,27 +7,45 @@ import Hummingbird
 import PunicaEngine
 
 /// Directories adapters may be loaded from at run time. Paths are compared after resolving symlinks and `..`, so no
-/// spelling of a path leads outside them.
+/// spelling of a path leads outside them, and every file a load opens is resolved the same way.
 struct AdapterRoots: Sendable {
     let directories: [String]
 
+    /// The files of a PEFT adapter directory that a load opens (or looks at).
+    static let adapterFiles = ["adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"]
+
     init(_ paths: [String]) throws(ServerSetupError) {
         directories = try paths.map { (path) throws(ServerSetupError) in
-            guard let resolved = canonicalPath(path) else { throw .adapterRootNotFound(path) }
+            guard let resolved = canonicalPath(path), isDirectory(resolved) else { throw .adapterRootNotFound(path) }
             return resolved
         }
     }
 
-    /// The canonical form of `path`, which must lie in one of the roots.
+    /// The canonical form of the directory `path`, which must lie in one of the roots, as must each of its
+    /// `adapterFiles` that exists (a symlink to a file elsewhere is refused) and be a regular file.
     func resolve(_ path: String) throws(APIError) -> String {
-        guard !directories.isEmpty else { throw .pathOutsideAdapterRoots(path, roots: []) }
-        guard let resolved = canonicalPath(path) else {
-            throw .invalid(param: "lora_path", message: "`lora_path` \(path) does not exist")
+        let notAllowed = APIError.pathNotAllowed(path, rootsConfigured: !directories.isEmpty)
+        guard let directory = canonicalPath(path), contains(directory), isDirectory(directory) else { throw notAllowed }
+        for name in Self.adapterFiles {
+            let file = directory + "/" + name
+            var entry = stat()
+            guard lstat(file, &entry) == 0 else { continue }  // missing: the loader says which file it needs
+            guard let resolved = canonicalPath(file), contains(resolved) else { throw notAllowed }
+            guard stat(resolved, &entry) == 0, entry.st_mode & S_IFMT == S_IFREG else {
+                throw .invalid(param: "lora_path", message: "`lora_path` \(path): \(name) is not a regular file")
+            }
         }
-        guard directories.contains(where: { resolved == $0 || resolved.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") }) else {
-            throw .pathOutsideAdapterRoots(path, roots: directories)
-        }
-        return resolved
+        return directory
+    }
+
+    private func contains(_ resolved: String) -> Bool {
+        directories.contains { resolved == $0 || resolved.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") }
+    }
+
+    /// `message` with the server's own spelling of `directory` (resolved, absolute) replaced by the client's `path`,
+    /// and the roots by a placeholder: error bodies name no server path the client did not send.
+    func redacted(_ message: String, directory: String, as path: String) -> String {
+        directories.reduce(message.replacing(directory, with: path)) { $0.replacing($1, with: "<adapter root>") }
     }
 }
 
@@ -36,6 +54,11 @@ private func canonicalPath(_ path: String) -> String? {
     guard let resolved = realpath(path, nil) else { return nil }
     defer { free(resolved) }
     return String(cString: resolved)
+}
+
+private func isDirectory(_ path: String) -> Bool {
+    var entry = stat()
+    return stat(path, &entry) == 0 && entry.st_mode & S_IFMT == S_IFDIR
 }
 
 /// Where each adapter was loaded from, for /v1/models (the engine keeps only what it needs to load them).
@@ -83,7 +106,8 @@ extension OpenAIServer {
             throw error
         } catch {
             // Anything else is the directory's fault: missing files, or weights that do not fit the model.
-            throw APIError.invalid(param: "lora_path", message: "Cannot load the LoRA adapter at \(body.lora_path): \(error)")
+            let reason = adapterRoots.redacted(String(describing: error), directory: directory, as: body.lora_path)
+            throw APIError.invalid(param: "lora_path", message: "Cannot load the LoRA adapter at \(body.lora_path): \(reason)")
         }
         await adapterDirectories.set(name, directory)
         logger.info("loaded LoRA adapter \(name) from \(directory)")

@@ -83,13 +83,14 @@ extension OpenAIServer {
             throw error
         }
         let id = prepared.request.id
+        let prompt = prepared.request.promptIDs.count
         let model = prepared.request.adapter ?? configuration.servedModelName
         logger.info("\(id): \(model), \(prepared.request.promptIDs.count) prompt tokens, max_tokens \(prepared.request.sampling.maxTokens)")
         let body = request.body
         guard prepared.stream else {
             var builder = prepared.builder
             let end = try await cancellingOnDisconnect(body, id: id) {
-                try await consume(events, id: id, arrival: arrival, into: &builder) { _ in }
+                try await consume(events, id: id, promptTokens: prompt, arrival: arrival, into: &builder) { _ in }
             }
             var response = end.failure?.response ?? jsonResponse(builder.whole(finishReason: end.reason.rawValue, usage: end.usage))
             response.headers[.connection] = "close"
@@ -100,7 +101,7 @@ extension OpenAIServer {
             var builder = prepared.builder
             try await cancellingOnDisconnect(body, id: id) {
                 for chunk in builder.openingChunks() { try await writer.write(serverSentEvent(chunk)) }
-                let end = try await consume(events, id: id, arrival: arrival, into: &builder) { try await writer.write(serverSentEvent($0)) }
+                let end = try await consume(events, id: id, promptTokens: prompt, arrival: arrival, into: &builder) { try await writer.write(serverSentEvent($0)) }
                 // Headers are sent: a failure mid-stream is reported as an error event, as OpenAI-compatible servers do.
                 let closing = end.failure.map { [serverSentEvent($0.body)] }
                     ?? builder.closingChunks(finishReason: end.reason.rawValue, usage: end.usage).map(serverSentEvent)
@@ -112,11 +113,15 @@ extension OpenAIServer {
     }
 
     /// Feeds the request's events to `builder`, handing each chunk to `emit`, and records its latencies and outcome.
+    /// Every submitted request is counted once, by how it ended: when `emit` fails (the client went away, or stopped
+    /// reading until the connection was closed) the request is cancelled and its `.finished` event still awaited.
     private func consume<Builder: ResponseBuilder>(
-        _ events: AsyncStream<GenerationEvent>, id: String, arrival: ContinuousClock.Instant, into builder: inout Builder,
+        _ events: AsyncStream<GenerationEvent>, id: String, promptTokens: Int, arrival: ContinuousClock.Instant, into builder: inout Builder,
         emit: (Builder.Chunk) async throws -> Void
     ) async throws -> GenerationEnd {
         var lastToken: ContinuousClock.Instant?
+        var generated = 0
+        var emitFailure: (any Error)?
         for await event in events {
             switch event {
             case let .token(token, text, logprob, top):
@@ -127,16 +132,28 @@ extension OpenAIServer {
                     await metrics.firstToken(after: (now - arrival).seconds)
                 }
                 lastToken = now
-                if let chunk = builder.append(text: text, token: token, logprob: logprob, top: top) { try await emit(chunk) }
+                generated += 1
+                guard emitFailure == nil, let chunk = builder.append(text: text, token: token, logprob: logprob, top: top) else { continue }
+                do {
+                    try await emit(chunk)
+                } catch {
+                    emitFailure = error
+                    service.cancel(id: id)
+                }
             case let .finished(reason, usage, message):
                 await metrics.finished(reason, usage: usage)
                 let milliseconds = Int((ContinuousClock.now - arrival).seconds * 1000)
                 logger.info("\(id): \(reason.rawValue) after \(usage.completionTokens) tokens in \(milliseconds) ms\(message.map { ": \($0)" } ?? "")")
+                if let emitFailure { throw emitFailure }
                 return GenerationEnd(reason: reason, usage: usage, message: message)
             }
         }
-        // The stream ends without `.finished` only when this task is cancelled.
-        throw CancellationError()
+        // The stream ends without `.finished` only when this task is cancelled (the server is stopping): its
+        // `.finished` will not be read here, so it is counted now.
+        service.cancel(id: id)
+        await metrics.finished(.cancelled, usage: Usage(promptTokens: promptTokens, completionTokens: generated))
+        logger.info("\(id): cancelled with its connection after \(generated) tokens")
+        throw emitFailure ?? CancellationError()
     }
 
     /// Runs `operation`, cancelling the engine request when the client's connection closes (noticed at once, even

@@ -113,11 +113,10 @@ struct ChatCompletionRequest: Decodable {
                 return
             }
             guard let parts = try? decoder.singleValueContainer().decode([Part].self) else {
-                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "must be a string or a list of text parts"))
+                throw FieldRule.error("must be a string or a list of text parts", decoder)
             }
             if let other = parts.first(where: { $0.type != "text" || $0.text == nil }) {
-                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                                                        debugDescription: "must hold only text parts ({\"type\": \"text\", \"text\": …}). Given type: \(other.type)"))
+                throw FieldRule.error("must hold only text parts ({\"type\": \"text\", \"text\": …}). Given type: \(other.type)", decoder)
             }
             text = parts.compactMap(\.text).joined()
         }
@@ -185,7 +184,7 @@ struct StringOrList: Decodable {
         } else if let list = try? container.decode([String].self) {
             values = list
         } else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "must be a string or a list of strings"))
+            throw FieldRule.error("must be a string or a list of strings", decoder)
         }
     }
 }

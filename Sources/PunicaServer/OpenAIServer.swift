@@ -3,9 +3,19 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Hummingbird
+import HummingbirdCore
 import Logging
+import NIOCore
+import NIOPosix
 import PunicaEngine
+import ServiceLifecycle
+import UnixSignals
 
 /// What `punica serve` was told, beyond the engine.
 public struct ServerConfiguration: Sendable {
@@ -22,6 +32,8 @@ public struct ServerConfiguration: Sendable {
     public var maxBodyBytes = 1 << 20
     /// The most tokens one request may ask to generate.
     public var maxTokensLimit = 4096
+    /// Timeouts and buffers of each connection, and the shutdown deadline.
+    public var limits = HTTPLimits()
 
     public init(servedModelName: String, modelDirectory: String) {
         self.servedModelName = servedModelName
@@ -31,10 +43,12 @@ public struct ServerConfiguration: Sendable {
 
 public enum ServerSetupError: Error, CustomStringConvertible {
     case adapterRootNotFound(String)
+    case cannotListen(host: String, port: Int, reason: String)
 
     public var description: String {
         switch self {
         case let .adapterRootNotFound(path): "--adapter-root \(path): no such directory"
+        case let .cannotListen(host, port, reason): "--host \(host) --port \(port): cannot listen there (\(reason))"
         }
     }
 }
@@ -49,6 +63,7 @@ public struct OpenAIServer: Sendable {
     let chatTemplate: Result<ChatTemplate, ChatTemplateError>
     let adapterRoots: AdapterRoots
     let adapterDirectories: AdapterDirectories
+    let connections = Connections()
 
     public init(service: any GenerationService, configuration: ServerConfiguration, logger: Logger) throws(ServerSetupError) {
         self.service = service
@@ -78,7 +93,8 @@ public struct OpenAIServer: Sendable {
         router.add(middleware: OpenAIErrorMiddleware())
         router.get("health") { _, _ in HTTPResponse.Status.ok }
         router.get("metrics") { _, _ in
-            let text = await metrics.exposition(stats: service.stats(), adapters: service.adapterNames(), baseModel: configuration.servedModelName)
+            let text = await metrics.exposition(stats: service.stats(), adapters: service.adapterNames(), baseModel: configuration.servedModelName,
+                                                connectionsClosed: connections.closedCounts)
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: text)))
         }
         let api = router.group("v1")
@@ -91,13 +107,65 @@ public struct OpenAIServer: Sendable {
         return router
     }
 
-    /// Serves on `host:port` until SIGINT or SIGTERM; then stops accepting connections, lets in-flight requests and
-    /// streams finish, and drains the engine.
+    /// Checks that every `--adapter-root` is a directory (as `init` does), before the model loads.
+    public static func checkAdapterRoots(_ paths: [String]) throws(ServerSetupError) {
+        _ = try AdapterRoots(paths)
+    }
+
+    /// Checks that `host:port` can be listened on (free, and an address of this machine), by binding it and letting
+    /// go: run it before the slow part of starting (loading the model), so that a busy port fails at once.
+    public static func checkCanListen(host: String, port: Int) async throws(ServerSetupError) {
+        do {
+            let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                .bind(host: host, port: port).get()
+            try await channel.close()
+        } catch let error as IOError {
+            throw .cannotListen(host: host, port: port, reason: String(cString: strerror(error.errnoCode)))
+        } catch {
+            throw .cannotListen(host: host, port: port, reason: "\(error)")
+        }
+    }
+
+    /// Serves on `host:port` until SIGINT or SIGTERM; then stops accepting connections and lets in-flight requests
+    /// and streams finish for at most `limits.shutdownTimeout`, closes the connections still open (their requests
+    /// are cancelled), and drains the engine. A second signal exits at once.
     public func run(host: String, port: Int) async throws {
-        let app = Application(router: makeRouter(), configuration: .init(address: .hostname(host, port: port), serverName: "punica"), logger: logger)
-        try await app.runService()
+        let limits = configuration.limits
+        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [ConnectionGuard(limits: limits, connections: connections)])
+        let app = Application(router: makeRouter(), server: .http1(configuration: http1),
+                              configuration: .init(address: .hostname(host, port: port), serverName: "punica"), logger: logger)
+        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            tasks.addTask { await shutDownOnSignals(group) }
+            try await tasks.next()
+            tasks.cancelAll()
+        }
         await service.drain()
         logger.info("drained; exiting")
+    }
+
+    /// The first SIGTERM or SIGINT starts a graceful shutdown with its deadline; the second exits at once.
+    private func shutDownOnSignals(_ group: ServiceGroup) async {
+        let timeout = configuration.limits.shutdownTimeout
+        await withTaskGroup(of: Void.self) { deadline in
+            var stopping = false
+            for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                guard !stopping else {
+                    logger.warning("\(signal) again: exiting now")
+                    exit(128 + signal.rawValue)
+                }
+                stopping = true
+                logger.notice("\(signal): no new connections; requests in flight have \(timeout.secondsText) to finish (a second signal exits now)")
+                await group.triggerGracefulShutdown()
+                deadline.addTask { [connections, logger] in
+                    guard (try? await Task.sleep(for: timeout)) != nil else { return }
+                    logger.warning("shutdown deadline: closing \(connections.closeAll()) connection(s) still open")
+                }
+            }
+            deadline.cancelAll()
+        }
     }
 
     /// The body as `T`: at most `maxBodyBytes`, JSON.

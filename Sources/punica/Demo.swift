@@ -30,6 +30,10 @@ struct Demo: AsyncParsableCommand {
     @Flag(help: "End a pane at the model's end-of-text token, instead of going on with a new text until --max-tokens.")
     var stopAtEOS = false
 
+    func validate() throws {
+        try validateSampling(sampling)
+    }
+
     func run() async throws {
         let (model, tokenizer, adapters) = try modelOptions.load()
         let engine = try Engine(model: model, tokenizer: tokenizer)

@@ -42,6 +42,21 @@ struct Generate: AsyncParsableCommand {
     func validate() throws {
         guard (prompt == nil) != (requests == nil) else { throw ValidationError("give exactly one of --prompt or --requests") }
         if useAdapter != nil && prompt == nil { throw ValidationError("--use-adapter goes with --prompt") }
+        try require(maxTokensPerStep > 0, "--max-tokens-per-step", "must be > 0", maxTokensPerStep)
+        if prompt != nil { try validateSampling(promptSampling) }
+    }
+
+    /// The sampling flags of --prompt.
+    private var promptSampling: SamplingParameters {
+        var sampling = SamplingParameters()
+        sampling.maxTokens = maxTokens
+        sampling.temperature = temperature
+        sampling.topP = topP
+        sampling.topK = topK
+        sampling.seed = seed
+        sampling.stopStrings = stop
+        sampling.logprobs = logprobs
+        return sampling
     }
 
     func run() async throws {
@@ -54,15 +69,7 @@ struct Generate: AsyncParsableCommand {
         if let requests {
             batch = try RequestFile.read(path: requests, tokenizer: tokenizer)
         } else {
-            var sampling = SamplingParameters()
-            sampling.maxTokens = maxTokens
-            sampling.temperature = temperature
-            sampling.topP = topP
-            sampling.topK = topK
-            sampling.seed = seed
-            sampling.stopStrings = stop
-            sampling.logprobs = logprobs
-            batch = [EngineRequest(id: "0", promptIDs: tokenizer.encode(prompt ?? ""), adapter: useAdapter, sampling: sampling)]
+            batch = [EngineRequest(id: "0", promptIDs: tokenizer.encode(prompt ?? ""), adapter: useAdapter, sampling: promptSampling)]
         }
         let completions: [Completion]
         do {

@@ -7,6 +7,7 @@ import Foundation
 import PunicaCPU
 import PunicaCUDA
 import PunicaCompute
+import PunicaEngine
 import PunicaModel
 import PunicaTokenizer
 
@@ -26,6 +27,11 @@ struct DeviceOptions: ParsableArguments {
             default: throw ValidationError("--dtype \(dtype): expected float16 or bfloat16")
             }
         }
+    }
+
+    func validate() throws {
+        guard ["cpu", "cuda"].contains(device) else { throw ValidationError("--device \(device): expected cpu or cuda") }
+        _ = try storageType
     }
 
     func makeBackend() throws -> Backend {
@@ -48,6 +54,13 @@ struct ModelOptions: ParsableArguments {
     var adapters: [String] = []
 
     @OptionGroup var device: DeviceOptions
+
+    /// The adapter flags parse and each named directory has an adapter_config.json, before the model loads.
+    func validate() throws {
+        for (name, directory) in try adapterDirectories() where !FileManager.default.fileExists(atPath: directory + "/adapter_config.json") {
+            throw ValidationError("--adapter \(name)=\(directory): no adapter_config.json there")
+        }
+    }
 
     /// Parses `name=dir` pairs, refusing duplicates and empty parts; without any, the model's own adapters/ folders
     /// (as the bundled model ships them).
@@ -81,4 +94,20 @@ struct ModelOptions: ParsableArguments {
         let llama = try LlamaModel(directory: model, backend: try device.makeBackend())
         return (llama, try Tokenizer(directory: model), try adapterDirectories())
     }
+}
+
+/// Sampling flags the engine would refuse, named by their flags (`max_tokens` → --max-tokens).
+func validateSampling(_ sampling: SamplingParameters) throws {
+    do {
+        try sampling.validate()
+    } catch let .invalid(field, reason) {
+        throw ValidationError("--\(field.replacing("_", with: "-")) \(reason)")
+    } catch {
+        throw ValidationError(error.description)
+    }
+}
+
+/// A flag's value outside its range.
+func require<Value>(_ ok: Bool, _ flag: String, _ rule: String, _ value: Value) throws {
+    guard ok else { throw ValidationError("\(flag) \(rule). Given: \(value)") }
 }

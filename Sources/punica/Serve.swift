@@ -16,7 +16,9 @@ struct Serve: AsyncParsableCommand {
         POST /v1/completions and /v1/chat/completions (streaming or not; `model` is the base model's name or an \
         adapter's), GET /v1/models, POST /v1/load_lora_adapter {"lora_name", "lora_path"} and \
         /v1/unload_lora_adapter {"lora_name"}, GET /health, GET /metrics (Prometheus). SIGINT or SIGTERM stops \
-        accepting connections, lets running requests finish, then exits.
+        accepting connections and lets running requests finish for --shutdown-timeout seconds, then closes the \
+        connections left and exits; a second signal exits at once. Every flag is checked, and the port bound once, \
+        before the model loads.
         """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -37,16 +39,59 @@ struct Serve: AsyncParsableCommand {
     var gpuMemoryUtilization = EngineConfiguration().gpuMemoryUtilization
     @Option(help: "LoRA rank the GPU memory sizing reserves room for, per loaded adapter (higher ranks still load).")
     var maxLoraRank = EngineConfiguration().maxLoRARank
+    @Option(help: "Seconds a connection with no request in progress may stay silent.") var idleTimeout = seconds(HTTPLimits().idleTimeout)
+    @Option(help: "Seconds from a request's first byte to the end of its headers (else 408, closed).") var headerTimeout = seconds(HTTPLimits().headerTimeout)
+    @Option(help: "Seconds from a request's headers to the end of its body (else 408, closed).") var bodyTimeout = seconds(HTTPLimits().bodyTimeout)
+    @Option(help: "Seconds a client may leave the send buffer full (not reading) before its connection is closed and its request cancelled.")
+    var sendTimeout = seconds(HTTPLimits().sendTimeout)
+    @Option(help: "Bytes each connection may hold unsent, in the kernel and again in the server.") var sendBufferBytes = HTTPLimits().sendBufferBytes
+    @Option(help: "Seconds SIGTERM/SIGINT lets requests in flight finish before their connections are closed.")
+    var shutdownTimeout = seconds(HTTPLimits().shutdownTimeout)
     @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
 
+    /// Every limit in range, before anything slow starts.
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level \(logLevel): expected one of \(Logger.Level.allCases.map(\.rawValue))") }
+        try require((1...65535).contains(port), "--port", "must be in 1...65535", port)
+        try require(maxBodyBytes > 0, "--max-body-bytes", "must be > 0", maxBodyBytes)
+        try require(maxTokensLimit > 0, "--max-tokens-limit", "must be > 0", maxTokensLimit)
+        try require(maxRunningRequests > 0, "--max-running-requests", "must be > 0", maxRunningRequests)
+        try require(maxWaitingRequests >= 0, "--max-waiting-requests", "must be >= 0", maxWaitingRequests)
+        let page = EngineConfiguration().pageSize
+        if let kvCacheTokens {
+            try require(kvCacheTokens >= page, "--kv-cache-tokens", "must be at least one KV page (\(page) tokens)", kvCacheTokens)
+        }
+        try require(gpuMemoryUtilization > 0 && gpuMemoryUtilization <= 1, "--gpu-memory-utilization", "must be in (0, 1]", gpuMemoryUtilization)
+        try require(maxLoraRank > 0, "--max-lora-rank", "must be > 0", maxLoraRank)
+        for (flag, value) in [("--idle-timeout", idleTimeout), ("--header-timeout", headerTimeout), ("--body-timeout", bodyTimeout),
+                              ("--send-timeout", sendTimeout), ("--shutdown-timeout", shutdownTimeout)] {
+            try require(value > 0 && value <= 86_400, flag, "must be > 0 and <= 86400 seconds", value)
+        }
+        try require(sendBufferBytes >= 1024, "--send-buffer-bytes", "must be >= 1024", sendBufferBytes)
+    }
+
+    var limits: HTTPLimits {
+        var limits = HTTPLimits()
+        limits.idleTimeout = .seconds(idleTimeout)
+        limits.headerTimeout = .seconds(headerTimeout)
+        limits.bodyTimeout = .seconds(bodyTimeout)
+        limits.sendTimeout = .seconds(sendTimeout)
+        limits.sendBufferBytes = sendBufferBytes
+        limits.shutdownTimeout = .seconds(shutdownTimeout)
+        return limits
     }
 
     func run() async throws {
         var logger = Logger(label: "punica.serve")
         logger.logLevel = Logger.Level(rawValue: logLevel)!
 
+        do {
+            // The cheap checks that need the file system or the network, before the model loads.
+            try OpenAIServer.checkAdapterRoots(adapterRoot)
+            try await OpenAIServer.checkCanListen(host: host, port: port)
+        } catch {
+            throw ValidationError(error.description)
+        }
         let (model, tokenizer, adapters) = try modelOptions.load()
         var engineConfiguration = EngineConfiguration()
         engineConfiguration.maxRunningRequests = maxRunningRequests
@@ -65,6 +110,7 @@ struct Serve: AsyncParsableCommand {
         configuration.adapterRoots = adapterRoot
         configuration.maxBodyBytes = maxBodyBytes
         configuration.maxTokensLimit = maxTokensLimit
+        configuration.limits = limits
         let server: OpenAIServer
         do {
             server = try OpenAIServer(service: engine, configuration: configuration, logger: logger)
@@ -75,3 +121,5 @@ struct Serve: AsyncParsableCommand {
         try await server.run(host: host, port: port)
     }
 }
+
+private func seconds(_ duration: Duration) -> Double { Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18 }

@@ -1,5 +1,8 @@
 import Foundation
 import HummingbirdTesting
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 
 /// Adapter directories for load tests: `root/` holds `good/`; `outside/evil/` is elsewhere, and `root/link` points to it.
@@ -43,17 +46,54 @@ struct AdapterTree {
         }
     }
 
-    @Test func pathsLeadingOutsideTheRootAreForbidden() async throws {
+    /// Outside the roots and missing read the same, but for the path the client sent: no answer tells whether a path
+    /// outside the roots exists.
+    @Test func pathsLeadingOutsideTheRootOrNowhereAreOneAnswer() async throws {
         let tree = try AdapterTree()
         let fake = FakeGenerationService()
         try await withServer(fake, configure: { $0.adapterRoots = [tree.root] }) { client in
-            for path in [tree.outside, tree.root + "/../outside/evil", tree.root + "/link", "/etc"] {
-                try expectError(try await load(client, name: "evil", path: path), .forbidden, param: "lora_path", code: "path_not_allowed")
+            var messages: [String] = []
+            for path in [tree.outside, tree.root + "/../outside/evil", tree.root + "/link", "/etc", tree.root + "/missing", tree.base + "/missing"] {
+                let response = try await load(client, name: "evil", path: path)
+                try expectError(response, .forbidden, param: "lora_path", code: "path_not_allowed")
+                let message = try #require(try response.json["error"] as? JSON)["message"] as? String
+                messages.append(try #require(message).replacing(path, with: "PATH"))
+                #expect(message?.contains(tree.base) == path.hasPrefix(tree.base), "names no server path but the one sent: \(message ?? "")")
             }
-            try expectError(try await load(client, name: "ghost", path: tree.root + "/missing"), .badRequest, param: "lora_path", code: "invalid_value")
+            #expect(Set(messages).count == 1, "\(messages)")
             try expectError(try await load(client, name: "empty", path: tree.root), .badRequest, param: "lora_path", code: "invalid_value")
         }
         #expect(fake.adapterNames() == ["python", "scripture"])
+    }
+
+    /// Each file a load opens must resolve inside the roots, and be a regular file (a FIFO would hang the load).
+    @Test func adapterFilesThatLeadOutsideTheRootOrAreNotRegularAreRefused() async throws {
+        let tree = try AdapterTree()
+        let sneaky = tree.root + "/sneaky", fifo = tree.root + "/fifo"
+        for directory in [sneaky, fifo] {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try Data("{}".utf8).write(to: URL(fileURLWithPath: directory + "/adapter_config.json"))
+        }
+        try FileManager.default.createSymbolicLink(atPath: sneaky + "/adapter_model.safetensors", withDestinationPath: tree.outside + "/adapter_config.json")
+        #expect(mkfifo(fifo + "/adapter_model.safetensors", 0o600) == 0)
+        let fake = FakeGenerationService()
+        try await withServer(fake, configure: { $0.adapterRoots = [tree.root] }) { client in
+            try expectError(try await load(client, name: "sneaky", path: sneaky), .forbidden, param: "lora_path", code: "path_not_allowed")
+            try expectError(try await load(client, name: "fifo", path: fifo), .badRequest, param: "lora_path", code: "invalid_value")
+        }
+        #expect(fake.adapterNames() == ["python", "scripture"])
+    }
+
+    /// A load that fails names the directory as the client spelled it, never as the server resolved it.
+    @Test func loadErrorsNameOnlyThePathTheClientSent() async throws {
+        let tree = try AdapterTree()
+        try FileManager.default.createDirectory(atPath: tree.root + "/bare", withIntermediateDirectories: true)
+        try await withServer(configure: { $0.adapterRoots = [tree.root] }) { client in
+            let response = try await load(client, name: "bare", path: tree.root + "/./bare")
+            try expectError(response, .badRequest, param: "lora_path", code: "invalid_value")
+            let message = try #require(try response.json["error"] as? JSON)["message"] as? String ?? ""
+            #expect(message.contains(tree.root + "/./bare") && !message.contains(tree.root + "/bare"), "\(message)")
+        }
     }
 
     @Test func loadingIsOffWithoutRoots() async throws {

@@ -75,7 +75,28 @@ func expectError(_ response: TestResponse, _ status: HTTPResponse.Status, param:
     @Test func bodyOverTheLimitIs413() async throws {
         try await withServer(configure: { $0.maxBodyBytes = 100 }) { client in
             let body = #"{"model": "base", "prompt": "\#(String(repeating: "a", count: 200))"}"#
-            try expectError(try await client.post("/v1/completions", body), .contentTooLarge, param: nil, code: "body_too_large")
+            let response = try await client.post("/v1/completions", body)
+            try expectError(response, .contentTooLarge, param: nil, code: "body_too_large")
+            #expect(response.headers[.connection] == "close", "the rest of the body is not read: the connection ends")
+        }
+    }
+
+    /// Decoding errors speak of JSON fields and types, never of Swift's (`Int`, `DecodingError`, the decoder's text).
+    @Test(arguments: [
+        (#"{"model": "base", "prompt": "x", "max_tokens": "ten"}"#, "Invalid JSON body: `max_tokens` must be an integer"),
+        (#"{"model": "base", "prompt": "x", "max_tokens": 1.5}"#, "Invalid JSON body: the body is not valid JSON, or a number in it does not fit its field"),
+        (#"{"model": "base", "prompt": "x", "temperature": 1e999}"#, "Invalid JSON body: the body is not valid JSON, or a number in it does not fit its field"),
+        (#"{"model": "base", "prompt": 5}"#, "Invalid JSON body: `prompt` must be a string or a list of strings"),
+        (#"{"prompt": "x"}"#, "Invalid JSON body: `model` is required"),
+        (#"{"model": "base", "prompt": "x""#, "Invalid JSON body: the body is not valid JSON, or a number in it does not fit its field"),
+        (#"[1]"#, "Invalid JSON body: the body must be a JSON object"),
+    ])
+    func decodingErrorsSpeakJSON(_ body: String, _ message: String) async throws {
+        try await withServer { client in
+            let response = try await client.post("/v1/completions", body)
+            #expect(response.status == .badRequest)
+            let error = try #require(try response.json["error"] as? JSON)
+            #expect(error["message"] as? String == message)
         }
     }
 
