@@ -70,7 +70,6 @@ final class CUDAPlan: StepPlan {
     let batch: StepBatch
     let buffer: Tensor
     let maxPages: Int
-    let maxContext: Int
     /// LoRA segments cut into tiles of at most `loraTileRows` rows: SGMV's grid, so a long segment (prefill, or
     /// many rows on one adapter) spreads over many blocks instead of one. Steps with few rows per adapter get
     /// shorter tiles, down to one row, until there are two tiles per multiprocessor: more blocks, each re-reading
@@ -87,7 +86,6 @@ final class CUDAPlan: StepPlan {
         self.batch = batch
         let maxPages = max(1, batch.sequences.map(\.blockTable.count).max() ?? 1)
         self.maxPages = maxPages
-        maxContext = batch.sequences.map(\.contextLength).max() ?? 0
         var rowSequence = [Int32](repeating: 0, count: batch.rowCount)
         for (index, sequence) in batch.sequences.enumerated() {
             for row in sequence.rows { rowSequence[row] = Int32(index) }
@@ -119,6 +117,17 @@ final class CUDAPlan: StepPlan {
     }
 
     func address(_ offset: Int) -> UInt64 { buffer.address + UInt64(4 * offset) }
+
+    /// The step's attention work items (they depend on the head layout), built and uploaded by the first layer's
+    /// attention and reused by every other layer.
+    private var attentionPlan: CUDAAttentionPlan?
+
+    func attention(_ shape: AttentionShape, backend: CUDABackend) -> CUDAAttentionPlan {
+        if let plan = attentionPlan, plan.shape == shape { return plan }
+        let plan = CUDAAttentionPlan(batch, shape: shape, backend: backend)
+        attentionPlan = plan
+        return plan
+    }
 }
 
 /// One adapter set's LoRA weights for one projection as the SGMV kernels read them (`LoraSlot` in common.cuh):
@@ -213,7 +222,7 @@ public final class CUDABackend: Backend {
         must { () throws(CUDAError) in try driver.call("cuCtxSetCurrent", driver.cuCtxSetCurrent(context)) }
     }
 
-    private func allocate(_ shape: [Int], dtype: DType, pooled: Bool) -> Tensor {
+    func allocate(_ shape: [Int], dtype: DType, pooled: Bool) -> Tensor {
         makeCurrent()
         return Tensor(shape: shape, dtype: dtype, storage: CUDAStorage(bytes: shape.reduce(1, *) * dtype.byteSize, memory: memory, pooled: pooled))
     }
@@ -416,26 +425,36 @@ public final class CUDABackend: Backend {
                grid: (qkv.rows, 1, 1), block: 256)
     }
 
+    /// Tensor-core attention over the step's work items (attention.cu): the 64-row tiles, the 16-row tiles, then the
+    /// merge of split tiles. Per step the plan uploads the item lists once; per layer this is three launches.
     public func attention(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan, out: Tensor) {
+        must { () throws(CUDAError) in try AttentionKernels.check(shape) }
         let cuda = plan.cuda
-        let tasks = qkv.rows * shape.queryHeads
-        // Split long contexts over more blocks when rows × heads alone cannot fill the GPU (decode).
-        let splits = tasks >= 2 * multiprocessorCount ? 1 : max(1, min(16, cuda.maxContext / 256, 2 * multiprocessorCount / max(tasks, 1)))
-        let partial = splits > 1 ? allocate([tasks * splits * (shape.headDim + 2)], dtype: .float32, pooled: true) : nil
-        let partialAcc = partial?.address ?? 0
-        let partialMaxSum = partialAcc + UInt64(4 * tasks * splits * shape.headDim)
-        launch(PagedAttention(qkv: qkv.address, keys: cache.keys.address, values: cache.values.address, positions: cuda.address(cuda.positions),
-                              rowSequence: cuda.address(cuda.rowSequence), blockTables: cuda.address(cuda.blockTables), out: out.address,
-                              partialAcc: partialAcc, partialMaxSum: partialMaxSum, maxPages: Int32(cuda.maxPages),
-                              qkvWidth: Int32(qkv.rowWidth), queryHeads: Int32(shape.queryHeads), kvHeads: Int32(shape.kvHeads),
-                              headDim: Int32(shape.headDim), pageSize: Int32(layout.pageSize), slidingWindow: Int32(shape.slidingWindow ?? 0),
-                              scale: 1 / Float(shape.headDim).squareRoot()),
-               grid: (qkv.rows, shape.queryHeads, splits), block: 128)
-        if splits > 1 {
-            launch(AttentionMerge(partialAcc: partialAcc, partialMaxSum: partialMaxSum, out: out.address, queryHeads: Int32(shape.queryHeads),
-                                  headDim: Int32(shape.headDim), splits: Int32(splits)),
-                   grid: (qkv.rows, shape.queryHeads, 1), block: 128)
-        }
+        let work = cuda.attention(shape, backend: self)
+        let parameters = AttentionTiles<AttentionRows64>(
+            qkv: qkv.address, keys: cache.keys.address, values: cache.values.address, items: 0, blockTables: cuda.address(cuda.blockTables),
+            out: out.address, partialAcc: work.partialAcc, partialMaxSum: work.partialMaxSum, maxPages: Int32(cuda.maxPages),
+            qkvWidth: Int32(qkv.rowWidth), queryHeads: Int32(shape.queryHeads), kvHeads: Int32(shape.kvHeads), headDim: Int32(shape.headDim),
+            pageSize: Int32(layout.pageSize), slidingWindow: Int32(shape.slidingWindow ?? 0),
+            scaleLog2: Float(1.4426950408889634 / Double(shape.headDim).squareRoot()))
+        let kernels: (rows64: any AttentionKernel.Type, rows16: any AttentionKernel.Type) = shape.headDim <= AttentionRows64.headDims.upperBound
+            ? (AttentionRows64.self, AttentionRows16.self) : (AttentionRows64D256.self, AttentionRows16D256.self)
+        launchAttention(kernels.rows64, parameters, items: work.rows64Items, count: work.work.rows64.count)
+        launchAttention(kernels.rows16, parameters, items: work.rows16Items, count: work.work.rows16.count)
+        launch(AttentionMerge(merges: work.mergeItems, partialAcc: work.partialAcc, partialMaxSum: work.partialMaxSum, out: out.address,
+                              queryHeads: Int32(shape.queryHeads), kvHeads: Int32(shape.kvHeads), headDim: Int32(shape.headDim)),
+               grid: (work.work.merges.count * shape.kvHeads, 1, 1), block: AttentionKernels.threads)
+    }
+
+    /// One tile kernel over `count` items: a block per (item, KV head).
+    private func launchAttention<Kernel: AttentionKernel>(_ kernel: Kernel.Type, _ parameters: AttentionTiles<AttentionRows64>, items: UInt64,
+                                                          count: Int) {
+        let p = parameters
+        launch(AttentionTiles<Kernel>(qkv: p.qkv, keys: p.keys, values: p.values, items: items, blockTables: p.blockTables, out: p.out,
+                                      partialAcc: p.partialAcc, partialMaxSum: p.partialMaxSum, maxPages: p.maxPages, qkvWidth: p.qkvWidth,
+                                      queryHeads: p.queryHeads, kvHeads: p.kvHeads, headDim: p.headDim, pageSize: p.pageSize,
+                                      slidingWindow: p.slidingWindow, scaleLog2: p.scaleLog2),
+               grid: (count * Int(p.kvHeads), 1, 1), block: AttentionKernels.threads, sharedBytes: Kernel.sharedBytes(headDim: Int(p.headDim)))
     }
 
     public func siluMul(gateUp: Tensor, out: Tensor) {
