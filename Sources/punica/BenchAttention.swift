@@ -38,7 +38,7 @@ struct BenchAttention: ParsableCommand {
             var cases: [(name: String, sequences: [(cached: Int, new: Int)])] = prefill.map { ("prefill", [(0, $0)]) }
             cases.append(("prefill 32 × 128", Array(repeating: (0, 128), count: 32)))
             for b in batch { for c in context { cases.append(("decode batch \(b)", Array(repeating: (c - 1, 1), count: b))) } }
-            for (name, sequences) in cases {
+            for (name, sequences) in cases {  // every sequence of a case has the same length
                 // Pages in a scattered order, wrapping around the cache when the batch needs more than it holds.
                 var nextPage = 0
                 var rows = 0
@@ -67,8 +67,7 @@ struct BenchAttention: ParsableCommand {
                 }
                 let measured = median(times)
                 let roofline = max(flops / gemmRate, bytes / bandwidth) * 1e6
-                let contextText = sequences.count == 1 || name.hasPrefix("decode") ? "\(sequences[0].cached + sequences[0].new)" : "128"
-                print("| \(heads.queryHeads)/\(heads.kvHeads)/\(heads.headDim) | \(name) | \(rows) | \(contextText) | \(fixed(measured, 1)) | "
+                print("| \(heads.queryHeads)/\(heads.kvHeads)/\(heads.headDim) | \(name) | \(rows) | \(sequences[0].cached + sequences[0].new) | \(fixed(measured, 1)) | "
                       + "\(fixed(flops / measured / 1e6, 1)) | \(fixed(bytes / measured / 1e3, 0)) | \(fixed(roofline, 1)) | \(fixed(measured / roofline, 2)) |")
             }
         }

@@ -136,7 +136,7 @@ extension CUDATests {
                 pair.gpu.appendKV(qkv: qkv.gpu, shape: shape, cache: caches.1, layout: layout, plan: plans.1)
                 pair.cpu.attention(qkv: qkv.cpu, shape: shape, cache: caches.0, layout: layout, plan: plans.0, out: out.cpu)
                 pair.gpu.attention(qkv: qkv.gpu, shape: shape, cache: caches.1, layout: layout, plan: plans.1, out: out.gpu)
-                pair.expectClose(out, atol: 2e-2, "paged_attention step with \(rows) rows")
+                pair.expectClose(out, atol: 2e-2, "attention step with \(rows) rows")
             }
         }
 
