@@ -105,6 +105,7 @@ struct AttentionWork: Equatable {
 
     init(batch: StepBatch, shape: AttentionShape, multiprocessors: Int) {
         let group = shape.groupSize
+        precondition(group <= AttentionKernels.maxGroupSize, "AttentionKernels.check rejects groups above \(AttentionKernels.maxGroupSize)")
         var tiles64: [Item] = [], tiles16: [Item] = []
         for (index, sequence) in batch.sequences.enumerated() where !sequence.rows.isEmpty {
             let count = sequence.rows.count
