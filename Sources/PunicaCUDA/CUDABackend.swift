@@ -430,31 +430,25 @@ public final class CUDABackend: Backend {
     public func attention(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan, out: Tensor) {
         must { () throws(CUDAError) in try AttentionKernels.check(shape) }
         let cuda = plan.cuda
-        let work = cuda.attention(shape, backend: self)
-        let parameters = AttentionTiles<AttentionRows64>(
-            qkv: qkv.address, keys: cache.keys.address, values: cache.values.address, items: 0, blockTables: cuda.address(cuda.blockTables),
-            out: out.address, partialAcc: work.partialAcc, partialMaxSum: work.partialMaxSum, maxPages: Int32(cuda.maxPages),
-            qkvWidth: Int32(qkv.rowWidth), queryHeads: Int32(shape.queryHeads), kvHeads: Int32(shape.kvHeads), headDim: Int32(shape.headDim),
-            pageSize: Int32(layout.pageSize), slidingWindow: Int32(shape.slidingWindow ?? 0),
-            scaleLog2: Float(1.4426950408889634 / Double(shape.headDim).squareRoot()))
+        let items = cuda.attention(shape, backend: self)
+        // A block per (item, KV head).
+        func tiles<Kernel: AttentionKernel>(_ kernel: Kernel.Type, list: UInt64, count: Int) {
+            launch(AttentionTiles<Kernel>(
+                       qkv: qkv.address, keys: cache.keys.address, values: cache.values.address, items: list,
+                       blockTables: cuda.address(cuda.blockTables), out: out.address, partialAcc: items.partialAcc,
+                       partialMaxSum: items.partialMaxSum, maxPages: Int32(cuda.maxPages), qkvWidth: Int32(qkv.rowWidth),
+                       queryHeads: Int32(shape.queryHeads), kvHeads: Int32(shape.kvHeads), headDim: Int32(shape.headDim),
+                       pageSize: Int32(layout.pageSize), slidingWindow: Int32(shape.slidingWindow ?? 0),
+                       scaleLog2: Float(1.4426950408889634 / Double(shape.headDim).squareRoot())),
+                   grid: (count * shape.kvHeads, 1, 1), block: AttentionKernels.threads, sharedBytes: Kernel.sharedBytes(headDim: shape.headDim))
+        }
         let kernels: (rows64: any AttentionKernel.Type, rows16: any AttentionKernel.Type) = shape.headDim <= AttentionRows64.headDims.upperBound
             ? (AttentionRows64.self, AttentionRows16.self) : (AttentionRows64D256.self, AttentionRows16D256.self)
-        launchAttention(kernels.rows64, parameters, items: work.rows64Items, count: work.work.rows64.count)
-        launchAttention(kernels.rows16, parameters, items: work.rows16Items, count: work.work.rows16.count)
-        launch(AttentionMerge(merges: work.mergeItems, partialAcc: work.partialAcc, partialMaxSum: work.partialMaxSum, out: out.address,
+        tiles(kernels.rows64, list: items.rows64Items, count: items.work.rows64.count)
+        tiles(kernels.rows16, list: items.rows16Items, count: items.work.rows16.count)
+        launch(AttentionMerge(merges: items.mergeItems, partialAcc: items.partialAcc, partialMaxSum: items.partialMaxSum, out: out.address,
                               queryHeads: Int32(shape.queryHeads), kvHeads: Int32(shape.kvHeads), headDim: Int32(shape.headDim)),
-               grid: (work.work.merges.count * shape.kvHeads, 1, 1), block: AttentionKernels.threads)
-    }
-
-    /// One tile kernel over `count` items: a block per (item, KV head).
-    private func launchAttention<Kernel: AttentionKernel>(_ kernel: Kernel.Type, _ parameters: AttentionTiles<AttentionRows64>, items: UInt64,
-                                                          count: Int) {
-        let p = parameters
-        launch(AttentionTiles<Kernel>(qkv: p.qkv, keys: p.keys, values: p.values, items: items, blockTables: p.blockTables, out: p.out,
-                                      partialAcc: p.partialAcc, partialMaxSum: p.partialMaxSum, maxPages: p.maxPages, qkvWidth: p.qkvWidth,
-                                      queryHeads: p.queryHeads, kvHeads: p.kvHeads, headDim: p.headDim, pageSize: p.pageSize,
-                                      slidingWindow: p.slidingWindow, scaleLog2: p.scaleLog2),
-               grid: (count * Int(p.kvHeads), 1, 1), block: AttentionKernels.threads, sharedBytes: Kernel.sharedBytes(headDim: Int(p.headDim)))
+               grid: (items.work.merges.count * shape.kvHeads, 1, 1), block: AttentionKernels.threads)
     }
 
     public func siluMul(gateUp: Tensor, out: Tensor) {
