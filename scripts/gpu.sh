@@ -4,7 +4,7 @@
 #   scripts/gpu.sh bundle        (here)  static `punica`, the test bundle and the Swift runtime it needs, into .gpu/
 #   scripts/gpu.sh run OUT [..]  (there) the CUDA test suites, then the benchmarks; logs and tables into OUT
 #
-# `run` takes what to do after OUT: tests, lora, forward, profile, engine (default: the first three; profile needs
+# `run` takes what to do after OUT: tests, lora, attention, forward, profile, engine (default: the first three; profile needs
 # Nsight Compute's ncu: per-kernel times of a 7B decode step without and with distinct adapters; engine needs torch
 # and safetensors to make a random 7B checkpoint). Everything the GPU host needs is in the repository plus .gpu/
 # (about 49 MB compressed); the bundled models/ (40 MB) is not needed there, so where the copy to the GPU host is
@@ -52,6 +52,8 @@ run)
                 | tee "$out/gpu-tests.log" | grep -E "✘|passed|failed" || failed=1 ;;
         lora)
             .gpu/punica bench lora --dtype float16 2>&1 | tee "$out/bench-lora.md" ;;
+        attention)
+            .gpu/punica bench attention --dtype float16 2>&1 | tee "$out/bench-attention.md" ;;
         forward)
             .gpu/punica bench forward --device cuda --dtype float16 --shape llama-7b --batch 1 8 32 64 128 \
                 --popularity distinct uniform skewed identical --repeats 3 2>&1 | tee "$out/bench-forward-7b.md" ;;

@@ -81,7 +81,6 @@ final class CUDAPlan: StepPlan {
     private(set) var batch: StepBatch
     let buffer: Tensor
     let maxPages: Int
-    let maxContext: Int
     /// LoRA segments cut into tiles of at most `loraTileRows` rows: SGMV's grid, so a long segment (prefill, or
     /// many rows on one adapter) spreads over many blocks instead of one. Steps with few rows per adapter get
     /// shorter tiles, down to one row, until there are two tiles per multiprocessor: more blocks, each re-reading
@@ -104,7 +103,6 @@ final class CUDAPlan: StepPlan {
         let sections = Self.sections(batch, maxPages: maxPages, tiles: tiles, tileCapacity: tiles.count)
         self.batch = batch
         self.maxPages = maxPages
-        maxContext = batch.sequences.map(\.contextLength).max() ?? 0
         loraTileCount = tiles.count
         loraLongestTile = tiles.map { $0.1 - $0.0 }.max() ?? 1
         fixed = nil
@@ -116,7 +114,6 @@ final class CUDAPlan: StepPlan {
     init(fixedRows rows: Int, maxPages: Int, withLoRA: Bool, pageSize: Int, backend: CUDABackend) {
         batch = StepBatch(tokens: [], sequences: [], loraSegments: [], logitRows: [])
         self.maxPages = maxPages
-        maxContext = maxPages * pageSize
         loraTileCount = rows
         loraLongestTile = 1
         fixed = (rows, withLoRA)
@@ -165,6 +162,17 @@ final class CUDAPlan: StepPlan {
     private static func offsets(_ sizes: [Int]) -> (Int, Int, Int, Int, Int, Int, Int, Int) {
         let starts = sizes.indices.map { sizes[..<$0].reduce(0, +) }
         return (starts[0], starts[1], starts[2], starts[3], starts[4], starts[5], starts[6], starts[7])
+    }
+
+    /// The step's attention work items (they depend on the head layout), built and uploaded by the first layer's
+    /// attention and reused by every other layer.
+    private var attentionPlan: CUDAAttentionPlan?
+
+    func attention(_ shape: AttentionShape, backend: CUDABackend) -> CUDAAttentionPlan {
+        if let plan = attentionPlan, plan.shape == shape { return plan }
+        let plan = CUDAAttentionPlan(batch, shape: shape, backend: backend)
+        attentionPlan = plan
+        return plan
     }
 }
 
@@ -276,7 +284,7 @@ public final class CUDABackend: Backend {
         must { () throws(CUDAError) in try driver.call("cuCtxSetCurrent", driver.cuCtxSetCurrent(context)) }
     }
 
-    private func allocate(_ shape: [Int], dtype: DType, pooled: Bool) -> Tensor {
+    func allocate(_ shape: [Int], dtype: DType, pooled: Bool) -> Tensor {
         makeCurrent()
         return Tensor(shape: shape, dtype: dtype, storage: CUDAStorage(bytes: shape.reduce(1, *) * dtype.byteSize, memory: memory, pooled: pooled))
     }
@@ -488,26 +496,30 @@ public final class CUDABackend: Backend {
                grid: (qkv.rows, 1, 1), block: 256)
     }
 
+    /// Tensor-core attention over the step's work items (attention.cu): the 64-row tiles, the 16-row tiles, then the
+    /// merge of split tiles. Per step the plan uploads the item lists once; per layer this is three launches.
     public func attention(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan, out: Tensor) {
+        must { () throws(CUDAError) in try AttentionKernels.check(shape) }
         let cuda = plan.cuda
-        let tasks = qkv.rows * shape.queryHeads
-        // Split long contexts over more blocks when rows × heads alone cannot fill the GPU (decode).
-        let splits = tasks >= 2 * multiprocessorCount ? 1 : max(1, min(16, cuda.maxContext / 256, 2 * multiprocessorCount / max(tasks, 1)))
-        let partial = splits > 1 ? allocate([tasks * splits * (shape.headDim + 2)], dtype: .float32, pooled: true) : nil
-        let partialAcc = partial?.address ?? 0
-        let partialMaxSum = partialAcc + UInt64(4 * tasks * splits * shape.headDim)
-        launch(PagedAttention(qkv: qkv.address, keys: cache.keys.address, values: cache.values.address, positions: cuda.address(cuda.positions),
-                              rowSequence: cuda.address(cuda.rowSequence), blockTables: cuda.address(cuda.blockTables), out: out.address,
-                              partialAcc: partialAcc, partialMaxSum: partialMaxSum, maxPages: Int32(cuda.maxPages),
-                              qkvWidth: Int32(qkv.rowWidth), queryHeads: Int32(shape.queryHeads), kvHeads: Int32(shape.kvHeads),
-                              headDim: Int32(shape.headDim), pageSize: Int32(layout.pageSize), slidingWindow: Int32(shape.slidingWindow ?? 0),
-                              scale: 1 / Float(shape.headDim).squareRoot()),
-               grid: (qkv.rows, shape.queryHeads, splits), block: 128)
-        if splits > 1 {
-            launch(AttentionMerge(partialAcc: partialAcc, partialMaxSum: partialMaxSum, out: out.address, queryHeads: Int32(shape.queryHeads),
-                                  headDim: Int32(shape.headDim), splits: Int32(splits)),
-                   grid: (qkv.rows, shape.queryHeads, 1), block: 128)
+        let items = cuda.attention(shape, backend: self)
+        // A block per (item, KV head).
+        func tiles<Kernel: AttentionKernel>(_ kernel: Kernel.Type, list: UInt64, count: Int) {
+            launch(AttentionTiles<Kernel>(
+                       qkv: qkv.address, keys: cache.keys.address, values: cache.values.address, items: list,
+                       blockTables: cuda.address(cuda.blockTables), out: out.address, partialAcc: items.partialAcc,
+                       partialMaxSum: items.partialMaxSum, maxPages: Int32(cuda.maxPages), qkvWidth: Int32(qkv.rowWidth),
+                       queryHeads: Int32(shape.queryHeads), kvHeads: Int32(shape.kvHeads), headDim: Int32(shape.headDim),
+                       pageSize: Int32(layout.pageSize), slidingWindow: Int32(shape.slidingWindow ?? 0),
+                       scaleLog2: Float(1.4426950408889634 / Double(shape.headDim).squareRoot())),
+                   grid: (count * shape.kvHeads, 1, 1), block: AttentionKernels.threads, sharedBytes: Kernel.sharedBytes(headDim: shape.headDim))
         }
+        let kernels: (rows64: any AttentionKernel.Type, rows16: any AttentionKernel.Type) = shape.headDim <= AttentionRows64.headDims.upperBound
+            ? (AttentionRows64.self, AttentionRows16.self) : (AttentionRows64D256.self, AttentionRows16D256.self)
+        tiles(kernels.rows64, list: items.rows64Items, count: items.work.rows64.count)
+        tiles(kernels.rows16, list: items.rows16Items, count: items.work.rows16.count)
+        launch(AttentionMerge(merges: items.mergeItems, partialAcc: items.partialAcc, partialMaxSum: items.partialMaxSum, out: out.address,
+                              queryHeads: Int32(shape.queryHeads), kvHeads: Int32(shape.kvHeads), headDim: Int32(shape.headDim)),
+               grid: (items.work.merges.count * shape.kvHeads, 1, 1), block: AttentionKernels.threads)
     }
 
     public func siluMul(gateUp: Tensor, out: Tensor) {

@@ -12,7 +12,9 @@ public enum KernelSources {
         ("elementwise.cu", PackageResources.elementwise_cu,
          [Embedding.self, GatherRows.self, RMSNorm.self, AddRMSNorm.self, SiluMul.self, Rope.self, AppendKV.self, ToFloat32.self,
           FillUniform.self]),
-        ("attention.cu", PackageResources.attention_cu, [PagedAttention.self, AttentionMerge.self]),
+        ("attention.cu", PackageResources.attention_cu,
+         [AttentionTiles<AttentionRows64>.self, AttentionTiles<AttentionRows16>.self, AttentionTiles<AttentionRows64D256>.self,
+          AttentionTiles<AttentionRows16D256>.self, AttentionMerge.self]),
         ("lora.cu", PackageResources.lora_cu, [SGMVShrink.self, SGMVExpand.self]),
         ("sampling.cu", PackageResources.sampling_cu, [ApplyPenalties.self, SampleRows.self]),
     ]

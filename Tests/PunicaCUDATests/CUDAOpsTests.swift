@@ -136,8 +136,89 @@ extension CUDATests {
                 pair.gpu.appendKV(qkv: qkv.gpu, shape: shape, cache: caches.1, layout: layout, plan: plans.1)
                 pair.cpu.attention(qkv: qkv.cpu, shape: shape, cache: caches.0, layout: layout, plan: plans.0, out: out.cpu)
                 pair.gpu.attention(qkv: qkv.gpu, shape: shape, cache: caches.1, layout: layout, plan: plans.1, out: out.gpu)
-                pair.expectClose(out, atol: 2e-2, "paged_attention step with \(rows) rows")
+                pair.expectClose(out, atol: 2e-2, "attention step with \(rows) rows")
             }
+        }
+
+        /// One attention step against the CPU reference: `sequences` are (cached tokens, new rows) over pages in shuffled
+        /// order. Caches are filled first by appendKV in steps of at most 4096 rows (no attention), then one step appends
+        /// the new rows and runs attention, so a 32 k context costs the reference only its final rows.
+        struct AttentionCase: CustomTestStringConvertible, Sendable {
+            let name: String
+            let queryHeads, kvHeads, headDim: Int
+            var window: Int? = nil
+            var pageSize = 16
+            let sequences: [(cached: Int, new: Int)]
+            var testDescription: String { name }
+        }
+
+        static let attentionCases: [AttentionCase] = [
+            AttentionCase(name: "2048-row prompt, MHA, d128", queryHeads: 4, kvHeads: 4, headDim: 128, sequences: [(0, 2048)]),
+            AttentionCase(name: "chunk after cache + decode rows, GQA 4, d64", queryHeads: 8, kvHeads: 2, headDim: 64,
+                          sequences: [(1500, 300), (0, 1), (37, 1), (700, 1), (129, 1), (1000, 5)]),
+            AttentionCase(name: "40 decode rows of different lengths + a chunk, GQA 8, d32", queryHeads: 16, kvHeads: 2, headDim: 32,
+                          sequences: (0..<40).map { ($0 * 73 % 2900 + 1, 1) } + [(200, 64)]),
+            AttentionCase(name: "sliding window 100, d16, one-token sequence", queryHeads: 4, kvHeads: 4, headDim: 16, window: 100, pageSize: 8,
+                          sequences: [(500, 200), (300, 1), (0, 1), (90, 20)]),
+            AttentionCase(name: "d256, GQA 2", queryHeads: 8, kvHeads: 4, headDim: 256, sequences: [(300, 130), (1000, 1), (64, 1), (0, 17)]),
+            AttentionCase(name: "d96 (padded to 128), GQA 4, window 333", queryHeads: 4, kvHeads: 1, headDim: 96, window: 333,
+                          sequences: [(900, 77), (2000, 1), (5, 3)]),
+            AttentionCase(name: "2000-row prompt after 100 cached, GQA 8, d128", queryHeads: 8, kvHeads: 1, headDim: 128, pageSize: 32,
+                          sequences: [(100, 2000), (3000, 1)]),
+            AttentionCase(name: "32k context: final chunk + decode rows, GQA 4, d32", queryHeads: 4, kvHeads: 1, headDim: 32,
+                          sequences: [(32760, 8), (32767, 1), (20000, 1)]),
+        ]
+
+        @Test(arguments: dtypes, attentionCases)
+        func pagedAttentionMatchesReference(dtype: DType, configuration: AttentionCase) {
+            var pair = Pair(dtype, seed: 4)
+            let shape = AttentionShape(queryHeads: configuration.queryHeads, kvHeads: configuration.kvHeads, headDim: configuration.headDim,
+                                       slidingWindow: configuration.window)
+            let totals = configuration.sequences.map { $0.cached + $0.new }
+            let pagesNeeded = totals.reduce(0) { $0 + ($1 + configuration.pageSize - 1) / configuration.pageSize }
+            let layout = PageLayout(pageSize: configuration.pageSize, pageCount: pagesNeeded + 9)
+            let cacheShape = [layout.pageCount, layout.pageSize, shape.kvHeads, shape.headDim]
+            let caches = (KVCacheLayer(keys: pair.cpu.zeros(cacheShape), values: pair.cpu.zeros(cacheShape)),
+                          KVCacheLayer(keys: pair.gpu.zeros(cacheShape), values: pair.gpu.zeros(cacheShape)))
+            var pages = Array(1..<Int32(layout.pageCount)).shuffled(using: &pair.random)
+            let tables = totals.map { tokens in (0..<layout.pagesNeeded(forTokens: tokens)).map { _ in pages.removeLast() } }
+
+            // One step over `pieces` (sequence, first position, rows): appendKV on both backends, then attention compared.
+            func step(_ pieces: [(sequence: Int, first: Int, rows: Int)], attend: Bool) {
+                var sequences: [StepBatch.Sequence] = []
+                var rows = 0
+                for piece in pieces {
+                    sequences.append(.init(rows: rows ..< rows + piece.rows, contextLength: piece.first + piece.rows, blockTable: tables[piece.sequence]))
+                    rows += piece.rows
+                }
+                let batch = StepBatch(tokens: [Int32](repeating: 0, count: rows), sequences: sequences, loraSegments: [], logitRows: [])
+                let plans = (pair.cpu.plan(batch), pair.gpu.plan(batch))
+                let qkv = pair.tensors([rows, shape.qkvWidth])
+                pair.cpu.appendKV(qkv: qkv.cpu, shape: shape, cache: caches.0, layout: layout, plan: plans.0)
+                pair.gpu.appendKV(qkv: qkv.gpu, shape: shape, cache: caches.1, layout: layout, plan: plans.1)
+                guard attend else { return }
+                let out = pair.zeros([rows, shape.queryWidth])
+                pair.cpu.attention(qkv: qkv.cpu, shape: shape, cache: caches.0, layout: layout, plan: plans.0, out: out.cpu)
+                pair.gpu.attention(qkv: qkv.gpu, shape: shape, cache: caches.1, layout: layout, plan: plans.1, out: out.gpu)
+                let (actual, expected) = (pair.gpu.toHost(out.gpu), pair.cpu.toHost(out.cpu))
+                let maxError = zip(actual, expected).reduce(Float(0)) { max($0, abs($1.0 - $1.1).isNaN ? .infinity : abs($1.0 - $1.1)) }
+                print("attention \(configuration.name) \(dtype): \(rows) rows, max error \(maxError)")
+                let mismatch = closeMismatch(actual, expected, atol: 2e-2, rtol: pair.tolerance)
+                #expect(mismatch == nil, "attention \(configuration.name) \(dtype): \(mismatch ?? "")")
+            }
+
+            var filling: [(sequence: Int, first: Int, rows: Int)] = []
+            for (index, sequence) in configuration.sequences.enumerated() {
+                for first in stride(from: 0, to: sequence.cached, by: 4096) {
+                    filling.append((index, first, min(4096, sequence.cached - first)))
+                    if filling.reduce(0, { $0 + $1.rows }) >= 4096 {
+                        step(filling, attend: false)
+                        filling = []
+                    }
+                }
+            }
+            if !filling.isEmpty { step(filling, attend: false) }
+            step(configuration.sequences.enumerated().map { ($0.offset, $0.element.cached, $0.element.new) }, attend: true)
         }
 
         /// SGMV with adapters of ranks 1…256 in one launch, a slot without the projection, base-only rows, and a fused

@@ -1,15 +1,183 @@
+import PunicaCompute
+
 /// Parameters of the kernels in attention.cu (see `KernelParameters`).
-struct PagedAttention: KernelParameters {
-    static let kernel = "paged_attention"
-    var qkv: UInt64 = 0, keys: UInt64 = 0, values: UInt64 = 0, positions: UInt64 = 0, rowSequence: UInt64 = 0, blockTables: UInt64 = 0
-    var out: UInt64 = 0, partialAcc: UInt64 = 0, partialMaxSum: UInt64 = 0
+///
+/// The four tile kernels share one parameter list: `AttentionTiles<Kernel>` is it, and the `AttentionKernel` type
+/// says which entry point, with its tile geometry (mirroring attention.cu's constants).
+struct AttentionTiles<Kernel: AttentionKernel>: KernelParameters {
+    static var kernel: String { Kernel.name }
+    var qkv: UInt64 = 0, keys: UInt64 = 0, values: UInt64 = 0, items: UInt64 = 0, blockTables: UInt64 = 0, out: UInt64 = 0
+    var partialAcc: UInt64 = 0, partialMaxSum: UInt64 = 0
     var maxPages: Int32 = 0, qkvWidth: Int32 = 0, queryHeads: Int32 = 0, kvHeads: Int32 = 0, headDim: Int32 = 0, pageSize: Int32 = 0
     var slidingWindow: Int32 = 0
-    var scale: Float = 0
+    var scaleLog2: Float = 0
+}
+
+/// One tile kernel of attention.cu: query rows per tile, the head dims it serves, and its shared memory.
+protocol AttentionKernel {
+    static var name: String { get }
+    /// Query rows of one tile (tokens × group size), 16 per warp or 16 for all four warps.
+    static var tileRows: Int { get }
+    /// Head dims it runs; a dim runs in the smallest compiled size ≥ it (32, 64, 128 or 256).
+    static var headDims: ClosedRange<Int> { get }
+}
+
+extension AttentionKernel {
+    /// Keys per shared-memory tile (TILE_KEYS).
+    static func tileKeys(paddedHeadDim: Int) -> Int { paddedHeadDim == 256 && tileRows == 64 ? 32 : 64 }
+
+    /// Q tile plus two K and two V tiles, rows padded by 8 scalars.
+    static func sharedBytes(headDim: Int) -> Int {
+        let padded = AttentionKernels.paddedHeadDim(headDim)
+        return (tileRows + 4 * tileKeys(paddedHeadDim: padded)) * (padded + 8) * 2
+    }
+}
+
+enum AttentionRows64: AttentionKernel {
+    static let name = "attention_rows64", tileRows = 64, headDims = 8...128
+}
+
+enum AttentionRows16: AttentionKernel {
+    static let name = "attention_rows16", tileRows = 16, headDims = 8...128
+}
+
+enum AttentionRows64D256: AttentionKernel {
+    static let name = "attention_rows64_d256", tileRows = 64, headDims = 129...256
+}
+
+enum AttentionRows16D256: AttentionKernel {
+    static let name = "attention_rows16_d256", tileRows = 16, headDims = 129...256
+}
+
+enum AttentionKernels {
+    /// Threads per block of every attention kernel.
+    static let threads = 128
+    /// Most query heads per KV head: a 64-row tile holds at least one token's group.
+    static let maxGroupSize = 64
+
+    /// The compiled head dim that runs `headDim`.
+    static func paddedHeadDim(_ headDim: Int) -> Int { [32, 64, 128, 256].first { $0 >= headDim } ?? headDim }
+
+    /// Rejects head layouts the kernels do not implement, naming the limit.
+    static func check(_ shape: AttentionShape) throws(CUDAError) {
+        guard shape.headDim % 8 == 0 && (8...256).contains(shape.headDim) else {
+            throw .unsupported("CUDA attention needs a head dim that is a multiple of 8 in 8...256 (16-byte rows), not \(shape.headDim)")
+        }
+        guard shape.groupSize <= maxGroupSize else {
+            throw .unsupported("CUDA attention supports at most \(maxGroupSize) query heads per KV head, not \(shape.groupSize)")
+        }
+    }
 }
 
 struct AttentionMerge: KernelParameters {
     static let kernel = "attention_merge"
-    var partialAcc: UInt64 = 0, partialMaxSum: UInt64 = 0, out: UInt64 = 0
-    var queryHeads: Int32 = 0, headDim: Int32 = 0, splits: Int32 = 0
+    var merges: UInt64 = 0, partialAcc: UInt64 = 0, partialMaxSum: UInt64 = 0, out: UInt64 = 0
+    var queryHeads: Int32 = 0, kvHeads: Int32 = 0, headDim: Int32 = 0
+}
+
+/// attention.cu's work for one step and head layout, on the host (pure: tested without a GPU).
+///
+/// Each sequence's rows become query tiles of whole tokens: a sequence whose rows × group fit 16 rows is one
+/// 16-row tile (decode); longer ones are cut into 64-row tiles of 64 / group tokens (the last, if it fits, in a
+/// 16-row tile). A tile's keys run from its first query's sliding-window start to its last query (causal: later keys
+/// are never loaded). Each list is then split over the keys (flash-decoding) until it has about `blocksPerSM`
+/// blocks per multiprocessor: a split covers a whole number of 64-key tiles and at least `minimumSplitKeys`, and
+/// the merge list combines the splits of each split tile. Tiles are listed longest first, so the causal prefill's
+/// long tiles do not start last.
+struct AttentionWork: Equatable {
+    struct Item: Equatable {
+        var sequence, rowStart, tokens, position, kvBegin, kvEnd: Int
+        /// First partial slot of a split, -1 for a tile written straight to the output.
+        var partial: Int
+    }
+
+    struct Merge: Equatable {
+        var rowStart, tokens, partial, splits: Int
+    }
+
+    var rows64: [Item] = [], rows16: [Item] = []
+    var merges: [Merge] = []
+    /// Float32 partial rows the splits write: [partialSlots, headDim] accumulators and [partialSlots, 2] (max, sum).
+    var partialSlots = 0
+
+    static let minimumSplitKeys = 256
+    static let splitGranule = 64
+
+    init(batch: StepBatch, shape: AttentionShape, multiprocessors: Int) {
+        let group = shape.groupSize
+        precondition(group <= AttentionKernels.maxGroupSize, "AttentionKernels.check rejects groups above \(AttentionKernels.maxGroupSize)")
+        var tiles64: [Item] = [], tiles16: [Item] = []
+        for (index, sequence) in batch.sequences.enumerated() where !sequence.rows.isEmpty {
+            let count = sequence.rows.count
+            let tokensPerTile = count * group <= AttentionRows16.tileRows ? count : AttentionRows64.tileRows / group
+            for start in stride(from: 0, to: count, by: tokensPerTile) {
+                let tokens = min(tokensPerTile, count - start), position = sequence.firstPosition + start
+                let tile = Item(sequence: index, rowStart: sequence.rows.lowerBound + start, tokens: tokens, position: position,
+                                kvBegin: shape.slidingWindow.map { max(0, position - $0 + 1) } ?? 0, kvEnd: position + tokens, partial: -1)
+                if tokens * group <= AttentionRows16.tileRows { tiles16.append(tile) } else { tiles64.append(tile) }
+            }
+        }
+        // 64-row tiles are compute-bound (2 resident blocks per multiprocessor); 16-row ones memory-bound, wanting
+        // more blocks in flight.
+        rows64 = split(tiles64, blocks: 2 * multiprocessors, shape: shape)
+        rows16 = split(tiles16, blocks: 4 * multiprocessors, shape: shape)
+    }
+
+    private mutating func split(_ tiles: [Item], blocks: Int, shape: AttentionShape) -> [Item] {
+        let keys = tiles.reduce(0) { $0 + $1.kvEnd - $1.kvBegin } * shape.kvHeads
+        let chunk = max(Self.minimumSplitKeys, (keys + blocks - 1) / max(1, blocks))
+        var items: [Item] = []
+        for tile in tiles.sorted(by: { $0.kvEnd - $0.kvBegin > $1.kvEnd - $1.kvBegin }) {
+            let length = tile.kvEnd - tile.kvBegin
+            let wanted = (length + chunk - 1) / chunk
+            let perSplit = ((length + wanted - 1) / wanted + Self.splitGranule - 1) / Self.splitGranule * Self.splitGranule
+            let splits = (length + perSplit - 1) / perSplit
+            guard splits > 1 else {
+                items.append(tile)
+                continue
+            }
+            let rows = tile.tokens * shape.groupSize
+            for s in 0..<splits {
+                var piece = tile
+                piece.kvBegin = tile.kvBegin + s * perSplit
+                piece.kvEnd = min(tile.kvEnd, piece.kvBegin + perSplit)
+                piece.partial = partialSlots + s * shape.kvHeads * rows
+                items.append(piece)
+            }
+            merges.append(Merge(rowStart: tile.rowStart, tokens: tile.tokens, partial: partialSlots, splits: splits))
+            partialSlots += splits * shape.kvHeads * rows
+        }
+        return items
+    }
+
+    /// `AttentionItem` and `AttentionMergeItem` of attention.cu, in that order: rows64 | rows16 | merges.
+    var words: [Int32] {
+        let items = (rows64 + rows16).flatMap { item in
+            [item.sequence, item.rowStart, item.tokens, item.position, item.kvBegin, item.kvEnd, item.partial, 0].map { Int32($0) }
+        }
+        return items + merges.flatMap { [$0.rowStart, $0.tokens, $0.partial, $0.splits].map { Int32($0) } }
+    }
+}
+
+/// A step's `AttentionWork` on the device: the item lists in one int32 buffer and the splits' float32 partials.
+final class CUDAAttentionPlan {
+    let shape: AttentionShape
+    let work: AttentionWork
+    let buffer: Tensor?
+    let partial: Tensor?
+
+    init(_ batch: StepBatch, shape: AttentionShape, backend: CUDABackend) {
+        self.shape = shape
+        work = AttentionWork(batch: batch, shape: shape, multiprocessors: backend.multiprocessorCount)
+        let words = work.words
+        buffer = words.isEmpty ? nil : backend.upload(words)
+        partial = work.partialSlots == 0 ? nil
+            : backend.allocate([work.partialSlots * (shape.headDim + 2)], dtype: .float32, pooled: true)
+    }
+
+    var rows64Items: UInt64 { buffer?.address ?? 0 }
+    var rows16Items: UInt64 { rows64Items + UInt64(32 * work.rows64.count) }
+    var mergeItems: UInt64 { rows16Items + UInt64(32 * work.rows16.count) }
+    var partialAcc: UInt64 { partial?.address ?? 0 }
+    var partialMaxSum: UInt64 { partialAcc + UInt64(4 * work.partialSlots * shape.headDim) }
 }

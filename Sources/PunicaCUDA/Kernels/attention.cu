@@ -1,135 +1,368 @@
 #include "common.cuh"
 
-// Paged causal grouped-query attention over each row's sequence.
+// Paged causal grouped-query attention on tensor cores (FlashAttention-2 style): one code path for prefill chunks
+// (after cached tokens or not) and decode rows, over the paged KV cache [pages, page_size, kv_heads, head_dim].
 //
-// grid: (T rows, query heads, splits); block: 128 threads = 4 warps. A block covers one (row, head) and one split
-// of the key range; its warps take chunks of 32 keys in turn. Within a chunk each lane scores one key (a full dot
-// product over head_dim, q read from shared memory), the warp updates its online softmax, then every lane
-// accumulates its own output dims over the chunk's 32 values. Warps then merge their (max, sum, acc) in shared
-// memory. With one split the block writes the output row; with several it writes float32 partials that
-// attention_merge combines (decode over long contexts: more blocks than rows × heads).
-#define WARPS 4
-#define MAX_HEAD_DIM 256
-#define DIMS_PER_LANE (MAX_HEAD_DIM / 32)
+// The host plan (CUDAAttentionPlan) lists work items: a query tile of one sequence — `tokens` consecutive rows of
+// the step — and a range of its key positions. A block takes one (item, KV head); its query tile has tokens × group
+// rows, row r being token r / group and query head kv_head · group + r % group, so the KV head's keys are read once
+// for the whole group. grid: items × kv_heads blocks (block b: item b / kv_heads, KV head b % kv_heads), block: 128
+// threads = 4 warps. The item's key range already skips tiles past its last query (causal) and before its first
+// query's sliding window.
+//
+// Two tile shapes, one code path:
+//   attention_rows64(_d256): 64 query rows, each warp 16 of them against every key of a tile (prefill chunks).
+//   attention_rows16(_d256): 16 query rows (decode: a token's group, or a few tokens), each warp against a quarter of each
+//                     key tile; the warps merge their softmax states at the end. Memory-bound: 64 rows would
+//                     quadruple the shared-memory reads of K and V for rows that do not exist.
+//
+// Per key tile (TILE_KEYS keys gathered from their pages into shared memory with cp.async, double buffered: the next
+// tile loads while this one computes): S = Q·Kᵀ on mma.sync with float32 accumulators, scaled to log2 units and
+// masked (causal, sliding window, end of range) only on tiles that need it; online softmax per row in registers;
+// O += P·V with P rounded to the storage type as the A operand, straight from S's accumulators.
+//
+// Head dims are compiled for 32, 64, 128 and 256; a smaller one (a multiple of 8) runs in the next size up with its
+// extra columns zero-filled on load and never written.
+//
+// An item with partial ≥ 0 covers one split of its query tile's keys (flash-decoding: few queries, long context):
+// it writes float32 unnormalized rows and their (max, sum) to partial slot partial + kv_head · rows + r, and
+// attention_merge combines the splits. Otherwise the block writes its output rows. An item with tokens = 0 is
+// padding and does nothing, so a grid may be larger than this step's work.
 
-extern "C" __global__ void paged_attention(
-        const scalar_t* __restrict__ qkv, const scalar_t* __restrict__ keys, const scalar_t* __restrict__ values,
-        const int* __restrict__ positions, const int* __restrict__ row_sequence, const int* __restrict__ block_tables,
-        scalar_t* __restrict__ out, float* __restrict__ partial_acc, float* __restrict__ partial_max_sum, int max_pages,
-        int qkv_width, int query_heads, int kv_heads, int head_dim, int page_size, int sliding_window, float scale) {
-    __shared__ float q[MAX_HEAD_DIM];
-    __shared__ float merge_max[WARPS], merge_sum[WARPS];
-    __shared__ float merge_acc[WARPS][MAX_HEAD_DIM];
+struct AttentionItem {
+    int sequence;   // row of block_tables
+    int row_start;  // step row of the first query token
+    int tokens;     // query tokens (consecutive rows and positions); 0: padding
+    int position;   // position of the first query token
+    int kv_begin;   // key positions [kv_begin, kv_end)
+    int kv_end;
+    int partial;    // first partial slot of this split, or -1: write the output
+    int reserved;
+};
 
-    const int row = blockIdx.x, head = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int d = head_dim;
-    const int kv_head = head / (query_heads / kv_heads);
-    const int kv_width = kv_heads * d;
-    const int position = positions[row];
-    const int first = sliding_window > 0 ? max(0, position - sliding_window + 1) : 0;
-    const int* table = block_tables + (size_t)row_sequence[row] * max_pages;
+struct AttentionArgs {
+    const scalar_t* qkv;
+    const scalar_t* keys;
+    const scalar_t* values;
+    const AttentionItem* items;
+    const int* block_tables;
+    scalar_t* out;
+    float* partial_acc;      // [slots, head_dim]
+    float* partial_max_sum;  // [slots, 2], max in log2 units
+    int max_pages, qkv_width, query_heads, kv_heads, head_dim, page_size, sliding_window;
+    float scale_log2;        // log2(e) / sqrt(head_dim)
+};
 
-    // This split's keys: [begin, end).
-    const int total = position - first + 1;
-    const int per_split = (total + splits - 1) / splits;
-    const int begin = first + split * per_split, end = min(position + 1, begin + per_split);
+#define THREADS 128
 
-    for (int i = threadIdx.x; i < d; i += blockDim.x) q[i] = to_float(qkv[(size_t)row * qkv_width + head * d + i]) * scale;
+template <int HEAD_DIM, int ROW_WARPS>
+__device__ __forceinline__ void attention_tile(const AttentionArgs& a) {
+    constexpr int KEY_WARPS = 4 / ROW_WARPS;
+    constexpr int TILE_ROWS = 16 * ROW_WARPS;
+    constexpr int TILE_KEYS = HEAD_DIM == 256 && ROW_WARPS == 4 ? 32 : 64;  // 256: registers hold 128 accumulators
+    constexpr int WARP_KEYS = TILE_KEYS / KEY_WARPS;                       // keys of a tile each warp scores
+    constexpr int STRIDE = HEAD_DIM + 8;   // shared row stride in scalars: 16 bytes of padding put ldmatrix's 8 rows on distinct banks
+    constexpr int CHUNKS = HEAD_DIM / 8;   // 16-byte chunks per row
+    constexpr bool Q_IN_REGISTERS = HEAD_DIM <= 128;
+    constexpr int OUT_STRIDE = HEAD_DIM + 8;  // floats, epilogue
+    static_assert(WARP_KEYS % 16 == 0, "a warp scores whole 16-key steps");
+    static_assert(4 * 16 * OUT_STRIDE * 4 <= 4 * TILE_KEYS * STRIDE * 2, "the epilogue's rows fit in the key tiles' space");
+
+    extern __shared__ uint4 shared[];
+    scalar_t* q_tile = reinterpret_cast<scalar_t*>(shared);  // [TILE_ROWS][STRIDE]
+    scalar_t* k_tiles = q_tile + TILE_ROWS * STRIDE;         // [2][TILE_KEYS][STRIDE]
+    scalar_t* v_tiles = k_tiles + 2 * TILE_KEYS * STRIDE;    // [2][TILE_KEYS][STRIDE]
+
+    const AttentionItem item = a.items[blockIdx.x / a.kv_heads];
+    const int kv_head = blockIdx.x % a.kv_heads;
+    if (item.tokens == 0) return;
+    const int group = a.query_heads / a.kv_heads, rows = item.tokens * group;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+    const int row_warp = warp / KEY_WARPS, key_warp = warp % KEY_WARPS;
+    const int* table = a.block_tables + (size_t)item.sequence * a.max_pages;
+
+    // Q tile, its own cp.async group.
+#pragma unroll
+    for (int j = 0; j < (TILE_ROWS * CHUNKS + THREADS - 1) / THREADS; ++j) {
+        const int i = threadIdx.x + j * THREADS, r = i / CHUNKS, c = i % CHUNKS;
+        if (i >= TILE_ROWS * CHUNKS) break;
+        const bool valid = r < rows && c * 8 < a.head_dim;
+        const scalar_t* from = valid ? a.qkv + (size_t)(item.row_start + r / group) * a.qkv_width + (kv_head * group + r % group) * a.head_dim + c * 8
+                                     : a.qkv;
+        cp_async16(q_tile + r * STRIDE + c * 8, from, valid);
+    }
+    cp_async_commit();
+
+    // Key tile `tile` into buffer tile % 2: K and V rows of TILE_KEYS positions, each looked up in the block table.
+    const int key_tiles = (item.kv_end - item.kv_begin + TILE_KEYS - 1) / TILE_KEYS;
+    auto load_keys = [&](int tile) {
+        const int first = item.kv_begin + tile * TILE_KEYS;
+        scalar_t* k = k_tiles + (tile % 2) * TILE_KEYS * STRIDE;
+        scalar_t* v = v_tiles + (tile % 2) * TILE_KEYS * STRIDE;
+#pragma unroll
+        for (int j = 0; j < TILE_KEYS * CHUNKS / THREADS; ++j) {
+            const int i = threadIdx.x + j * THREADS, key = i / CHUNKS, c = i % CHUNKS, position = first + key;
+            const bool valid = position < item.kv_end && c * 8 < a.head_dim;
+            size_t offset = 0;
+            if (valid) {
+                const size_t slot = (size_t)table[position / a.page_size] * a.page_size + position % a.page_size;
+                offset = (slot * a.kv_heads + kv_head) * a.head_dim + c * 8;
+            }
+            cp_async16(k + key * STRIDE + c * 8, a.keys + offset, valid);
+            cp_async16(v + key * STRIDE + c * 8, a.values + offset, valid);
+        }
+    };
+    if (key_tiles > 0) load_keys(0);
+    cp_async_commit();
+
+    // This warp's 16 query rows: A operand row addresses (lane l gives row l % 16, columns +8 for lanes ≥ 16).
+    const scalar_t* q_row = q_tile + (row_warp * 16 + lane % 16) * STRIDE + (lane / 16) * 8;
+    unsigned q[Q_IN_REGISTERS ? HEAD_DIM / 16 : 1][4];
+    cp_async_wait<1>();  // the Q group; the first key tile may still be loading
     __syncthreads();
-
-    float running_max = NEG_INF, running_sum = 0.f;
-    float acc[DIMS_PER_LANE];
+    if constexpr (Q_IN_REGISTERS) {
 #pragma unroll
-    for (int j = 0; j < DIMS_PER_LANE; ++j) acc[j] = 0.f;
+        for (int kk = 0; kk < HEAD_DIM / 16; ++kk) ldmatrix_x4(q[kk], q_row + kk * 16);
+    }
 
-    const bool vectorized = d % 8 == 0;
-    for (int chunk = begin + warp * 32; chunk < end; chunk += WARPS * 32) {
-        const int key = chunk + lane;
-        float score = NEG_INF;
-        size_t slot = 0;
-        if (key < end) {
-            slot = (size_t)table[key / page_size] * page_size + key % page_size;
-            const scalar_t* k = keys + slot * kv_width + kv_head * d;
-            score = 0.f;
-            if (vectorized) {
-                float kv[8];
-                for (int i = 0; i < d; i += 8) {
-                    load8(k + i, kv);
+    // The thread's two rows, g and g + 8 of the warp's 16: positions (padding rows take the last token's) and softmax
+    // state. Sums cover this thread's columns only until the end.
+    int query_position[2];
 #pragma unroll
-                    for (int e = 0; e < 8; ++e) score += q[i + e] * kv[e];
-                }
+    for (int h = 0; h < 2; ++h) query_position[h] = item.position + min((row_warp * 16 + g + 8 * h) / group, item.tokens - 1);
+    const int last_position = item.position + item.tokens - 1;
+    float row_max[2] = {NEG_INF, NEG_INF}, row_sum[2] = {0.f, 0.f};
+    float o[HEAD_DIM / 8][4];  // C fragments: dims 8j + 2t, +1 of rows g (0, 1) and g + 8 (2, 3)
+#pragma unroll
+    for (int j = 0; j < HEAD_DIM / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+
+    for (int tile = 0; tile < key_tiles; ++tile) {
+        if (tile + 1 < key_tiles) load_keys(tile + 1);
+        cp_async_commit();
+        cp_async_wait<1>();  // everything but the tile just requested
+        __syncthreads();
+        const scalar_t* k = k_tiles + ((tile % 2) * TILE_KEYS + key_warp * WARP_KEYS) * STRIDE;
+        const scalar_t* v = v_tiles + ((tile % 2) * TILE_KEYS + key_warp * WARP_KEYS) * STRIDE;
+
+        // S = Q·Kᵀ for the warp's keys: B = Kᵀ, so K rows (keys) are B's columns and a plain ldmatrix of K gives b0, b1.
+        // Per x4: matrices (keys +0..7, dims +0..7), (keys +0..7, dims +8..15), (keys +8..15, dims +0..7),
+        // (keys +8..15, dims +8..15) = b0, b1 of key block 2·jp, then b0, b1 of key block 2·jp + 1.
+        float s[WARP_KEYS / 8][4];
+#pragma unroll
+        for (int j = 0; j < WARP_KEYS / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
+            unsigned a_fragment[4];
+            if constexpr (Q_IN_REGISTERS) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) a_fragment[e] = q[kk][e];
             } else {
-                for (int i = 0; i < d; ++i) score += q[i] * to_float(k[i]);
+                ldmatrix_x4(a_fragment, q_row + kk * 16);
+            }
+#pragma unroll
+            for (int jp = 0; jp < WARP_KEYS / 16; ++jp) {
+                unsigned b[4];
+                ldmatrix_x4(b, k + (jp * 16 + lane % 8 + (lane / 16) * 8) * STRIDE + kk * 16 + ((lane / 8) % 2) * 8);
+                mma_m16n8k16(s[2 * jp], a_fragment, b[0], b[1], scalar_t());
+                mma_m16n8k16(s[2 * jp + 1], a_fragment, b[2], b[3], scalar_t());
             }
         }
-        const float chunk_max = warp_max(score);
-        const float new_max = fmaxf(running_max, chunk_max);
-        const float correction = __expf(running_max - new_max);
-        const float p = key < end ? __expf(score - new_max) : 0.f;
-        running_sum = running_sum * correction + warp_sum(p);
-        running_max = new_max;
-#pragma unroll
-        for (int j = 0; j < DIMS_PER_LANE; ++j) acc[j] *= correction;
-        const int keys_here = min(32, end - chunk);
-        for (int k = 0; k < keys_here; ++k) {
-            const float weight = __shfl_sync(0xffffffff, p, k);
-            const size_t key_slot = __shfl_sync(0xffffffff, slot, k);
-            const scalar_t* v = values + key_slot * kv_width + kv_head * d;
-#pragma unroll
-            for (int j = 0; j < DIMS_PER_LANE; ++j) {
-                const int i = lane + 32 * j;
-                if (i < d) acc[j] += weight * to_float(v[i]);
-            }
-        }
-    }
 
-    if (lane == 0) { merge_max[warp] = running_max; merge_sum[warp] = running_sum; }
+        // Scale to log2 units; mask only tiles that reach past the first query, the range end, or a window's start.
+        const int first_key = item.kv_begin + tile * TILE_KEYS;
+        const bool masked = first_key + TILE_KEYS > min(item.kv_end, item.position + 1)
+                            || (a.sliding_window > 0 && first_key <= last_position - a.sliding_window);
+        const int thread_key = first_key + key_warp * WARP_KEYS + 2 * t;
 #pragma unroll
-    for (int j = 0; j < DIMS_PER_LANE; ++j) {
-        const int i = lane + 32 * j;
-        if (i < d) merge_acc[warp][i] = acc[j];
+        for (int j = 0; j < WARP_KEYS / 8; ++j) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int key = thread_key + 8 * j + e % 2, query = query_position[e / 2];
+                const bool visible = !masked || (key < item.kv_end && key <= query && (a.sliding_window == 0 || key > query - a.sliding_window));
+                s[j][e] = visible ? s[j][e] * a.scale_log2 : NEG_INF;
+            }
+        }
+
+        // Online softmax: the row's max over the quad (lanes 4g..4g+3 hold its columns), rescale, exponentiate.
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            float tile_max = NEG_INF;
+#pragma unroll
+            for (int j = 0; j < WARP_KEYS / 8; ++j) tile_max = fmaxf(tile_max, fmaxf(s[j][2 * h], s[j][2 * h + 1]));
+            tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffff, tile_max, 1));
+            tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffff, tile_max, 2));
+            const float new_max = fmaxf(row_max[h], tile_max);
+            const float base = new_max == NEG_INF ? 0.f : new_max;  // nothing visible yet: every p is 0, no NaN
+            const float correction = exp2f(row_max[h] - base);
+            row_max[h] = new_max;
+            float sum = 0.f;
+#pragma unroll
+            for (int j = 0; j < WARP_KEYS / 8; ++j) {
+                s[j][2 * h] = exp2f(s[j][2 * h] - base);
+                s[j][2 * h + 1] = exp2f(s[j][2 * h + 1] - base);
+                sum += s[j][2 * h] + s[j][2 * h + 1];
+            }
+            row_sum[h] = row_sum[h] * correction + sum;
+#pragma unroll
+            for (int j = 0; j < HEAD_DIM / 8; ++j) {
+                o[j][2 * h] *= correction;
+                o[j][2 * h + 1] *= correction;
+            }
+        }
+
+        // O += P·V. P's A fragment for keys 16kk..16kk+15 is S's C fragments of key blocks 2kk and 2kk + 1. B = V
+        // (keys × dims) wants (keys 2t, 2t+1; dim g): ldmatrix.trans of V rows. Per x4: matrices (keys +0..7,
+        // dims +0..7), (keys +8..15, dims +0..7), (keys +0..7, dims +8..15), (keys +8..15, dims +8..15) = b0, b1 of
+        // dim block 2·jp, then b0, b1 of dim block 2·jp + 1.
+#pragma unroll
+        for (int kk = 0; kk < WARP_KEYS / 16; ++kk) {
+            const unsigned p[4] = {pack2(s[2 * kk][0], s[2 * kk][1]), pack2(s[2 * kk][2], s[2 * kk][3]),
+                                   pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+            for (int jp = 0; jp < HEAD_DIM / 16; ++jp) {
+                unsigned b[4];
+                ldmatrix_x4_trans(b, v + (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * STRIDE + jp * 16 + (lane / 16) * 8);
+                mma_m16n8k16(o[2 * jp], p, b[0], b[1], scalar_t());
+                mma_m16n8k16(o[2 * jp + 1], p, b[2], b[3], scalar_t());
+            }
+        }
+        __syncthreads();  // every warp is done with this buffer before the next iteration's loads refill it
+    }
+    __syncthreads();  // (no key tile: the Q fragments were read before the Q tile's space is reused below)
+
+    // Epilogue: each warp's rows (unnormalized float32) and softmax state to shared memory, in the key tiles' and the
+    // Q tile's space, so the key warps of a row merge and each thread writes whole 16-byte output chunks.
+    float* o_shared = reinterpret_cast<float*>(k_tiles);  // [4 warps][16 rows][OUT_STRIDE]
+    float* state = reinterpret_cast<float*>(q_tile);      // [4 warps][16 rows][max, sum]
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        row_sum[h] += __shfl_xor_sync(0xffffffff, row_sum[h], 1);
+        row_sum[h] += __shfl_xor_sync(0xffffffff, row_sum[h], 2);
+        const int r = warp * 16 + g + 8 * h;
+        if (t == 0) {
+            state[2 * r] = row_max[h];
+            state[2 * r + 1] = row_sum[h];
+        }
+#pragma unroll
+        for (int j = 0; j < HEAD_DIM / 8; ++j)
+            *reinterpret_cast<float2*>(&o_shared[r * OUT_STRIDE + 8 * j + 2 * t]) = make_float2(o[j][2 * h], o[j][2 * h + 1]);
     }
     __syncthreads();
 
-    float block_max = NEG_INF;
-    for (int w = 0; w < WARPS; ++w) block_max = fmaxf(block_max, merge_max[w]);
-    float block_sum_value = 0.f;
-    for (int w = 0; w < WARPS; ++w) if (merge_max[w] != NEG_INF) block_sum_value += merge_sum[w] * __expf(merge_max[w] - block_max);
-    const size_t task = ((size_t)row * query_heads + head) * splits + split;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) {
-        float value = 0.f;
-        for (int w = 0; w < WARPS; ++w) if (merge_max[w] != NEG_INF) value += merge_acc[w][i] * __expf(merge_max[w] - block_max);
-        if (splits == 1) {
-            from_float(&out[(size_t)row * query_heads * d + head * d + i], value / block_sum_value);
-        } else {
-            partial_acc[task * d + i] = value;
+    for (int i = threadIdx.x; i < TILE_ROWS * CHUNKS; i += THREADS) {
+        const int r = i / CHUNKS, c = i % CHUNKS;
+        if (r >= rows || c * 8 >= a.head_dim) continue;
+        const int first_warp = (r / 16) * KEY_WARPS, warp_row = r % 16;
+        float m = NEG_INF;
+#pragma unroll
+        for (int w = 0; w < KEY_WARPS; ++w) m = fmaxf(m, state[2 * ((first_warp + w) * 16 + warp_row)]);
+        const float base = m == NEG_INF ? 0.f : m;
+        float sum = 0.f, acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int w = 0; w < KEY_WARPS; ++w) {
+            const int from = (first_warp + w) * 16 + warp_row;
+            const float weight = exp2f(state[2 * from] - base);
+            sum += state[2 * from + 1] * weight;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[e] += o_shared[from * OUT_STRIDE + c * 8 + e] * weight;
         }
-    }
-    if (splits > 1 && threadIdx.x == 0) {
-        partial_max_sum[task * 2] = block_max;
-        partial_max_sum[task * 2 + 1] = block_sum_value;
+        if (item.partial < 0) {
+            const float inverse = 1.f / sum;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[e] *= inverse;
+            store8(a.out + (size_t)(item.row_start + r / group) * a.query_heads * a.head_dim + (kv_head * group + r % group) * a.head_dim + c * 8, acc);
+        } else {
+            const size_t slot = (size_t)item.partial + (size_t)kv_head * rows + r;
+            float4* to = reinterpret_cast<float4*>(a.partial_acc + slot * a.head_dim + c * 8);
+            to[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+            to[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+            if (c == 0) {
+                a.partial_max_sum[2 * slot] = m;
+                a.partial_max_sum[2 * slot + 1] = sum;
+            }
+        }
     }
 }
 
-// Combines the splits of paged_attention. grid: (T rows, query heads), block: 128.
-extern "C" __global__ void attention_merge(const float* __restrict__ partial_acc, const float* __restrict__ partial_max_sum,
-                                           scalar_t* __restrict__ out,
-                                           int query_heads, int head_dim, int splits) {
-    const size_t first_task = ((size_t)blockIdx.x * query_heads + blockIdx.y) * splits;
-    float global_max = NEG_INF;
-    for (int s = 0; s < splits; ++s) global_max = fmaxf(global_max, partial_max_sum[(first_task + s) * 2]);
-    float total = 0.f;
-    for (int s = 0; s < splits; ++s) {
-        const float m = partial_max_sum[(first_task + s) * 2];
-        if (m != NEG_INF) total += partial_max_sum[(first_task + s) * 2 + 1] * __expf(m - global_max);
-    }
-    for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
-        float value = 0.f;
-        for (int s = 0; s < splits; ++s) {
-            const float m = partial_max_sum[(first_task + s) * 2];
-            if (m != NEG_INF) value += partial_acc[(first_task + s) * head_dim + i] * __expf(m - global_max);
+// Head dims up to 128 share a kernel per tile shape; 256 has its own, so that its registers (about 240, against
+// 170 for 128 in 16-row tiles) do not lower the occupancy of the others.
+template <int ROW_WARPS>
+__device__ __forceinline__ void attention_tiles(const AttentionArgs& a) {
+    if (a.head_dim <= 32) attention_tile<32, ROW_WARPS>(a);
+    else if (a.head_dim <= 64) attention_tile<64, ROW_WARPS>(a);
+    else attention_tile<128, ROW_WARPS>(a);
+}
+
+// Head dims ≤ 128, 64-row query tiles. Dynamic shared memory: (64 + 4 · 64) · (padded head dim + 8) · 2 bytes.
+extern "C" __global__ void attention_rows64(
+        const scalar_t* __restrict__ qkv, const scalar_t* __restrict__ keys, const scalar_t* __restrict__ values,
+        const AttentionItem* __restrict__ items, const int* __restrict__ block_tables, scalar_t* __restrict__ out,
+        float* __restrict__ partial_acc, float* __restrict__ partial_max_sum, int max_pages, int qkv_width, int query_heads,
+        int kv_heads, int head_dim, int page_size, int sliding_window, float scale_log2) {
+    attention_tiles<4>({qkv, keys, values, items, block_tables, out, partial_acc, partial_max_sum, max_pages, qkv_width, query_heads, kv_heads,
+                  head_dim, page_size, sliding_window, scale_log2});
+}
+
+// Head dims ≤ 128, 16-row query tiles. Dynamic shared memory: (16 + 4 · 64) · (padded head dim + 8) · 2 bytes.
+extern "C" __global__ void attention_rows16(
+        const scalar_t* __restrict__ qkv, const scalar_t* __restrict__ keys, const scalar_t* __restrict__ values,
+        const AttentionItem* __restrict__ items, const int* __restrict__ block_tables, scalar_t* __restrict__ out,
+        float* __restrict__ partial_acc, float* __restrict__ partial_max_sum, int max_pages, int qkv_width, int query_heads,
+        int kv_heads, int head_dim, int page_size, int sliding_window, float scale_log2) {
+    attention_tiles<1>({qkv, keys, values, items, block_tables, out, partial_acc, partial_max_sum, max_pages, qkv_width, query_heads, kv_heads,
+                  head_dim, page_size, sliding_window, scale_log2});
+}
+
+// Head dims 129–256, 64-row query tiles of 32-key tiles. Dynamic shared memory: (64 + 4 · 32) · 264 · 2 bytes.
+extern "C" __global__ void attention_rows64_d256(
+        const scalar_t* __restrict__ qkv, const scalar_t* __restrict__ keys, const scalar_t* __restrict__ values,
+        const AttentionItem* __restrict__ items, const int* __restrict__ block_tables, scalar_t* __restrict__ out,
+        float* __restrict__ partial_acc, float* __restrict__ partial_max_sum, int max_pages, int qkv_width, int query_heads,
+        int kv_heads, int head_dim, int page_size, int sliding_window, float scale_log2) {
+    attention_tile<256, 4>({qkv, keys, values, items, block_tables, out, partial_acc, partial_max_sum, max_pages, qkv_width, query_heads, kv_heads,
+                  head_dim, page_size, sliding_window, scale_log2});
+}
+
+// Head dims 129–256, 16-row query tiles. Dynamic shared memory: (16 + 4 · 64) · 264 · 2 bytes.
+extern "C" __global__ void attention_rows16_d256(
+        const scalar_t* __restrict__ qkv, const scalar_t* __restrict__ keys, const scalar_t* __restrict__ values,
+        const AttentionItem* __restrict__ items, const int* __restrict__ block_tables, scalar_t* __restrict__ out,
+        float* __restrict__ partial_acc, float* __restrict__ partial_max_sum, int max_pages, int qkv_width, int query_heads,
+        int kv_heads, int head_dim, int page_size, int sliding_window, float scale_log2) {
+    attention_tile<256, 1>({qkv, keys, values, items, block_tables, out, partial_acc, partial_max_sum, max_pages, qkv_width, query_heads, kv_heads,
+                  head_dim, page_size, sliding_window, scale_log2});
+}
+
+// A query tile whose keys were split: `splits` items wrote partial slots partial + s · kv_heads · rows + kv_head · rows + r.
+struct AttentionMergeItem {
+    int row_start, tokens, partial, splits;
+};
+
+// Combines the splits of each merge item's rows into the output. grid: merges × kv_heads, block: 128.
+extern "C" __global__ void attention_merge(const AttentionMergeItem* __restrict__ merges, const float* __restrict__ partial_acc,
+                                           const float* __restrict__ partial_max_sum, scalar_t* __restrict__ out,
+                                           int query_heads, int kv_heads, int head_dim) {
+    const AttentionMergeItem merge = merges[blockIdx.x / kv_heads];
+    const int kv_head = blockIdx.x % kv_heads, group = query_heads / kv_heads, rows = merge.tokens * group, chunks = head_dim / 8;
+    const size_t split_stride = (size_t)kv_heads * rows;
+    for (int i = threadIdx.x; i < rows * chunks; i += blockDim.x) {
+        const int r = i / chunks, c = i % chunks;
+        const size_t first = (size_t)merge.partial + (size_t)kv_head * rows + r;
+        float m = NEG_INF;
+        for (int s = 0; s < merge.splits; ++s) m = fmaxf(m, partial_max_sum[2 * (first + s * split_stride)]);
+        float sum = 0.f, acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+        for (int s = 0; s < merge.splits; ++s) {
+            const size_t slot = first + s * split_stride;
+            const float weight = exp2f(partial_max_sum[2 * slot] - m);  // a split that saw nothing of this row: 0
+            sum += partial_max_sum[2 * slot + 1] * weight;
+            const float4* from = reinterpret_cast<const float4*>(partial_acc + slot * head_dim + c * 8);
+            const float4 low = from[0], high = from[1];
+            acc[0] += low.x * weight; acc[1] += low.y * weight; acc[2] += low.z * weight; acc[3] += low.w * weight;
+            acc[4] += high.x * weight; acc[5] += high.y * weight; acc[6] += high.z * weight; acc[7] += high.w * weight;
         }
-        from_float(&out[((size_t)blockIdx.x * query_heads + blockIdx.y) * head_dim + i], value / total);
+        const float inverse = 1.f / sum;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[e] *= inverse;
+        store8(out + (size_t)(merge.row_start + r / group) * query_heads * head_dim + (kv_head * group + r % group) * head_dim + c * 8, acc);
     }
 }

@@ -89,3 +89,53 @@ struct LoraSlot {
     int piece_count;
     LoraPiece pieces[3];
 };
+
+// ---- Tensor cores (sm_80+): warp-level mma.sync m16n8k16, ldmatrix and cp.async ----
+//
+// Fragments of mma.sync.aligned.m16n8k16.row.col with g = lane / 4, t = lane % 4 (each register two scalars):
+//   A (16×16, row-major): a0 = (row g, cols 2t, 2t+1), a1 = (row g+8, same cols), a2 = (row g, cols 2t+8, 2t+9),
+//                         a3 = (row g+8, cols 2t+8, 2t+9)
+//   B (16×8):             b0 = (rows 2t, 2t+1, col g), b1 = (rows 2t+8, 2t+9, col g)
+//   C (16×8, float32):    c0, c1 = (row g, cols 2t, 2t+1), c2, c3 = (row g+8, cols 2t, 2t+1)
+
+// c += a · b; the storage type picks the instruction's input type.
+__device__ __forceinline__ void mma_m16n8k16(float* c, const unsigned* a, unsigned b0, unsigned b1, __half) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma_m16n8k16(float* c, const unsigned* a, unsigned b0, unsigned b1, __nv_bfloat16) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats rounded to scalars in one register, `low` in the low half: an A or B fragment register.
+__device__ __forceinline__ unsigned pack2(float low, float high) {
+    scalar_t pair[2];
+    from_float(&pair[0], low);
+    from_float(&pair[1], high);
+    return *reinterpret_cast<unsigned*>(pair);
+}
+
+__device__ __forceinline__ unsigned shared_address(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+
+// Four 8×8 scalar matrices from shared memory: lanes 8i..8i+7 give the row addresses of matrix i (16-byte aligned),
+// and r[i] receives (row g, cols 2t, 2t+1) of matrix i, or with `_trans` (rows 2t, 2t+1, col g): its transpose.
+__device__ __forceinline__ void ldmatrix_x4(unsigned* r, const void* row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(shared_address(row)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned* r, const void* row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(shared_address(row)));
+}
+
+// 16 bytes global → shared without passing through registers; `valid` false writes 16 zero bytes instead (nothing
+// is read from `from`, which must still be a mapped address).
+__device__ __forceinline__ void cp_async16(void* to, const void* from, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(shared_address(to)), "l"(from), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+// Waits until at most `pending` of this thread's committed groups are still in flight.
+template <int pending> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(pending) : "memory"); }
