@@ -71,17 +71,17 @@ final class CUDAPlan: StepPlan {
     let buffer: Tensor
     let maxPages: Int
     let maxContext: Int
-    /// LoRA segments cut into tiles of at most `loraTileRows` rows: SGMV's grid, so a long segment (prefill, or
-    /// many rows on one adapter) spreads over many blocks instead of one. Steps with few rows per adapter get
-    /// shorter tiles, down to one row, until there are two tiles per multiprocessor: more blocks, each re-reading
-    /// its adapter from L2.
-    let loraTileCount: Int
-    /// Rows of the longest tile this step (1 when every segment is a decode row).
-    let loraLongestTile: Int
-    /// TILE_ROWS in lora.cu, the longest tile: the shrink keeps one accumulator per (row, rank row) pair in registers.
+    /// LoRA segments cut into tiles of at most `loraTileRows` rows, the MMA's row block (TILE_ROWS in lora.cu):
+    /// SGMV's grid, so a long segment (prefill, or many rows on one adapter) spreads over many blocks and each
+    /// block reads its adapter once for all of its rows.
+    let loraTiles: [(start: Int, end: Int, slot: Int)]
+    var loraTileCount: Int { loraTiles.count }
     static let loraTileRows = 16
+    /// Arrival counters of the split shrink, one per (tile, block of 64 ranks), zero between launches (the last
+    /// block of each group resets its own): a step splits the input width only while tiles × rank blocks fit.
+    static let loraCounterCount = 1024
     /// Element offsets of each section in `buffer`.
-    let tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows: Int
+    let tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows, loraCounters: Int
 
     init(_ batch: StepBatch, backend: CUDABackend) {
         self.batch = batch
@@ -93,19 +93,16 @@ final class CUDAPlan: StepPlan {
             for row in sequence.rows { rowSequence[row] = Int32(index) }
         }
         let tables = batch.sequences.flatMap { $0.blockTable + [Int32](repeating: 0, count: maxPages - $0.blockTable.count) }
-        func tileCount(_ rows: Int) -> Int { batch.loraSegments.reduce(0) { $0 + ($1.rows.count + rows - 1) / rows } }
-        var tileRows = Self.loraTileRows
-        while tileRows > 1 && tileCount(tileRows) < 2 * backend.multiprocessorCount { tileRows /= 2 }
         let tiles = batch.loraSegments.flatMap { segment in
-            stride(from: segment.rows.lowerBound, to: segment.rows.upperBound, by: tileRows).map { start in
-                (start, min(start + tileRows, segment.rows.upperBound), segment.slot)
+            stride(from: segment.rows.lowerBound, to: segment.rows.upperBound, by: Self.loraTileRows).map { start in
+                (start: start, end: min(start + Self.loraTileRows, segment.rows.upperBound), slot: segment.slot)
             }
         }
-        loraTileCount = tiles.count
-        loraLongestTile = tiles.map { $0.1 - $0.0 }.max() ?? 1
+        loraTiles = tiles
         let sections: [[Int32]] = [
             batch.tokens, batch.positions, rowSequence, tables,
-            tiles.map { Int32($0.0) }, tiles.map { Int32($0.1) }, tiles.map { Int32($0.2) }, batch.logitRows.map(Int32.init),
+            tiles.map { Int32($0.start) }, tiles.map { Int32($0.end) }, tiles.map { Int32($0.slot) }, batch.logitRows.map(Int32.init),
+            [Int32](repeating: 0, count: tiles.isEmpty ? 0 : Self.loraCounterCount),
         ]
         var offsets: [Int] = []
         var all: [Int32] = []
@@ -113,8 +110,8 @@ final class CUDAPlan: StepPlan {
             offsets.append(all.count)
             all += section
         }
-        (tokens, positions, self.rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows) =
-            (offsets[0], offsets[1], offsets[2], offsets[3], offsets[4], offsets[5], offsets[6], offsets[7])
+        (tokens, positions, self.rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows, loraCounters) =
+            (offsets[0], offsets[1], offsets[2], offsets[3], offsets[4], offsets[5], offsets[6], offsets[7], offsets[8])
         buffer = backend.upload(all)
     }
 
@@ -127,8 +124,15 @@ final class CUDAPlan: StepPlan {
 final class CUDALoRATable {
     let buffer: Tensor
     static let slotBytes = 88, pieceBytes = 24, maxPieces = 3
+    /// Each slot's shrink rank (0 without the projection), and the grid's extent over pieces: the widest piece's
+    /// output columns and the most pieces of any slot.
+    let ranks: [Int]
+    let widestPiece: Int, pieceCount: Int
 
     init(_ projection: LoRAProjection, backend: CUDABackend) {
+        ranks = projection.slots.map { $0?.rank ?? 0 }
+        widestPiece = projection.slots.compactMap { $0?.pieces.map(\.outputWidth).max() }.max() ?? 0
+        pieceCount = projection.slots.map { $0?.pieces.count ?? 0 }.max() ?? 0
         var bytes = [UInt8](repeating: 0, count: max(1, projection.slots.count) * Self.slotBytes)
         func put<T>(_ value: T, at offset: Int) { withUnsafeBytes(of: value) { bytes.replaceSubrange(offset ..< offset + $0.count, with: $0) } }
         for (slot, weights) in projection.slots.enumerated() {
@@ -451,27 +455,45 @@ public final class CUDABackend: Backend {
     }
 
     public func loraShrink(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor) {
-        let cuda = plan.cuda
+        let cuda = plan.cuda, table = loraTable(projection)
         guard cuda.loraTileCount > 0 else { return }
-        // More rank rows per block read x once for all of them, but fewer blocks: stop at two per multiprocessor.
-        var ranksPerBlock = 1
-        while 2 * ranksPerBlock * cuda.loraLongestTile <= CUDAPlan.loraTileRows
-            && cuda.loraTileCount * ((projection.maxRank + 2 * ranksPerBlock - 1) / (2 * ranksPerBlock)) >= 2 * multiprocessorCount {
-            ranksPerBlock *= 2
-        }
-        launch(SGMVShrink(x: x.address, v: v.address, slots: loraTable(projection).buffer.address, tileStart: cuda.address(cuda.tileStart),
-                          tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), inWidth: Int32(x.rowWidth),
-                          vWidth: Int32(v.rowWidth), ranksPerBlock: Int32(ranksPerBlock)),
-               grid: (cuda.loraTileCount, (projection.maxRank + ranksPerBlock - 1) / ranksPerBlock, 1), block: 256)
+        precondition(v.rowWidth >= projection.maxRank, "v has \(v.rowWidth) columns, fewer than the widest rank \(projection.maxRank)")
+        let split = Self.shrinkSplit(tiles: cuda.loraTiles, ranks: table.ranks, inWidth: x.rowWidth, multiprocessors: multiprocessorCount)
+        let partial = split.count > 1
+            ? allocate([split.rankBlocks * cuda.loraTileCount * split.count * CUDAPlan.loraTileRows * Self.shrinkRanks], dtype: .float32, pooled: true)
+            : nil
+        launch(SGMVShrink(x: x.address, v: v.address, slots: table.buffer.address, tileStart: cuda.address(cuda.tileStart),
+                          tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), partial: partial?.address ?? 0,
+                          counters: cuda.address(cuda.loraCounters), inWidth: Int32(x.rowWidth), vWidth: Int32(v.rowWidth),
+                          splitWidth: Int32(split.width)),
+               grid: (cuda.loraTileCount, split.rankBlocks, split.count), block: 32 * Self.shrinkWarps)
+    }
+
+    /// SHRINK_RANKS, SHRINK_STEP and SHRINK_WARPS in lora.cu: v columns per shrink block, input columns per warp
+    /// step, warps per block.
+    static let shrinkRanks = 64, shrinkStep = 32, shrinkWarps = 4
+
+    /// How the shrink splits the input width: when the (tile, 64-rank block) groups that have work cannot give every
+    /// multiprocessor two blocks (decode steps, one adapter), each group's input width is cut into up to `count`
+    /// parts of `width` columns (a multiple of SHRINK_STEP, at least two steps for each of the block's warps).
+    static func shrinkSplit(tiles: [(start: Int, end: Int, slot: Int)], ranks: [Int], inWidth: Int, multiprocessors: Int)
+        -> (count: Int, width: Int, rankBlocks: Int) {
+        let rankBlocks = max(1, ((ranks.max() ?? 0) + shrinkRanks - 1) / shrinkRanks)
+        let groups = tiles.reduce(0) { $0 + (ranks[$1.slot] + shrinkRanks - 1) / shrinkRanks }
+        let steps = (inWidth + shrinkStep - 1) / shrinkStep
+        var count = groups == 0 ? 1 : min(max(1, steps / (2 * shrinkWarps)), (2 * multiprocessors + groups - 1) / groups)
+        if tiles.count * rankBlocks > CUDAPlan.loraCounterCount { count = 1 }
+        let width = (steps + count - 1) / count * shrinkStep
+        return ((inWidth + width - 1) / width, width, rankBlocks)
     }
 
     public func loraExpand(v: Tensor, projection: LoRAProjection, plan: StepPlan, y: Tensor) {
-        let cuda = plan.cuda
+        let cuda = plan.cuda, table = loraTable(projection)
         guard cuda.loraTileCount > 0 else { return }
-        launch(SGMVExpand(v: v.address, y: y.address, slots: loraTable(projection).buffer.address, tileStart: cuda.address(cuda.tileStart),
+        launch(SGMVExpand(v: v.address, y: y.address, slots: table.buffer.address, tileStart: cuda.address(cuda.tileStart),
                           tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), vWidth: Int32(v.rowWidth),
                           yWidth: Int32(y.rowWidth)),
-               grid: (cuda.loraTileCount, (y.rowWidth + 127) / 128, 1), block: 128)
+               grid: (cuda.loraTileCount, (table.widestPiece + 127) / 128, table.pieceCount), block: 128)
     }
 
     public func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> [Int] {

@@ -2,7 +2,8 @@
 struct SGMVShrink: KernelParameters {
     static let kernel = "sgmv_shrink"
     var x: UInt64 = 0, v: UInt64 = 0, slots: UInt64 = 0, tileStart: UInt64 = 0, tileEnd: UInt64 = 0, tileSlot: UInt64 = 0
-    var inWidth: Int32 = 0, vWidth: Int32 = 0, ranksPerBlock: Int32 = 0
+    var partial: UInt64 = 0, counters: UInt64 = 0
+    var inWidth: Int32 = 0, vWidth: Int32 = 0, splitWidth: Int32 = 0
 }
 
 struct SGMVExpand: KernelParameters {
