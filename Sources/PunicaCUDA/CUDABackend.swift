@@ -77,8 +77,9 @@ final class CUDAPlan: StepPlan {
     let loraTiles: [(start: Int, end: Int, slot: Int)]
     var loraTileCount: Int { loraTiles.count }
     static let loraTileRows = 16
-    /// Arrival counters of the split shrink, one per (tile, block of 64 ranks), zero between launches (the last
-    /// block of each group resets its own): a step splits the input width only while tiles × rank blocks fit.
+    /// Counters of the SGMV kernels, zero between launches (each launch zeroes what it counted): the split shrink's
+    /// arrivals, one per (tile, block of 64 ranks), so a step splits the input width only while those fit, and
+    /// sgmv_lora's ticket, finished blocks and tiles done before them.
     static let loraCounterCount = 1024
     /// Element offsets of each section in `buffer`.
     let tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows, loraCounters: Int
@@ -459,14 +460,17 @@ public final class CUDABackend: Backend {
         guard cuda.loraTileCount > 0 else { return }
         precondition(v.rowWidth >= projection.maxRank, "v has \(v.rowWidth) columns, fewer than the widest rank \(projection.maxRank)")
         let split = Self.shrinkSplit(tiles: cuda.loraTiles, ranks: table.ranks, inWidth: x.rowWidth, multiprocessors: multiprocessorCount)
-        let partial = split.count > 1
-            ? allocate([split.rankBlocks * cuda.loraTileCount * split.count * CUDAPlan.loraTileRows * Self.shrinkRanks], dtype: .float32, pooled: true)
-            : nil
+        let partial = shrinkPartial(split, tiles: cuda.loraTileCount)
         launch(SGMVShrink(x: x.address, v: v.address, slots: table.buffer.address, tileStart: cuda.address(cuda.tileStart),
                           tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), partial: partial?.address ?? 0,
                           counters: cuda.address(cuda.loraCounters), inWidth: Int32(x.rowWidth), vWidth: Int32(v.rowWidth),
                           splitWidth: Int32(split.width)),
                grid: (cuda.loraTileCount, split.rankBlocks, split.count), block: 32 * Self.shrinkWarps)
+    }
+
+    /// The split shrink's partial sums: TILE_ROWS × SHRINK_RANKS floats per (tile, rank block, split); none unsplit.
+    private func shrinkPartial(_ split: (count: Int, width: Int, rankBlocks: Int), tiles: Int) -> Tensor? {
+        split.count > 1 ? allocate([tiles * split.rankBlocks * split.count * CUDAPlan.loraTileRows * Self.shrinkRanks], dtype: .float32, pooled: true) : nil
     }
 
     /// SHRINK_RANKS, SHRINK_STEP and SHRINK_WARPS in lora.cu: v columns per shrink block, input columns per warp
@@ -494,6 +498,29 @@ public final class CUDABackend: Backend {
                           tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), vWidth: Int32(v.rowWidth),
                           yWidth: Int32(y.rowWidth)),
                grid: (cuda.loraTileCount, (table.widestPiece + 127) / 128, table.pieceCount), block: 128)
+    }
+
+    /// One launch (sgmv_lora) for a step with at most one tile per multiprocessor (decode batches, a few short
+    /// segments): the shrink's and the expand's work items in one grid, expand items waiting for their tile's v. Longer
+    /// steps fill the GPU with each kernel alone and launch them one after the other.
+    public func loraShrinkExpand(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor, y: Tensor) {
+        let cuda = plan.cuda, table = loraTable(projection), tiles = cuda.loraTileCount
+        guard tiles > 0 else { return }
+        let split = Self.shrinkSplit(tiles: cuda.loraTiles, ranks: table.ranks, inWidth: x.rowWidth, multiprocessors: multiprocessorCount)
+        guard tiles <= multiprocessorCount, 2 + tiles * (1 + split.rankBlocks) <= CUDAPlan.loraCounterCount else {
+            loraShrink(x: x, projection: projection, plan: plan, v: v)
+            loraExpand(v: v, projection: projection, plan: plan, y: y)
+            return
+        }
+        precondition(v.rowWidth >= projection.maxRank, "v has \(v.rowWidth) columns, fewer than the widest rank \(projection.maxRank)")
+        let partial = shrinkPartial(split, tiles: tiles)
+        let columnBlocks = (table.widestPiece + 127) / 128
+        launch(SGMVLoRA(x: x.address, v: v.address, y: y.address, slots: table.buffer.address, tileStart: cuda.address(cuda.tileStart),
+                        tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), partial: partial?.address ?? 0,
+                        counters: cuda.address(cuda.loraCounters), tiles: Int32(tiles), inWidth: Int32(x.rowWidth), vWidth: Int32(v.rowWidth),
+                        yWidth: Int32(y.rowWidth), splitWidth: Int32(split.width), rankBlocks: Int32(split.rankBlocks),
+                        splits: Int32(split.count), columnBlocks: Int32(columnBlocks), pieces: Int32(table.pieceCount)),
+               grid: (tiles * split.rankBlocks * split.count + tiles * columnBlocks * table.pieceCount, 1, 1), block: 32 * Self.shrinkWarps)
     }
 
     public func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> [Int] {

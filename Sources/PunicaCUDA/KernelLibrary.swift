@@ -13,7 +13,7 @@ public enum KernelSources {
          [Embedding.self, GatherRows.self, RMSNorm.self, AddRMSNorm.self, SiluMul.self, Rope.self, AppendKV.self, ToFloat32.self,
           FillUniform.self]),
         ("attention.cu", PackageResources.attention_cu, [PagedAttention.self, AttentionMerge.self]),
-        ("lora.cu", PackageResources.lora_cu, [SGMVShrink.self, SGMVExpand.self]),
+        ("lora.cu", PackageResources.lora_cu, [SGMVShrink.self, SGMVExpand.self, SGMVLoRA.self]),
         ("sampling.cu", PackageResources.sampling_cu, [ApplyPenalties.self, SampleRows.self]),
     ]
     static let headers = ["common.cuh": String(decoding: PackageResources.common_cuh, as: UTF8.self)]

@@ -217,11 +217,21 @@ extension CUDATests {
                                      inWidth: Int, widths: [Int]) {
             let rows = segments.last!.rows.upperBound + 1
             let batch = StepBatch(tokens: [Int32](repeating: 0, count: rows), sequences: [], loraSegments: segments, logitRows: [])
-            let x = pair.tensors([rows, inWidth]), y = pair.tensors([rows, widths.reduce(0, +)])
+            let x = pair.tensors([rows, inWidth])
+            let yValues = pair.rounded(pair.random.floats(rows * widths.reduce(0, +)))
+            let yShape = [rows, widths.reduce(0, +)]
+            let (y, fusedY) = yValues.withUnsafeBytes { bytes in
+                ((cpu: pair.cpu.weight(from: bytes.baseAddress!, dtype: .float32, shape: yShape),
+                  gpu: pair.gpu.weight(from: bytes.baseAddress!, dtype: .float32, shape: yShape)),
+                 pair.gpu.weight(from: bytes.baseAddress!, dtype: .float32, shape: yShape))
+            }
             let v = (pair.cpu.float32Zeros([rows, 3 * 256]), pair.gpu.float32Zeros([rows, 3 * 256]))
+            let fusedV = pair.gpu.float32Zeros([rows, 3 * 256])
             let plans = (pair.cpu.plan(batch), pair.gpu.plan(batch))
             let lora = (LoRAProjection(projections.0), LoRAProjection(projections.1))
             let before = pair.gpu.toHost(y.gpu)
+            // The fused launch (sgmv_lora for steps of few tiles, else the two kernels) gives the two launches' bits.
+            pair.gpu.loraShrinkExpand(x: x.gpu, projection: lora.1, plan: plans.1, v: fusedV, y: fusedY)
             pair.cpu.loraShrink(x: x.cpu, projection: lora.0, plan: plans.0, v: v.0)
             pair.gpu.loraShrink(x: x.gpu, projection: lora.1, plan: plans.1, v: v.1)
             let label = "\(segments.count) segments over \(rows) rows, input width \(inWidth)"
@@ -229,6 +239,8 @@ extension CUDATests {
             pair.cpu.loraExpand(v: v.0, projection: lora.0, plan: plans.0, y: y.cpu)
             pair.gpu.loraExpand(v: v.1, projection: lora.1, plan: plans.1, y: y.gpu)
             pair.expectClose(y, atol: 2e-2, "sgmv shrink+expand, \(label)")
+            #expect(pair.gpu.toHost(fusedV) == pair.gpu.toHost(v.1), "fused launch's v, \(label)")
+            #expect(pair.gpu.toHost(fusedY) == pair.gpu.toHost(y.gpu), "fused launch's y, \(label)")
             // Rows no adapter of this projection touches keep their exact bits.
             let after = pair.gpu.toHost(y.gpu), width = y.gpu.rowWidth
             let touched = Set(segments.filter { projections.1[$0.slot] != nil }.flatMap { Array($0.rows) })

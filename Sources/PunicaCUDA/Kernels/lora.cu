@@ -83,18 +83,20 @@ __device__ __forceinline__ void shrink_step(const scalar_t* x0, const scalar_t* 
     }
 }
 
-extern "C" __global__ void sgmv_shrink(const scalar_t* __restrict__ x, float* __restrict__ v, const LoraSlot* __restrict__ slots,
-                                       const int* __restrict__ tile_start, const int* __restrict__ tile_end,
-                                       const int* __restrict__ tile_slot, float* __restrict__ partial, int* __restrict__ counters,
-                                       int in_width, int v_width, int split_width) {
-    const int slot_index = tile_slot[blockIdx.x];
+// Shrink work item (tile, rank block, split) of `rank_blocks` × `splits` per tile (see sgmv_shrink).
+__device__ __forceinline__ void shrink_item(const scalar_t* __restrict__ x, float* __restrict__ v, const LoraSlot* __restrict__ slots,
+                                            const int* __restrict__ tile_start, const int* __restrict__ tile_end,
+                                            const int* __restrict__ tile_slot, float* __restrict__ partial, int* __restrict__ counters,
+                                            int in_width, int v_width, int split_width, int tile, int rank_block, int split,
+                                            int rank_blocks, int splits) {
+    const int slot_index = tile_slot[tile];
     if (slot_index < 0) return;
     const LoraSlot& slot = slots[slot_index];
-    const int first = tile_start[blockIdx.x], rows = tile_end[blockIdx.x] - first;
-    const int first_rank = blockIdx.y * SHRINK_RANKS;
+    const int first = tile_start[tile], rows = tile_end[tile] - first;
+    const int first_rank = rank_block * SHRINK_RANKS;
     if (slot.a == nullptr || first_rank >= slot.rank || rows <= 0) return;
     const int ranks = min(SHRINK_RANKS, slot.rank - first_rank);
-    const int k_begin = blockIdx.z * split_width, k_end = min(in_width, k_begin + split_width);
+    const int k_begin = split * split_width, k_end = min(in_width, k_begin + split_width);
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
     const bool vector = in_width % 8 == 0 && ((size_t)x | (size_t)slot.a) % 16 == 0;
     const scalar_t* x0 = x + (size_t)(first + g) * in_width;  // rows past the tile are never read (valid 0)
@@ -124,23 +126,23 @@ extern "C" __global__ void sgmv_shrink(const scalar_t* __restrict__ x, float* __
         for (int w = 0; w < SHRINK_WARPS; ++w) total[j] += sums[w][row][column];
     }
     float* out = v + (size_t)first * v_width + first_rank;
-    if (gridDim.z > 1) {
-        const int group = blockIdx.x * gridDim.y + blockIdx.y;
-        float* mine = partial + ((size_t)group * gridDim.z + blockIdx.z) * outputs;
+    if (splits > 1) {
+        const int group = tile * rank_blocks + rank_block;
+        float* mine = partial + ((size_t)group * splits + split) * outputs;
 #pragma unroll
         for (int j = 0; j < per_thread; ++j) mine[threadIdx.x + j * SHRINK_WARPS * 32] = total[j];
         __threadfence();  // the partial sums are visible before the counter says so
         __syncthreads();
         __shared__ bool last;
-        if (threadIdx.x == 0) last = atomicAdd(&counters[group], 1) == gridDim.z - 1;
+        if (threadIdx.x == 0) last = atomicAdd(&counters[group], 1) == splits - 1;
         __syncthreads();
         if (!last) return;
         __threadfence();
-        const float* sums_of_group = partial + (size_t)group * gridDim.z * outputs;
+        const float* sums_of_group = partial + (size_t)group * splits * outputs;
 #pragma unroll
         for (int j = 0; j < per_thread; ++j) {
             total[j] = 0.f;
-            for (int s = 0; s < gridDim.z; ++s) total[j] += __ldcg(sums_of_group + (size_t)s * outputs + threadIdx.x + j * SHRINK_WARPS * 32);
+            for (int s = 0; s < splits; ++s) total[j] += __ldcg(sums_of_group + (size_t)s * outputs + threadIdx.x + j * SHRINK_WARPS * 32);
         }
         if (threadIdx.x == 0) counters[group] = 0;  // ready for the next launch
     }
@@ -151,13 +153,22 @@ extern "C" __global__ void sgmv_shrink(const scalar_t* __restrict__ x, float* __
     }
 }
 
-// Four float32 values from p, zero from index `valid` on. vector: p is 16-byte aligned.
+extern "C" __global__ void sgmv_shrink(const scalar_t* __restrict__ x, float* __restrict__ v, const LoraSlot* __restrict__ slots,
+                                       const int* __restrict__ tile_start, const int* __restrict__ tile_end,
+                                       const int* __restrict__ tile_slot, float* __restrict__ partial, int* __restrict__ counters,
+                                       int in_width, int v_width, int split_width) {
+    shrink_item(x, v, slots, tile_start, tile_end, tile_slot, partial, counters, in_width, v_width, split_width, blockIdx.x, blockIdx.y,
+                blockIdx.z, gridDim.y, gridDim.z);
+}
+
+// Four float32 values from p through L2 (coherent with other blocks' writes), zero from index `valid` on. vector: p
+// is 16-byte aligned.
 __device__ __forceinline__ float4 load4_floats(const float* p, int valid, bool vector) {
-    if (vector && valid >= 4) return *reinterpret_cast<const float4*>(p);
+    if (vector && valid >= 4) return __ldcg(reinterpret_cast<const float4*>(p));
     float f[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        if (i < valid) f[i] = p[i];
+        if (i < valid) f[i] = __ldcg(p + i);
     }
     return make_float4(f[0], f[1], f[2], f[3]);
 }
@@ -188,20 +199,23 @@ __device__ __forceinline__ float4 load4_scalars(const scalar_t* p, int valid, bo
 // row (column) g: MMA j ∈ {0, 1} takes k 4t+2j as its k t and 4t+2j+1 as its k t+4, for v and B alike.
 #define EXPAND_COLUMNS 128
 #define EXPAND_WARPS 4
-extern "C" __global__ void sgmv_expand(const float* __restrict__ v, scalar_t* __restrict__ y, const LoraSlot* __restrict__ slots,
-                                       const int* __restrict__ tile_start, const int* __restrict__ tile_end,
-                                       const int* __restrict__ tile_slot, int v_width, int y_width) {
-    const int slot_index = tile_slot[blockIdx.x];
+// Expand work item (tile, column block, piece) (see sgmv_expand). v is read through L2 (ld.cg): in sgmv_lora another
+// block of the same launch wrote it.
+__device__ __forceinline__ void expand_item(const float* v, scalar_t* __restrict__ y, const LoraSlot* __restrict__ slots,
+                                            const int* __restrict__ tile_start, const int* __restrict__ tile_end,
+                                            const int* __restrict__ tile_slot, int v_width, int y_width, int tile, int column_block,
+                                            int piece_index) {
+    const int slot_index = tile_slot[tile];
     if (slot_index < 0) return;
     // A reference, not a copy: indexing a local copy's pieces by a run-time index would put it in local memory.
     const LoraSlot& slot = slots[slot_index];
-    const int first = tile_start[blockIdx.x], rows = tile_end[blockIdx.x] - first;
-    if (slot.a == nullptr || (int)blockIdx.z >= slot.piece_count || rows <= 0) return;
-    const LoraPiece& piece = slot.pieces[blockIdx.z];
+    const int first = tile_start[tile], rows = tile_end[tile] - first;
+    if (slot.a == nullptr || piece_index >= slot.piece_count || rows <= 0) return;
+    const LoraPiece& piece = slot.pieces[piece_index];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
-    const int warp_first = blockIdx.y * EXPAND_COLUMNS + warp * 32;  // the warp's first column within the piece
+    const int warp_first = column_block * EXPAND_COLUMNS + warp * 32;  // the warp's first column within the piece
     const int width = piece.output_width, rank = piece.rank;
-    if (warp_first >= width) return;  // whole warps only; no block-wide barrier follows
+    if (warp_first >= width) return;  // whole warps only; no barrier inside the item
     const bool vector_v = v_width % 4 == 0 && piece.rank_offset % 4 == 0 && (size_t)v % 16 == 0;
     const bool vector_b = rank % 4 == 0 && (size_t)piece.b % 8 == 0;
     const float* v0 = v + (size_t)(first + g) * v_width + piece.rank_offset;  // rows past the tile are never read
@@ -238,5 +252,59 @@ extern "C" __global__ void sgmv_expand(const float* __restrict__ v, scalar_t* __
                 from_float(target, to_float(*target) + acc[n][i]);
             }
         }
+    }
+}
+
+extern "C" __global__ void sgmv_expand(const float* __restrict__ v, scalar_t* __restrict__ y, const LoraSlot* __restrict__ slots,
+                                       const int* __restrict__ tile_start, const int* __restrict__ tile_end,
+                                       const int* __restrict__ tile_slot, int v_width, int y_width) {
+    expand_item(v, y, slots, tile_start, tile_end, tile_slot, v_width, y_width, blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+// Shrink and expand in one launch (a decode-sized step: few tiles): 1-D grid of tiles · rank_blocks · splits shrink
+// items then tiles · column_blocks · pieces expand items, block: 4 warps. A block takes the next item from a ticket
+// counter, not from blockIdx, so by the time any block holds an expand item every shrink item is held by a running
+// block that waits for nothing: the expand's wait for its tile always ends. A shrink item counts itself done in
+// tile_done[tile] after its v columns are written (the last split of a group writes them before counting); an expand
+// item starts once its tile's count is rank_blocks · splits. counters: [0] ticket, [1] blocks finished,
+// [2 ..< 2 + tiles] tile_done, then the shrink's split counters; the last block to finish zeroes the first three, the
+// split counters zero themselves. A wait that outlasts ~1 s traps (a launch error) instead of hanging.
+extern "C" __global__ void sgmv_lora(const scalar_t* __restrict__ x, float* v, scalar_t* __restrict__ y,
+                                     const LoraSlot* __restrict__ slots, const int* __restrict__ tile_start,
+                                     const int* __restrict__ tile_end, const int* __restrict__ tile_slot, float* __restrict__ partial,
+                                     int* __restrict__ counters, int tiles, int in_width, int v_width, int y_width, int split_width,
+                                     int rank_blocks, int splits, int column_blocks, int pieces) {
+    __shared__ int item;
+    if (threadIdx.x == 0) item = atomicAdd(&counters[0], 1);
+    __syncthreads();
+    int* tile_done = counters + 2;
+    const int shrink_items = tiles * rank_blocks * splits;
+    if (item < shrink_items) {
+        const int tile = item / (rank_blocks * splits), rank_block = item / splits % rank_blocks, split = item % splits;
+        shrink_item(x, v, slots, tile_start, tile_end, tile_slot, partial, tile_done + tiles, in_width, v_width, split_width, tile,
+                    rank_block, split, rank_blocks, splits);
+        __threadfence();  // this block's v writes are visible before it counts itself done
+        __syncthreads();
+        if (threadIdx.x == 0) atomicAdd(&tile_done[tile], 1);
+    } else {
+        const int e = item - shrink_items, per_tile = column_blocks * pieces;
+        const int tile = e / per_tile;
+        if (threadIdx.x == 0) {
+            const volatile int* done = tile_done + tile;
+            for (long long spins = 0; *done < rank_blocks * splits; ++spins) {
+                if (spins > (1ll << 24)) __trap();
+                __nanosleep(64);
+            }
+            __threadfence();
+        }
+        __syncthreads();
+        expand_item(v, y, slots, tile_start, tile_end, tile_slot, v_width, y_width, tile, e % per_tile % column_blocks,
+                    e % per_tile / column_blocks);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0 && atomicAdd(&counters[1], 1) == (int)gridDim.x - 1) {
+        for (int i = 0; i < tiles; ++i) tile_done[i] = 0;
+        counters[1] = 0;
+        counters[0] = 0;
     }
 }
