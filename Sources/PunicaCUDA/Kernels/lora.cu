@@ -8,14 +8,14 @@
 // pieces, returns at once: padding work items cost nothing but their launch slot.
 //
 // Operand fragments come straight from global memory, 16 or 8 bytes per thread, without shared memory: both operands
-// of a dot product are read with the same permutation of k (see shrink_step and expand_step), which leaves the sum
+// of a dot product are read with the same permutation of k (see shrink_step and sgmv_expand), which leaves the sum
 // unchanged and makes every thread's k values contiguous.
 #define TILE_ROWS 16
 
 // Shrink: v[rows, r] = x[rows] · A[r]ᵀ for r < rank, in float32 (m16n8k16 MMAs on the storage type, f32 accumulate).
-// grid: (tiles, ceil(max rank / SHRINK_RANKS), splits); block: SHRINK_WARPS warps (148 registers: 3 blocks per SM). Block (tile, c, s) computes v's
-// columns [c·64, +64) of its tile over input columns [s·split_width, +split_width); its warps take 32 input columns
-// at a time in turn and are summed in shared memory. With one split the block writes v; with several (a step with
+// grid: (tiles, ceil(max rank / SHRINK_RANKS), splits); block: SHRINK_WARPS warps (148 registers: 3 blocks per
+// multiprocessor). Block (tile, c, s) computes v's columns [c·64, +64) of its tile over input columns
+// [s·split_width, +split_width); its warps take 32 input columns at a time in turn and are summed in shared memory. With one split the block writes v; with several (a step with
 // few tiles: decode, one adapter) each writes its partial sums to `partial` and the last to arrive, counted in
 // counters[tile · gridDim.y + c], adds them in split order (deterministic) into v and resets the counter to 0.
 #define SHRINK_RANKS 64  // v columns per block: 8 MMA n-tiles of 8
@@ -109,7 +109,7 @@ __device__ __forceinline__ void shrink_item(const scalar_t* __restrict__ x, floa
     }
 
     // Sum the warps: C fragment element (n, i) is row g + 8·(i / 2), column n·8 + 2t + i % 2. Rows padded by 8
-    // columns so the eight g of one store fall in different banks.
+    // columns: a store's 32 lanes then meet at most two to a bank instead of eight.
     __shared__ float sums[SHRINK_WARPS][TILE_ROWS][SHRINK_RANKS + 8];
 #pragma unroll
     for (int n = 0; n < SHRINK_RANKS / 8; ++n) {
@@ -268,7 +268,7 @@ extern "C" __global__ void sgmv_expand(const float* __restrict__ v, scalar_t* __
 // tile_done[tile] after its v columns are written (the last split of a group writes them before counting); an expand
 // item starts once its tile's count is rank_blocks · splits. counters: [0] ticket, [1] blocks finished,
 // [2 ..< 2 + tiles] tile_done, then the shrink's split counters; the last block to finish zeroes the first three, the
-// split counters zero themselves. A wait that outlasts ~1 s traps (a launch error) instead of hanging.
+// split counters zero themselves. A wait of millions of polls (seconds; a bug) traps, a launch error, not a hang.
 extern "C" __global__ void sgmv_lora(const scalar_t* __restrict__ x, float* v, scalar_t* __restrict__ y,
                                      const LoraSlot* __restrict__ slots, const int* __restrict__ tile_start,
                                      const int* __restrict__ tile_end, const int* __restrict__ tile_slot, float* __restrict__ partial,
@@ -291,8 +291,8 @@ extern "C" __global__ void sgmv_lora(const scalar_t* __restrict__ x, float* v, s
         const int tile = e / per_tile;
         if (threadIdx.x == 0) {
             const volatile int* done = tile_done + tile;
-            for (long long spins = 0; *done < rank_blocks * splits; ++spins) {
-                if (spins > (1ll << 24)) __trap();
+            for (int spins = 0; *done < rank_blocks * splits; ++spins) {
+                if (spins > (1 << 22)) __trap();
                 __nanosleep(64);
             }
             __threadfence();
