@@ -138,11 +138,15 @@ __device__ __forceinline__ void shrink_item(const scalar_t* __restrict__ x, floa
         __syncthreads();
         if (!last) return;
         __threadfence();
-        const float* sums_of_group = partial + (size_t)group * splits * outputs;
+        // Splits in order, so the sum does not depend on which block came last; unrolled so that many loads are in
+        // flight at once, not one L2 round trip per split.
+        const float* sums_of_group = partial + (size_t)group * splits * outputs + threadIdx.x;
 #pragma unroll
-        for (int j = 0; j < per_thread; ++j) {
-            total[j] = 0.f;
-            for (int s = 0; s < splits; ++s) total[j] += __ldcg(sums_of_group + (size_t)s * outputs + threadIdx.x + j * SHRINK_WARPS * 32);
+        for (int j = 0; j < per_thread; ++j) total[j] = 0.f;
+#pragma unroll 4
+        for (int s = 0; s < splits; ++s) {
+#pragma unroll
+            for (int j = 0; j < per_thread; ++j) total[j] += __ldcg(sums_of_group + (size_t)s * outputs + j * SHRINK_WARPS * 32);
         }
         if (threadIdx.x == 0) counters[group] = 0;  // ready for the next launch
     }
