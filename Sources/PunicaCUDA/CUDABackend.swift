@@ -483,7 +483,7 @@ public final class CUDABackend: Backend {
     static func shrinkSplit(tiles: [(start: Int, end: Int, slot: Int)], ranks: [Int], inWidth: Int, multiprocessors: Int)
         -> (count: Int, width: Int, rankBlocks: Int) {
         let rankBlocks = max(1, ((ranks.max() ?? 0) + shrinkRanks - 1) / shrinkRanks)
-        let groups = tiles.reduce(0) { $0 + (ranks[$1.slot] + shrinkRanks - 1) / shrinkRanks }
+        let groups = tiles.reduce(0) { $0 + ($1.slot < 0 ? 0 : (ranks[$1.slot] + shrinkRanks - 1) / shrinkRanks) }  // slot -1: padding
         let steps = (inWidth + shrinkStep - 1) / shrinkStep
         var count = groups == 0 ? 1 : min(max(1, steps / (2 * shrinkWarps)), (2 * multiprocessors + groups - 1) / groups)
         if tiles.count * rankBlocks > CUDAPlan.loraCounterCount { count = 1 }
