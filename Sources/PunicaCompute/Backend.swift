@@ -109,6 +109,10 @@ public protocol Backend: AnyObject {
     /// its pieces, y[rows, outputOffset ..< +out] += v[rows, rankOffset ..< +r] · B[slot]ᵀ. y: [T, out total].
     func loraExpand(v: Tensor, projection: LoRAProjection, plan: StepPlan, y: Tensor)
 
+    /// One LoRA projection's delta, which a backend may run as one fused launch. Semantics: `loraShrink(x, v)`, then
+    /// `loraExpand(v, y)` (v holds the shrink's result afterwards either way).
+    func loraShrinkExpand(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor, y: Tensor)
+
     /// Semantics: out[i, :] = x[batch.logitRows[i], :]. out: [logitRows.count, H].
     func gatherLogitRows(x: Tensor, plan: StepPlan, out: Tensor)
 
@@ -117,4 +121,11 @@ public protocol Backend: AnyObject {
     /// all −∞, gives `TokenChoice.nonFinite` (-1) instead of a token, on every backend; the caller ends that row's
     /// request and the other rows are unaffected. logits: [rows, vocab]; the tensor is left unchanged.
     func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> [Int]
+}
+
+extension Backend {
+    public func loraShrinkExpand(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor, y: Tensor) {
+        loraShrink(x: x, projection: projection, plan: plan, v: v)
+        loraExpand(v: v, projection: projection, plan: plan, y: y)
+    }
 }

@@ -128,8 +128,7 @@ public final class LlamaModel {
         func linear(_ input: Tensor, _ weight: Tensor, _ fused: FusedProjection, layer: Int, into output: Tensor) {
             backend.matmul(x: input, weight: weight, out: output)
             guard let lora = adapters.projection(layer: layer, fused), plan.runsLoRA(lora) else { return }
-            backend.loraShrink(x: input, projection: lora, plan: plan, v: v)
-            backend.loraExpand(v: v, projection: lora, plan: plan, y: output)
+            backend.loraShrinkExpand(x: input, projection: lora, plan: plan, v: v, y: output)
         }
 
         backend.embedding(table: embedding, plan: plan, out: x)

@@ -129,7 +129,7 @@ struct BenchForward: ParsableCommand {
 }
 
 /// `punica bench lora`: the SGMV shrink + expand of one projection on the GPU, by rank, batch and popularity, against
-/// the bytes it must move.
+/// the bytes it must move and, where measured, vLLM's Triton LoRA ops.
 struct BenchLoRA: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lora",
@@ -137,7 +137,7 @@ struct BenchLoRA: ParsableCommand {
 
     @Option(help: "Storage type: float16 or bfloat16.") var dtype = "float16"
     @Option(parsing: .upToNextOption, help: "Projections as in×out.") var projection: [String] = ["4096x4096", "4096x11008", "11008x4096"]
-    @Option(parsing: .upToNextOption, help: "LoRA ranks.") var rank: [Int] = [8, 16, 32, 64, 128]
+    @Option(parsing: .upToNextOption, help: "LoRA ranks.") var rank: [Int] = [16, 64]
     @Option(parsing: .upToNextOption, help: "Rows (tokens) of the batch.") var batch: [Int] = [1, 8, 32, 64, 128, 256]
     @Option(parsing: .upToNextOption, help: "Adapter popularities.") var popularity: [Popularity] = Popularity.allCases
     @Option(help: "Timed iterations per configuration (median reported).") var iterations = 50
@@ -146,8 +146,10 @@ struct BenchLoRA: ParsableCommand {
         let gpu = try CUDABackend(dtype: try DeviceOptions.parse(["--dtype", dtype]).storageType)
         let bandwidth = try gpu.measureCopyBandwidth()
         print("device: \(gpu.name); copy bandwidth \(fixed(bandwidth / 1e12, 2)) TB/s (read + write); median of \(iterations) CUDA-event timings")
-        print("| in×out | rank | batch | popularity | adapters | µs | roofline µs | × roofline | base GEMM µs |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("vLLM: 0.33's Triton lora_shrink + lora_expand measured on an NVIDIA H200 as CUDA-graph replays, float16, 4096×4096 only "
+              + "(../shared/ARCHITECTURE.md); not re-measured by this command")
+        print("| in×out | rank | batch | popularity | adapters | µs | roofline µs | × roofline | base GEMM µs | vLLM µs (H200) | × vLLM |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for shape in projection {
             let parts = shape.split(separator: "x").compactMap { Int($0) }
             guard parts.count == 2 else { throw ValidationError("--projection \(shape): expected IN x OUT, e.g. 4096x4096") }
@@ -175,8 +177,7 @@ struct BenchLoRA: ParsableCommand {
                         }
                         let plan = gpu.plan(StepBatch(tokens: [Int32](repeating: 0, count: rows), sequences: [], loraSegments: segments, logitRows: []))
                         let times = try gpu.eventTimes(iterations: iterations, warmup: 5) {
-                            gpu.loraShrink(x: x, projection: table, plan: plan, v: v)
-                            gpu.loraExpand(v: v, projection: table, plan: plan, y: y)
+                            gpu.loraShrinkExpand(x: x, projection: table, plan: plan, v: v, y: y)
                         }
                         // x read, each distinct adapter's A and B read, v written and read (float32), y read and written.
                         let adapterBytes: Int = counts.count * 2 * r * (inWidth + outWidth)
@@ -184,14 +185,31 @@ struct BenchLoRA: ParsableCommand {
                         let bytes = adapterBytes + activationBytes
                         let roofline = Double(bytes) / bandwidth * 1e6
                         let measured = median(times)
+                        let peer = inWidth == 4096 && outWidth == 4096 ? vLLMMeasured[r]?[rows]?[workload] : nil
                         print("| \(inWidth)×\(outWidth) | \(r) | \(rows) | \(workload.rawValue) | \(counts.count) | \(fixed(measured, 1)) | "
-                              + "\(fixed(roofline, 1)) | \(fixed(measured / roofline, 2)) | \(fixed(median(baseTimes), 1)) |")
+                              + "\(fixed(roofline, 1)) | \(fixed(measured / roofline, 2)) | \(fixed(median(baseTimes), 1)) | "
+                              + "\(peer.map { fixed($0, 1) } ?? "—") | \(peer.map { fixed(measured / $0, 2) } ?? "—") |")
                     }
                 }
             }
         }
     }
 }
+
+/// vLLM 0.33's Triton LoRA ops (lora_shrink + lora_expand, default configs) on one NVIDIA H200, timed as CUDA-graph
+/// replays, float16, one 4096→4096 projection, µs by rank, rows and popularity: measured once by a peer session
+/// (../shared/ARCHITECTURE.md, "What to beat on the GPU"), printed beside ours, not measured here.
+let vLLMMeasured: [Int: [Int: [Popularity: Double]]] = [
+    16: [1: [.identical: 9.0, .uniform: 9.3, .skewed: 9.3, .distinct: 9.3],
+         8: [.identical: 7.9, .uniform: 8.6, .skewed: 9.7, .distinct: 10.4],
+         32: [.identical: 8.7, .uniform: 9.9, .skewed: 10.6, .distinct: 21.6],
+         64: [.identical: 8.6, .uniform: 10.7, .skewed: 11.7, .distinct: 38.1],
+         128: [.identical: 12.3, .uniform: 15.2, .skewed: 14.4, .distinct: 54.8],
+         256: [.identical: 12.0, .uniform: 18.3, .skewed: 17.5, .distinct: 127.1]],
+    64: [32: [.identical: 10.0, .uniform: 14.3, .skewed: 15.6, .distinct: 41.0],
+         128: [.identical: 12.8, .uniform: 17.5, .skewed: 17.9, .distinct: 98.0],
+         256: [.identical: 13.6, .uniform: 23.1, .skewed: 21.6, .distinct: 197.9]],
+]
 
 func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 

@@ -221,13 +221,16 @@ extension CUDATests {
             step(configuration.sequences.enumerated().map { ($0.offset, $0.element.cached, $0.element.new) }, attend: true)
         }
 
-        /// SGMV with adapters of ranks 1…256 in one launch, a slot without the projection, base-only rows, and a fused
-        /// output of three pieces (as q|k|v). Input widths on and off the kernels' 16-byte path.
-        @Test(arguments: dtypes, [256, 4100])
+        /// SGMV on tensor cores against the CPU reference: adapters of ranks 1, 7, 16, 64 and 256 in one launch, a slot
+        /// without the projection, base-only rows between segments, empty segments, and a fused output of three pieces
+        /// (as q|k|v, widths not multiples of 8). Segments of 1, 15, 16, 17, 100 and 4 300 rows (one 16-row tile, tiles
+        /// with a partial last one, many tiles); decode-sized steps that split the input width over blocks. Input widths
+        /// on the 16-byte path (256, 11008, 14336) and off it (4100).
+        @Test(arguments: dtypes, [256, 4100, 11008, 14336])
         func loraShrinkExpandMixedRanks(dtype: DType, inWidth: Int) {
             var pair = Pair(dtype, seed: 4)
-            let widths = [256, 64, 64]
-            let ranks = [1, 16, 0, 64, 256, 8]
+            let widths = [300, 64, 37]
+            let ranks = [1, 7, 16, 0, 64, 256]
             var projections: ([LoRAWeights?], [LoRAWeights?]) = ([], [])
             for rank in ranks {
                 guard rank > 0 else {
@@ -241,15 +244,17 @@ extension CUDATests {
                 projections.0.append(LoRAWeights(a: a.cpu, pieces: bs.indices.map { .init(b: bs[$0].cpu, rankOffset: $0 * rank, outputOffset: offsets[$0]) }))
                 projections.1.append(LoRAWeights(a: a.gpu, pieces: bs.indices.map { .init(b: bs[$0].gpu, rankOffset: $0 * rank, outputOffset: offsets[$0]) }))
             }
-            // Segments of 1–34 rows (rows 1 and 47 have no adapter), then of at most 3 rows (several rank rows per
-            // shrink block, an adapter's last block partly empty).
-            let long = [LoRASegment(rows: 0..<1, slot: 0), LoRASegment(rows: 2..<5, slot: 1), LoRASegment(rows: 5..<6, slot: 2),
-                            LoRASegment(rows: 6..<40, slot: 3), LoRASegment(rows: 40..<41, slot: 4), LoRASegment(rows: 41..<47, slot: 5)]
+            // Rows 1, 50 and the last have no adapter; slot 3 does not target the projection; two segments are empty.
+            let long = [LoRASegment(rows: 0..<1, slot: 0), LoRASegment(rows: 2..<17, slot: 1), LoRASegment(rows: 17..<17, slot: 2),
+                        LoRASegment(rows: 17..<33, slot: 2), LoRASegment(rows: 33..<50, slot: 3), LoRASegment(rows: 51..<151, slot: 4),
+                        LoRASegment(rows: 151..<168, slot: 5), LoRASegment(rows: 168..<168, slot: 1), LoRASegment(rows: 168..<169, slot: 2)]
+            // Decode-sized: few tiles, so wide inputs split over blocks (the last block of each group adds the parts).
             let short = [LoRASegment(rows: 0..<1, slot: 0), LoRASegment(rows: 2..<5, slot: 1), LoRASegment(rows: 5..<6, slot: 2),
-                              LoRASegment(rows: 6..<7, slot: 3), LoRASegment(rows: 7..<9, slot: 4), LoRASegment(rows: 9..<10, slot: 5)]
-            // A prefill-sized segment: enough 16-row tiles that the plan keeps them that long (the others get shorter).
+                         LoRASegment(rows: 6..<7, slot: 3), LoRASegment(rows: 7..<9, slot: 4), LoRASegment(rows: 9..<10, slot: 5)]
+            let identical = [LoRASegment(rows: 0..<64, slot: 4)]
+            // A prefill-sized segment: 269 tiles of one adapter, then a short one.
             let prefill = [LoRASegment(rows: 0..<4300, slot: 5), LoRASegment(rows: 4301..<4310, slot: 1)]
-            for segments in inWidth == 256 ? [long, short, prefill] : [long, short] {
+            for segments in inWidth == 256 ? [long, short, identical, prefill] : [long, short, identical] {
                 runShrinkExpand(&pair, projections: projections, segments: segments, inWidth: inWidth, widths: widths)
             }
         }
@@ -331,15 +336,36 @@ extension CUDATests {
                                      inWidth: Int, widths: [Int]) {
             let rows = segments.last!.rows.upperBound + 1
             let batch = StepBatch(tokens: [Int32](repeating: 0, count: rows), sequences: [], loraSegments: segments, logitRows: [])
-            let x = pair.tensors([rows, inWidth]), y = pair.tensors([rows, widths.reduce(0, +)])
+            let x = pair.tensors([rows, inWidth])
+            let yValues = pair.rounded(pair.random.floats(rows * widths.reduce(0, +)))
+            let yShape = [rows, widths.reduce(0, +)]
+            let (y, fusedY) = yValues.withUnsafeBytes { bytes in
+                ((cpu: pair.cpu.weight(from: bytes.baseAddress!, dtype: .float32, shape: yShape),
+                  gpu: pair.gpu.weight(from: bytes.baseAddress!, dtype: .float32, shape: yShape)),
+                 pair.gpu.weight(from: bytes.baseAddress!, dtype: .float32, shape: yShape))
+            }
             let v = (pair.cpu.float32Zeros([rows, 3 * 256]), pair.gpu.float32Zeros([rows, 3 * 256]))
+            let fusedV = pair.gpu.float32Zeros([rows, 3 * 256])
             let plans = (pair.cpu.plan(batch), pair.gpu.plan(batch))
             let lora = (LoRAProjection(projections.0), LoRAProjection(projections.1))
+            let before = pair.gpu.toHost(y.gpu)
+            // The fused launch (sgmv_lora for steps of few tiles, else the two kernels) gives the two launches' bits.
+            pair.gpu.loraShrinkExpand(x: x.gpu, projection: lora.1, plan: plans.1, v: fusedV, y: fusedY)
             pair.cpu.loraShrink(x: x.cpu, projection: lora.0, plan: plans.0, v: v.0)
             pair.gpu.loraShrink(x: x.gpu, projection: lora.1, plan: plans.1, v: v.1)
+            let label = "\(segments.count) segments over \(rows) rows, input width \(inWidth)"
+            pair.expectClose(v, atol: 1e-3, "sgmv shrink (v), \(label)")
             pair.cpu.loraExpand(v: v.0, projection: lora.0, plan: plans.0, y: y.cpu)
             pair.gpu.loraExpand(v: v.1, projection: lora.1, plan: plans.1, y: y.gpu)
-            pair.expectClose(y, atol: 2e-2, "sgmv shrink+expand, \(segments.count) segments over \(rows) rows")
+            pair.expectClose(y, atol: 2e-2, "sgmv shrink+expand, \(label)")
+            #expect(pair.gpu.toHost(fusedV) == pair.gpu.toHost(v.1), "fused launch's v, \(label)")
+            #expect(pair.gpu.toHost(fusedY) == pair.gpu.toHost(y.gpu), "fused launch's y, \(label)")
+            // Rows no adapter of this projection touches keep their exact bits.
+            let after = pair.gpu.toHost(y.gpu), width = y.gpu.rowWidth
+            let touched = Set(segments.filter { projections.1[$0.slot] != nil }.flatMap { Array($0.rows) })
+            for row in 0..<rows where !touched.contains(row) {
+                #expect(after[row * width ..< (row + 1) * width] == before[row * width ..< (row + 1) * width], "row \(row) changed, \(label)")
+            }
         }
     }
 
