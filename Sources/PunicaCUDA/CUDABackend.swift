@@ -92,7 +92,7 @@ final class CUDAPlan: StepPlan {
     /// arrivals, one per (tile, block of 64 ranks), so a step splits the input width only while those fit, and
     /// sgmv_lora's ticket, finished blocks and tiles done before them.
     static let loraCounterCount = 1024
-    let fixed: (rows: Int, withLoRA: Bool)?
+    let fixed: (rows: Int, withLoRA: Bool, attentionSplits: Int)?
     /// Element offsets of each section in `buffer`.
     let tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows, loraCounters: Int
 
@@ -110,11 +110,11 @@ final class CUDAPlan: StepPlan {
     }
 
     /// A recorded step's plan, filled by `refill`.
-    init(fixedRows rows: Int, maxPages: Int, withLoRA: Bool, pageSize: Int, backend: CUDABackend) {
+    init(fixedRows rows: Int, maxPages: Int, withLoRA: Bool, attentionSplits: Int, backend: CUDABackend) {
         batch = StepBatch(tokens: [], sequences: [], loraSegments: [], logitRows: [])
         self.maxPages = maxPages
         loraTiles = Array(repeating: (0, 0, -1), count: rows)
-        fixed = (rows, withLoRA)
+        fixed = (rows, withLoRA, attentionSplits)
         let sizes = [rows, rows, rows, rows * maxPages, rows, rows, rows, rows, Self.loraCounterCount]
         (tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows, loraCounters) = Self.offsets(sizes)
         buffer = backend.float32Zeros([sizes.reduce(0, +)])  // 4-byte words
@@ -129,6 +129,9 @@ final class CUDAPlan: StepPlan {
         loraTiles = tiles + Array(repeating: (0, 0, -1), count: fixed.rows - tiles.count)
         let sections = Self.sections(batch, maxPages: maxPages, tiles: tiles, tileCapacity: fixed.rows)
         backend.copyToDevice(Array(sections.joined()).withUnsafeBytes { Array($0) }, buffer.address)
+        if let attentionPlan {
+            attentionPlan.refill(AttentionWork(fixedDecode: batch, shape: attentionPlan.shape, splits: fixed.attentionSplits), backend: backend)
+        }
     }
 
     func runsLoRA(_ projection: LoRAProjection) -> Bool {
@@ -171,7 +174,8 @@ final class CUDAPlan: StepPlan {
 
     func attention(_ shape: AttentionShape, backend: CUDABackend) -> CUDAAttentionPlan {
         if let plan = attentionPlan, plan.shape == shape { return plan }
-        let plan = CUDAAttentionPlan(batch, shape: shape, backend: backend)
+        let plan = fixed.map { CUDAAttentionPlan(AttentionWork(fixedDecode: batch, shape: shape, splits: $0.attentionSplits), shape: shape, backend: backend) }
+            ?? CUDAAttentionPlan(batch, shape: shape, backend: backend)
         attentionPlan = plan
         return plan
     }
@@ -549,11 +553,21 @@ public final class CUDABackend: Backend {
         return table
     }
 
+    /// What a LoRA launch spans: the step's tiles and the resident adapters' extent; or, for a recorded step's plan,
+    /// whose tiles and tables change between replays, every tile at the most any adapter could need — all of `v`'s
+    /// ranks, every piece, `y`'s whole width. Blocks with nothing to do return at once.
+    private func loraExtent(_ cuda: CUDAPlan, _ table: CUDALoRATable, v: Tensor, y: Tensor)
+        -> (tiles: [(start: Int, end: Int, slot: Int)], ranks: [Int], widestPiece: Int, pieceCount: Int) {
+        guard cuda.fixed != nil else { return (cuda.loraTiles, table.ranks, table.widestPiece, table.pieceCount) }
+        return (cuda.loraTiles.map { _ in (0, 1, 0) }, [v.rowWidth], y.rowWidth, CUDALoRATable.maxPieces)
+    }
+
     public func loraShrink(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor) {
         let cuda = plan.cuda, table = loraTable(projection)
         guard cuda.loraTileCount > 0 else { return }
         precondition(v.rowWidth >= projection.maxRank, "v has \(v.rowWidth) columns, fewer than the widest rank \(projection.maxRank)")
-        let split = Self.shrinkSplit(tiles: cuda.loraTiles, ranks: table.ranks, inWidth: x.rowWidth, multiprocessors: multiprocessorCount)
+        let extent = loraExtent(cuda, table, v: v, y: v)
+        let split = Self.shrinkSplit(tiles: extent.tiles, ranks: extent.ranks, inWidth: x.rowWidth, multiprocessors: multiprocessorCount)
         let partial = shrinkPartial(split, tiles: cuda.loraTileCount)
         launch(SGMVShrink(x: x.address, v: v.address, slots: table.buffer.address, tileStart: cuda.address(cuda.tileStart),
                           tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), partial: partial?.address ?? 0,
@@ -588,10 +602,11 @@ public final class CUDABackend: Backend {
     public func loraExpand(v: Tensor, projection: LoRAProjection, plan: StepPlan, y: Tensor) {
         let cuda = plan.cuda, table = loraTable(projection)
         guard cuda.loraTileCount > 0 else { return }
+        let extent = loraExtent(cuda, table, v: v, y: y)
         launch(SGMVExpand(v: v.address, y: y.address, slots: table.buffer.address, tileStart: cuda.address(cuda.tileStart),
                           tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), vWidth: Int32(v.rowWidth),
                           yWidth: Int32(y.rowWidth)),
-               grid: (cuda.loraTileCount, (table.widestPiece + 127) / 128, table.pieceCount), block: 128)
+               grid: (cuda.loraTileCount, (extent.widestPiece + 127) / 128, extent.pieceCount), block: 128)
     }
 
     /// One launch (sgmv_lora) for a step with at most one tile per multiprocessor (decode batches, a few short
@@ -600,7 +615,8 @@ public final class CUDABackend: Backend {
     public func loraShrinkExpand(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor, y: Tensor) {
         let cuda = plan.cuda, table = loraTable(projection), tiles = cuda.loraTileCount
         guard tiles > 0 else { return }
-        let split = Self.shrinkSplit(tiles: cuda.loraTiles, ranks: table.ranks, inWidth: x.rowWidth, multiprocessors: multiprocessorCount)
+        let extent = loraExtent(cuda, table, v: v, y: y)
+        let split = Self.shrinkSplit(tiles: extent.tiles, ranks: extent.ranks, inWidth: x.rowWidth, multiprocessors: multiprocessorCount)
         guard tiles <= multiprocessorCount, 2 + tiles * (1 + split.rankBlocks) <= CUDAPlan.loraCounterCount else {
             loraShrink(x: x, projection: projection, plan: plan, v: v)
             loraExpand(v: v, projection: projection, plan: plan, y: y)
@@ -608,13 +624,13 @@ public final class CUDABackend: Backend {
         }
         precondition(v.rowWidth >= projection.maxRank, "v has \(v.rowWidth) columns, fewer than the widest rank \(projection.maxRank)")
         let partial = shrinkPartial(split, tiles: tiles)
-        let columnBlocks = (table.widestPiece + 127) / 128
+        let columnBlocks = (extent.widestPiece + 127) / 128
         launch(SGMVLoRA(x: x.address, v: v.address, y: y.address, slots: table.buffer.address, tileStart: cuda.address(cuda.tileStart),
                         tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), partial: partial?.address ?? 0,
                         counters: cuda.address(cuda.loraCounters), tiles: Int32(tiles), inWidth: Int32(x.rowWidth), vWidth: Int32(v.rowWidth),
                         yWidth: Int32(y.rowWidth), splitWidth: Int32(split.width), rankBlocks: Int32(split.rankBlocks),
-                        splits: Int32(split.count), columnBlocks: Int32(columnBlocks), pieces: Int32(table.pieceCount)),
-               grid: (tiles * split.rankBlocks * split.count + tiles * columnBlocks * table.pieceCount, 1, 1), block: 32 * Self.shrinkWarps)
+                        splits: Int32(split.count), columnBlocks: Int32(columnBlocks), pieces: Int32(extent.pieceCount)),
+               grid: (tiles * split.rankBlocks * split.count + tiles * columnBlocks * extent.pieceCount, 1, 1), block: 32 * Self.shrinkWarps)
     }
 
     public func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> [Int] {
@@ -693,8 +709,13 @@ final class CUDARecordedStep: RecordedStep {
 }
 
 extension CUDABackend: StepRecorder {
-    public func fixedPlan(rows: Int, maxPages: Int, pageSize: Int, withLoRA: Bool) -> StepPlan {
-        CUDAPlan(fixedRows: rows, maxPages: maxPages, withLoRA: withLoRA, pageSize: pageSize, backend: self)
+    public func fixedPlan(rows: Int, maxPages: Int, withLoRA: Bool, variant: Int) -> StepPlan {
+        CUDAPlan(fixedRows: rows, maxPages: maxPages, withLoRA: withLoRA, attentionSplits: variant, backend: self)
+    }
+
+    /// A recorded decode step's attention key splits.
+    public func recordingVariant(rows: Int, maxContext: Int, attention: AttentionShape) -> Int {
+        AttentionWork.fixedDecodeSplits(rows: rows, kvHeads: attention.kvHeads, maxContext: maxContext, multiprocessors: multiprocessorCount)
     }
 
     public func refill(_ plan: StepPlan, with batch: StepBatch) { plan.cuda.refill(batch, backend: self) }

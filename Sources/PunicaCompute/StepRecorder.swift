@@ -5,10 +5,14 @@
 /// buffers that keep their address and are refilled in place: the plan (`fixedPlan` + `refill`) and the LoRA
 /// tables (`LoRAProjection.update`, then `prepare` before a replay).
 public protocol StepRecorder: Backend {
-    /// A plan for batches of exactly `rows` rows, each its own sequence with at most `maxPages` pages of `pageSize`
-    /// and each a logit row (decode steps, padded), whose buffers keep their addresses. `withLoRA`: its steps run every
-    /// projection's LoRA ops whatever the segments (`StepPlan.runsLoRA`), so one recording serves any adapters.
-    func fixedPlan(rows: Int, maxPages: Int, pageSize: Int, withLoRA: Bool) -> StepPlan
+    /// A plan for batches of exactly `rows` rows, each its own sequence with at most `maxPages` pages and each a logit
+    /// row (decode steps, padded), whose buffers keep their addresses. `withLoRA`: its steps run every projection's
+    /// LoRA ops whatever the segments (`StepPlan.runsLoRA`), so one recording serves any adapters. `variant`: from
+    /// `recordingVariant`.
+    func fixedPlan(rows: Int, maxPages: Int, withLoRA: Bool, variant: Int) -> StepPlan
+    /// How a decode step of `rows` rows at contexts up to `maxContext` is laid out beyond its size (on CUDA, the
+    /// attention's key splits): steps of one variant share a recording.
+    func recordingVariant(rows: Int, maxContext: Int, attention: AttentionShape) -> Int
     /// Puts `batch` (of the plan's shape) into the plan's buffers, in stream order.
     func refill(_ plan: StepPlan, with batch: StepBatch)
     /// Runs `body` once, recording what it launches instead of running it; tensors it allocates stay valid for the

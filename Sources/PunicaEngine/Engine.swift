@@ -22,6 +22,9 @@ public struct EngineConfiguration: Sendable {
     /// The LoRA rank that sizing reserves device memory for, for each of `loadedAdapters` (vLLM's `max_lora_rank`);
     /// adapters of higher rank still load, into memory the KV cache leaves.
     public var maxLoRARank = 16
+    /// Decode steps recorded at start-up and replayed (CUDA graphs) where the backend can; off: every step eager
+    /// (vLLM's `--enforce-eager`).
+    public var recordDecodeSteps = true
     /// Requests in the batch at once, and tokens one step computes (chunked prefill budget).
     public var maxRunningRequests = 64
     public var maxTokensPerStep = 512
@@ -94,6 +97,7 @@ public final class Engine: GenerationService, @unchecked Sendable {
             let reserved = model.stepBytes(rows: configuration.maxTokensPerStep + configuration.maxRunningRequests,
                                            logitRows: configuration.maxRunningRequests, loraRank: 3 * configuration.maxLoRARank)
                 + configuration.loadedAdapters * model.adapterBytes(rank: configuration.maxLoRARank)
+                + (configuration.recordDecodeSteps ? RecordedDecodeSteps.reservedBytes(model: model) : 0)
             let sizing = try KVCacheSizing(freeBytes: memory.free, totalBytes: memory.total, utilization: configuration.gpuMemoryUtilization,
                                            reservedBytes: reserved, bytesPerToken: model.kvBytesPerToken, pageSize: configuration.pageSize)
             (tokens, summary) = (sizing.tokens, sizing.summary)
@@ -102,9 +106,11 @@ public final class Engine: GenerationService, @unchecked Sendable {
         }
         let runner = LlamaRunner(model: model, pageSize: configuration.pageSize,
                                  pageCount: 1 + (tokens + configuration.pageSize - 1) / configuration.pageSize,
-                                 adapterSlots: configuration.adapterSlots)
+                                 adapterSlots: configuration.adapterSlots, recordDecodeSteps: configuration.recordDecodeSteps,
+                                 maxLoRARank: configuration.maxLoRARank, maxBatch: configuration.maxRunningRequests)
         self.init(runner: runner, tokenizer: tokenizer, configuration: configuration)
         kvCacheSummary = summary + "; at most \(configuration.maxRunningRequests) running requests, contexts up to \(maxContextLength) tokens"
+            + (runner.recordingSummary.isEmpty ? "" : "; " + runner.recordingSummary)
     }
 
     /// What the KV cache was sized to and why, for start-up logs.

@@ -34,17 +34,41 @@ public struct StepOutput {
     }
 }
 
-/// The real model on its backend.
+/// The real model on its backend. Decode-only steps replay recorded steps where the backend can record them
+/// (`RecordedDecodeSteps`, CUDA graphs); every other step, or every step with `recordDecodeSteps` off, runs `forward`.
 public final class LlamaRunner: ModelRunner {
     public let model: LlamaModel
     public let adapterSlotCount: Int
     private let cache: KVCache
-    private var resident = ResidentAdapters.none
+    private let resident: ResidentAdapters
+    private var recordings: RecordedDecodeSteps?
+    /// What start-up recorded, for its log; empty when nothing is recorded.
+    public private(set) var recordingSummary = ""
 
-    public init(model: LlamaModel, pageSize: Int, pageCount: Int, adapterSlots: Int) {
+    /// - Parameters: maxLoRARank: the widest rank recorded steps hold without a new recording; maxBatch: the
+    ///   largest decode batch recorded.
+    public init(model: LlamaModel, pageSize: Int, pageCount: Int, adapterSlots: Int, recordDecodeSteps: Bool = true,
+                maxLoRARank: Int = 16, maxBatch: Int = 256) {
         self.model = model
         adapterSlotCount = adapterSlots
         cache = model.makeKVCache(layout: PageLayout(pageSize: pageSize, pageCount: pageCount))
+        // v is at least as wide as a rank-maxLoRARank adapter on q|k|v needs, so recordings outlive adapter changes.
+        resident = ResidentAdapters(Array(repeating: nil, count: adapterSlots), layerCount: model.config.layerCount,
+                                    reservedRank: 3 * maxLoRARank)
+        guard recordDecodeSteps else { return }
+        let maxContext = min(model.config.maxPositionEmbeddings, (pageCount - 1) * pageSize)
+        let sizes = RecordedDecodeSteps.defaultSizes.filter { $0 <= maxBatch }
+        recordings = RecordedDecodeSteps(model: model, cache: cache, adapters: resident, maxContext: maxContext,
+                                         sizes: sizes.isEmpty ? [1] : sizes)
+        do {
+            if let recorded = try recordings?.recordAll(context: 1) {
+                recordingSummary = "recorded \(recorded.count) decode steps (batches \(recordings!.sizes.first!)–\(recordings!.sizes.last!), "
+                    + "with and without LoRA) in \(recorded.time)"
+            }
+        } catch {
+            recordings = nil
+            recordingSummary = "decode steps run eagerly: recording failed (\(error))"
+        }
     }
 
     public var vocabularySize: Int { model.config.vocabularySize }
@@ -62,15 +86,28 @@ public final class LlamaRunner: ModelRunner {
     }
 
     public func setSlots(_ adapters: [AnyObject?]) {
-        resident = ResidentAdapters(adapters.map { $0 as? LoRAAdapter }, layerCount: model.config.layerCount)
+        resident.update(adapters.map { $0 as? LoRAAdapter })
     }
 
     public func run(_ batch: StepBatch, choices: [TokenChoice], returnLogits: [Bool]) -> StepOutput {
-        let logits = model.forward(model.backend.plan(batch), cache: cache, adapters: resident)
+        let logits = replayed(batch) ?? model.forward(model.backend.plan(batch), cache: cache, adapters: resident)
         let vocabulary = logits.rowWidth
         let all = returnLogits.contains(true) ? model.backend.toHost(logits) : []
-        return StepOutput(tokens: model.backend.sample(logits, choices), logits: returnLogits.enumerated().map { row, wanted in
-            wanted ? Array(all[row * vocabulary ..< (row + 1) * vocabulary]) : nil
-        })
+        // A replay's logits have a row per recorded row: the padding rows' tokens are drawn greedily and dropped.
+        let padding = Array(repeating: TokenChoice.greedy, count: logits.rows - choices.count)
+        return StepOutput(tokens: Array(model.backend.sample(logits, choices + padding).prefix(choices.count)),
+                          logits: returnLogits.enumerated().map { row, wanted in
+                              wanted ? Array(all[row * vocabulary ..< (row + 1) * vocabulary]) : nil
+                          })
+    }
+
+    /// The step's logits from a recording, or nil to run it eagerly. A recording that fails turns recordings off.
+    private func replayed(_ batch: StepBatch) -> Tensor? {
+        do {
+            return try recordings?.logits(batch)
+        } catch {
+            recordings = nil
+            return nil
+        }
     }
 }

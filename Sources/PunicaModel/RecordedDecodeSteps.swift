@@ -18,6 +18,7 @@ public final class RecordedDecodeSteps {
         let rows: Int
         let withLoRA: Bool
         let loraWidth: Int
+        let variant: Int
     }
 
     private let model: LlamaModel
@@ -27,6 +28,13 @@ public final class RecordedDecodeSteps {
     public let sizes: [Int]
     private let maxPages: Int
     private var recorded: [Key: (plan: StepPlan, step: RecordedStep)] = [:]
+
+    /// Device memory to set aside for recordings: each keeps its logits (a few variants of every size), and they share
+    /// one step's buffers at the largest size.
+    public static func reservedBytes(model: LlamaModel, sizes: [Int] = defaultSizes) -> Int {
+        let largest = sizes.max() ?? 1
+        return 8 * sizes.reduce(0, +) * model.config.vocabularySize * 2 + model.stepBytes(rows: largest, logitRows: largest, loraRank: 64)
+    }
 
     /// nil when the model's backend cannot record. Block tables of up to `maxContext` tokens.
     public init?(model: LlamaModel, cache: KVCache, adapters: ResidentAdapters, maxContext: Int, sizes: [Int] = defaultSizes) {
@@ -39,22 +47,29 @@ public final class RecordedDecodeSteps {
         maxPages = cache.layout.pagesNeeded(forTokens: maxContext)
     }
 
-    /// Records every size with and without LoRA now (start-up), rather than on first use; returns how long it took.
-    public func recordAll() throws -> Duration {
+    /// Records every size with and without LoRA, for contexts up to `context`, now (start-up) rather than on first
+    /// use; returns how many and how long it took.
+    public func recordAll(context: Int) throws -> (count: Int, time: Duration) {
         let clock = ContinuousClock()
-        return try clock.measure {
+        let time = try clock.measure {
             for rows in sizes {
-                for withLoRA in [false, true] { _ = try recording(Key(rows: rows, withLoRA: withLoRA, loraWidth: adapters.maxRank)) }
+                let variant = recorder.recordingVariant(rows: rows, maxContext: context, attention: model.config.attention)
+                for withLoRA in [false, true] { _ = try recording(Key(rows: rows, withLoRA: withLoRA, loraWidth: adapters.maxRank, variant: variant)) }
             }
         }
+        return (recorded.count, time)
     }
+
+    public var count: Int { recorded.count }
 
     /// Runs `batch` as a replay and returns its logits, one row per recorded row (the batch's rows first); nil when
     /// no recording can run it.
     public func logits(_ batch: StepBatch) throws -> Tensor? {
         guard batch.isDecodeOnly, let rows = sizes.first(where: { $0 >= batch.rowCount }),
               batch.sequences.allSatisfy({ $0.blockTable.count <= maxPages }) else { return nil }
-        let key = Key(rows: rows, withLoRA: !batch.loraSegments.isEmpty, loraWidth: adapters.maxRank)
+        let context = batch.sequences.map(\.contextLength).max() ?? 1
+        let key = Key(rows: rows, withLoRA: !batch.loraSegments.isEmpty, loraWidth: adapters.maxRank,
+                      variant: recorder.recordingVariant(rows: rows, maxContext: context, attention: model.config.attention))
         let (plan, step) = try recording(key)
         recorder.refill(plan, with: batch.padded(toRows: rows))
         if key.withLoRA { recorder.prepare(adapters.allProjections) }
@@ -64,7 +79,7 @@ public final class RecordedDecodeSteps {
 
     private func recording(_ key: Key) throws -> (plan: StepPlan, step: RecordedStep) {
         if let existing = recorded[key] { return existing }
-        let plan = recorder.fixedPlan(rows: key.rows, maxPages: maxPages, pageSize: cache.layout.pageSize, withLoRA: key.withLoRA)
+        let plan = recorder.fixedPlan(rows: key.rows, maxPages: maxPages, withLoRA: key.withLoRA, variant: key.variant)
         // A valid batch of the plan's shape (padding only) so the recording's launches see sane metadata.
         recorder.refill(plan, with: StepBatch(tokens: [], sequences: [], loraSegments: [], logitRows: []).padded(toRows: key.rows))
         if key.withLoRA { recorder.prepare(adapters.allProjections) }

@@ -46,6 +46,7 @@ struct BenchForward: ParsableCommand {
     @Option(help: "Prompt tokens per request.") var promptTokens = 128
     @Option(help: "Decode steps.") var decodeTokens = 64
     @Option(help: "Timed repetitions of each configuration; the median is reported.") var repeats = 3
+    @Flag(help: "Run decode steps eagerly instead of replaying recorded ones (CUDA graphs).") var enforceEager = false
 
     func run() throws {
         let backend = try device.makeBackend()
@@ -101,6 +102,10 @@ struct BenchForward: ParsableCommand {
         let resident = assignment == nil ? ResidentAdapters.none : ResidentAdapters(adapters, layerCount: model.config.layerCount)
         var random = SplitMix64(seed: 7)
         var tokens = (0..<batch).map { _ in (0..<promptTokens).map { _ in Int32.random(in: 3..<Int32(model.config.vocabularySize), using: &random) } }
+        // Decode steps replay recordings made here, before the clock starts (at the first and last decode contexts).
+        let recordings = enforceEager ? nil
+            : RecordedDecodeSteps(model: model, cache: cache, adapters: resident, maxContext: promptTokens + decodeTokens, sizes: [batch])
+        for context in [promptTokens + 1, promptTokens + decodeTokens] { _ = try? recordings?.recordAll(context: context) }
 
         let clock = ContinuousClock()
         var hostTime = Duration.zero
@@ -115,7 +120,8 @@ struct BenchForward: ParsableCommand {
             let start = clock.now
             let stepBatch = StepBatch(tokens: tokens.flatMap { $0.suffix(newTokens) }, sequences: sequences, loraSegments: segments,
                                       logitRows: sequences.map { $0.rows.upperBound - 1 })
-            let logits = model.forward(model.backend.plan(stepBatch), cache: cache, adapters: resident)
+            let replayed = newTokens == 1 ? (try? recordings?.logits(stepBatch)) ?? nil : nil
+            let logits = replayed ?? model.forward(model.backend.plan(stepBatch), cache: cache, adapters: resident)
             hostTime += clock.now - start
             for (index, token) in model.backend.sample(logits, Array(repeating: .greedy, count: batch)).enumerated() { tokens[index].append(Int32(token)) }
         }

@@ -25,13 +25,16 @@ struct BenchEngine: AsyncParsableCommand {
     @Option(help: "Prompt tokens per request.") var promptTokens = 32
     @Option(help: "Tokens generated per request.") var maxTokens = 32
     @Option(help: "Where random adapters are written (reused across runs).") var cache = "/tmp/punica-bench-adapters"
+    @Flag(help: "Run every step eagerly: no recorded decode steps (CUDA graphs).") var enforceEager = false
 
     func run() async throws {
         let (model, tokenizer, _) = try modelOptions.load()
         var configuration = EngineConfiguration()
         configuration.adapterSlots = max(1, distinct.max() ?? 1)
         configuration.maxRunningRequests = max(1, concurrency.max() ?? 1)
+        configuration.recordDecodeSteps = !enforceEager
         let engine = try Engine(model: model, tokenizer: tokenizer, configuration: configuration)
+        print(engine.kvCacheSummary)
         // Every registered name is validated; they share a few directories, so writing them stays cheap.
         let directories = try (0..<max(1, distinct.max() ?? 1)).map { index in
             let directory = "\(cache)/\(modelOptions.model.split(separator: "/").last ?? "model")-r\(rank)-\(index)"

@@ -47,6 +47,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Bytes each connection may hold unsent, in the kernel and again in the server.") var sendBufferBytes = HTTPLimits().sendBufferBytes
     @Option(help: "Seconds SIGTERM/SIGINT lets requests in flight finish before their connections are closed.")
     var shutdownTimeout = seconds(HTTPLimits().shutdownTimeout)
+    @Flag(help: "Run every step eagerly: no decode steps recorded and replayed as CUDA graphs (as vLLM's --enforce-eager).")
+    var enforceEager = false
     @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
 
     /// Every limit in range, before anything slow starts.
@@ -99,6 +101,7 @@ struct Serve: AsyncParsableCommand {
         engineConfiguration.kvCacheTokens = kvCacheTokens
         engineConfiguration.gpuMemoryUtilization = gpuMemoryUtilization
         engineConfiguration.maxLoRARank = maxLoraRank
+        engineConfiguration.recordDecodeSteps = !enforceEager
         let engine = try Engine(model: model, tokenizer: tokenizer, configuration: engineConfiguration)
         logger.info("\(engine.kvCacheSummary)")
         for (name, directory) in adapters { try await engine.registerAdapter(name: name, directory: directory) }

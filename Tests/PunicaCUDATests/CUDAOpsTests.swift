@@ -2,6 +2,7 @@ import Foundation
 import PunicaCPU
 import PunicaCUDA
 import PunicaCompute
+import PunicaModel
 import Testing
 import TestSupport
 
@@ -378,6 +379,54 @@ extension CUDATests {
             let gpu = GPU.backends[.float16]!
             try HFParity.checkLogitsAtEveryPromptPosition(model, backend: gpu, atol: 0.12, rtol: 1e-2)
             try await HFParity.checkGreedyContinuationsInOneMixedBatch(model, backend: gpu, logprobTolerance: 0.15, exactTopOrder: false)
+        }
+
+        /// Decode steps replayed from recordings (CUDA graphs) against the same steps run eagerly, from the same prefill:
+        /// five sequences (base-only and two adapters, in segments), ten decode steps, batches padded to a recorded
+        /// size of 8. Greedy tokens equal at every step; logits within rounding (the recorded plans split work
+        /// differently, so float32 sums may differ in their last bits).
+        @Test(arguments: HFParity.models)
+        func recordedDecodeStepsMatchEagerSteps(model: String) throws {
+            let gpu = GPU.backends[.float16]!
+            let fixture = try LoadedFixture(model, backend: gpu)
+            let layout = PageLayout(pageSize: 4, pageCount: 1 + 5 * 4)
+            let caches = (fixture.model.makeKVCache(layout: layout), fixture.model.makeKVCache(layout: layout))
+            let resident = ResidentAdapters(Array(fixture.adapters.prefix(2)) + [nil], layerCount: fixture.model.config.layerCount,
+                                            reservedRank: 48)
+            let recordings = try #require(RecordedDecodeSteps(model: fixture.model, cache: caches.1, adapters: resident, maxContext: 16,
+                                                              sizes: [2, 8]))
+            let slots: [Int?] = [nil, 0, 0, 1, 1]
+            let tables = (0..<5).map { sequence in (0..<4).map { Int32(1 + 4 * sequence + $0) } }
+            var tokens = (0..<5).map { sequence in (0..<6).map { Int32((7 * sequence + 3 * $0) % fixture.model.config.vocabularySize) } }
+            func batch(newTokens: Int) -> StepBatch {
+                var segments: [LoRASegment] = []
+                let sequences = (0..<5).map { index in
+                    StepBatch.Sequence(rows: index * newTokens ..< (index + 1) * newTokens, contextLength: tokens[index].count, blockTable: tables[index])
+                }
+                for (index, sequence) in sequences.enumerated() {
+                    if let slot = slots[index] { segments.append(rows: sequence.rows, slot: slot) }
+                }
+                return StepBatch(tokens: tokens.flatMap { $0.suffix(newTokens) }, sequences: sequences, loraSegments: segments,
+                                 logitRows: sequences.map { $0.rows.upperBound - 1 })
+            }
+            let prefill = batch(newTokens: 6)
+            var next = gpu.sample(fixture.model.forward(gpu.plan(prefill), cache: caches.0, adapters: resident), Array(repeating: .greedy, count: 5))
+            _ = fixture.model.forward(gpu.plan(prefill), cache: caches.1, adapters: resident)
+            for step in 0..<10 {
+                for (index, token) in next.enumerated() { tokens[index].append(Int32(token)) }
+                let decode = batch(newTokens: 1)
+                let eager = fixture.model.forward(gpu.plan(decode), cache: caches.0, adapters: resident)
+                let replayed = try #require(try recordings.logits(decode), "a decode batch of 5 replays the size-8 recording")
+                #expect(replayed.rows == 8)
+                let vocabulary = fixture.model.config.vocabularySize
+                let expected = gpu.toHost(eager), actual = Array(gpu.toHost(replayed).prefix(5 * vocabulary))
+                let mismatch = closeMismatch(actual, expected, atol: 2e-2, rtol: 2e-3)
+                #expect(mismatch == nil, "step \(step): \(mismatch ?? "")")
+                next = gpu.sample(eager, Array(repeating: .greedy, count: 5))
+                let fromReplay = Array(gpu.sample(replayed, Array(repeating: .greedy, count: 8)).prefix(5))
+                #expect(fromReplay == next, "step \(step)")
+            }
+            #expect(recordings.count == 1, "one recording (size 8, with LoRA), made once and replayed ten times")
         }
 
         @Test(arguments: HFParity.models)

@@ -123,6 +123,44 @@ struct AttentionWork: Equatable {
         rows16 = split(tiles16, blocks: 4 * multiprocessors, shape: shape)
     }
 
+    /// A recorded decode step's work: every sequence (one token each, padding included) one tile in sequence order,
+    /// cut into exactly `splits` key ranges of whole 64-key tiles (the last ones empty where the context is short), so
+    /// the item lists and partials keep their size from replay to replay.
+    init(fixedDecode batch: StepBatch, shape: AttentionShape, splits: Int) {
+        precondition(batch.isDecodeOnly && splits >= 1, "a fixed attention plan is for decode rows")
+        var tiles: [Item] = []
+        for (index, sequence) in batch.sequences.enumerated() {
+            let position = sequence.firstPosition
+            let begin = shape.slidingWindow.map { max(0, position - $0 + 1) } ?? 0
+            let tile = Item(sequence: index, rowStart: sequence.rows.lowerBound, tokens: 1, position: position, kvBegin: begin,
+                            kvEnd: position + 1, partial: -1)
+            guard splits > 1 else {
+                tiles.append(tile)
+                continue
+            }
+            let perSplit = ((tile.kvEnd - begin + splits - 1) / splits + Self.splitGranule - 1) / Self.splitGranule * Self.splitGranule
+            for s in 0..<splits {
+                var piece = tile
+                piece.kvBegin = min(tile.kvEnd, begin + s * perSplit)
+                piece.kvEnd = min(tile.kvEnd, piece.kvBegin + perSplit)
+                piece.partial = partialSlots + s * shape.kvHeads * shape.groupSize
+                tiles.append(piece)
+            }
+            merges.append(Merge(rowStart: tile.rowStart, tokens: 1, partial: partialSlots, splits: splits))
+            partialSlots += splits * shape.kvHeads * shape.groupSize
+        }
+        if shape.groupSize <= AttentionRows16.tileRows { rows16 = tiles } else { rows64 = tiles }
+    }
+
+    /// Key splits of a recorded decode step of `rows` rows at contexts up to `maxContext`: enough blocks for about four
+    /// per multiprocessor, each split at least `minimumSplitKeys`, a power of two up to 16 (a recording's key).
+    static func fixedDecodeSplits(rows: Int, kvHeads: Int, maxContext: Int, multiprocessors: Int) -> Int {
+        let wanted = min((maxContext + minimumSplitKeys - 1) / minimumSplitKeys, (4 * multiprocessors + rows * kvHeads - 1) / (rows * kvHeads))
+        var splits = 1
+        while splits < min(16, wanted) { splits *= 2 }
+        return splits
+    }
+
     private mutating func split(_ tiles: [Item], blocks: Int, shape: AttentionShape) -> [Item] {
         let keys = tiles.reduce(0) { $0 + $1.kvEnd - $1.kvBegin } * shape.kvHeads
         let chunk = max(Self.minimumSplitKeys, (keys + blocks - 1) / max(1, blocks))
@@ -162,17 +200,32 @@ struct AttentionWork: Equatable {
 /// A step's `AttentionWork` on the device: the item lists in one int32 buffer and the splits' float32 partials.
 final class CUDAAttentionPlan {
     let shape: AttentionShape
-    let work: AttentionWork
+    private(set) var work: AttentionWork
     let buffer: Tensor?
     let partial: Tensor?
 
-    init(_ batch: StepBatch, shape: AttentionShape, backend: CUDABackend) {
+    convenience init(_ batch: StepBatch, shape: AttentionShape, backend: CUDABackend) {
+        self.init(AttentionWork(batch: batch, shape: shape, multiprocessors: backend.multiprocessorCount), shape: shape, backend: backend)
+    }
+
+    init(_ work: AttentionWork, shape: AttentionShape, backend: CUDABackend) {
         self.shape = shape
-        work = AttentionWork(batch: batch, shape: shape, multiprocessors: backend.multiprocessorCount)
+        self.work = work
         let words = work.words
-        buffer = words.isEmpty ? nil : backend.upload(words)
+        // While a step is recorded nothing may be copied from the host: the lists are written by the refill before
+        // each replay.
+        buffer = words.isEmpty ? nil
+            : backend.memory.recording ? backend.allocate([words.count], dtype: .float32, pooled: true) : backend.upload(words)
         partial = work.partialSlots == 0 ? nil
             : backend.allocate([work.partialSlots * (shape.headDim + 2)], dtype: .float32, pooled: true)
+    }
+
+    /// Rewrites the lists in place with `work` of the same shape (a recorded step's next replay).
+    func refill(_ work: AttentionWork, backend: CUDABackend) {
+        precondition(work.rows64.count == self.work.rows64.count && work.rows16.count == self.work.rows16.count
+                     && work.merges.count == self.work.merges.count && work.partialSlots == self.work.partialSlots, "same shape")
+        self.work = work
+        if let buffer { backend.copyToDevice(work.words.withUnsafeBytes { Array($0) }, buffer.address) }
     }
 
     var rows64Items: UInt64 { buffer?.address ?? 0 }
