@@ -72,6 +72,8 @@ public final class CPUBackend: Backend {
 
     // MARK: Memory
 
+    public func persistentZeros(_ shape: [Int]) -> Tensor { zeros(shape) }
+
     public func zeros(_ shape: [Int]) -> Tensor {
         Tensor(shape: shape, dtype: .float32, storage: CPUStorage(count: shape.reduce(1, *)))
     }

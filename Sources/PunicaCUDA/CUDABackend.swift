@@ -81,31 +81,32 @@ final class CUDAPlan: StepPlan {
     private(set) var batch: StepBatch
     let buffer: Tensor
     let maxPages: Int
-    /// LoRA segments cut into tiles of at most `loraTileRows` rows, the MMA's row block (TILE_ROWS in lora.cu):
-    /// SGMV's grid, so a long segment (prefill, or many rows on one adapter) spreads over many blocks and each
-    /// block reads its adapter once for all of its rows. A fixed plan has one tile per row, those past the
-    /// segments padding (slot -1).
-    private(set) var loraTiles: [(start: Int, end: Int, slot: Int)]
-    var loraTileCount: Int { loraTiles.count }
+    /// LoRA segments cut into tiles of at most `loraTileRows` rows: SGMV's grid, so a long segment (prefill, or
+    /// many rows on one adapter) spreads over many blocks instead of one. Steps with few rows per adapter get
+    /// shorter tiles, down to one row, until there are two tiles per multiprocessor: more blocks, each re-reading
+    /// its adapter from L2. A fixed plan has one-row tiles, one per row, those past the segments empty.
+    let loraTileCount: Int
+    /// Rows of the longest tile this step (1 when every segment is a decode row).
+    let loraLongestTile: Int
+    /// TILE_ROWS in lora.cu, the longest tile: the shrink keeps one accumulator per (row, rank row) pair in registers.
     static let loraTileRows = 16
-    /// Counters of the SGMV kernels, zero between launches (each launch zeroes what it counted): the split shrink's
-    /// arrivals, one per (tile, block of 64 ranks), so a step splits the input width only while those fit, and
-    /// sgmv_lora's ticket, finished blocks and tiles done before them.
-    static let loraCounterCount = 1024
     let fixed: (rows: Int, withLoRA: Bool, attentionSplits: Int)?
     /// Element offsets of each section in `buffer`.
-    let tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows, loraCounters: Int
+    let tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows: Int
 
     /// An eager step's plan.
     init(_ batch: StepBatch, backend: CUDABackend) {
         let maxPages = max(1, batch.sequences.map(\.blockTable.count).max() ?? 1)
-        let tiles = Self.tiles(batch)
+        var tileRows = Self.loraTileRows
+        while tileRows > 1 && Self.tiles(batch, rows: tileRows).count < 2 * backend.multiprocessorCount { tileRows /= 2 }
+        let tiles = Self.tiles(batch, rows: tileRows)
         let sections = Self.sections(batch, maxPages: maxPages, tiles: tiles, tileCapacity: tiles.count)
         self.batch = batch
         self.maxPages = maxPages
-        loraTiles = tiles
+        loraTileCount = tiles.count
+        loraLongestTile = tiles.map { $0.end - $0.start }.max() ?? 1
         fixed = nil
-        (tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows, loraCounters) = Self.offsets(sections.map(\.count))
+        (tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows) = Self.offsets(sections.map(\.count))
         buffer = backend.upload(Array(sections.joined()))
     }
 
@@ -113,10 +114,11 @@ final class CUDAPlan: StepPlan {
     init(fixedRows rows: Int, maxPages: Int, withLoRA: Bool, attentionSplits: Int, backend: CUDABackend) {
         batch = StepBatch(tokens: [], sequences: [], loraSegments: [], logitRows: [])
         self.maxPages = maxPages
-        loraTiles = Array(repeating: (0, 0, -1), count: rows)
+        loraTileCount = rows
+        loraLongestTile = 1
         fixed = (rows, withLoRA, attentionSplits)
-        let sizes = [rows, rows, rows, rows * maxPages, rows, rows, rows, rows, Self.loraCounterCount]
-        (tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows, loraCounters) = Self.offsets(sizes)
+        let sizes = [rows, rows, rows, rows * maxPages, rows, rows, rows, rows]
+        (tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows) = Self.offsets(sizes)
         buffer = backend.float32Zeros([sizes.reduce(0, +)])  // 4-byte words
     }
 
@@ -125,9 +127,7 @@ final class CUDAPlan: StepPlan {
         guard let fixed else { preconditionFailure("only a fixed plan is refilled") }
         precondition(batch.isDecodeOnly && batch.rowCount == fixed.rows, "a fixed plan holds \(fixed.rows) decode rows")
         self.batch = batch
-        let tiles = Self.tiles(batch)
-        loraTiles = tiles + Array(repeating: (0, 0, -1), count: fixed.rows - tiles.count)
-        let sections = Self.sections(batch, maxPages: maxPages, tiles: tiles, tileCapacity: fixed.rows)
+        let sections = Self.sections(batch, maxPages: maxPages, tiles: Self.tiles(batch, rows: 1), tileCapacity: fixed.rows)
         backend.copyToDevice(Array(sections.joined()).withUnsafeBytes { Array($0) }, buffer.address)
         if let attentionPlan {
             attentionPlan.refill(AttentionWork(fixedDecode: batch, shape: attentionPlan.shape, splits: fixed.attentionSplits), backend: backend)
@@ -140,32 +140,32 @@ final class CUDAPlan: StepPlan {
 
     func address(_ offset: Int) -> UInt64 { buffer.address + UInt64(4 * offset) }
 
-    /// Each segment cut into tiles of at most `loraTileRows` rows.
-    private static func tiles(_ batch: StepBatch) -> [(start: Int, end: Int, slot: Int)] {
+    /// Each segment cut into tiles of at most `rows` rows.
+    private static func tiles(_ batch: StepBatch, rows: Int) -> [(start: Int, end: Int, slot: Int)] {
         batch.loraSegments.flatMap { segment in
-            stride(from: segment.rows.lowerBound, to: segment.rows.upperBound, by: loraTileRows).map { start in
-                (start: start, end: min(start + loraTileRows, segment.rows.upperBound), slot: segment.slot)
+            stride(from: segment.rows.lowerBound, to: segment.rows.upperBound, by: rows).map { start in
+                (start: start, end: min(start + rows, segment.rows.upperBound), slot: segment.slot)
             }
         }
     }
 
     /// The buffer's sections: tokens, positions, row → sequence, block tables (`maxPages` entries each), tile starts,
-    /// ends and slots (`tileCapacity` each, the unused ones padding), logit rows, zeroed SGMV counters.
+    /// ends and slots (`tileCapacity` each, the unused ones empty), logit rows.
     private static func sections(_ batch: StepBatch, maxPages: Int, tiles: [(start: Int, end: Int, slot: Int)], tileCapacity: Int) -> [[Int32]] {
         var rowSequence = [Int32](repeating: 0, count: batch.rowCount)
         for (index, sequence) in batch.sequences.enumerated() {
             for row in sequence.rows { rowSequence[row] = Int32(index) }
         }
         let tables = batch.sequences.flatMap { $0.blockTable + [Int32](repeating: 0, count: maxPages - $0.blockTable.count) }
-        let unused = [Int32](repeating: -1, count: tileCapacity - tiles.count)
-        return [batch.tokens, batch.positions, rowSequence, tables, tiles.map { Int32($0.start) } + unused.map { _ in 0 },
-                tiles.map { Int32($0.end) } + unused.map { _ in 0 }, tiles.map { Int32($0.slot) } + unused, batch.logitRows.map(Int32.init),
-                [Int32](repeating: 0, count: tileCapacity == 0 ? 0 : loraCounterCount)]
+        // Unused tiles have no rows (slot 0: a valid index; the kernels do nothing for an empty tile).
+        let unused = [Int32](repeating: 0, count: tileCapacity - tiles.count)
+        return [batch.tokens, batch.positions, rowSequence, tables, tiles.map { Int32($0.start) } + unused, tiles.map { Int32($0.end) } + unused,
+                tiles.map { Int32($0.slot) } + unused, batch.logitRows.map(Int32.init)]
     }
 
-    private static func offsets(_ sizes: [Int]) -> (Int, Int, Int, Int, Int, Int, Int, Int, Int) {
+    private static func offsets(_ sizes: [Int]) -> (Int, Int, Int, Int, Int, Int, Int, Int) {
         let starts = sizes.indices.map { sizes[..<$0].reduce(0, +) }
-        return (starts[0], starts[1], starts[2], starts[3], starts[4], starts[5], starts[6], starts[7], starts[8])
+        return (starts[0], starts[1], starts[2], starts[3], starts[4], starts[5], starts[6], starts[7])
     }
 
     /// The step's attention work items (they depend on the head layout), built and uploaded by the first layer's
@@ -189,14 +189,9 @@ final class CUDALoRATable {
     /// The projection version the buffer holds.
     private(set) var version: Int
     static let slotBytes = 88, pieceBytes = 24, maxPieces = 3
-    /// Each slot's shrink rank (0 without the projection), and the grid's extent over pieces: the widest piece's
-    /// output columns and the most pieces of any slot.
-    private(set) var ranks: [Int]
-    private(set) var widestPiece: Int, pieceCount: Int
 
     init(_ projection: LoRAProjection, backend: CUDABackend) {
         version = projection.version
-        (ranks, widestPiece, pieceCount) = Self.extent(projection)
         buffer = backend.upload(bytes: Self.bytes(projection))
     }
 
@@ -207,12 +202,6 @@ final class CUDALoRATable {
         precondition(bytes.count <= buffer.elementCount * 4, "a LoRA table keeps its slot count")
         backend.copyToDevice(bytes, buffer.address)
         version = projection.version
-        (ranks, widestPiece, pieceCount) = Self.extent(projection)
-    }
-
-    private static func extent(_ projection: LoRAProjection) -> (ranks: [Int], widestPiece: Int, pieceCount: Int) {
-        (projection.slots.map { $0?.rank ?? 0 }, projection.slots.compactMap { $0?.pieces.map(\.outputWidth).max() }.max() ?? 0,
-         projection.slots.map { $0?.pieces.count ?? 0 }.max() ?? 0)
     }
 
     private static func bytes(_ projection: LoRAProjection) -> [UInt8] {
@@ -307,6 +296,10 @@ public final class CUDABackend: Backend {
 
     public func zeros(_ shape: [Int]) -> Tensor {
         zeroed(allocate(shape, dtype: dtype, pooled: true))
+    }
+
+    public func persistentZeros(_ shape: [Int]) -> Tensor {
+        zeroed(allocate(shape, dtype: dtype, pooled: false))
     }
 
     private func zeroed(_ tensor: Tensor) -> Tensor {
@@ -553,84 +546,31 @@ public final class CUDABackend: Backend {
         return table
     }
 
-    /// What a LoRA launch spans: the step's tiles and the resident adapters' extent; or, for a recorded step's plan,
-    /// whose tiles and tables change between replays, every tile at the most any adapter could need — all of `v`'s
-    /// ranks, every piece, `y`'s whole width. Blocks with nothing to do return at once.
-    private func loraExtent(_ cuda: CUDAPlan, _ table: CUDALoRATable, v: Tensor, y: Tensor)
-        -> (tiles: [(start: Int, end: Int, slot: Int)], ranks: [Int], widestPiece: Int, pieceCount: Int) {
-        guard cuda.fixed != nil else { return (cuda.loraTiles, table.ranks, table.widestPiece, table.pieceCount) }
-        return (cuda.loraTiles.map { _ in (0, 1, 0) }, [v.rowWidth], y.rowWidth, CUDALoRATable.maxPieces)
-    }
-
     public func loraShrink(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor) {
-        let cuda = plan.cuda, table = loraTable(projection)
+        let cuda = plan.cuda
         guard cuda.loraTileCount > 0 else { return }
-        precondition(v.rowWidth >= projection.maxRank, "v has \(v.rowWidth) columns, fewer than the widest rank \(projection.maxRank)")
-        let extent = loraExtent(cuda, table, v: v, y: v)
-        let split = Self.shrinkSplit(tiles: extent.tiles, ranks: extent.ranks, inWidth: x.rowWidth, multiprocessors: multiprocessorCount)
-        let partial = shrinkPartial(split, tiles: cuda.loraTileCount)
-        launch(SGMVShrink(x: x.address, v: v.address, slots: table.buffer.address, tileStart: cuda.address(cuda.tileStart),
-                          tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), partial: partial?.address ?? 0,
-                          counters: cuda.address(cuda.loraCounters), inWidth: Int32(x.rowWidth), vWidth: Int32(v.rowWidth),
-                          splitWidth: Int32(split.width)),
-               grid: (cuda.loraTileCount, split.rankBlocks, split.count), block: 32 * Self.shrinkWarps)
-    }
-
-    /// The split shrink's partial sums: TILE_ROWS × SHRINK_RANKS floats per (tile, rank block, split); none unsplit.
-    private func shrinkPartial(_ split: (count: Int, width: Int, rankBlocks: Int), tiles: Int) -> Tensor? {
-        split.count > 1 ? allocate([tiles * split.rankBlocks * split.count * CUDAPlan.loraTileRows * Self.shrinkRanks], dtype: .float32, pooled: true) : nil
-    }
-
-    /// SHRINK_RANKS, SHRINK_STEP and SHRINK_WARPS in lora.cu: v columns per shrink block, input columns per warp
-    /// step, warps per block.
-    static let shrinkRanks = 64, shrinkStep = 32, shrinkWarps = 4
-
-    /// How the shrink splits the input width: when the (tile, 64-rank block) groups that have work cannot give every
-    /// multiprocessor two blocks (decode steps, one adapter), each group's input width is cut into up to `count`
-    /// parts of `width` columns (a multiple of SHRINK_STEP, at least two steps for each of the block's warps).
-    static func shrinkSplit(tiles: [(start: Int, end: Int, slot: Int)], ranks: [Int], inWidth: Int, multiprocessors: Int)
-        -> (count: Int, width: Int, rankBlocks: Int) {
-        let rankBlocks = max(1, ((ranks.max() ?? 0) + shrinkRanks - 1) / shrinkRanks)
-        let groups = tiles.reduce(0) { $0 + ($1.slot < 0 ? 0 : (ranks[$1.slot] + shrinkRanks - 1) / shrinkRanks) }  // slot -1: padding
-        let steps = (inWidth + shrinkStep - 1) / shrinkStep
-        var count = groups == 0 ? 1 : min(max(1, steps / (2 * shrinkWarps)), (2 * multiprocessors + groups - 1) / groups)
-        if tiles.count * rankBlocks > CUDAPlan.loraCounterCount { count = 1 }
-        let width = (steps + count - 1) / count * shrinkStep
-        return ((inWidth + width - 1) / width, width, rankBlocks)
+        // A recorded step's tables change under it: its grid covers every rank `v` holds (blocks past a slot's rank
+        // return at once).
+        let ranks = cuda.fixed == nil ? projection.maxRank : v.rowWidth
+        // More rank rows per block read x once for all of them, but fewer blocks: stop at two per multiprocessor.
+        var ranksPerBlock = 1
+        while 2 * ranksPerBlock * cuda.loraLongestTile <= CUDAPlan.loraTileRows
+            && cuda.loraTileCount * ((ranks + 2 * ranksPerBlock - 1) / (2 * ranksPerBlock)) >= 2 * multiprocessorCount {
+            ranksPerBlock *= 2
+        }
+        launch(SGMVShrink(x: x.address, v: v.address, slots: loraTable(projection).buffer.address, tileStart: cuda.address(cuda.tileStart),
+                          tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), inWidth: Int32(x.rowWidth),
+                          vWidth: Int32(v.rowWidth), ranksPerBlock: Int32(ranksPerBlock)),
+               grid: (cuda.loraTileCount, (ranks + ranksPerBlock - 1) / ranksPerBlock, 1), block: 256)
     }
 
     public func loraExpand(v: Tensor, projection: LoRAProjection, plan: StepPlan, y: Tensor) {
-        let cuda = plan.cuda, table = loraTable(projection)
+        let cuda = plan.cuda
         guard cuda.loraTileCount > 0 else { return }
-        let extent = loraExtent(cuda, table, v: v, y: y)
-        launch(SGMVExpand(v: v.address, y: y.address, slots: table.buffer.address, tileStart: cuda.address(cuda.tileStart),
+        launch(SGMVExpand(v: v.address, y: y.address, slots: loraTable(projection).buffer.address, tileStart: cuda.address(cuda.tileStart),
                           tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), vWidth: Int32(v.rowWidth),
                           yWidth: Int32(y.rowWidth)),
-               grid: (cuda.loraTileCount, (extent.widestPiece + 127) / 128, extent.pieceCount), block: 128)
-    }
-
-    /// One launch (sgmv_lora) for a step with at most one tile per multiprocessor (decode batches, a few short
-    /// segments): the shrink's and the expand's work items in one grid, expand items waiting for their tile's v. Longer
-    /// steps fill the GPU with each kernel alone and launch them one after the other.
-    public func loraShrinkExpand(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor, y: Tensor) {
-        let cuda = plan.cuda, table = loraTable(projection), tiles = cuda.loraTileCount
-        guard tiles > 0 else { return }
-        let extent = loraExtent(cuda, table, v: v, y: y)
-        let split = Self.shrinkSplit(tiles: extent.tiles, ranks: extent.ranks, inWidth: x.rowWidth, multiprocessors: multiprocessorCount)
-        guard tiles <= multiprocessorCount, 2 + tiles * (1 + split.rankBlocks) <= CUDAPlan.loraCounterCount else {
-            loraShrink(x: x, projection: projection, plan: plan, v: v)
-            loraExpand(v: v, projection: projection, plan: plan, y: y)
-            return
-        }
-        precondition(v.rowWidth >= projection.maxRank, "v has \(v.rowWidth) columns, fewer than the widest rank \(projection.maxRank)")
-        let partial = shrinkPartial(split, tiles: tiles)
-        let columnBlocks = (extent.widestPiece + 127) / 128
-        launch(SGMVLoRA(x: x.address, v: v.address, y: y.address, slots: table.buffer.address, tileStart: cuda.address(cuda.tileStart),
-                        tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), partial: partial?.address ?? 0,
-                        counters: cuda.address(cuda.loraCounters), tiles: Int32(tiles), inWidth: Int32(x.rowWidth), vWidth: Int32(v.rowWidth),
-                        yWidth: Int32(y.rowWidth), splitWidth: Int32(split.width), rankBlocks: Int32(split.rankBlocks),
-                        splits: Int32(split.count), columnBlocks: Int32(columnBlocks), pieces: Int32(extent.pieceCount)),
-               grid: (tiles * split.rankBlocks * split.count + tiles * columnBlocks * extent.pieceCount, 1, 1), block: 32 * Self.shrinkWarps)
+               grid: (cuda.loraTileCount, (y.rowWidth + 127) / 128, 1), block: 128)
     }
 
     public func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> [Int] {

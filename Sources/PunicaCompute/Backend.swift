@@ -53,6 +53,9 @@ public protocol Backend: AnyObject {
 
     /// A tensor of zeros in the backend's activation type.
     func zeros(_ shape: [Int]) -> Tensor
+    /// A tensor of zeros in the activation type that lives as long as the model (the KV cache): allocated exactly,
+    /// not from the pool steps recycle.
+    func persistentZeros(_ shape: [Int]) -> Tensor
     /// Float32 zeros on every backend, for intermediates that need the precision (LoRA's shrink output).
     func float32Zeros(_ shape: [Int]) -> Tensor
     /// Float32 values that stay float32 on every backend (RoPE's inverse frequencies).
@@ -109,10 +112,6 @@ public protocol Backend: AnyObject {
     /// its pieces, y[rows, outputOffset ..< +out] += v[rows, rankOffset ..< +r] · B[slot]ᵀ. y: [T, out total].
     func loraExpand(v: Tensor, projection: LoRAProjection, plan: StepPlan, y: Tensor)
 
-    /// One LoRA projection's delta, which a backend may run as one fused launch. Semantics: `loraShrink(x, v)`, then
-    /// `loraExpand(v, y)` (v holds the shrink's result afterwards either way).
-    func loraShrinkExpand(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor, y: Tensor)
-
     /// Semantics: out[i, :] = x[batch.logitRows[i], :]. out: [logitRows.count, H].
     func gatherLogitRows(x: Tensor, plan: StepPlan, out: Tensor)
 
@@ -121,11 +120,4 @@ public protocol Backend: AnyObject {
     /// all −∞, gives `TokenChoice.nonFinite` (-1) instead of a token, on every backend; the caller ends that row's
     /// request and the other rows are unaffected. logits: [rows, vocab]; the tensor is left unchanged.
     func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> [Int]
-}
-
-extension Backend {
-    public func loraShrinkExpand(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor, y: Tensor) {
-        loraShrink(x: x, projection: projection, plan: plan, v: v)
-        loraExpand(v: v, projection: projection, plan: plan, y: y)
-    }
 }

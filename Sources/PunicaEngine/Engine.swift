@@ -98,8 +98,11 @@ public final class Engine: GenerationService, @unchecked Sendable {
                                            logitRows: configuration.maxRunningRequests, loraRank: 3 * configuration.maxLoRARank)
                 + configuration.loadedAdapters * model.adapterBytes(rank: configuration.maxLoRARank)
                 + (configuration.recordDecodeSteps ? RecordedDecodeSteps.reservedBytes(model: model) : 0)
+            // Never more than every running request at the model's longest context can use.
+            let usable = configuration.maxRunningRequests * model.config.maxPositionEmbeddings
             let sizing = try KVCacheSizing(freeBytes: memory.free, totalBytes: memory.total, utilization: configuration.gpuMemoryUtilization,
-                                           reservedBytes: reserved, bytesPerToken: model.kvBytesPerToken, pageSize: configuration.pageSize)
+                                           reservedBytes: reserved, bytesPerToken: model.kvBytesPerToken, pageSize: configuration.pageSize,
+                                           maxTokens: usable)
             (tokens, summary) = (sizing.tokens, sizing.summary)
         } else {
             (tokens, summary) = (EngineConfiguration.hostKVCacheTokens, "KV cache: \(EngineConfiguration.hostKVCacheTokens) tokens in host memory")

@@ -12,8 +12,10 @@ public struct KVCacheSizing: Sendable, Equatable {
 
     /// - Parameters: freeBytes/totalBytes as the device reports them after the weights are loaded; bytesPerToken: the
     ///   key and value rows of every layer for one token.
+    ///   maxTokens: the most the cache could ever hold in use (every running request at the longest context): a budget
+    ///   beyond it is left free.
     public init(freeBytes: Int, totalBytes: Int, utilization: Double, reservedBytes: Int, bytesPerToken: Int,
-                pageSize: Int) throws(KVCacheSizingError) {
+                pageSize: Int, maxTokens: Int = .max) throws(KVCacheSizingError) {
         guard utilization > 0 && utilization <= 1 else { throw .utilization(utilization) }
         let budget = Int(Double(totalBytes) * utilization) - (totalBytes - freeBytes) - reservedBytes
         let pages = budget > 0 ? budget / (bytesPerToken * pageSize) : 0
@@ -21,7 +23,7 @@ public struct KVCacheSizing: Sendable, Equatable {
             throw .tooSmall(totalBytes: totalBytes, usedBytes: totalBytes - freeBytes, reservedBytes: reservedBytes,
                             utilization: utilization, pageBytes: bytesPerToken * pageSize)
         }
-        tokens = pages * pageSize
+        tokens = min(pages, (maxTokens + pageSize - 1) / pageSize) * pageSize
         self.bytesPerToken = bytesPerToken
         deviceTotalBytes = totalBytes
         usedBytes = totalBytes - freeBytes

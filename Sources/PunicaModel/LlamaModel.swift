@@ -8,7 +8,7 @@ public final class KVCache {
     init(layout: PageLayout, config: ModelConfig, backend: Backend) {
         self.layout = layout
         let shape = [layout.pageCount, layout.pageSize, config.attention.kvHeads, config.attention.headDim]
-        layers = (0..<config.layerCount).map { _ in KVCacheLayer(keys: backend.zeros(shape), values: backend.zeros(shape)) }
+        layers = (0..<config.layerCount).map { _ in KVCacheLayer(keys: backend.persistentZeros(shape), values: backend.persistentZeros(shape)) }
     }
 }
 
@@ -128,7 +128,8 @@ public final class LlamaModel {
         func linear(_ input: Tensor, _ weight: Tensor, _ fused: FusedProjection, layer: Int, into output: Tensor) {
             backend.matmul(x: input, weight: weight, out: output)
             guard let lora = adapters.projection(layer: layer, fused), plan.runsLoRA(lora) else { return }
-            backend.loraShrinkExpand(x: input, projection: lora, plan: plan, v: v, y: output)
+            backend.loraShrink(x: input, projection: lora, plan: plan, v: v)
+            backend.loraExpand(v: v, projection: lora, plan: plan, y: output)
         }
 
         backend.embedding(table: embedding, plan: plan, out: x)

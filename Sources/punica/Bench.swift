@@ -183,7 +183,8 @@ struct BenchLoRA: ParsableCommand {
                         }
                         let plan = gpu.plan(StepBatch(tokens: [Int32](repeating: 0, count: rows), sequences: [], loraSegments: segments, logitRows: []))
                         let times = try gpu.eventTimes(iterations: iterations, warmup: 5) {
-                            gpu.loraShrinkExpand(x: x, projection: table, plan: plan, v: v, y: y)
+                            gpu.loraShrink(x: x, projection: table, plan: plan, v: v)
+                            gpu.loraExpand(v: v, projection: table, plan: plan, y: y)
                         }
                         // x read, each distinct adapter's A and B read, v written and read (float32), y read and written.
                         let adapterBytes: Int = counts.count * 2 * r * (inWidth + outWidth)

@@ -222,10 +222,10 @@ extension CUDATests {
             step(configuration.sequences.enumerated().map { ($0.offset, $0.element.cached, $0.element.new) }, attend: true)
         }
 
-        /// SGMV on tensor cores against the CPU reference: adapters of ranks 1, 7, 16, 64 and 256 in one launch, a slot
+        /// SGMV against the CPU reference: adapters of ranks 1, 7, 16, 64 and 256 in one launch, a slot
         /// without the projection, base-only rows between segments, empty segments, and a fused output of three pieces
         /// (as q|k|v, widths not multiples of 8). Segments of 1, 15, 16, 17, 100 and 4 300 rows (one 16-row tile, tiles
-        /// with a partial last one, many tiles); decode-sized steps that split the input width over blocks. Input widths
+        /// with a partial last one, many tiles); decode-sized steps of one-row tiles. Input widths
         /// on the 16-byte path (256, 11008, 14336) and off it (4100).
         @Test(arguments: dtypes, [256, 4100, 11008, 14336])
         func loraShrinkExpandMixedRanks(dtype: DType, inWidth: Int) {
@@ -340,18 +340,14 @@ extension CUDATests {
             let x = pair.tensors([rows, inWidth])
             let yValues = pair.rounded(pair.random.floats(rows * widths.reduce(0, +)))
             let yShape = [rows, widths.reduce(0, +)]
-            let (y, fusedY) = yValues.withUnsafeBytes { bytes in
-                ((cpu: pair.cpu.weight(from: bytes.baseAddress!, dtype: .float32, shape: yShape),
-                  gpu: pair.gpu.weight(from: bytes.baseAddress!, dtype: .float32, shape: yShape)),
-                 pair.gpu.weight(from: bytes.baseAddress!, dtype: .float32, shape: yShape))
+            let y = yValues.withUnsafeBytes { bytes in
+                (cpu: pair.cpu.weight(from: bytes.baseAddress!, dtype: .float32, shape: yShape),
+                 gpu: pair.gpu.weight(from: bytes.baseAddress!, dtype: .float32, shape: yShape))
             }
             let v = (pair.cpu.float32Zeros([rows, 3 * 256]), pair.gpu.float32Zeros([rows, 3 * 256]))
-            let fusedV = pair.gpu.float32Zeros([rows, 3 * 256])
             let plans = (pair.cpu.plan(batch), pair.gpu.plan(batch))
             let lora = (LoRAProjection(projections.0), LoRAProjection(projections.1))
             let before = pair.gpu.toHost(y.gpu)
-            // The fused launch (sgmv_lora for steps of few tiles, else the two kernels) gives the two launches' bits.
-            pair.gpu.loraShrinkExpand(x: x.gpu, projection: lora.1, plan: plans.1, v: fusedV, y: fusedY)
             pair.cpu.loraShrink(x: x.cpu, projection: lora.0, plan: plans.0, v: v.0)
             pair.gpu.loraShrink(x: x.gpu, projection: lora.1, plan: plans.1, v: v.1)
             let label = "\(segments.count) segments over \(rows) rows, input width \(inWidth)"
@@ -359,8 +355,6 @@ extension CUDATests {
             pair.cpu.loraExpand(v: v.0, projection: lora.0, plan: plans.0, y: y.cpu)
             pair.gpu.loraExpand(v: v.1, projection: lora.1, plan: plans.1, y: y.gpu)
             pair.expectClose(y, atol: 2e-2, "sgmv shrink+expand, \(label)")
-            #expect(pair.gpu.toHost(fusedV) == pair.gpu.toHost(v.1), "fused launch's v, \(label)")
-            #expect(pair.gpu.toHost(fusedY) == pair.gpu.toHost(y.gpu), "fused launch's y, \(label)")
             // Rows no adapter of this projection touches keep their exact bits.
             let after = pair.gpu.toHost(y.gpu), width = y.gpu.rowWidth
             let touched = Set(segments.filter { projections.1[$0.slot] != nil }.flatMap { Array($0.rows) })

@@ -19,6 +19,12 @@ import Testing
         #expect(sizing.tokens == 96)  // 100 tokens fit; 6 whole pages of 16
     }
 
+    @Test func neverMoreThanRunningRequestsCanUse() throws {
+        let sizing = try KVCacheSizing(freeBytes: 80 * gib, totalBytes: 100 * gib, utilization: 0.9, reservedBytes: 5 * gib,
+                                       bytesPerToken: 512, pageSize: 16, maxTokens: 64 * 1000)
+        #expect(sizing.tokens == 64_000)
+    }
+
     @Test func notEnoughMemoryIsAnErrorNamingTheSizes() {
         #expect(throws: KVCacheSizingError.self) {
             try KVCacheSizing(freeBytes: 10 * gib, totalBytes: 100 * gib, utilization: 0.9, reservedBytes: 1 * gib,

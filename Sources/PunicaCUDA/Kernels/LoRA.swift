@@ -2,20 +2,11 @@
 struct SGMVShrink: KernelParameters {
     static let kernel = "sgmv_shrink"
     var x: UInt64 = 0, v: UInt64 = 0, slots: UInt64 = 0, tileStart: UInt64 = 0, tileEnd: UInt64 = 0, tileSlot: UInt64 = 0
-    var partial: UInt64 = 0, counters: UInt64 = 0
-    var inWidth: Int32 = 0, vWidth: Int32 = 0, splitWidth: Int32 = 0
+    var inWidth: Int32 = 0, vWidth: Int32 = 0, ranksPerBlock: Int32 = 0
 }
 
 struct SGMVExpand: KernelParameters {
     static let kernel = "sgmv_expand"
     var v: UInt64 = 0, y: UInt64 = 0, slots: UInt64 = 0, tileStart: UInt64 = 0, tileEnd: UInt64 = 0, tileSlot: UInt64 = 0
     var vWidth: Int32 = 0, yWidth: Int32 = 0
-}
-
-struct SGMVLoRA: KernelParameters {
-    static let kernel = "sgmv_lora"
-    var x: UInt64 = 0, v: UInt64 = 0, y: UInt64 = 0, slots: UInt64 = 0, tileStart: UInt64 = 0, tileEnd: UInt64 = 0, tileSlot: UInt64 = 0
-    var partial: UInt64 = 0, counters: UInt64 = 0
-    var tiles: Int32 = 0, inWidth: Int32 = 0, vWidth: Int32 = 0, yWidth: Int32 = 0, splitWidth: Int32 = 0, rankBlocks: Int32 = 0
-    var splits: Int32 = 0, columnBlocks: Int32 = 0, pieces: Int32 = 0
 }
