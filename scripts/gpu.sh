@@ -4,7 +4,7 @@
 #   scripts/gpu.sh bundle        (here)  static `punica`, the test bundle and the Swift runtime it needs, into .gpu/
 #   scripts/gpu.sh run OUT [..]  (there) the CUDA test suites, then the benchmarks; logs and tables into OUT
 #
-# `run` takes what to do after OUT: tests, lora, attention, forward, profile, engine (default: the first three; profile needs
+# `run` takes what to do after OUT: tests, lora, attention, forward, prefill, long, profile, engine (default: tests lora forward; profile needs
 # Nsight Compute's ncu: per-kernel times of a 7B decode step without and with distinct adapters; engine needs torch
 # and safetensors to make a random 7B checkpoint). Everything the GPU host needs is in the repository plus .gpu/
 # (about 49 MB compressed); the bundled models/ (40 MB) is not needed there, so where the copy to the GPU host is
@@ -57,6 +57,17 @@ run)
         forward)
             .gpu/punica bench forward --device cuda --dtype float16 --shape llama-7b --batch 1 8 32 64 128 \
                 --popularity distinct uniform skewed identical --repeats 3 2>&1 | tee "$out/bench-forward-7b.md" ;;
+        prefill)
+            # Issue 12's prefill rows: batch-1 prompts of 128–8192 tokens, then 32 prompts of 128.
+            for tokens in 128 512 2048 4096 8192; do
+                .gpu/punica bench forward --device cuda --dtype float16 --shape llama-7b --batch 1 --prompt-tokens $tokens \
+                    --decode-tokens 8 --popularity identical --repeats 1 2>&1 | tee -a "$out/bench-prefill-7b.md"
+            done
+            .gpu/punica bench forward --device cuda --dtype float16 --shape llama-7b --batch 32 --prompt-tokens 128 \
+                --decode-tokens 8 --popularity identical --repeats 1 2>&1 | tee -a "$out/bench-prefill-7b.md" ;;
+        long)
+            .gpu/punica bench forward --device cuda --dtype float16 --shape llama-7b --batch 8 --prompt-tokens 4096 \
+                --decode-tokens 32 --popularity distinct --repeats 1 2>&1 | tee "$out/bench-long-7b.md" ;;
         profile)
             # Steps end at sample_rows: warm-up run and timed run, each a prefill and one decode step, per workload.
             ncu --csv --page raw --metrics gpu__time_duration.sum --cache-control none --clock-control none -k 'regex:^[^f]' \
