@@ -115,6 +115,8 @@ public final class CPUBackend: Backend {
 
     public func deviceMemory() -> (free: Int, total: Int)? { nil }
 
+    public func checkSupported(_ attention: AttentionShape) throws {}
+
     // MARK: Ops
 
     public func embedding(table: Tensor, plan: StepPlan, out: Tensor) {

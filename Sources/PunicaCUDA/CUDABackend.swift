@@ -395,6 +395,8 @@ public final class CUDABackend: Backend {
 
     public func plan(_ batch: StepBatch) -> StepPlan { CUDAPlan(batch, backend: self) }
 
+    public func checkSupported(_ attention: AttentionShape) throws { try AttentionKernels.check(attention) }
+
     public func deviceMemory() -> (free: Int, total: Int)? {
         makeCurrent()
         var free = 0, total = 0
@@ -508,7 +510,7 @@ public final class CUDABackend: Backend {
     /// Tensor-core attention over the step's work items (attention.cu): the 64-row tiles, the 16-row tiles, then the
     /// merge of split tiles. Per step the plan uploads the item lists once; per layer this is three launches.
     public func attention(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan, out: Tensor) {
-        must { () throws(CUDAError) in try AttentionKernels.check(shape) }
+        must { () throws(CUDAError) in try AttentionKernels.check(shape) }  // models are checked at load (checkSupported)
         let cuda = plan.cuda
         let items = cuda.attention(shape, backend: self)
         // A block per (item, KV head).

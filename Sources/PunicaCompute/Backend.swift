@@ -71,6 +71,8 @@ public protocol Backend: AnyObject {
     /// Returns the tensor's elements as float32 on the host.
     func toHost(_ tensor: Tensor) -> [Float]
     func plan(_ batch: StepBatch) -> StepPlan
+    /// Throws, naming the limit, when the backend's attention cannot run this head layout (checked once, at model load).
+    func checkSupported(_ attention: AttentionShape) throws
     /// Free and total bytes of the device's memory; nil where tensors live in host memory (the CPU).
     func deviceMemory() -> (free: Int, total: Int)?
 

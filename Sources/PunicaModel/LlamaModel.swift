@@ -63,6 +63,7 @@ public final class LlamaModel {
                 return try weight(part.checkpointName(layer: layer) + ".weight", [outputs, inputs])
             })
         }
+        try backend.checkSupported(config.attention)
         let hidden = config.hiddenSize
         self.config = config
         self.backend = backend
