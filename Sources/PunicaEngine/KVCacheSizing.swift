@@ -23,7 +23,7 @@ public struct KVCacheSizing: Sendable, Equatable {
             throw .tooSmall(totalBytes: totalBytes, usedBytes: totalBytes - freeBytes, reservedBytes: reservedBytes,
                             utilization: utilization, pageBytes: bytesPerToken * pageSize)
         }
-        tokens = min(pages, (maxTokens + pageSize - 1) / pageSize) * pageSize
+        tokens = min(pages, maxTokens / pageSize + (maxTokens % pageSize == 0 ? 0 : 1)) * pageSize
         self.bytesPerToken = bytesPerToken
         deviceTotalBytes = totalBytes
         usedBytes = totalBytes - freeBytes
