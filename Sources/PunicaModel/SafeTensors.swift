@@ -311,8 +311,18 @@ func readRegularFile(_ path: String, expected: String) throws -> Data {
 }
 
 /// An error's description on one line (Foundation's decoding errors span several).
+/// An error as one line; a decoding error by its plain-language description (not Swift's dump of its context).
 func oneLine(_ error: Error) -> String {
-    "\(error)".split(whereSeparator: \.isNewline).joined(separator: " ")
+    let text: String
+    switch error {
+    case let DecodingError.typeMismatch(expected, context), let DecodingError.valueNotFound(expected, context):
+        text = ([fieldPath(context)].filter { !$0.isEmpty } + ["must be \(jsonKind(expected))"]).joined(separator: " ")
+    case let DecodingError.dataCorrupted(context), let DecodingError.keyNotFound(_, context):
+        text = ([fieldPath(context)].filter { !$0.isEmpty } + [context.debugDescription]).joined(separator: ": ")
+    default:
+        text = "\(error)"
+    }
+    return text.split(whereSeparator: \.isNewline).joined(separator: " ")
 }
 
 /// Decodes a JSON file, turning a missing file or bad JSON into a `ModelError` that names it.
@@ -324,8 +334,9 @@ func decodeJSON<T: Decodable>(_ type: T.Type, path: String) throws -> T {
 func decodeJSON<T: Decodable>(_ type: T.Type, from data: Data, path: String) throws -> T {
     do {
         return try JSONDecoder().decode(type, from: data)
-    } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-        throw ModelError.invalidValue(path: path, field: fieldPath(context), reason: "has the wrong type: \(context.debugDescription)")
+    } catch let DecodingError.typeMismatch(expected, context), let DecodingError.valueNotFound(expected, context) {
+        // In JSON's words, not Swift's: these messages reach API clients (adapter loads).
+        throw ModelError.invalidValue(path: path, field: fieldPath(context), reason: "must be \(jsonKind(expected))")
     } catch let DecodingError.keyNotFound(key, context) {
         throw ModelError.invalidValue(path: path, field: (fieldPath(context).isEmpty ? "" : fieldPath(context) + ".") + key.stringValue,
                                       reason: "is required but missing")
@@ -333,6 +344,17 @@ func decodeJSON<T: Decodable>(_ type: T.Type, from data: Data, path: String) thr
         throw error
     } catch {
         throw ModelError.malformed(path: path, reason: "not valid JSON (\(oneLine(error)))")
+    }
+}
+
+/// What a decoded Swift type is called in JSON.
+private func jsonKind(_ type: Any.Type) -> String {
+    switch type {
+    case is Bool.Type: "true or false"
+    case is Int.Type, is Int32.Type, is Int64.Type, is UInt64.Type: "an integer"
+    case is Double.Type, is Float.Type: "a number"
+    case is String.Type: "a string"
+    default: String(describing: type).hasPrefix("Array") ? "an array" : "an object"
     }
 }
 

@@ -320,6 +320,17 @@ import TestSupport
         #expect(path == adapterDirectory + "/adapter_config.json" && reportedField == field)
     }
 
+    /// A wrong-typed field is named and described in JSON's terms, never Swift's (these messages reach API clients).
+    @Test func wrongTypeIsDescribedInJSONTerms() throws {
+        try writeAdapter { $0["r"] = "four" }
+        guard case let .invalidValue(_, field, reason)? = loadAdapter() else { Issue.record("expected r to be refused"); return }
+        #expect(field == "r" && reason == "must be an integer", "\(reason)")
+        try writeAdapter { $0["target_modules"] = 7 }
+        let message = loadAdapter()?.description ?? ""
+        #expect(message.contains("target_modules") && !message.contains("Swift") && !message.contains("Array<") && !message.contains("decode"),
+                "\(message)")
+    }
+
     @Test(arguments: ["lm_head", "embed_tokens"])
     func embeddingAndHeadTargetsAreRefused(target: String) throws {
         try writeAdapter { $0["target_modules"] = ["q_proj", target] }
