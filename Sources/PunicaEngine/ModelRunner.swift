@@ -57,16 +57,15 @@ public final class LlamaRunner: ModelRunner {
                                     reservedRank: 3 * maxLoRARank)
         guard recordDecodeSteps else { return }
         let maxContext = min(model.config.maxPositionEmbeddings, (pageCount - 1) * pageSize)
-        let sizes = RecordedDecodeSteps.defaultSizes.filter { $0 <= maxBatch }
-        recordings = RecordedDecodeSteps(model: model, cache: cache, adapters: resident, maxContext: maxContext,
-                                         sizes: sizes.isEmpty ? [1] : sizes)
+        let sizes = RecordedDecodeSteps.defaultSizes.filter { $0 <= max(1, maxBatch) }
+        guard let steps = RecordedDecodeSteps(model: model, cache: cache, adapters: resident, maxContext: maxContext,
+                                              sizes: sizes) else { return }
         do {
-            if let recorded = try recordings?.recordAll(context: 1) {
-                recordingSummary = "recorded \(recorded.count) decode steps (batches \(recordings!.sizes.first!)–\(recordings!.sizes.last!), "
-                    + "with and without LoRA) in \(recorded.time)"
-            }
+            let recorded = try steps.recordAll(context: 1)
+            recordings = steps
+            recordingSummary = "recorded \(recorded.count) decode steps (batches \(steps.sizes.first!)–\(steps.sizes.last!), "
+                + "with and without LoRA) in \(recorded.time)"
         } catch {
-            recordings = nil
             recordingSummary = "decode steps run eagerly: recording failed (\(error))"
         }
     }
