@@ -4,8 +4,10 @@
 Requests arrive as a Poisson process at each --rate; each names an adapter drawn by --popularity over --adapters
 names (Punica's workloads: distinct, uniform, skewed, identical; plus zipf with --zipf-alpha), with prompt and output
 lengths drawn from --prompt-tokens and --output-tokens. Every request streams (`ignore_eos`, so outputs have exactly
-the drawn length). Adapters are registered first through /v1/load_lora_adapter as bench-0, bench-1, … from the
-directories under --adapter-dir in turn, so the server must run with that directory as an --adapter-root.
+the drawn length). The client is the standard library's (asyncio streams, server-sent events), so it runs on hosts
+without the openai package, such as the GPU host. Adapters are registered first through /v1/load_lora_adapter as
+bench-0, bench-1, … from the directories under --adapter-dir in turn, so the server must run with that directory as an
+--adapter-root.
 
     punica serve --adapter-root models/adapters &
     scripts/bench_serve.py --rate 1 4 --popularity distinct skewed --requests 64
@@ -22,9 +24,8 @@ import pathlib
 import random
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-
-import openai
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 WORDS = ("the of and to in is was he that it for on with as his they be at one have this from by not but what all were "
@@ -90,18 +91,43 @@ def register_adapters(url, api_key, count, adapter_dir):
                 raise SystemExit(f"loading bench-{index}: {error.code} {text}")
 
 
-async def one_request(client, model, prompt, output_tokens, delay, started):
-    """Waits for its arrival, streams, and returns (arrival, first token, token times, generated tokens)."""
+async def stream_completion(url, api_key, body):
+    """POSTs a streaming /v1/completions request; yields each server-sent event's JSON."""
+    target = urllib.parse.urlsplit(url)
+    reader, writer = await asyncio.open_connection(target.hostname, target.port or 80)
+    payload = json.dumps(body).encode()
+    writer.write((f"POST /v1/completions HTTP/1.1\r\nHost: {target.netloc}\r\nAuthorization: Bearer {api_key}\r\n"
+                  f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode() + payload)
+    await writer.drain()
+    status = await reader.readline()
+    if b" 200 " not in status:
+        raise SystemExit(f"{body['model']}: {status.decode().strip()} {(await reader.read()).decode()[:500]}")
+    while (await reader.readline()).strip():  # headers
+        pass
+    try:
+        # Chunked or not, each event is one "data: ..." line (the server writes an event per chunk; size lines are skipped).
+        while line := await reader.readline():
+            if line.startswith(b"data: "):
+                data = line[6:].strip()
+                if data == b"[DONE]":
+                    return
+                yield json.loads(data)
+    finally:
+        writer.close()
+
+
+async def one_request(arguments, model, prompt, output_tokens, delay, started):
+    """Waits for its arrival, streams, and returns (arrival, token times, generated tokens)."""
     await asyncio.sleep(max(0.0, started + delay - time.perf_counter()))
     arrival = time.perf_counter()
-    stream = await client.completions.create(model=model, prompt=prompt, max_tokens=output_tokens, temperature=1, stream=True,
-                                             stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+    body = dict(model=model, prompt=prompt, max_tokens=output_tokens, temperature=1, stream=True,
+                stream_options={"include_usage": True}, ignore_eos=True)
     token_times, generated = [], 0
-    async for chunk in stream:
-        if chunk.choices and chunk.choices[0].text:
+    async for chunk in stream_completion(arguments.url, arguments.api_key, body):
+        if chunk.get("choices") and chunk["choices"][0].get("text"):
             token_times.append(time.perf_counter())
-        if chunk.usage:
-            generated = chunk.usage.completion_tokens
+        if chunk.get("usage"):
+            generated = chunk["usage"]["completion_tokens"]
     return arrival, token_times, generated
 
 
@@ -113,12 +139,10 @@ async def run(arguments, rate, popularity, rng):
         arrivals.append(clock)
     prompts = [" ".join(rng.choice(WORDS) for _ in range(arguments.prompt_tokens.draw(rng))) for _ in range(arguments.requests)]
     outputs = [arguments.output_tokens.draw(rng) for _ in range(arguments.requests)]
-    client = openai.AsyncOpenAI(base_url=arguments.url + "/v1", api_key=arguments.api_key, max_retries=0, timeout=3600)
-    async with client:
-        started = time.perf_counter()
-        results = await asyncio.gather(*(one_request(client, f"bench-{choice}", prompt, output, arrival, started)
-                                         for choice, prompt, output, arrival in zip(choices, prompts, outputs, arrivals)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    results = await asyncio.gather(*(one_request(arguments, f"bench-{choice}", prompt, output, arrival, started)
+                                     for choice, prompt, output, arrival in zip(choices, prompts, outputs, arrivals)))
+    elapsed = time.perf_counter() - started
     time_to_first_token = [times[0] - arrival for arrival, times, _ in results if times]
     inter_token = [later - earlier for _, times, _ in results for earlier, later in zip(times, times[1:])]
     generated = sum(tokens for _, _, tokens in results)

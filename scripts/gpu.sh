@@ -4,9 +4,10 @@
 #   scripts/gpu.sh bundle        (here)  static `punica`, the test bundle and the Swift runtime it needs, into .gpu/
 #   scripts/gpu.sh run OUT [..]  (there) the CUDA test suites, then the benchmarks; logs and tables into OUT
 #
-# `run` takes what to do after OUT: tests, lora, attention, forward, prefill, long, profile, engine (default: tests lora forward; profile needs
-# Nsight Compute's ncu: per-kernel times of a 7B decode step without and with distinct adapters; engine needs torch
-# and safetensors to make a random 7B checkpoint). Everything the GPU host needs is in the repository plus .gpu/
+# `run` takes what to do after OUT: tests, lora, attention, forward, prefill, long, profile, engine, serve (default: tests lora forward;
+# profile needs Nsight Compute's ncu: per-kernel times of a 7B decode step without and with distinct adapters; engine
+# and serve need torch and safetensors to make a random 7B checkpoint, serve also 32 random adapters for
+# `punica serve` driven by scripts/bench_serve.py). Everything the GPU host needs is in the repository plus .gpu/
 # (about 49 MB compressed); the bundled models/ (40 MB) is not needed there, so where the copy to the GPU host is
 # size-limited, move models/ aside for that copy. Environment it honours: PUNICA_LIBCUDA,
 # PUNICA_NVRTC, PUNICA_CUBLAS, PUNICA_CUDA_INCLUDE (library/header locations), PUNICA_KERNEL_CACHE.
@@ -48,7 +49,7 @@ run)
         case $step in
         tests)
             # A failure is reported at the end; the benchmarks still run.
-            LD_LIBRARY_PATH=$PWD/.gpu/lib .gpu/punicaPackageTests.xctest --testing-library swift-testing --filter "CUDA" 2>&1 \
+            PUNICA_REQUIRE_GPU=1 LD_LIBRARY_PATH=$PWD/.gpu/lib .gpu/punicaPackageTests.xctest --testing-library swift-testing --filter "CUDA" 2>&1 \
                 | tee "$out/gpu-tests.log" | grep -E "✘|passed|failed" || failed=1 ;;
         lora)
             .gpu/punica bench lora --dtype float16 2>&1 | tee "$out/bench-lora.md" ;;
@@ -76,9 +77,28 @@ run)
             python3 scripts/kernel_profile.py "$out/profile.csv" 4 8 | tee "$out/profile.md" ;;
         engine)
             # The serving engine on a random-weight Llama-2-7B shape (made here with torch), 1000 adapters registered.
-            python3 scripts/make_random_model.py /tmp/punica-llama-7b --tokenizer .gpu/tokenizer
+            [ -f /tmp/punica-llama-7b/config.json ] || python3 scripts/make_random_model.py /tmp/punica-llama-7b --tokenizer .gpu/tokenizer
             .gpu/punica bench engine --model /tmp/punica-llama-7b --device cuda --dtype float16 --concurrency 1 8 32 \
                 --distinct 0 1 8 32 --prompt-tokens 128 --max-tokens 64 2>&1 | tee "$out/bench-engine-7b.md" ;;
+        serve)
+            # Issue 13's serving workload: 32 random rank-16 adapters never seen before at 4 req/s (cold loads in the
+            # TTFT), then saturation (every request at once) per popularity, and 256 names over the 32 directories.
+            [ -f /tmp/punica-llama-7b/adapters/adapter-31/adapter_config.json ] \
+                || python3 scripts/make_random_model.py /tmp/punica-llama-7b --tokenizer .gpu/tokenizer --adapters 32
+            .gpu/punica serve --model /tmp/punica-llama-7b --device cuda --dtype float16 --adapter-root /tmp/punica-llama-7b/adapters \
+                --max-running-requests 256 --max-num-batched-tokens 2048 --max-loras 32 --max-waiting-requests 4096 \
+                > "$out/serve.log" 2>&1 &
+            server=$!
+            until python3 -c 'import urllib.request; urllib.request.urlopen("http://127.0.0.1:8000/health")' 2> /dev/null; do
+                kill -0 $server 2> /dev/null || { tail "$out/serve.log"; exit 1; }
+                sleep 1
+            done
+            workload=(--prompt-tokens uniform:64:512 --output-tokens uniform:32:256 --adapter-dir /tmp/punica-llama-7b/adapters)
+            { python3 scripts/bench_serve.py "${workload[@]}" --rate 4 --popularity distinct --requests 64 --adapters 32
+              python3 scripts/bench_serve.py "${workload[@]}" --rate 1000 --popularity distinct uniform skewed identical zipf --requests 128 --adapters 32
+              python3 scripts/bench_serve.py "${workload[@]}" --rate 1000 --popularity distinct zipf --requests 256 --adapters 256
+            } 2>&1 | tee "$out/bench-serve-7b.md"
+            kill $server; wait $server || true ;;
         *) echo "unknown step $step" >&2; exit 2 ;;
         esac
     done

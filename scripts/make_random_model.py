@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""A Hugging Face Llama directory with random float16 weights and a borrowed tokenizer: the engine benchmark's
-model on a GPU host, where a 13 GB checkpoint cannot be carried. Needs torch and safetensors (made on the GPU if
+"""A Hugging Face Llama directory with random float16 weights and a borrowed tokenizer: the engine and serving
+benchmarks' model on a GPU host, where a 13 GB checkpoint cannot be carried; with --adapters N, also N random PEFT
+LoRA adapters (all seven projections) in OUT/adapters/adapter-I. Needs torch and safetensors (made on the GPU if
 there is one).
 
-    python3 scripts/make_random_model.py OUT --tokenizer DIR [--shape llama-7b]
+    python3 scripts/make_random_model.py OUT --tokenizer DIR [--shape llama-7b] [--adapters N --rank R]
 """
 import argparse
 import json
@@ -24,6 +25,8 @@ def main():
     parser.add_argument("out")
     parser.add_argument("--tokenizer", required=True, help="directory with tokenizer.json (and tokenizer_config.json)")
     parser.add_argument("--shape", default="llama-7b", choices=sorted(SHAPES))
+    parser.add_argument("--adapters", type=int, default=0, help="random PEFT adapters to write beside the model")
+    parser.add_argument("--rank", type=int, default=16, help="their LoRA rank (alpha = 2 × rank)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     for name in ("tokenizer.json", "tokenizer_config.json"):
@@ -61,6 +64,26 @@ def main():
         })
     save_file(tensors, os.path.join(args.out, "model.safetensors"), metadata={"format": "pt"})
     print(f"{args.out}: {args.shape}, vocabulary {vocab}, {sum(t.numel() for t in tensors.values()) / 1e9:.2f}B parameters")
+
+    # PEFT's layout: A [rank, in] (Kaiming-like scale), B [out, rank] (random, not PEFT's zeros, so the delta is real).
+    widths = {"self_attn.q_proj": (hidden, hidden), "self_attn.k_proj": (hidden, kv), "self_attn.v_proj": (hidden, kv),
+              "self_attn.o_proj": (hidden, hidden), "mlp.gate_proj": (hidden, inter), "mlp.up_proj": (hidden, inter),
+              "mlp.down_proj": (inter, hidden)}
+    for index in range(args.adapters):
+        directory = os.path.join(args.out, "adapters", f"adapter-{index}")
+        os.makedirs(directory, exist_ok=True)
+        lora = {}
+        for layer in range(shape["num_hidden_layers"]):
+            for module, (width_in, width_out) in widths.items():
+                p = f"base_model.model.model.layers.{layer}.{module}."
+                lora[p + "lora_A.weight"] = random(args.rank, width_in) * (1 / (0.02 * width_in ** 0.5))
+                lora[p + "lora_B.weight"] = random(width_out, args.rank)
+        save_file(lora, os.path.join(directory, "adapter_model.safetensors"), metadata={"format": "pt"})
+        with open(os.path.join(directory, "adapter_config.json"), "w") as f:
+            json.dump(dict(peft_type="LORA", r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.0, bias="none",
+                           target_modules=[name.split(".")[1] for name in widths], task_type="CAUSAL_LM"), f, indent=2)
+    if args.adapters:
+        print(f"{args.out}/adapters: {args.adapters} random rank-{args.rank} adapters")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest request body, in bytes.") var maxBodyBytes = 1 << 20
     @Option(help: "Most tokens one request may generate.") var maxTokensLimit = 4096
     @Option(help: "Requests in the running batch at once.") var maxRunningRequests = EngineConfiguration().maxRunningRequests
+    @Option(help: "Tokens one step computes at most: prompt chunks plus decode rows (as vLLM's --max-num-batched-tokens).")
+    var maxNumBatchedTokens = EngineConfiguration().maxTokensPerStep
+    @Option(help: "Adapters resident on the device at once, so usable in one step (as vLLM's --max-loras).")
+    var maxLoras = EngineConfiguration().adapterSlots
     @Option(help: "Requests queued beyond the running batch before new ones are refused with 429.")
     var maxWaitingRequests = EngineConfiguration().maxWaitingRequests
     @Option(help: "KV-cache size in tokens, shared by all running requests (default: what --gpu-memory-utilization leaves on a GPU, \(EngineConfiguration.hostKVCacheTokens) on the CPU).")
@@ -58,6 +62,9 @@ struct Serve: AsyncParsableCommand {
         try require(maxBodyBytes > 0, "--max-body-bytes", "must be > 0", maxBodyBytes)
         try require(maxTokensLimit > 0, "--max-tokens-limit", "must be > 0", maxTokensLimit)
         try require(maxRunningRequests > 0, "--max-running-requests", "must be > 0", maxRunningRequests)
+        try require(maxNumBatchedTokens >= maxRunningRequests, "--max-num-batched-tokens", "must be >= --max-running-requests (\(maxRunningRequests))",
+                    maxNumBatchedTokens)
+        try require(maxLoras > 0, "--max-loras", "must be > 0", maxLoras)
         try require(maxWaitingRequests >= 0, "--max-waiting-requests", "must be >= 0", maxWaitingRequests)
         let page = EngineConfiguration().pageSize
         if let kvCacheTokens {
@@ -98,6 +105,8 @@ struct Serve: AsyncParsableCommand {
         var engineConfiguration = EngineConfiguration()
         engineConfiguration.maxRunningRequests = maxRunningRequests
         engineConfiguration.maxWaitingRequests = maxWaitingRequests
+        engineConfiguration.maxTokensPerStep = maxNumBatchedTokens
+        engineConfiguration.adapterSlots = maxLoras
         engineConfiguration.kvCacheTokens = kvCacheTokens
         engineConfiguration.gpuMemoryUtilization = gpuMemoryUtilization
         engineConfiguration.maxLoRARank = maxLoraRank
