@@ -81,15 +81,21 @@ final class CUDAPlan: StepPlan {
     private(set) var batch: StepBatch
     let buffer: Tensor
     let maxPages: Int
-    /// LoRA segments cut into tiles of at most `loraTileRows` rows: SGMV's grid, so a long segment (prefill, or
-    /// many rows on one adapter) spreads over many blocks instead of one. Steps with few rows per adapter get
-    /// shorter tiles, down to one row, until there are two tiles per multiprocessor: more blocks, each re-reading
-    /// its adapter from L2. A fixed plan has one-row tiles, one per row, those past the segments empty.
+    /// LoRA segments cut into tiles, SGMV's grid. A segment of at least `loraMMASegmentRows` rows (prefill, or many
+    /// rows on one adapter) is a small GEMM: tiles of `SGMVShrinkMMA.tileRows` for the tensor-core shrink, after the others. A
+    /// shorter one goes to the CUDA-core shrink in tiles of at most `loraTileRows` rows; steps with few rows per adapter
+    /// get shorter tiles, down to one row, until there are two tiles per multiprocessor: more blocks, each re-reading
+    /// its adapter from L2. The expand covers every tile. A fixed plan has one-row tiles, one per row, those past the
+    /// segments empty, and no tensor-core tiles.
     let loraTileCount: Int
-    /// Rows of the longest tile this step (1 when every segment is a decode row).
+    /// The first `loraSmallTileCount` tiles are the CUDA-core shrink's; the rest the tensor-core shrink's.
+    let loraSmallTileCount: Int
+    /// Rows of the longest CUDA-core tile this step (1 when every such segment is a decode row).
     let loraLongestTile: Int
-    /// TILE_ROWS in lora.cu, the longest tile: the shrink keeps one accumulator per (row, rank row) pair in registers.
+    /// TILE_ROWS in lora.cu, the longest CUDA-core tile: the shrink keeps one accumulator per (row, rank row) pair in registers.
     static let loraTileRows = 16
+    /// The shortest segment the tensor-core shrink takes: one 16-row mma block.
+    static let loraMMASegmentRows = 16
     let fixed: (rows: Int, withLoRA: Bool, attentionSplits: Int)?
     /// Element offsets of each section in `buffer`.
     let tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows: Int
@@ -97,14 +103,18 @@ final class CUDAPlan: StepPlan {
     /// An eager step's plan.
     init(_ batch: StepBatch, backend: CUDABackend) {
         let maxPages = max(1, batch.sequences.map(\.blockTable.count).max() ?? 1)
+        let long = batch.loraSegments.filter { $0.rows.count >= Self.loraMMASegmentRows }
+        let short = batch.loraSegments.filter { $0.rows.count < Self.loraMMASegmentRows }
         var tileRows = Self.loraTileRows
-        while tileRows > 1 && Self.tiles(batch, rows: tileRows).count < 2 * backend.multiprocessorCount { tileRows /= 2 }
-        let tiles = Self.tiles(batch, rows: tileRows)
+        while tileRows > 1 && Self.tiles(short, rows: tileRows).count < 2 * backend.multiprocessorCount { tileRows /= 2 }
+        let small = Self.tiles(short, rows: tileRows)
+        let tiles = small + Self.tiles(long, rows: SGMVShrinkMMA.tileRows)
         let sections = Self.sections(batch, maxPages: maxPages, tiles: tiles, tileCapacity: tiles.count)
         self.batch = batch
         self.maxPages = maxPages
         loraTileCount = tiles.count
-        loraLongestTile = tiles.map { $0.end - $0.start }.max() ?? 1
+        loraSmallTileCount = small.count
+        loraLongestTile = small.map { $0.end - $0.start }.max() ?? 1
         fixed = nil
         (tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows) = Self.offsets(sections.map(\.count))
         buffer = backend.upload(Array(sections.joined()))
@@ -115,6 +125,7 @@ final class CUDAPlan: StepPlan {
         batch = StepBatch(tokens: [], sequences: [], loraSegments: [], logitRows: [])
         self.maxPages = maxPages
         loraTileCount = rows
+        loraSmallTileCount = rows
         loraLongestTile = 1
         fixed = (rows, withLoRA, attentionSplits)
         let sizes = [rows, rows, rows, rows * maxPages, rows, rows, rows, rows]
@@ -127,7 +138,7 @@ final class CUDAPlan: StepPlan {
         guard let fixed else { preconditionFailure("only a fixed plan is refilled") }
         precondition(batch.isDecodeOnly && batch.rowCount == fixed.rows, "a fixed plan holds \(fixed.rows) decode rows")
         self.batch = batch
-        let sections = Self.sections(batch, maxPages: maxPages, tiles: Self.tiles(batch, rows: 1), tileCapacity: fixed.rows)
+        let sections = Self.sections(batch, maxPages: maxPages, tiles: Self.tiles(batch.loraSegments, rows: 1), tileCapacity: fixed.rows)
         backend.copyToDevice(Array(sections.joined()).withUnsafeBytes { Array($0) }, buffer.address)
         if let attentionPlan {
             attentionPlan.refill(AttentionWork(fixedDecode: batch, shape: attentionPlan.shape, splits: fixed.attentionSplits), backend: backend)
@@ -141,8 +152,8 @@ final class CUDAPlan: StepPlan {
     func address(_ offset: Int) -> UInt64 { buffer.address + UInt64(4 * offset) }
 
     /// Each segment cut into tiles of at most `rows` rows.
-    private static func tiles(_ batch: StepBatch, rows: Int) -> [(start: Int, end: Int, slot: Int)] {
-        batch.loraSegments.flatMap { segment in
+    private static func tiles(_ segments: [LoRASegment], rows: Int) -> [(start: Int, end: Int, slot: Int)] {
+        segments.flatMap { segment in
             stride(from: segment.rows.lowerBound, to: segment.rows.upperBound, by: rows).map { start in
                 (start: start, end: min(start + rows, segment.rows.upperBound), slot: segment.slot)
             }
@@ -234,6 +245,9 @@ public final class CUDABackend: Backend {
     public let deviceName: String
     public let computeCapability: (major: Int, minor: Int)
     public let multiprocessorCount: Int
+    /// Kernels launch with programmatic dependent launch (sm_90+; PUNICA_PROGRAMMATIC_LAUNCH=0 turns it off, to
+    /// measure it or rule it out).
+    let programmaticLaunch: Bool
     let driver: CUDADriver
     let context: OpaquePointer?
     let stream: OpaquePointer?
@@ -241,6 +255,8 @@ public final class CUDABackend: Backend {
     let kernels: KernelLibrary
     let blas: CUBLAS
     private let blasWorkspace: Tensor
+    /// The skinny GEMM's split partial sums (float32) and its per-column-block counters (int32, zero between launches).
+    private let gemmPartials: Tensor, gemmCounters: Tensor
 
     public init(device: Int = 0, dtype: DType = .bfloat16) throws {
         guard dtype != .float32 else { throw CUDAError.unsupported("the CUDA backend stores float16 or bfloat16, not float32") }
@@ -259,6 +275,7 @@ public final class CUDABackend: Backend {
         }
         computeCapability = (try attribute(75), try attribute(76))
         multiprocessorCount = try attribute(16)
+        programmaticLaunch = computeCapability.major >= 9 && ProcessInfo.processInfo.environment["PUNICA_PROGRAMMATIC_LAUNCH"] != "0"
         guard computeCapability.major >= 8 else {
             throw CUDAError.unsupported("compute capability \(computeCapability.major).\(computeCapability.minor) is below 8.0 (Ampere)")
         }
@@ -277,6 +294,9 @@ public final class CUDABackend: Backend {
         let workspaceBytes = 32 << 20
         blasWorkspace = Tensor(shape: [workspaceBytes], dtype: .float16, storage: CUDAStorage(bytes: workspaceBytes, memory: memory, pooled: false))
         blas = try CUBLAS(stream: stream, workspace: blasWorkspace.address, workspaceBytes: workspaceBytes)
+        gemmPartials = Tensor(shape: [4 << 20], dtype: .float32, storage: CUDAStorage(bytes: 16 << 20, memory: memory, pooled: false))
+        gemmCounters = Tensor(shape: [1 << 16], dtype: .float32, storage: CUDAStorage(bytes: 4 << 16, memory: memory, pooled: false))
+        zeroed(gemmCounters)
     }
 
     public var name: String { "cuda (\(deviceName), \(dtype))" }
@@ -302,7 +322,7 @@ public final class CUDABackend: Backend {
         zeroed(allocate(shape, dtype: dtype, pooled: false))
     }
 
-    private func zeroed(_ tensor: Tensor) -> Tensor {
+    @discardableResult private func zeroed(_ tensor: Tensor) -> Tensor {
         let bytes = tensor.elementCount * tensor.dtype.byteSize
         guard bytes > 0 else { return tensor }
         must { () throws(CUDAError) in try driver.call("cuMemsetD8Async", driver.cuMemsetD8Async(tensor.address, 0, bytes, stream)) }
@@ -456,12 +476,18 @@ public final class CUDABackend: Backend {
             }
         }
         var parameters = parameters
+        // Every kernel may start while the previous one finishes (programmatic dependent launch, sm_90+).
+        var attribute = LaunchAttribute.programmaticStreamSerialization
         let result = withUnsafeMutableBytes(of: &parameters) { raw in
             var pointers = kernel.parameterOffsets.map { UnsafeMutableRawPointer?(raw.baseAddress! + $0) }
-            return driver.cuLaunchKernel(kernel.function, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block), 1, 1,
-                                         UInt32(sharedBytes), stream, &pointers, nil)
+            return withUnsafeMutablePointer(to: &attribute) { attribute in
+                var config = LaunchConfig(gridX: UInt32(grid.0), gridY: UInt32(grid.1), gridZ: UInt32(grid.2), blockX: UInt32(block), blockY: 1,
+                                          blockZ: 1, sharedBytes: UInt32(sharedBytes), stream: stream, attributes: attribute,
+                                          attributeCount: programmaticLaunch ? 1 : 0)
+                return driver.cuLaunchKernelEx(&config, kernel.function, &pointers, nil)
+            }
         }
-        must { () throws(CUDAError) in try driver.call("cuLaunchKernel(\(P.kernel))", result) }
+        must { () throws(CUDAError) in try driver.call("cuLaunchKernelEx(\(P.kernel))", result) }
     }
 
     // MARK: Ops
@@ -482,7 +508,30 @@ public final class CUDABackend: Backend {
                           eps: epsilon), grid: (x.rows, 1, 1), block: 512)
     }
 
+    /// out = x · weightᵀ. Decode-sized steps (at most 64 rows) stream the weights through gemm.cu's skinny GEMM;
+    /// larger ones are cuBLAS's.
     public func matmul(x: Tensor, weight: Tensor, out: Tensor) {
+        guard x.rows > 0 else { return }
+        let (m, n, k) = (x.rows, weight.rows, x.rowWidth)
+        guard m <= SkinnyRows64.rows, k % 8 == 0, (n + 63) / 64 <= gemmCounters.elementCount else { return cublasMatmul(x: x, weight: weight, out: out) }
+        // Split the input columns until there are two blocks per multiprocessor, each split at least 8 steps long and
+        // the partial sums within the workspace.
+        let columnBlocks = (n + SkinnyGEMM<SkinnyRows16>.columns - 1) / SkinnyGEMM<SkinnyRows16>.columns
+        let step = SkinnyGEMM<SkinnyRows16>.kStep
+        var splits = max(1, min(8, k / (8 * step), (2 * multiprocessorCount + columnBlocks - 1) / columnBlocks))
+        while splits > 1 && splits * m * n > gemmPartials.elementCount { splits -= 1 }
+        let kSplit = ((k + splits - 1) / splits + step - 1) / step * step
+        func run<Rows: SkinnyGEMMRows>(_: Rows.Type) {
+            launch(SkinnyGEMM<Rows>(x: x.address, w: weight.address, y: out.address, partials: gemmPartials.address, counters: gemmCounters.address,
+                                    m: Int32(m), n: Int32(n), k: Int32(k), kSplit: Int32(kSplit)),
+                   grid: (columnBlocks, (k + kSplit - 1) / kSplit, 1), block: 128,
+                   sharedBytes: SkinnyGEMM<Rows>.sharedBytes(scalarBytes: dtype.byteSize))
+        }
+        if m <= SkinnyRows16.rows { run(SkinnyRows16.self) } else if m <= SkinnyRows32.rows { run(SkinnyRows32.self) } else { run(SkinnyRows64.self) }
+    }
+
+    /// out = x · weightᵀ through cuBLAS at any size (`matmul` without the skinny kernel: for benchmarks).
+    public func cublasMatmul(x: Tensor, weight: Tensor, out: Tensor) {
         let dataType: Int32 = dtype == .bfloat16 ? 14 : 2  // CUDA_R_16BF, CUDA_R_16F
         guard x.rows > 0 else { return }
         makeCurrent()
@@ -551,19 +600,35 @@ public final class CUDABackend: Backend {
     public func loraShrink(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor) {
         let cuda = plan.cuda
         guard cuda.loraTileCount > 0 else { return }
+        let slots = loraTable(projection).buffer.address
+        let (tileStart, tileEnd, tileSlot) = (cuda.address(cuda.tileStart), cuda.address(cuda.tileEnd), cuda.address(cuda.tileSlot))
         // A recorded step's tables change under it: its grid covers every rank `v` holds (blocks past a slot's rank
         // return at once).
         let ranks = cuda.fixed == nil ? projection.maxRank : v.rowWidth
+        let mmaTiles = cuda.loraTileCount - cuda.loraSmallTileCount
+        if mmaTiles > 0 {
+            // Split the input width until there are two blocks per multiprocessor (each split at least 128 wide); the
+            // splits add into v, so it starts at zero.
+            let rankChunks = (ranks + SGMVShrinkMMA.rankChunk - 1) / SGMVShrinkMMA.rankChunk
+            let splits = max(1, min((x.rowWidth + 127) / 128, (2 * multiprocessorCount + mmaTiles * rankChunks - 1) / (mmaTiles * rankChunks)))
+            let step = SGMVShrinkMMA.kStep
+            let kSplit = ((x.rowWidth + splits - 1) / splits + step - 1) / step * step
+            zeroed(v)
+            let offset = UInt64(4 * cuda.loraSmallTileCount)
+            launch(SGMVShrinkMMA(x: x.address, v: v.address, slots: slots, tileStart: tileStart + offset, tileEnd: tileEnd + offset,
+                                 tileSlot: tileSlot + offset, inWidth: Int32(x.rowWidth), vWidth: Int32(v.rowWidth), kSplit: Int32(kSplit)),
+                   grid: (mmaTiles, rankChunks, (x.rowWidth + kSplit - 1) / kSplit), block: 128)
+        }
+        guard cuda.loraSmallTileCount > 0 else { return }
         // More rank rows per block read x once for all of them, but fewer blocks: stop at two per multiprocessor.
         var ranksPerBlock = 1
         while 2 * ranksPerBlock * cuda.loraLongestTile <= CUDAPlan.loraTileRows
-            && cuda.loraTileCount * ((ranks + 2 * ranksPerBlock - 1) / (2 * ranksPerBlock)) >= 2 * multiprocessorCount {
+            && cuda.loraSmallTileCount * ((ranks + 2 * ranksPerBlock - 1) / (2 * ranksPerBlock)) >= 2 * multiprocessorCount {
             ranksPerBlock *= 2
         }
-        launch(SGMVShrink(x: x.address, v: v.address, slots: loraTable(projection).buffer.address, tileStart: cuda.address(cuda.tileStart),
-                          tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), inWidth: Int32(x.rowWidth),
-                          vWidth: Int32(v.rowWidth), ranksPerBlock: Int32(ranksPerBlock)),
-               grid: (cuda.loraTileCount, (ranks + ranksPerBlock - 1) / ranksPerBlock, 1), block: 256)
+        launch(SGMVShrink(x: x.address, v: v.address, slots: slots, tileStart: tileStart, tileEnd: tileEnd, tileSlot: tileSlot,
+                          inWidth: Int32(x.rowWidth), vWidth: Int32(v.rowWidth), ranksPerBlock: Int32(ranksPerBlock)),
+               grid: (cuda.loraSmallTileCount, (ranks + ranksPerBlock - 1) / ranksPerBlock, 1), block: 256)
     }
 
     public func loraExpand(v: Tensor, projection: LoRAProjection, plan: StepPlan, y: Tensor) {

@@ -11,7 +11,7 @@ public protocol KernelParameters {
     init()
 }
 
-/// Where each parameter of a `KernelParameters` type sits in the value's bytes: what cuLaunchKernel reads through
+/// Where each parameter of a `KernelParameters` type sits in the value's bytes: what cuLaunchKernelEx reads through
 /// one pointer per parameter. Swift lays out a struct of these fixed-size types in declaration order, each at its
 /// natural alignment, as C lays out the kernel's parameters; the offsets follow the same rule, once per type.
 enum ParameterLayout {

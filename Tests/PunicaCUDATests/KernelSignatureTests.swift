@@ -24,6 +24,24 @@ import Testing
         #expect(checked == KernelSources.files.reduce(0) { $0 + $1.kernels.count })
     }
 
+    /// Kernels launch with programmatic dependent launch (they may start while the previous kernel finishes), so each
+    /// must wait for it before touching memory: its body starts with `wait_for_previous_kernel();`.
+    @Test func everyKernelWaitsForThePreviousOneFirst() {
+        for file in KernelSources.files {
+            let source = String(decoding: file.source, as: UTF8.self)
+            var rest = Substring(source)
+            var kernels = 0
+            while let start = rest.range(of: "extern \"C\" __global__ void ") {
+                rest = rest[start.upperBound...]
+                let name = rest[..<rest.firstIndex(of: "(")!]
+                let body = rest[rest.range(of: ") {\n")!.upperBound...]
+                #expect(body.drop(while: \.isWhitespace).hasPrefix("wait_for_previous_kernel();"), "\(file.name): \(name) must start with wait_for_previous_kernel()")
+                kernels += 1
+            }
+            #expect(kernels == file.kernels.count, "\(file.name)")
+        }
+    }
+
     /// `extern "C" __global__ void name(int a, T* b, size_t c)` → name: [(a, "Int32"), (b, "UInt64"), (c, "UInt64")]: the
     /// Swift type each parameter's field must have.
     static func kernelSignatures(in source: String) -> [String: [(name: String, type: String)]] {

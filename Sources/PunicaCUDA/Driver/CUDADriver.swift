@@ -20,8 +20,9 @@ final class CUDADriver {
     let cuMemsetD8Async: @convention(c) (DevicePointer, UInt8, Int, OpaquePointer?) -> Result
     let cuModuleLoadData: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UnsafeRawPointer) -> Result
     let cuModuleGetFunction: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, OpaquePointer?, UnsafePointer<CChar>) -> Result
-    let cuLaunchKernel: @convention(c) (OpaquePointer?, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, OpaquePointer?,
-                                        UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Result
+    /// (config: CUlaunchConfig, function, parameters, extra): a launch with attributes (`LaunchConfig`).
+    let cuLaunchKernelEx: @convention(c) (UnsafeRawPointer, OpaquePointer?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+                                          UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Result
     let cuFuncSetAttribute: @convention(c) (OpaquePointer?, Int32, Int32) -> Result
     let cuStreamCreate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32) -> Result
     let cuStreamSynchronize: @convention(c) (OpaquePointer?) -> Result
@@ -57,7 +58,7 @@ final class CUDADriver {
         cuMemsetD8Async = try library.function("cuMemsetD8Async")
         cuModuleLoadData = try library.function("cuModuleLoadData")
         cuModuleGetFunction = try library.function("cuModuleGetFunction")
-        cuLaunchKernel = try library.function("cuLaunchKernel")
+        cuLaunchKernelEx = try library.function("cuLaunchKernelEx")
         cuFuncSetAttribute = try library.function("cuFuncSetAttribute")
         cuStreamCreate = try library.function("cuStreamCreate")
         cuStreamSynchronize = try library.function("cuStreamSynchronize")
@@ -89,4 +90,24 @@ final class CUDADriver {
             return "\(string(errorName)): \(string(errorString))"
         }
     }
+}
+
+/// CUlaunchConfig: grid and block sizes, dynamic shared bytes, stream, and the attributes (Swift lays the fields out
+/// in order at their natural alignment, as C does: 28 bytes of sizes, then the pointers at 32 and 40).
+struct LaunchConfig {
+    var gridX: UInt32, gridY: UInt32, gridZ: UInt32, blockX: UInt32, blockY: UInt32, blockZ: UInt32, sharedBytes: UInt32
+    var stream: OpaquePointer?
+    var attributes: UnsafeMutablePointer<LaunchAttribute>?
+    var attributeCount: UInt32
+}
+
+/// CUlaunchAttribute: an id, 4 bytes of padding, a 64-byte value union (here its first int).
+struct LaunchAttribute {
+    var id: Int32
+    var padding: Int32 = 0
+    var value: (Int32, Int32, Int32, Int32, Int32, Int32, Int32, Int32, Int32, Int32, Int32, Int32, Int32, Int32, Int32, Int32)
+
+    /// CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION: the kernel may start while the previous one in the
+    /// stream finishes (it waits in `wait_for_previous_kernel`, common.cuh).
+    static let programmaticStreamSerialization = LaunchAttribute(id: 6, value: (1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
 }

@@ -299,6 +299,7 @@ extern "C" __global__ void attention_rows64(
         const AttentionItem* __restrict__ items, const int* __restrict__ block_tables, scalar_t* __restrict__ out,
         float* __restrict__ partial_acc, float* __restrict__ partial_max_sum, int max_pages, int qkv_width, int query_heads,
         int kv_heads, int head_dim, int page_size, int sliding_window, float scale_log2) {
+    wait_for_previous_kernel();
     attention_tiles<4>({qkv, keys, values, items, block_tables, out, partial_acc, partial_max_sum, max_pages, qkv_width, query_heads, kv_heads,
                   head_dim, page_size, sliding_window, scale_log2});
 }
@@ -309,6 +310,7 @@ extern "C" __global__ void attention_rows16(
         const AttentionItem* __restrict__ items, const int* __restrict__ block_tables, scalar_t* __restrict__ out,
         float* __restrict__ partial_acc, float* __restrict__ partial_max_sum, int max_pages, int qkv_width, int query_heads,
         int kv_heads, int head_dim, int page_size, int sliding_window, float scale_log2) {
+    wait_for_previous_kernel();
     attention_tiles<1>({qkv, keys, values, items, block_tables, out, partial_acc, partial_max_sum, max_pages, qkv_width, query_heads, kv_heads,
                   head_dim, page_size, sliding_window, scale_log2});
 }
@@ -319,6 +321,7 @@ extern "C" __global__ void attention_rows64_d256(
         const AttentionItem* __restrict__ items, const int* __restrict__ block_tables, scalar_t* __restrict__ out,
         float* __restrict__ partial_acc, float* __restrict__ partial_max_sum, int max_pages, int qkv_width, int query_heads,
         int kv_heads, int head_dim, int page_size, int sliding_window, float scale_log2) {
+    wait_for_previous_kernel();
     attention_tile<256, 4>({qkv, keys, values, items, block_tables, out, partial_acc, partial_max_sum, max_pages, qkv_width, query_heads, kv_heads,
                   head_dim, page_size, sliding_window, scale_log2});
 }
@@ -329,6 +332,7 @@ extern "C" __global__ void attention_rows16_d256(
         const AttentionItem* __restrict__ items, const int* __restrict__ block_tables, scalar_t* __restrict__ out,
         float* __restrict__ partial_acc, float* __restrict__ partial_max_sum, int max_pages, int qkv_width, int query_heads,
         int kv_heads, int head_dim, int page_size, int sliding_window, float scale_log2) {
+    wait_for_previous_kernel();
     attention_tile<256, 1>({qkv, keys, values, items, block_tables, out, partial_acc, partial_max_sum, max_pages, qkv_width, query_heads, kv_heads,
                   head_dim, page_size, sliding_window, scale_log2});
 }
@@ -342,6 +346,7 @@ struct AttentionMergeItem {
 extern "C" __global__ void attention_merge(const AttentionMergeItem* __restrict__ merges, const float* __restrict__ partial_acc,
                                            const float* __restrict__ partial_max_sum, scalar_t* __restrict__ out,
                                            int query_heads, int kv_heads, int head_dim) {
+    wait_for_previous_kernel();
     const AttentionMergeItem merge = merges[blockIdx.x / kv_heads];
     const int kv_head = blockIdx.x % kv_heads, group = query_heads / kv_heads, rows = merge.tokens * group, chunks = head_dim / 8;
     const size_t split_stride = (size_t)kv_heads * rows;

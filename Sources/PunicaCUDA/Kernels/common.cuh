@@ -8,6 +8,18 @@ typedef SCALAR scalar_t;
 
 #define NEG_INF __int_as_float(0xff800000)
 
+// The first statement of every kernel. Kernels are launched with programmatic stream serialization (Hopper's
+// programmatic dependent launch, CUDABackend.launch): a kernel's blocks may be scheduled while the previous kernel in
+// the stream finishes, which hides the launch gap between the hundreds of small kernels of a step. The wait holds
+// them until that kernel has finished and its writes are visible, so nothing before it may touch memory; the
+// trigger then lets the next kernel be scheduled the same way. Before sm_90 both are absent and launches serialize.
+__device__ __forceinline__ void wait_for_previous_kernel() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ void from_float(__half* out, float x) { *out = __float2half_rn(x); }

@@ -6,12 +6,14 @@
 // out[t, :] = table[tokens[t], :]. grid: T, block: 256.
 extern "C" __global__ void embedding(const int* __restrict__ tokens, const scalar_t* __restrict__ table, scalar_t* __restrict__ out,
                                      int width) {
+    wait_for_previous_kernel();
     copy_row(table + (size_t)tokens[blockIdx.x] * width, out + (size_t)blockIdx.x * width, width);
 }
 
 // out[i, :] = x[rows[i], :]. grid: rows, block: 256.
 extern "C" __global__ void gather_rows(const scalar_t* __restrict__ x, const int* __restrict__ rows, scalar_t* __restrict__ out,
                                        int width) {
+    wait_for_previous_kernel();
     copy_row(x + (size_t)rows[blockIdx.x] * width, out + (size_t)blockIdx.x * width, width);
 }
 
@@ -38,6 +40,7 @@ __device__ __forceinline__ void normalize_row(const scalar_t* __restrict__ x, co
 // grid: T, block: 512.
 extern "C" __global__ void rms_norm(const scalar_t* __restrict__ x, const scalar_t* __restrict__ weight, scalar_t* __restrict__ out,
                                     int width, float eps) {
+    wait_for_previous_kernel();
     const scalar_t* row = x + (size_t)blockIdx.x * width;
     float squares = 0.f;
     if (width % 8 == 0) {
@@ -58,6 +61,7 @@ extern "C" __global__ void rms_norm(const scalar_t* __restrict__ x, const scalar
 // normalizes the elements it summed, so it reads back only its own writes. grid: T, block: 512.
 extern "C" __global__ void add_rms_norm(scalar_t* __restrict__ residual, const scalar_t* __restrict__ x,
                                         const scalar_t* __restrict__ weight, scalar_t* __restrict__ out, int width, float eps) {
+    wait_for_previous_kernel();
     const size_t offset = (size_t)blockIdx.x * width;
     scalar_t* row = residual + offset;
     float squares = 0.f;
@@ -85,6 +89,7 @@ extern "C" __global__ void add_rms_norm(scalar_t* __restrict__ residual, const s
 
 // out[t, i] = silu(gate_up[t, i]) * gate_up[t, I + i]. grid: (ceil(I / 256), T), block: 256.
 extern "C" __global__ void silu_mul(const scalar_t* __restrict__ gate_up, scalar_t* __restrict__ out, int half_width) {
+    wait_for_previous_kernel();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= half_width) return;
     const size_t row = blockIdx.y;
@@ -97,6 +102,7 @@ extern "C" __global__ void silu_mul(const scalar_t* __restrict__ gate_up, scalar
 // grid: (T, rotated heads), block: head_dim / 2, one rotated pair per thread.
 extern "C" __global__ void rope(scalar_t* __restrict__ qkv, const int* __restrict__ positions,
                                 const float* __restrict__ inverse_frequencies, int qkv_width, int head_dim) {
+    wait_for_previous_kernel();
     const int half = head_dim / 2, i = threadIdx.x;
     float sine, cosine;
     sincosf((float)positions[blockIdx.x] * inverse_frequencies[i], &sine, &cosine);
@@ -111,6 +117,7 @@ extern "C" __global__ void append_kv(const scalar_t* __restrict__ qkv, scalar_t*
                                      const int* __restrict__ positions, const int* __restrict__ row_sequence,
                                      const int* __restrict__ block_tables, int max_pages, int page_size, int qkv_width,
                                      int query_width, int kv_width) {
+    wait_for_previous_kernel();
     const int position = positions[blockIdx.x];
     const int* table = block_tables + (size_t)row_sequence[blockIdx.x] * max_pages;
     const size_t slot = ((size_t)table[position / page_size] * page_size + position % page_size) * kv_width;
@@ -121,6 +128,7 @@ extern "C" __global__ void append_kv(const scalar_t* __restrict__ qkv, scalar_t*
 
 // Widens a tensor to float32 for the host. grid: ceil(count / 256), block: 256.
 extern "C" __global__ void to_float32(const scalar_t* x, float* out, size_t count) {
+    wait_for_previous_kernel();
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < count) out[i] = to_float(x[i]);
 }
@@ -128,6 +136,7 @@ extern "C" __global__ void to_float32(const scalar_t* x, float* out, size_t coun
 // Uniform values in [-scale, scale) from a counter-based hash (SplitMix64 of seed + index): random benchmark
 // weights made on the device. grid: ceil(count / 256), block: 256.
 extern "C" __global__ void fill_uniform(scalar_t* out, size_t count, unsigned long long seed, float scale) {
+    wait_for_previous_kernel();
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= count) return;
     unsigned long long z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;

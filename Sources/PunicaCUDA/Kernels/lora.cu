@@ -13,6 +13,7 @@
 extern "C" __global__ void sgmv_shrink(const scalar_t* __restrict__ x, float* __restrict__ v, const LoraSlot* __restrict__ slots,
                                        const int* __restrict__ tile_start, const int* __restrict__ tile_end,
                                        const int* __restrict__ tile_slot, int in_width, int v_width, int ranks_per_block) {
+    wait_for_previous_kernel();
     const LoraSlot& slot = slots[tile_slot[blockIdx.x]];
     const scalar_t* a = slot.a;
     const int first_rank = blockIdx.y * ranks_per_block;
@@ -62,6 +63,103 @@ extern "C" __global__ void sgmv_shrink(const scalar_t* __restrict__ x, float* __
     }
 }
 
+// Shrink on tensor cores, for segments of 16 rows or more (prefill chunks, many decode rows on one adapter): the
+// CUDA-core shrink above reads x again for every rank row, this one reads each x row once per 64 ranks.
+// v[rows, r] += x[rows, k_begin ..< k_end] · A[r, same]ᵀ, added with atomics into v (zeroed before), so the input
+// width can be split over blocks: grid (tiles, ceil(max rank / 64), ceil(in_width / k_split)); block: 128 = 4 warps,
+// warp w the tile's rows 16w ..< 16w + 16 against the 64-rank chunk (8 column blocks of mma.sync m16n8k16). The
+// tile's x rows and the chunk's A rows pass through shared memory MMA_K columns at a time, double-buffered with
+// cp.async; rows past the tile, ranks past the slot's rank and columns past k_end load as zeros, and are never
+// written. k_split is a multiple of MMA_K.
+#define MMA_TILE_ROWS 64
+#define MMA_RANKS 64
+#define MMA_K 32
+#define MMA_STRIDE (MMA_K + 8)  // scalars; 16 bytes of padding put ldmatrix's 8 rows on distinct banks
+extern "C" __global__ void sgmv_shrink_mma(const scalar_t* __restrict__ x, float* __restrict__ v, const LoraSlot* __restrict__ slots,
+                                           const int* __restrict__ tile_start, const int* __restrict__ tile_end,
+                                           const int* __restrict__ tile_slot, int in_width, int v_width, int k_split) {
+    wait_for_previous_kernel();
+    const LoraSlot& slot = slots[tile_slot[blockIdx.x]];
+    const int first_rank = blockIdx.y * MMA_RANKS, k_begin = blockIdx.z * k_split;
+    const int first = tile_start[blockIdx.x], rows = tile_end[blockIdx.x] - first;
+    if (slot.a == nullptr || first_rank >= slot.rank || rows <= 0 || k_begin >= in_width) return;
+    const int ranks = min(MMA_RANKS, slot.rank - first_rank), k_end = min(in_width, k_begin + k_split);
+    const scalar_t* xs = x + (size_t)first * in_width;
+    const scalar_t* a = slot.a + (size_t)first_rank * in_width;
+
+    __shared__ __align__(16) scalar_t x_tiles[2][MMA_TILE_ROWS * MMA_STRIDE];
+    __shared__ __align__(16) scalar_t a_tiles[2][MMA_RANKS * MMA_STRIDE];
+    constexpr int CHUNKS = MMA_K / 8;  // 16-byte copies per row and step
+    auto load = [&](int step) {
+        const int k0 = k_begin + step * MMA_K;
+#pragma unroll
+        for (int j = 0; j < MMA_TILE_ROWS * CHUNKS / 128; ++j) {
+            const int i = threadIdx.x + j * 128, r = i / CHUNKS, c = k0 + (i % CHUNKS) * 8;
+            scalar_t* x_to = &x_tiles[step % 2][r * MMA_STRIDE + (i % CHUNKS) * 8];
+            scalar_t* a_to = &a_tiles[step % 2][r * MMA_STRIDE + (i % CHUNKS) * 8];
+            const bool x_valid = c < k_end && r < rows, a_valid = c < k_end && r < ranks;
+            if (in_width % 8 == 0) {
+                cp_async16(x_to, x_valid ? xs + (size_t)r * in_width + c : x, x_valid);
+                cp_async16(a_to, a_valid ? a + (size_t)r * in_width + c : slot.a, a_valid);
+            } else {  // rows not 16-byte aligned: element by element (no model has such widths; tests do)
+#pragma unroll
+                for (int e = 0; e < 8; ++e) {
+                    const bool in_row = c + e < k_end;
+                    x_to[e] = x_valid && in_row ? xs[(size_t)r * in_width + c + e] : scalar_t(0.f);
+                    a_to[e] = a_valid && in_row ? a[(size_t)r * in_width + c + e] : scalar_t(0.f);
+                }
+            }
+        }
+        cp_async_commit();
+    };
+
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const bool warp_rows = warp * 16 < rows;  // warps wholly past the tile's rows only help load
+    float acc[MMA_RANKS / 8][4] = {};
+    const int steps = (k_end - k_begin + MMA_K - 1) / MMA_K;
+    load(0);
+    for (int step = 0; step < steps; ++step) {
+        if (step + 1 < steps) {
+            load(step + 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const scalar_t* xt = x_tiles[step % 2];
+        const scalar_t* at = a_tiles[step % 2];
+        if (warp_rows) {
+#pragma unroll
+            for (int kk = 0; kk < MMA_K / 16; ++kk) {
+                // A operand: the warp's 16 x rows; B operand: A's rank rows are its columns (as K rows in attention.cu).
+                unsigned x_fragment[4];
+                ldmatrix_x4(x_fragment, xt + (warp * 16 + lane % 16) * MMA_STRIDE + kk * 16 + (lane / 16) * 8);
+#pragma unroll
+                for (int jp = 0; jp < MMA_RANKS / 16; ++jp) {
+                    if (jp * 16 < ranks) {
+                        unsigned b[4];
+                        ldmatrix_x4(b, at + (jp * 16 + lane % 8 + (lane / 16) * 8) * MMA_STRIDE + kk * 16 + ((lane / 8) % 2) * 8);
+                        mma_m16n8k16(acc[2 * jp], x_fragment, b[0], b[1], scalar_t());
+                        mma_m16n8k16(acc[2 * jp + 1], x_fragment, b[2], b[3], scalar_t());
+                    }
+                }
+            }
+        }
+        __syncthreads();  // the buffer is refilled two steps later
+    }
+    if (!warp_rows) return;
+    // C fragments: acc[j] holds rows g (0, 1) and g + 8 (2, 3) of the warp's 16, ranks 8j + 2t and 8j + 2t + 1.
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int j = 0; j < MMA_RANKS / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int row = warp * 16 + g + 8 * (e / 2), rank = 8 * j + 2 * t + e % 2;
+            if (row < rows && rank < ranks) atomicAdd(&v[(size_t)(first + row) * v_width + first_rank + rank], acc[j][e]);
+        }
+    }
+}
+
 // Expand: y[rows, c] += v[rows, rank_offset ..< +rank] · B[c - output_offset] for the piece whose output columns
 // hold c. grid: (tiles, ceil(y_width / 128)); block: 128, one thread per output column, reading its row of B
 // (rank contiguous scalars) 16 bytes at a time. Tile rows go EXPAND_ROWS at a time (B rows then come from L1):
@@ -70,6 +168,7 @@ extern "C" __global__ void sgmv_shrink(const scalar_t* __restrict__ x, float* __
 extern "C" __global__ void sgmv_expand(const float* __restrict__ v, scalar_t* __restrict__ y, const LoraSlot* __restrict__ slots,
                                        const int* __restrict__ tile_start, const int* __restrict__ tile_end,
                                        const int* __restrict__ tile_slot, int v_width, int y_width) {
+    wait_for_previous_kernel();
     // A reference, not a copy: indexing a local copy's pieces by a run-time index would put it in local memory.
     const LoraSlot& slot = slots[tile_slot[blockIdx.x]];
     const int column = blockIdx.y * blockDim.x + threadIdx.x;

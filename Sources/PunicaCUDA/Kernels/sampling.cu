@@ -14,6 +14,7 @@ struct SampleParams {  // TokenChoice, as the host packs it: 16 bytes per row
 // grid: rows, block: 256. Row i's tokens are tokens[offsets[i] ..< offsets[i + 1]].
 extern "C" __global__ void apply_penalties(float* __restrict__ logits, const int* __restrict__ offsets,
                                            const int* __restrict__ tokens, const float* __restrict__ penalties, int vocab) {
+    wait_for_previous_kernel();
     float* row = logits + (size_t)blockIdx.x * vocab;
     const float penalty = penalties[blockIdx.x];
     for (int i = offsets[blockIdx.x] + threadIdx.x; i < offsets[blockIdx.x + 1]; i += blockDim.x) {
@@ -105,6 +106,7 @@ __device__ float block_exclusive_scan(float value, float* total) {
 // the final draw, so the draw walks tokens in vocabulary order.
 extern "C" __global__ void sample_rows(const float* __restrict__ logits, const SampleParams* __restrict__ params,
                                        int* __restrict__ out, int vocab) {
+    wait_for_previous_kernel();
     __shared__ float best_value[32];
     __shared__ int best_index[32];
     __shared__ int drawn;
