@@ -95,8 +95,9 @@ extension OpenAIServer {
         var request = request
         let body = try await decodeBody(LoadAdapterRequest.self, from: &request)
         let name = body.lora_name
-        guard !name.isEmpty, name != configuration.servedModelName else {
-            throw APIError.invalid(param: "lora_name", message: "`lora_name` must be non-empty and not the base model's name. Given: \"\(name)\"")
+        // No comma: routers read the adapter lists of /metrics as comma-separated names.
+        guard !name.isEmpty, name != configuration.servedModelName, !name.contains(",") else {
+            throw APIError.invalid(param: "lora_name", message: "`lora_name` must be non-empty, without commas, and not the base model's name. Given: \"\(name)\"")
         }
         if let base = body.base_model_name, base != configuration.servedModelName {
             throw APIError.invalid(param: "base_model_name",
@@ -111,7 +112,8 @@ extension OpenAIServer {
     /// directory `<adapter root>/<model>`, is registered from there on its first request (`--lora-filesystem-resolver`).
     /// False when no root has such a directory (or resolving is off).
     func resolveAdapter(_ name: String) async throws -> Bool {
-        guard configuration.resolvesAdaptersFromRoots, !name.isEmpty, name != ".", name != "..", !name.contains("/") else { return false }
+        guard configuration.resolvesAdaptersFromRoots, !name.isEmpty, name != ".", name != "..", !name.contains("/"),
+              !name.contains(",") else { return false }
         // A directory that leads outside the roots is no adapter to resolve.
         guard let root = adapterRoots.directories.first(where: { isDirectory($0 + "/" + name) && (try? adapterRoots.resolve($0 + "/" + name)) != nil })
         else { return false }

@@ -43,6 +43,7 @@ struct AdapterTree {
             try Data("{}".utf8).write(to: URL(fileURLWithPath: tree.root + "/other/adapter_config.json"))
             try expectError(try await load(client, name: "good", path: tree.root + "/other"), .badRequest, param: "lora_name", code: "invalid_value")
             try expectError(try await load(client, name: "base", path: tree.root + "/good"), .badRequest, param: "lora_name", code: "invalid_value")
+            try expectError(try await load(client, name: "a,b", path: tree.root + "/good"), .badRequest, param: "lora_name", code: "invalid_value")
 
             let unloaded = try await client.post("/v1/unload_lora_adapter", #"{"lora_name": "good"}"#)
             #expect(unloaded.status == .ok && unloaded.text == "Success: LoRA adapter 'good' removed successfully.")
