@@ -19,3 +19,5 @@ swift build --product punica
 python3 scripts/e2e_openai.py "$(swift build --show-bin-path)/punica"
 # The same binary against malformed requests, slow and stalled clients, resets and signals (raw sockets, short timeouts).
 python3 scripts/e2e_http.py "$(swift build --show-bin-path)/punica"
+# Two replicas read as the Kubernetes inference gateway reads them: the vllm: metrics under load, LoRA affinity, rollout.
+python3 scripts/e2e_gateway.py "$(swift build --show-bin-path)/punica"

@@ -129,7 +129,8 @@ public final class Engine: GenerationService, @unchecked Sendable {
         scheduler = Scheduler(configuration: .init(maxRunning: configuration.maxRunningRequests, maxTokensPerStep: configuration.maxTokensPerStep),
                               pageSize: runner.pageSize, pageCount: runner.pageCount)
         slots = AdapterSlots(capacity: runner.adapterSlotCount)
-        snapshot = Locked(EngineStats(running: 0, waiting: 0, kvPagesUsed: 0, kvPagesTotal: runner.pageCount - 1, requestsPerAdapter: [:],
+        snapshot = Locked(EngineStats(running: 0, waiting: 0, kvPagesUsed: 0, kvPagesTotal: runner.pageCount - 1, pageSize: runner.pageSize,
+                                      adapterSlots: runner.adapterSlotCount, requestsPerAdapter: [:],
                                       generatedTokensPerSecond: 0, steps: 0, lastStepSequences: 0, lastStepTokens: 0))
         Thread.detach { [self] in stepLoop() }
     }
@@ -217,7 +218,10 @@ public final class Engine: GenerationService, @unchecked Sendable {
                 drainWaiters.forEach { $0.resume() }
                 return
             }
-            if !step() { wake.wait() }
+            if !step() {
+                publishStats()  // loads started or done, adapters unregistered: shown while nothing runs
+                wake.wait()
+            }
         }
     }
 
@@ -370,11 +374,17 @@ public final class Engine: GenerationService, @unchecked Sendable {
         for request in requests.values { perAdapter[request.request.adapter ?? "", default: 0] += 1 }
         let rate = throughput.tokensPerSecond(at: ContinuousClock.now)
         let (running, waiting, used) = (scheduler.running.count, scheduler.waiting.count, scheduler.allocator.usedCount)
+        var residency = Dictionary(uniqueKeysWithValues: loading.map { ($0, AdapterResidency.loading) })
+        for name in loaded.keys { residency[name] = slots.slot(of: name) == nil ? .loaded : .slot }
+        let runningAdapters = Set(scheduler.running.compactMap(\.adapter)), waitingAdapters = Set(scheduler.waiting.compactMap(\.adapter))
         snapshot.update { stats in
             stats.running = running
             stats.waiting = waiting
             stats.kvPagesUsed = used
             stats.requestsPerAdapter = perAdapter
+            stats.runningAdapters = runningAdapters
+            stats.waitingAdapters = waitingAdapters
+            stats.adapterResidency = residency
             stats.generatedTokensPerSecond = rate
             if let step {
                 stats.steps += 1

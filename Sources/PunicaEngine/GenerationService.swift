@@ -48,14 +48,33 @@ public enum GenerationEvent: Sendable, Equatable {
     case finished(reason: FinishReason, usage: Usage, message: String?)
 }
 
+/// Where a registered adapter's weights are; an adapter in none of these states is only on disk.
+public enum AdapterResidency: String, Sendable, CaseIterable {
+    /// Being read and uploaded.
+    case loading
+    /// Weights in the backend's memory (the GPU's on CUDA), in no LoRA slot.
+    case loaded
+    /// In one of the LoRA slots a step uses (`EngineConfiguration.adapterSlots`).
+    case slot
+}
+
 /// A snapshot of the engine.
 public struct EngineStats: Sendable, Equatable {
     public var running: Int
     public var waiting: Int
     public var kvPagesUsed: Int
     public var kvPagesTotal: Int
+    /// Tokens per KV page.
+    public var pageSize: Int
+    /// Adapters a step can use at once (vLLM's `max_loras`).
+    public var adapterSlots: Int
     /// Requests running or waiting, by adapter name ("" for the base model).
     public var requestsPerAdapter: [String: Int]
+    /// Adapters of the requests in the running batch, and of those waiting for it.
+    public var runningAdapters: Set<String>
+    public var waitingAdapters: Set<String>
+    /// Registered adapters not only on disk.
+    public var adapterResidency: [String: AdapterResidency]
     /// Tokens generated per second over the last few seconds.
     public var generatedTokensPerSecond: Double
     /// Steps run so far, and the sequences and token rows of the last one (its batch size).
@@ -63,13 +82,20 @@ public struct EngineStats: Sendable, Equatable {
     public var lastStepSequences: Int
     public var lastStepTokens: Int
 
-    public init(running: Int, waiting: Int, kvPagesUsed: Int, kvPagesTotal: Int, requestsPerAdapter: [String: Int],
+    public init(running: Int, waiting: Int, kvPagesUsed: Int, kvPagesTotal: Int, pageSize: Int = 16, adapterSlots: Int = 0,
+                requestsPerAdapter: [String: Int], runningAdapters: Set<String> = [], waitingAdapters: Set<String> = [],
+                adapterResidency: [String: AdapterResidency] = [:],
                 generatedTokensPerSecond: Double, steps: Int, lastStepSequences: Int, lastStepTokens: Int) {
         self.running = running
         self.waiting = waiting
         self.kvPagesUsed = kvPagesUsed
         self.kvPagesTotal = kvPagesTotal
+        self.pageSize = pageSize
+        self.adapterSlots = adapterSlots
         self.requestsPerAdapter = requestsPerAdapter
+        self.runningAdapters = runningAdapters
+        self.waitingAdapters = waitingAdapters
+        self.adapterResidency = adapterResidency
         self.generatedTokensPerSecond = generatedTokensPerSecond
         self.steps = steps
         self.lastStepSequences = lastStepSequences

@@ -88,30 +88,62 @@ extension OpenAIServer {
         return jsonResponse(ModelList(data: models))
     }
 
-    /// `POST /v1/load_lora_adapter` `{"lora_name", "lora_path"}`: registers an adapter from inside the adapter roots.
+    /// `POST /v1/load_lora_adapter` `{"lora_name", "lora_path", "base_model_name"?}`: registers an adapter from inside
+    /// the adapter roots. Loading a name again from the same directory succeeds and changes nothing, so a controller
+    /// rolling adapters out can repeat it.
     func loadAdapter(_ request: Request) async throws -> Response {
         var request = request
         let body = try await decodeBody(LoadAdapterRequest.self, from: &request)
         let name = body.lora_name
-        guard !name.isEmpty, name != configuration.servedModelName else {
-            throw APIError.invalid(param: "lora_name", message: "`lora_name` must be non-empty and not the base model's name. Given: \"\(name)\"")
+        // No comma: routers read the adapter lists of /metrics as comma-separated names.
+        guard !name.isEmpty, name != configuration.servedModelName, !name.contains(",") else {
+            throw APIError.invalid(param: "lora_name", message: "`lora_name` must be non-empty, without commas, and not the base model's name. Given: \"\(name)\"")
         }
-        guard !service.adapterNames().contains(name) else {
-            throw APIError.invalid(param: "lora_name", message: "The LoRA adapter `\(name)` is already loaded; unload it first.")
+        if let base = body.base_model_name, base != configuration.servedModelName {
+            throw APIError.invalid(param: "base_model_name",
+                                   message: "`base_model_name` \"\(base)\" is not the served model: this server serves \"\(configuration.servedModelName)\"")
         }
-        let directory = try adapterRoots.resolve(body.lora_path)
+        let added = try await register(name, path: body.lora_path, param: "lora_path")
+        let outcome = added ? "added successfully" : "already loaded from that path"
+        return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "Success: LoRA adapter '\(name)' \(outcome).")))
+    }
+
+    /// vLLM's filesystem LoRA resolver: a `model` that is neither the base model nor a registered adapter, but names a
+    /// directory `<adapter root>/<model>`, is registered from there on its first request (`--lora-filesystem-resolver`).
+    /// False when no root has such a directory (or resolving is off).
+    func resolveAdapter(_ name: String) async throws -> Bool {
+        guard configuration.resolvesAdaptersFromRoots, !name.isEmpty, name != ".", name != "..", !name.contains("/"),
+              !name.contains(",") else { return false }
+        // A directory that leads outside the roots is no adapter to resolve.
+        guard let root = adapterRoots.directories.first(where: { isDirectory($0 + "/" + name) && (try? adapterRoots.resolve($0 + "/" + name)) != nil })
+        else { return false }
+        _ = try await register(name, path: root + "/" + name, shownAs: "<adapter root>/\(name)", param: "model")
+        return true
+    }
+
+    /// Registers the adapter directory `path` (inside the roots) as `name`; false when `name` is registered from that
+    /// directory already. Errors call the directory `shownAs` and name `param` as the field at fault.
+    private func register(_ name: String, path: String, shownAs: String? = nil, param: String) async throws -> Bool {
+        let shown = shownAs ?? path
+        let directory = try adapterRoots.resolve(path)
+        if service.adapterNames().contains(name) {
+            guard let existing = await adapterDirectories.directory(of: name), canonicalPath(existing) == directory else {
+                throw APIError.invalid(param: "lora_name", message: "The LoRA adapter `\(name)` is already loaded from another path; unload it first.")
+            }
+            return false
+        }
         do {
             try await service.registerAdapter(name: name, directory: directory)
         } catch let error as RequestError {
             throw error
         } catch {
             // Anything else is the directory's fault: missing files, or weights that do not fit the model.
-            let reason = adapterRoots.redacted(String(describing: error), directory: directory, as: body.lora_path)
-            throw APIError.invalid(param: "lora_path", message: "Cannot load the LoRA adapter at \(body.lora_path): \(reason)")
+            let reason = adapterRoots.redacted(String(describing: error), directory: directory, as: shown)
+            throw APIError.invalid(param: param, message: "Cannot load the LoRA adapter at \(shown): \(reason)")
         }
         await adapterDirectories.set(name, directory)
         logger.info("loaded LoRA adapter \(name) from \(directory)")
-        return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "Success: LoRA adapter '\(name)' added successfully.")))
+        return true
     }
 
     /// `POST /v1/unload_lora_adapter` `{"lora_name"}`: refused while requests use it.

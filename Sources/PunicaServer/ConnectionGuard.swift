@@ -279,7 +279,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
 extension Duration {
     /// "2.5 s"
-    var secondsText: String { "\(PrometheusText.number(seconds)) s" }
+    var secondsText: String { "\(seconds == seconds.rounded() && seconds < 1e15 ? String(Int(seconds)) : String(seconds)) s" }
 }
 
 /// Tells its `ConnectionGuard` when bytes arrive, before the HTTP decoder turns them into parts.

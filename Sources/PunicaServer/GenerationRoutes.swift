@@ -29,7 +29,7 @@ extension OpenAIServer {
     func prepareCompletion(_ request: inout Request) async throws -> PreparedGeneration<CompletionBuilder> {
         let body = try await decodeBody(CompletionRequest.self, from: &request)
         let options = body.options
-        let adapter = try adapter(for: options.model)
+        let adapter = try await adapter(for: options.model)
         let promptIDs = service.tokenizer.encode(try body.promptText())
         let maxTokens = try options.maxTokens(promptTokens: promptIDs.count, promptField: "prompt", defaultTokens: 16,
                                               limit: configuration.maxTokensLimit, context: service.maxContextLength)
@@ -45,7 +45,7 @@ extension OpenAIServer {
     func prepareChat(_ request: inout Request) async throws -> PreparedGeneration<ChatBuilder> {
         let body = try await decodeBody(ChatCompletionRequest.self, from: &request)
         let options = body.options
-        let adapter = try adapter(for: options.model)
+        let adapter = try await adapter(for: options.model)
         let prompt = try chatTemplate.get().render(try body.chatMessages())
         // The template writes special tokens (BOS) itself.
         let promptIDs = service.tokenizer.encode(prompt, addSpecialTokens: false)
@@ -59,10 +59,12 @@ extension OpenAIServer {
                                   stream: options.streams)
     }
 
-    /// The adapter `model` selects: nil for the base model's name.
-    private func adapter(for model: String) throws(APIError) -> String? {
+    /// The adapter `model` selects: nil for the base model's name. An unknown name may be resolved from the adapter
+    /// roots (`resolveAdapter`).
+    private func adapter(for model: String) async throws -> String? {
         if model == configuration.servedModelName { return nil }
-        guard service.adapterNames().contains(model) else { throw .modelNotFound(model) }
+        if service.adapterNames().contains(model) { return model }
+        guard try await resolveAdapter(model) else { throw APIError.modelNotFound(model) }
         return model
     }
 

@@ -166,6 +166,8 @@ func engineLogprobs(_ count: Int, field: String) throws(APIError) -> Int {
 struct LoadAdapterRequest: Decodable {
     var lora_name: String
     var lora_path: String
+    /// Sent by rollout controllers; when present it must be the served model's name.
+    var base_model_name: String?
 }
 
 /// `POST /v1/unload_lora_adapter`

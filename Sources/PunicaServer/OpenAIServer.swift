@@ -29,6 +29,8 @@ public struct ServerConfiguration: Sendable {
     public var apiKey: String?
     /// Directories /v1/load_lora_adapter may load from; none disables loading at run time.
     public var adapterRoots: [String] = []
+    /// Whether a request for an unknown `model` registers `<adapter root>/<model>` first, when there is one.
+    public var resolvesAdaptersFromRoots = false
     public var maxBodyBytes = 1 << 20
     /// The most tokens one request may ask to generate.
     public var maxTokensLimit = 4096

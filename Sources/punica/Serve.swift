@@ -14,8 +14,9 @@ struct Serve: AsyncParsableCommand {
         abstract: "Serve the model and its adapters over an OpenAI-compatible HTTP API.",
         discussion: """
         POST /v1/completions and /v1/chat/completions (streaming or not; `model` is the base model's name or an \
-        adapter's), GET /v1/models, POST /v1/load_lora_adapter {"lora_name", "lora_path"} and \
-        /v1/unload_lora_adapter {"lora_name"}, GET /health, GET /metrics (Prometheus). SIGINT or SIGTERM stops \
+        adapter's), GET /v1/models, POST /v1/load_lora_adapter {"lora_name", "lora_path", "base_model_name"?} and \
+        /v1/unload_lora_adapter {"lora_name"}, GET /health, GET /metrics (Prometheus, with the vllm: metrics the \
+        Kubernetes inference gateway routes by: docs/SCALE-OUT.md). SIGINT or SIGTERM stops \
         accepting connections and lets running requests finish for --shutdown-timeout seconds, then closes the \
         connections left and exits; a second signal exits at once. Every flag is checked, and the port bound once, \
         before the model loads.
@@ -28,6 +29,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The `model` that selects the base model (default: the model directory's name).") var servedModelName: String?
     @Option(help: "Require `Authorization: Bearer KEY` on /v1 routes (default: $PUNICA_API_KEY; unset: no key).") var apiKey: String?
     @Option(help: "A directory /v1/load_lora_adapter may load from (repeatable; none: loading at run time is off).") var adapterRoot: [String] = []
+    @Flag(help: "Load a request's unknown `model` from <adapter root>/<model> on its first request (as vLLM's lora_filesystem_resolver).")
+    var loraFilesystemResolver = false
     @Option(help: "Largest request body, in bytes.") var maxBodyBytes = 1 << 20
     @Option(help: "Most tokens one request may generate.") var maxTokensLimit = 4096
     @Option(help: "Requests in the running batch at once.") var maxRunningRequests = EngineConfiguration().maxRunningRequests
@@ -60,6 +63,9 @@ struct Serve: AsyncParsableCommand {
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level \(logLevel): expected one of \(Logger.Level.allCases.map(\.rawValue))") }
         try require((1...65535).contains(port), "--port", "must be in 1...65535", port)
         try require(maxBodyBytes > 0, "--max-body-bytes", "must be > 0", maxBodyBytes)
+        if loraFilesystemResolver && adapterRoot.isEmpty {
+            throw ValidationError("--lora-filesystem-resolver: needs an --adapter-root to load adapters from")
+        }
         try require(maxTokensLimit > 0, "--max-tokens-limit", "must be > 0", maxTokensLimit)
         try require(maxRunningRequests > 0, "--max-running-requests", "must be > 0", maxRunningRequests)
         try require(maxNumBatchedTokens >= maxRunningRequests, "--max-num-batched-tokens", "must be >= --max-running-requests (\(maxRunningRequests))",
@@ -120,6 +126,7 @@ struct Serve: AsyncParsableCommand {
         configuration.adapterDirectories = Dictionary(adapters.map { ($0.name, $0.directory) }) { first, _ in first }
         configuration.apiKey = apiKey ?? ProcessInfo.processInfo.environment["PUNICA_API_KEY"]
         configuration.adapterRoots = adapterRoot
+        configuration.resolvesAdaptersFromRoots = loraFilesystemResolver
         configuration.maxBodyBytes = maxBodyBytes
         configuration.maxTokensLimit = maxTokensLimit
         configuration.limits = limits

@@ -22,6 +22,7 @@ import TestSupport
         (["serve", "--shutdown-timeout", "0"], "--shutdown-timeout must be > 0 and <= 86400 seconds"),
         (["serve", "--send-buffer-bytes", "10"], "--send-buffer-bytes must be >= 1024. Given: 10"),
         (["serve", "--adapter-root", "/no/such/root"], "--adapter-root /no/such/root: no such directory"),
+        (["serve", "--lora-filesystem-resolver"], "--lora-filesystem-resolver: needs an --adapter-root to load adapters from"),
         (["serve", "--device", "tpu"], "--device tpu: expected cpu or cuda"),
         (["serve", "--adapter", "x=/no/such/adapter"], "--adapter x=/no/such/adapter: no adapter_config.json there"),
         (["generate", "--prompt", "x", "--max-tokens", "0"], "--max-tokens must be >= 1. Given: 0"),

@@ -181,6 +181,35 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
         #expect(throws: RequestError.shuttingDown) { try engine.submit(greedy("late", [1])) }
     }
 
+    /// The snapshot routers read: which adapters the running and waiting requests use, and where each adapter is.
+    @Test func statsShowAdaptersOfRunningAndWaitingRequestsAndTheirResidency() async throws {
+        let runner = ScriptedRunner(holdLoads: true, gateSteps: true)
+        let engine = Engine(runner: runner, tokenizer: tokenizer)
+        for name in ["a", "b"] { try await engine.registerAdapter(name: name, directory: "/" + name) }
+        func eventually(_ what: String, _ condition: (EngineStats) -> Bool) async throws {
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !condition(engine.stats()) {
+                try #require(ContinuousClock.now < deadline, "\(what): \(engine.stats())")
+                try await Task.sleep(for: .milliseconds(2))
+            }
+        }
+        #expect(engine.stats().pageSize == 4 && engine.stats().adapterSlots == 2)
+        let stream = try engine.submit(greedy("1", [1], adapter: "a", maxTokens: 2))
+        try await eventually("a waits for its load") {
+            $0.waitingAdapters == ["a"] && $0.runningAdapters.isEmpty && $0.adapterResidency == ["a": .loading]
+        }
+        runner.releaseLoads()
+        runner.allowSteps(1)
+        try await eventually("a runs from a slot") { $0.runningAdapters == ["a"] && $0.waitingAdapters.isEmpty && $0.adapterResidency == ["a": .slot] }
+        runner.allowSteps(1)
+        for await _ in stream {}
+        let after = engine.stats()
+        #expect(after.runningAdapters.isEmpty && after.waitingAdapters.isEmpty && after.adapterResidency == ["a": .slot])
+        try await engine.unregisterAdapter(name: "a")
+        try await eventually("an unregistered adapter is gone") { $0.adapterResidency.isEmpty }
+        await engine.drain()
+    }
+
     /// An adapter whose load is still going on does not hold up the base-model request submitted beside it.
     @Test func loadingAnAdapterDoesNotStallTheBatch() async throws {
         let runner = ScriptedRunner(holdLoads: true)

@@ -36,8 +36,14 @@ struct AdapterTree {
             #expect((good["root"] as? String)?.hasSuffix("/root/good") == true && good["parent"] as? String == "base")
             #expect(try await client.post("/v1/completions", #"{"model": "good", "prompt": "x", "max_tokens": 1}"#).status == .ok)
 
-            try expectError(try await load(client, name: "good", path: tree.root + "/good"), .badRequest, param: "lora_name", code: "invalid_value")
+            // Again from the same directory: nothing changes; from another: refused.
+            let again = try await load(client, name: "good", path: tree.root + "/good")
+            #expect(again.status == .ok && again.text == "Success: LoRA adapter 'good' already loaded from that path.")
+            try FileManager.default.createDirectory(atPath: tree.root + "/other", withIntermediateDirectories: true)
+            try Data("{}".utf8).write(to: URL(fileURLWithPath: tree.root + "/other/adapter_config.json"))
+            try expectError(try await load(client, name: "good", path: tree.root + "/other"), .badRequest, param: "lora_name", code: "invalid_value")
             try expectError(try await load(client, name: "base", path: tree.root + "/good"), .badRequest, param: "lora_name", code: "invalid_value")
+            try expectError(try await load(client, name: "a,b", path: tree.root + "/good"), .badRequest, param: "lora_name", code: "invalid_value")
 
             let unloaded = try await client.post("/v1/unload_lora_adapter", #"{"lora_name": "good"}"#)
             #expect(unloaded.status == .ok && unloaded.text == "Success: LoRA adapter 'good' removed successfully.")
@@ -94,6 +100,48 @@ struct AdapterTree {
             let message = try #require(try response.json["error"] as? JSON)["message"] as? String ?? ""
             #expect(message.contains(tree.root + "/./bare") && !message.contains(tree.root + "/bare"), "\(message)")
         }
+    }
+
+    @Test func baseModelNameMustBeTheServedModel() async throws {
+        let tree = try AdapterTree()
+        let fake = FakeGenerationService()
+        try await withServer(fake, configure: { $0.adapterRoots = [tree.root] }) { client in
+            let body = { (base: String) in #"{"lora_name": "good", "lora_path": "\#(tree.root)/good", "base_model_name": "\#(base)"}"# }
+            let wrong = try await client.post("/v1/load_lora_adapter", body("llama-70b"))
+            try expectError(wrong, .badRequest, param: "base_model_name", code: "invalid_value")
+            let message = try #require(try wrong.json["error"] as? JSON)["message"] as? String ?? ""
+            #expect(message.contains("llama-70b") && message.contains("\"base\""), "\(message)")
+            #expect(!fake.adapterNames().contains("good"))
+            #expect(try await client.post("/v1/load_lora_adapter", body("base")).status == .ok)
+            #expect(fake.adapterNames().contains("good"))
+        }
+    }
+
+    /// `--lora-filesystem-resolver`: an unknown `model` is loaded from `<root>/<model>` on its first request; names that
+    /// are no directory there, or lead outside the root, stay unknown.
+    @Test func unknownModelsResolveFromTheRootWhenAsked() async throws {
+        let tree = try AdapterTree()
+        let request = { (model: String) in #"{"model": "\#(model)", "prompt": "x", "max_tokens": 1}"# }
+        let fake = FakeGenerationService()
+        try await withServer(fake, configure: { $0.adapterRoots = [tree.root] }) { client in
+            try expectError(try await client.post("/v1/completions", request("good")), .notFound, param: "model", code: "model_not_found")
+        }
+        #expect(!fake.adapterNames().contains("good"))
+        try await withServer(fake, configure: { $0.adapterRoots = [tree.root]; $0.resolvesAdaptersFromRoots = true }) { client in
+            #expect(try await client.post("/v1/completions", request("good")).status == .ok)
+            #expect(fake.submitted.last?.adapter == "good")
+            let models = try #require(try await client.get("/v1/models").json["data"] as? [JSON])
+            #expect(models.contains { $0["id"] as? String == "good" && ($0["root"] as? String)?.hasSuffix("/root/good") == true })
+            for unknown in ["link", "missing", "..", "good/..", "evil"] {
+                try expectError(try await client.post("/v1/completions", request(unknown)), .notFound, param: "model", code: "model_not_found")
+            }
+            try FileManager.default.createDirectory(atPath: tree.root + "/bare", withIntermediateDirectories: true)
+            let bare = try await client.post("/v1/completions", request("bare"))
+            try expectError(bare, .badRequest, param: "model", code: "invalid_value")
+            let message = try #require(try bare.json["error"] as? JSON)["message"] as? String ?? ""
+            #expect(message.contains("<adapter root>/bare") && !message.contains(tree.base), "\(message)")
+        }
+        #expect(fake.adapterNames() == ["good", "python", "scripture"])
     }
 
     @Test func loadingIsOffWithoutRoots() async throws {

@@ -160,9 +160,10 @@ func expectError(_ response: TestResponse, _ status: HTTPResponse.Status, param:
                 "punica_generation_tokens_total 3",
                 "# TYPE punica_time_to_first_token_seconds histogram", #"punica_time_to_first_token_seconds_bucket{le="+Inf"} 1"#,
                 "punica_time_to_first_token_seconds_count 1", "punica_inter_token_latency_seconds_count 2",
-                "# TYPE punica_requests_running gauge", "punica_requests_running 2", "punica_requests_waiting 1",
-                "punica_kv_pages_used 7", "punica_kv_pages_total 100",
-                #"punica_adapter_requests{model="base"} 1"#, #"punica_adapter_requests{model="python"} 2"#, #"punica_adapter_requests{model="scripture"} 0"#,
+                "# TYPE punica_requests_running gauge", "punica_requests_running 2.0", "punica_requests_waiting 1.0",
+                "punica_kv_pages_used 7.0", "punica_kv_pages_total 100.0",
+                #"punica_adapter_requests{model="base"} 1.0"#, #"punica_adapter_requests{model="python"} 2.0"#, #"punica_adapter_requests{model="scripture"} 0.0"#,
+                #"vllm:num_requests_running{model_name="base"} 2.0"#, #"vllm:kv_cache_usage_perc{model_name="base"} 0.07"#,
             ] {
                 #expect(lines.contains(expected), "\(expected)")
             }
