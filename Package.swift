@@ -24,7 +24,6 @@ let package = Package(
         .target(name: "PunicaCUDA", dependencies: ["PunicaCompute"], resources: [
             .embedInCode("Kernels/common.cuh"), .embedInCode("Kernels/elementwise.cu"),
             .embedInCode("Kernels/attention.cu"), .embedInCode("Kernels/lora.cu"), .embedInCode("Kernels/sampling.cu"),
-            .embedInCode("Kernels/gemm.cu"),
         ]),
         .target(name: "PunicaTokenizer"),
         .target(name: "PunicaModel", dependencies: ["PunicaCompute"]),

@@ -90,8 +90,8 @@ final class CUDAPlan: StepPlan {
     let loraTileCount: Int
     /// The first `loraSmallTileCount` tiles are the CUDA-core shrink's; the rest the tensor-core shrink's.
     let loraSmallTileCount: Int
-    /// Rows of the longest CUDA-core tile this step (1 when every such segment is a decode row).
-    let loraLongestTile: Int
+    /// Rows of the longest CUDA-core tile this step (1 when every such segment is a decode row), and of the longest tile.
+    let loraLongestTile: Int, loraLongestAnyTile: Int
     /// TILE_ROWS in lora.cu, the longest CUDA-core tile: the shrink keeps one accumulator per (row, rank row) pair in registers.
     static let loraTileRows = 16
     /// The shortest segment the tensor-core shrink takes: one 16-row mma block.
@@ -115,6 +115,7 @@ final class CUDAPlan: StepPlan {
         loraTileCount = tiles.count
         loraSmallTileCount = small.count
         loraLongestTile = small.map { $0.end - $0.start }.max() ?? 1
+        loraLongestAnyTile = tiles.map { $0.end - $0.start }.max() ?? 1
         fixed = nil
         (tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows) = Self.offsets(sections.map(\.count))
         buffer = backend.upload(Array(sections.joined()))
@@ -126,7 +127,7 @@ final class CUDAPlan: StepPlan {
         self.maxPages = maxPages
         loraTileCount = rows
         loraSmallTileCount = rows
-        loraLongestTile = 1
+        (loraLongestTile, loraLongestAnyTile) = (1, 1)
         fixed = (rows, withLoRA, attentionSplits)
         let sizes = [rows, rows, rows, rows * maxPages, rows, rows, rows, rows]
         (tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows) = Self.offsets(sizes)
@@ -255,8 +256,6 @@ public final class CUDABackend: Backend {
     let kernels: KernelLibrary
     let blas: CUBLAS
     private let blasWorkspace: Tensor
-    /// The skinny GEMM's split partial sums (float32) and its per-column-block counters (int32, zero between launches).
-    private let gemmPartials: Tensor, gemmCounters: Tensor
 
     public init(device: Int = 0, dtype: DType = .bfloat16) throws {
         guard dtype != .float32 else { throw CUDAError.unsupported("the CUDA backend stores float16 or bfloat16, not float32") }
@@ -294,9 +293,6 @@ public final class CUDABackend: Backend {
         let workspaceBytes = 32 << 20
         blasWorkspace = Tensor(shape: [workspaceBytes], dtype: .float16, storage: CUDAStorage(bytes: workspaceBytes, memory: memory, pooled: false))
         blas = try CUBLAS(stream: stream, workspace: blasWorkspace.address, workspaceBytes: workspaceBytes)
-        gemmPartials = Tensor(shape: [4 << 20], dtype: .float32, storage: CUDAStorage(bytes: 16 << 20, memory: memory, pooled: false))
-        gemmCounters = Tensor(shape: [1 << 16], dtype: .float32, storage: CUDAStorage(bytes: 4 << 16, memory: memory, pooled: false))
-        zeroed(gemmCounters)
     }
 
     public var name: String { "cuda (\(deviceName), \(dtype))" }
@@ -508,30 +504,7 @@ public final class CUDABackend: Backend {
                           eps: epsilon), grid: (x.rows, 1, 1), block: 512)
     }
 
-    /// out = x · weightᵀ. Decode-sized steps (at most 64 rows) stream the weights through gemm.cu's skinny GEMM;
-    /// larger ones are cuBLAS's.
     public func matmul(x: Tensor, weight: Tensor, out: Tensor) {
-        guard x.rows > 0 else { return }
-        let (m, n, k) = (x.rows, weight.rows, x.rowWidth)
-        guard m <= SkinnyRows64.rows, k % 8 == 0, (n + 63) / 64 <= gemmCounters.elementCount else { return cublasMatmul(x: x, weight: weight, out: out) }
-        // Split the input columns until there are two blocks per multiprocessor, each split at least 8 steps long and
-        // the partial sums within the workspace.
-        let columnBlocks = (n + SkinnyGEMM<SkinnyRows16>.columns - 1) / SkinnyGEMM<SkinnyRows16>.columns
-        let step = SkinnyGEMM<SkinnyRows16>.kStep
-        var splits = max(1, min(8, k / (8 * step), (2 * multiprocessorCount + columnBlocks - 1) / columnBlocks))
-        while splits > 1 && splits * m * n > gemmPartials.elementCount { splits -= 1 }
-        let kSplit = ((k + splits - 1) / splits + step - 1) / step * step
-        func run<Rows: SkinnyGEMMRows>(_: Rows.Type) {
-            launch(SkinnyGEMM<Rows>(x: x.address, w: weight.address, y: out.address, partials: gemmPartials.address, counters: gemmCounters.address,
-                                    m: Int32(m), n: Int32(n), k: Int32(k), kSplit: Int32(kSplit)),
-                   grid: (columnBlocks, (k + kSplit - 1) / kSplit, 1), block: 128,
-                   sharedBytes: SkinnyGEMM<Rows>.sharedBytes(scalarBytes: dtype.byteSize))
-        }
-        if m <= SkinnyRows16.rows { run(SkinnyRows16.self) } else if m <= SkinnyRows32.rows { run(SkinnyRows32.self) } else { run(SkinnyRows64.self) }
-    }
-
-    /// out = x · weightᵀ through cuBLAS at any size (`matmul` without the skinny kernel: for benchmarks).
-    public func cublasMatmul(x: Tensor, weight: Tensor, out: Tensor) {
         let dataType: Int32 = dtype == .bfloat16 ? 14 : 2  // CUDA_R_16BF, CUDA_R_16F
         guard x.rows > 0 else { return }
         makeCurrent()
@@ -620,10 +593,11 @@ public final class CUDABackend: Backend {
                    grid: (mmaTiles, rankChunks, (x.rowWidth + kSplit - 1) / kSplit), block: 128)
         }
         guard cuda.loraSmallTileCount > 0 else { return }
-        // More rank rows per block read x once for all of them, but fewer blocks: stop at two per multiprocessor.
+        // More rank rows per block read x once for all of them, but fewer blocks: stop at two per multiprocessor
+        // among the blocks within the adapters' ranks (a recorded grid's blocks past them return at once).
         var ranksPerBlock = 1
         while 2 * ranksPerBlock * cuda.loraLongestTile <= CUDAPlan.loraTileRows
-            && cuda.loraSmallTileCount * ((ranks + 2 * ranksPerBlock - 1) / (2 * ranksPerBlock)) >= 2 * multiprocessorCount {
+            && cuda.loraSmallTileCount * ((projection.maxRank + 2 * ranksPerBlock - 1) / (2 * ranksPerBlock)) >= 2 * multiprocessorCount {
             ranksPerBlock *= 2
         }
         launch(SGMVShrink(x: x.address, v: v.address, slots: slots, tileStart: tileStart, tileEnd: tileEnd, tileSlot: tileSlot,
@@ -637,7 +611,8 @@ public final class CUDABackend: Backend {
         launch(SGMVExpand(v: v.address, y: y.address, slots: loraTable(projection).buffer.address, tileStart: cuda.address(cuda.tileStart),
                           tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), vWidth: Int32(v.rowWidth),
                           yWidth: Int32(y.rowWidth)),
-               grid: (cuda.loraTileCount, (y.rowWidth + 127) / 128, 1), block: 128)
+               grid: (cuda.loraTileCount, (y.rowWidth + 127) / 128, (cuda.loraLongestAnyTile + SGMVExpand.rowsPerBlock - 1) / SGMVExpand.rowsPerBlock),
+               block: 128)
     }
 
     public func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> [Int] {

@@ -154,9 +154,8 @@ struct BenchLoRA: ParsableCommand {
         print("device: \(gpu.name); copy bandwidth \(fixed(bandwidth / 1e12, 2)) TB/s (read + write); median of \(iterations) CUDA-event timings")
         print("vLLM: 0.33's Triton lora_shrink + lora_expand measured on an NVIDIA H200 as CUDA-graph replays, float16, 4096×4096 only "
               + "(../shared/ARCHITECTURE.md); not re-measured by this command")
-        print("base GEMM: x·Wᵀ as the model runs it (the skinny GEMM up to 64 rows), then through cuBLAS alone, each with its multiple of W's bytes roofline")
-        print("| in×out | rank | batch | popularity | adapters | µs | roofline µs | × roofline | base GEMM µs | × | cuBLAS µs | × | vLLM µs (H200) | × vLLM |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| in×out | rank | batch | popularity | adapters | µs | roofline µs | × roofline | base GEMM µs | vLLM µs (H200) | × vLLM |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for shape in projection {
             let parts = shape.split(separator: "x").compactMap { Int($0) }
             guard parts.count == 2 else { throw ValidationError("--projection \(shape): expected IN x OUT, e.g. 4096x4096") }
@@ -174,9 +173,7 @@ struct BenchLoRA: ParsableCommand {
                 for rows in batch {
                     let x = gpu.randomWeight(shape: [rows, inWidth], scale: 1, seed: 3), y = gpu.zeros([rows, outWidth])
                     let v = gpu.float32Zeros([rows, r])
-                    let base = median(try gpu.eventTimes(iterations: iterations, warmup: 5) { gpu.matmul(x: x, weight: weight, out: y) })
-                    let cublas = median(try gpu.eventTimes(iterations: iterations, warmup: 5) { gpu.cublasMatmul(x: x, weight: weight, out: y) })
-                    let weightRoofline = Double(2 * (inWidth * outWidth + rows * (inWidth + outWidth))) / bandwidth * 1e6
+                    let baseTimes = try gpu.eventTimes(iterations: iterations, warmup: 5) { gpu.matmul(x: x, weight: weight, out: y) }
                     for workload in popularity {
                         let counts = workload.requestsPerAdapter(rows)
                         var segments: [LoRASegment] = []
@@ -197,8 +194,7 @@ struct BenchLoRA: ParsableCommand {
                         let measured = median(times)
                         let peer = inWidth == 4096 && outWidth == 4096 ? vLLMMeasured[r]?[rows]?[workload] : nil
                         print("| \(inWidth)×\(outWidth) | \(r) | \(rows) | \(workload.rawValue) | \(counts.count) | \(fixed(measured, 1)) | "
-                              + "\(fixed(roofline, 1)) | \(fixed(measured / roofline, 2)) | \(fixed(base, 1)) | \(fixed(base / weightRoofline, 2)) | "
-                              + "\(fixed(cublas, 1)) | \(fixed(cublas / weightRoofline, 2)) | "
+                              + "\(fixed(roofline, 1)) | \(fixed(measured / roofline, 2)) | \(fixed(median(baseTimes), 1)) | "
                               + "\(peer.map { fixed($0, 1) } ?? "—") | \(peer.map { fixed(measured / $0, 2) } ?? "—") |")
                     }
                 }

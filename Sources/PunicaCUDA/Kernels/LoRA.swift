@@ -15,6 +15,8 @@ struct SGMVShrinkMMA: KernelParameters {
 
 struct SGMVExpand: KernelParameters {
     static let kernel = "sgmv_expand"
+    /// EXPAND_ROWS in lora.cu: tile rows per block.
+    static let rowsPerBlock = 4
     var v: UInt64 = 0, y: UInt64 = 0, slots: UInt64 = 0, tileStart: UInt64 = 0, tileEnd: UInt64 = 0, tileSlot: UInt64 = 0
     var vWidth: Int32 = 0, yWidth: Int32 = 0
 }

@@ -161,9 +161,10 @@ extern "C" __global__ void sgmv_shrink_mma(const scalar_t* __restrict__ x, float
 }
 
 // Expand: y[rows, c] += v[rows, rank_offset ..< +rank] · B[c - output_offset] for the piece whose output columns
-// hold c. grid: (tiles, ceil(y_width / 128)); block: 128, one thread per output column, reading its row of B
-// (rank contiguous scalars) 16 bytes at a time. Tile rows go EXPAND_ROWS at a time (B rows then come from L1):
-// few accumulators keep registers, and so occupancy, where decode steps need it.
+// hold c. grid: (tiles, ceil(y_width / 128), ceil(longest tile / EXPAND_ROWS)); block: 128, one thread per output
+// column, reading its row of B (rank contiguous scalars) 16 bytes at a time, for EXPAND_ROWS rows of the tile
+// (blockIdx.z picks which): few accumulators keep registers, and so occupancy, and a long tile (the tensor-core
+// shrink's 64 rows) still spreads over many blocks.
 #define EXPAND_ROWS 4
 extern "C" __global__ void sgmv_expand(const float* __restrict__ v, scalar_t* __restrict__ y, const LoraSlot* __restrict__ slots,
                                        const int* __restrict__ tile_start, const int* __restrict__ tile_end,
@@ -181,7 +182,8 @@ extern "C" __global__ void sgmv_expand(const float* __restrict__ v, scalar_t* __
     const LoraPiece& piece = slot.pieces[found];
     const int rank = piece.rank;
     const scalar_t* b = piece.b + (size_t)(column - piece.output_offset) * rank;
-    for (int first = tile_start[blockIdx.x], end = tile_end[blockIdx.x]; first < end; first += EXPAND_ROWS) {
+    const int first = tile_start[blockIdx.x] + blockIdx.z * EXPAND_ROWS, end = tile_end[blockIdx.x];
+    if (first < end) {
         const int rows = min(EXPAND_ROWS, end - first);
         const float* vs = v + (size_t)first * v_width + piece.rank_offset;
         float sum[EXPAND_ROWS] = {};
