@@ -5,18 +5,28 @@ import Darwin
 #endif
 import PunicaCompute
 
-/// Float32 host memory. Owned: allocated zeroed, freed with the tensor.
+/// Float32 host memory: owned (allocated zeroed, freed with the tensor), or a view into another storage, which it
+/// keeps alive (an adapter's weights in its slab).
 final class CPUStorage: TensorStorage {
     let pointer: UnsafeMutablePointer<Float>
     let count: Int
+    private let owner: CPUStorage?
 
     init(count: Int) {
         self.count = count
         pointer = .allocate(capacity: max(count, 1))
         pointer.initialize(repeating: 0, count: max(count, 1))
+        owner = nil
     }
 
-    deinit { pointer.deallocate() }
+    init(viewing owner: CPUStorage, offset: Int, count: Int) {
+        precondition(offset >= 0 && offset + count <= owner.count, "a view lies inside its storage")
+        self.count = count
+        pointer = owner.pointer + offset
+        self.owner = owner
+    }
+
+    deinit { if owner == nil { pointer.deallocate() } }
 }
 
 extension Tensor {
@@ -88,6 +98,16 @@ public final class CPUBackend: Backend {
         let tensor = zeros(shape)
         HalfConversion.toFloat32(source, dtype: dtype, count: tensor.elementCount, into: tensor.floats)
         return tensor
+    }
+
+    public var weightDType: DType { .float32 }
+
+    public func hostBuffer(bytes: Int) -> HostBuffer { HostBuffer(byteCount: bytes) }
+
+    public func weights(slab: HostBuffer, views: [(offset: Int, shape: [Int])]) -> [Tensor] {
+        let storage = CPUStorage(count: slab.byteCount / 4)
+        UnsafeMutableRawPointer(storage.pointer).copyMemory(from: slab.pointer, byteCount: storage.count * 4)
+        return views.map { Tensor(shape: $0.shape, dtype: .float32, storage: CPUStorage(viewing: storage, offset: $0.offset, count: $0.shape.reduce(1, *))) }
     }
 
     public func randomWeight(shape: [Int], scale: Float, seed: UInt64) -> Tensor {

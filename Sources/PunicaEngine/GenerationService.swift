@@ -62,6 +62,9 @@ public struct EngineStats: Sendable, Equatable {
     public var steps: Int
     public var lastStepSequences: Int
     public var lastStepTokens: Int
+    /// Adapters past registered (loading, on host, resident in a slot), and the bytes of the host tier.
+    public var adapterStates: [String: AdapterResidency.State] = [:]
+    public var adapterHostBytes = 0
 
     public init(running: Int, waiting: Int, kvPagesUsed: Int, kvPagesTotal: Int, requestsPerAdapter: [String: Int],
                 generatedTokensPerSecond: Double, steps: Int, lastStepSequences: Int, lastStepTokens: Int) {

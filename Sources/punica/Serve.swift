@@ -37,8 +37,12 @@ struct Serve: AsyncParsableCommand {
     var kvCacheTokens: Int?
     @Option(help: "Share of the GPU's memory for weights, steps, adapters and the KV cache together.")
     var gpuMemoryUtilization = EngineConfiguration().gpuMemoryUtilization
-    @Option(help: "LoRA rank the GPU memory sizing reserves room for, per loaded adapter (higher ranks still load).")
+    @Option(help: "LoRA rank the GPU memory sizing reserves room for, per adapter slot (higher ranks still load).")
     var maxLoraRank = EngineConfiguration().maxLoRARank
+    @Option(help: "Adapters a step can use at once, each with its weights on the device.")
+    var adapterSlots = EngineConfiguration().adapterSlots
+    @Option(help: "GiB of host memory for adapters already read and converted, so bringing one back to the device is one copy.")
+    var adapterHostCacheGib = Double(EngineConfiguration().adapterHostCacheBytes) / Double(1 << 30)
     @Option(help: "Seconds a connection with no request in progress may stay silent.") var idleTimeout = seconds(HTTPLimits().idleTimeout)
     @Option(help: "Seconds from a request's first byte to the end of its headers (else 408, closed).") var headerTimeout = seconds(HTTPLimits().headerTimeout)
     @Option(help: "Seconds from a request's headers to the end of its body (else 408, closed).") var bodyTimeout = seconds(HTTPLimits().bodyTimeout)
@@ -59,6 +63,8 @@ struct Serve: AsyncParsableCommand {
         try require(maxTokensLimit > 0, "--max-tokens-limit", "must be > 0", maxTokensLimit)
         try require(maxRunningRequests > 0, "--max-running-requests", "must be > 0", maxRunningRequests)
         try require(maxWaitingRequests >= 0, "--max-waiting-requests", "must be >= 0", maxWaitingRequests)
+        try require(adapterSlots > 0, "--adapter-slots", "must be > 0", adapterSlots)
+        try require(adapterHostCacheGib >= 0 && adapterHostCacheGib <= 1_048_576, "--adapter-host-cache-gib", "must be in 0...1048576", adapterHostCacheGib)
         let page = EngineConfiguration().pageSize
         if let kvCacheTokens {
             try require(kvCacheTokens >= page, "--kv-cache-tokens", "must be at least one KV page (\(page) tokens)", kvCacheTokens)
@@ -101,6 +107,8 @@ struct Serve: AsyncParsableCommand {
         engineConfiguration.kvCacheTokens = kvCacheTokens
         engineConfiguration.gpuMemoryUtilization = gpuMemoryUtilization
         engineConfiguration.maxLoRARank = maxLoraRank
+        engineConfiguration.adapterSlots = adapterSlots
+        engineConfiguration.adapterHostCacheBytes = Int(adapterHostCacheGib * Double(1 << 30))
         engineConfiguration.recordDecodeSteps = !enforceEager
         let engine = try Engine(model: model, tokenizer: tokenizer, configuration: engineConfiguration)
         logger.info("\(engine.kvCacheSummary)")
