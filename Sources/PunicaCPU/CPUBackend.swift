@@ -5,12 +5,12 @@ import Darwin
 #endif
 import PunicaCompute
 
-/// Float32 host memory: owned (allocated zeroed, freed with the tensor), or a view into another storage, which it
-/// keeps alive (an adapter's weights in its slab).
+/// Float32 host memory: owned (allocated zeroed, freed with the tensor), or a view into memory that `owner` keeps
+/// alive (an adapter's weights in its host slab).
 final class CPUStorage: TensorStorage {
     let pointer: UnsafeMutablePointer<Float>
     let count: Int
-    private let owner: CPUStorage?
+    private let owner: AnyObject?
 
     init(count: Int) {
         self.count = count
@@ -19,10 +19,9 @@ final class CPUStorage: TensorStorage {
         owner = nil
     }
 
-    init(viewing owner: CPUStorage, offset: Int, count: Int) {
-        precondition(offset >= 0 && offset + count <= owner.count, "a view lies inside its storage")
+    init(viewing pointer: UnsafeMutablePointer<Float>, count: Int, owner: AnyObject) {
         self.count = count
-        pointer = owner.pointer + offset
+        self.pointer = pointer
         self.owner = owner
     }
 
@@ -104,10 +103,14 @@ public final class CPUBackend: Backend {
 
     public func hostBuffer(bytes: Int) -> HostBuffer { HostBuffer(byteCount: bytes) }
 
+    /// Tensors live in host memory: the weights are views of the slab itself, no copy.
     public func weights(slab: HostBuffer, views: [(offset: Int, shape: [Int])]) -> [Tensor] {
-        let storage = CPUStorage(count: slab.byteCount / 4)
-        UnsafeMutableRawPointer(storage.pointer).copyMemory(from: slab.pointer, byteCount: storage.count * 4)
-        return views.map { Tensor(shape: $0.shape, dtype: .float32, storage: CPUStorage(viewing: storage, offset: $0.offset, count: $0.shape.reduce(1, *))) }
+        let floats = slab.pointer.assumingMemoryBound(to: Float.self)
+        return views.map { view in
+            let count = view.shape.reduce(1, *)
+            precondition(view.offset >= 0 && (view.offset + count) * 4 <= slab.byteCount, "a view lies inside its slab")
+            return Tensor(shape: view.shape, dtype: .float32, storage: CPUStorage(viewing: floats + view.offset, count: count, owner: slab))
+        }
     }
 
     public func randomWeight(shape: [Int], scale: Float, seed: UInt64) -> Tensor {

@@ -70,6 +70,7 @@ public protocol Backend: AnyObject {
     func hostBuffer(bytes: Int) throws -> HostBuffer
     /// One device allocation holding `slab`'s bytes (`weightDType` elements), one copy, viewed as tensors at the given
     /// element offsets: an adapter's weights. The copy is ordered before every later op; `slab` may go right after.
+    /// Where tensors live in host memory (the CPU), the views are of the slab itself, which they keep alive.
     func weights(slab: HostBuffer, views: [(offset: Int, shape: [Int])]) -> [Tensor]
     /// A weight of values uniform in [-scale, scale), reproducible from `seed` on one backend (the values differ
     /// between backends): random models for benchmarks.

@@ -47,6 +47,10 @@ public struct AdapterResidency: Sendable {
     public private(set) var occupants: [String?]
     /// Loads started and not yet reported, stale ones included (they still hold a loader).
     public private(set) var loadsInFlight = 0
+    /// Bytes of every host copy.
+    public private(set) var hostBytes = 0
+    /// Bumped by every change of a state or host copy (not by use), so readers copy `states` only when it changed.
+    public private(set) var version = 0
     private var clock = 0
     private var nextTicket = 0
 
@@ -70,16 +74,17 @@ public struct AdapterResidency: Sendable {
     /// Every registered adapter's state (for stats).
     public var states: [String: State] { entries.mapValues(\.state) }
 
-    /// Bytes of every host copy.
-    public var hostBytes: Int { entries.values.reduce(0) { $0 + ($1.hostBytes ?? 0) } }
-
     public mutating func register(_ name: String) {
-        if entries[name] == nil { entries[name] = Entry() }
+        guard entries[name] == nil else { return }
+        entries[name] = Entry()
+        version += 1
     }
 
     /// Forgets an adapter no request uses; a load in flight reports stale.
     public mutating func unregister(_ name: String) -> [Action] {
         guard let entry = entries.removeValue(forKey: name) else { return [] }
+        version += 1
+        hostBytes -= entry.hostBytes ?? 0
         var actions: [Action] = []
         if case let .resident(slot) = entry.state {
             occupants[slot] = nil
@@ -97,6 +102,8 @@ public struct AdapterResidency: Sendable {
         guard entries[name]?.ticket == ticket, entries[name]?.state == .loading else { return false }
         entries[name]!.state = .onHost
         entries[name]!.hostBytes = bytes
+        hostBytes += bytes
+        version += 1
         touch(name)
         return true
     }
@@ -107,6 +114,7 @@ public struct AdapterResidency: Sendable {
         loadsInFlight -= 1
         guard entries[name]?.ticket == ticket, entries[name]?.state == .loading else { return false }
         entries[name]!.state = .registered
+        version += 1
         return true
     }
 
@@ -121,7 +129,8 @@ public struct AdapterResidency: Sendable {
         }
         let wanted = running.union(waiting)
         var kept = running  // adapters whose slot this plan will not take
-        var waitingOnHost = entries.values.reduce(0) { $0 + ($1.state == .onHost ? $1.hostBytes ?? 0 : 0) }
+        // Bytes of host copies waiting for a slot, summed when a load decision first needs it, then kept current.
+        var waitingOnHost: Int?
         var seen: Set<String> = []
         for name in waiting where seen.insert(name).inserted {
             guard let entry = entries[name] else { continue }
@@ -134,12 +143,12 @@ public struct AdapterResidency: Sendable {
                 if let victim = occupants[slot] {
                     let hostCopy = entries[victim]!.hostBytes
                     entries[victim]!.state = hostCopy == nil ? .registered : .onHost
-                    waitingOnHost += hostCopy ?? 0
+                    waitingOnHost? += hostCopy ?? 0
                     actions.append(.evict(slot: slot))
                 }
                 occupants[slot] = name
                 entries[name]!.state = .resident(slot: slot)
-                waitingOnHost -= entry.hostBytes ?? 0
+                waitingOnHost? -= entry.hostBytes ?? 0
                 actions.append(.upload(name, slot: slot))
                 kept.insert(name)
                 touch(name)
@@ -148,8 +157,10 @@ public struct AdapterResidency: Sendable {
             case .registered:
                 // Prefetch only while what waits on host for a slot leaves room in the budget; with nothing waiting
                 // there and nothing loading, one load always starts, whatever the budget.
-                guard loadsInFlight < maxLoads,
-                      waitingOnHost < hostBudget || (waitingOnHost == 0 && loadsInFlight == 0) else { continue }
+                guard loadsInFlight < maxLoads else { continue }
+                let onHost = waitingOnHost ?? entries.values.reduce(0) { $0 + ($1.state == .onHost ? $1.hostBytes ?? 0 : 0) }
+                waitingOnHost = onHost
+                guard onHost < hostBudget || (onHost == 0 && loadsInFlight == 0) else { continue }
                 nextTicket += 1
                 entries[name]!.state = .loading
                 entries[name]!.ticket = nextTicket
@@ -157,7 +168,9 @@ public struct AdapterResidency: Sendable {
                 actions.append(.load(name, ticket: nextTicket))
             }
         }
-        return actions + enforceHostBudget(wanted: wanted)
+        actions += enforceHostBudget(wanted: wanted)
+        if !actions.isEmpty { version += 1 }  // every change of state comes with an action
+        return actions
     }
 
     /// A free slot, else the least recently used slot whose adapter is not kept, preferring adapters no request wants.
@@ -172,13 +185,13 @@ public struct AdapterResidency: Sendable {
     /// Drops least recently used host copies while over budget; a copy on host that a waiting request wants (it has
     /// no other way to a slot) stays.
     private mutating func enforceHostBudget(wanted: Set<String>) -> [Action] {
+        guard hostBytes > hostBudget else { return [] }
         var actions: [Action] = []
-        var total = hostBytes
         let candidates = entries.filter { name, entry in
             entry.hostBytes != nil && !(entry.state == .onHost && wanted.contains(name))
         }.sorted { $0.value.lastUse < $1.value.lastUse }
-        for (name, entry) in candidates where total > hostBudget {
-            total -= entry.hostBytes!
+        for (name, entry) in candidates where hostBytes > hostBudget {
+            hostBytes -= entry.hostBytes!
             entries[name]!.hostBytes = nil
             if entry.state == .onHost { entries[name]!.state = .registered }
             actions.append(.dropHost(name))

@@ -72,6 +72,8 @@ public final class Engine: GenerationService, @unchecked Sendable {
     private var residency: AdapterResidency
     /// The host tier: host copies of adapters, as `residency` has them.
     private var hostAdapters: [String: HostAdapter] = [:]
+    /// The residency version and states the stats snapshot last took.
+    private var publishedResidency: (version: Int, states: [String: AdapterResidency.State]) = (-1, [:])
     private var drainWaiters: [CheckedContinuation<Void, Never>] = []
     private var throughput = ThroughputWindow()
 
@@ -97,7 +99,7 @@ public final class Engine: GenerationService, @unchecked Sendable {
         if let fixed = configuration.kvCacheTokens {
             (tokens, summary) = (fixed, "KV cache: \(fixed) tokens (--kv-cache-tokens)")
         } else if let memory = model.backend.deviceMemory() {
-            // Steps at their largest (a full prefill budget, every running request sampling) and every loaded adapter.
+            // Steps at their largest (a full prefill budget, every running request sampling) and every adapter slot.
             let reserved = model.stepBytes(rows: configuration.maxTokensPerStep + configuration.maxRunningRequests,
                                            logitRows: configuration.maxRunningRequests, loraRank: 3 * configuration.maxLoRARank)
                 + configuration.adapterSlots * model.adapterBytes(rank: configuration.maxLoRARank)
@@ -351,7 +353,11 @@ public final class Engine: GenerationService, @unchecked Sendable {
         for request in requests.values { perAdapter[request.request.adapter ?? "", default: 0] += 1 }
         let rate = throughput.tokensPerSecond(at: ContinuousClock.now)
         let (running, waiting, used) = (scheduler.running.count, scheduler.waiting.count, scheduler.allocator.usedCount)
-        let (adapterStates, hostBytes) = (residency.states.filter { $0.value != .registered }, residency.hostBytes)
+        // Copied only when residency changed: it lists every registered adapter.
+        if residency.version != publishedResidency.version {
+            publishedResidency = (residency.version, residency.states.filter { $0.value != .registered })
+        }
+        let (adapterStates, hostBytes) = (publishedResidency.states, residency.hostBytes)
         snapshot.update { stats in
             stats.running = running
             stats.waiting = waiting

@@ -33,7 +33,9 @@ import Testing
         #expect(r.state(of: "a") == .onHost && r.hostBytes == 100 && r.loadsInFlight == 0)
         #expect(r.plan(running: [], waiting: ["a"]) == [.upload("a", slot: 0)])
         #expect(r.state(of: "a") == .resident(slot: 0) && r.slot(of: "a") == 0 && r.ready == ["a"])
+        let version = r.version
         #expect(r.plan(running: ["a"], waiting: []).isEmpty, "a resident adapter needs nothing more")
+        #expect(r.version == version, "use alone is no change of state")
         #expect(r.hostBytes == 100, "the host copy is kept while the budget allows")
     }
 
