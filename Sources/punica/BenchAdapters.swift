@@ -84,7 +84,9 @@ struct BenchAdapters: ParsableCommand {
         print("| cold: host memory allocation alone | \(fixed(median(allocation), 2)) |")
         print("| cold: read + convert to host memory (allocation included) | \(fixed(median(convert), 2)) |")
         print("| cold: to the device (read, convert, upload) | \(fixed(median(cold), 2)) |")
-        print("| host tier: upload only | \(fixed(median(fromHost), 2)) (\(fixed(Double(bytes) / (median(fromHost) * 1e6), 1)) GB/s) |")
+        // On the CPU the weights are views of the host copy: nothing is copied, so no bandwidth is shown.
+        let bandwidth = cuda == nil ? "" : " (\(fixed(Double(bytes) / (median(fromHost) * 1e6), 1)) GB/s)"
+        print("| host tier: upload only | \(fixed(median(fromHost), 2))\(bandwidth) |")
         hosts = []
         for loaders in inFlight {
             // `loaders` threads read and convert all adapters, thread w taking w, w + loaders, …; uploads follow on
