@@ -175,7 +175,7 @@ def test_under_load(a, b):
             stream.close()
     for replica in (a, b):
         endpoint = replica.wait_for(lambda e: e["running"] == e["waiting"] == 0 and e["kv_usage"] == 0 and not e["active"], "idle again")
-    check(a.endpoint()["residency"]["python"] in ("slot", "loaded"), "python stays resident after its requests")
+    check(a.endpoint()["residency"]["python"] in ("slot", "host"), "python stays resident after its requests")
 
 
 def test_rollout(a, b, adapter_root):

@@ -4,10 +4,10 @@
 #   scripts/gpu.sh bundle        (here)  static `punica`, the test bundle and the Swift runtime it needs, into .gpu/
 #   scripts/gpu.sh run OUT [..]  (there) the CUDA test suites, then the benchmarks; logs and tables into OUT
 #
-# `run` takes what to do after OUT: tests, lora, attention, forward, prefill, long, profile, engine, serve (default: tests lora forward;
-# profile needs Nsight Compute's ncu: per-kernel times of a 7B decode step without and with distinct adapters; engine
-# and serve need torch and safetensors to make a random 7B checkpoint, serve also 32 random adapters for
-# `punica serve` driven by scripts/bench_serve.py). Everything the GPU host needs is in the repository plus .gpu/
+# `run` takes what to do after OUT: tests, lora, attention, forward, prefill, long, profile, engine, adapters, serve (default:
+# tests lora forward; profile needs Nsight Compute's ncu: per-kernel times of a 7B decode step without and with distinct
+# adapters; engine and serve need torch and safetensors to make a random 7B checkpoint, serve also 32 random adapters
+# for `punica serve` driven by scripts/bench_serve.py). Everything the GPU host needs is in the repository plus .gpu/
 # (about 49 MB compressed); the bundled models/ (40 MB) is not needed there, so where the copy to the GPU host is
 # size-limited, move models/ aside for that copy. Environment it honours: PUNICA_LIBCUDA,
 # PUNICA_NVRTC, PUNICA_CUBLAS, PUNICA_CUDA_INCLUDE (library/header locations), PUNICA_KERNEL_CACHE.
@@ -80,6 +80,11 @@ run)
             [ -f /tmp/punica-llama-7b/config.json ] || python3 scripts/make_random_model.py /tmp/punica-llama-7b --tokenizer .gpu/tokenizer
             .gpu/punica bench engine --model /tmp/punica-llama-7b --device cuda --dtype float16 --concurrency 1 8 32 \
                 --distinct 0 1 8 32 --prompt-tokens 128 --max-tokens 64 2>&1 | tee "$out/bench-engine-7b.md" ;;
+        adapters)
+            # Adapter load time on Llama-2-7B shapes: random rank-16 adapters on all seven projections (float32 files,
+            # page cache warm), cold and from the host tier, one and four loads at once.
+            .gpu/punica bench adapters --device cuda --dtype float16 --shape llama-7b --rank 16 --count 8 --in-flight 1 4 2>&1 \
+                | tee "$out/bench-adapters-7b.md" ;;
         serve)
             # Issue 13's serving workload: 32 random rank-16 adapters never seen before at 4 req/s (cold loads in the
             # TTFT), then saturation (every request at once) per popularity, and 256 names over the 32 directories.

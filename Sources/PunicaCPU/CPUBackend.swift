@@ -5,18 +5,27 @@ import Darwin
 #endif
 import PunicaCompute
 
-/// Float32 host memory. Owned: allocated zeroed, freed with the tensor.
+/// Float32 host memory: owned (allocated zeroed, freed with the tensor), or a view into memory that `owner` keeps
+/// alive (an adapter's weights in its host slab).
 final class CPUStorage: TensorStorage {
     let pointer: UnsafeMutablePointer<Float>
     let count: Int
+    private let owner: AnyObject?
 
     init(count: Int) {
         self.count = count
         pointer = .allocate(capacity: max(count, 1))
         pointer.initialize(repeating: 0, count: max(count, 1))
+        owner = nil
     }
 
-    deinit { pointer.deallocate() }
+    init(viewing pointer: UnsafeMutablePointer<Float>, count: Int, owner: AnyObject) {
+        self.count = count
+        self.pointer = pointer
+        self.owner = owner
+    }
+
+    deinit { if owner == nil { pointer.deallocate() } }
 }
 
 extension Tensor {
@@ -88,6 +97,20 @@ public final class CPUBackend: Backend {
         let tensor = zeros(shape)
         HalfConversion.toFloat32(source, dtype: dtype, count: tensor.elementCount, into: tensor.floats)
         return tensor
+    }
+
+    public var weightDType: DType { .float32 }
+
+    public func hostBuffer(bytes: Int) -> HostBuffer { HostBuffer(byteCount: bytes) }
+
+    /// Tensors live in host memory: the weights are views of the slab itself, no copy.
+    public func weights(slab: HostBuffer, views: [(offset: Int, shape: [Int])]) -> [Tensor] {
+        let floats = slab.pointer.assumingMemoryBound(to: Float.self)
+        return views.map { view in
+            let count = view.shape.reduce(1, *)
+            precondition(view.offset >= 0 && (view.offset + count) * 4 <= slab.byteCount, "a view lies inside its slab")
+            return Tensor(shape: view.shape, dtype: .float32, storage: CPUStorage(viewing: floats + view.offset, count: count, owner: slab))
+        }
     }
 
     public func randomWeight(shape: [Int], scale: Float, seed: UInt64) -> Tensor {

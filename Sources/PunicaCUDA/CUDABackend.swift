@@ -5,21 +5,33 @@ import Foundation
 #endif
 import PunicaCompute
 
-/// Device memory behind a tensor. Activations come from (and return to) a pool; weights are allocated exactly.
+/// Device memory behind a tensor. Activations come from (and return to) a pool; weights are allocated exactly. A
+/// view lies inside another storage, which it keeps alive (an adapter's weights in its slab).
 final class CUDAStorage: TensorStorage {
     let address: UInt64
     let bytes: Int
     private let memory: DeviceMemory
     private let pool: DeviceMemory.Pool?
+    private let owner: CUDAStorage?
 
     init(bytes: Int, memory: DeviceMemory, pooled: Bool) {
         self.bytes = bytes
         self.memory = memory
         pool = pooled ? memory.currentPool : nil
         address = memory.allocate(bytes, pool: pool)
+        owner = nil
     }
 
-    deinit { memory.release(address, bytes: bytes, pool: pool) }
+    init(viewing owner: CUDAStorage, byteOffset: Int, bytes: Int) {
+        precondition(byteOffset >= 0 && byteOffset + bytes <= owner.bytes, "a view lies inside its storage")
+        self.bytes = bytes
+        memory = owner.memory
+        pool = nil
+        address = owner.address + UInt64(byteOffset)
+        self.owner = owner
+    }
+
+    deinit { if owner == nil { memory.release(address, bytes: bytes, pool: pool) } }
 }
 
 /// cuMemAlloc is slow and synchronizing, so per-step buffers are recycled by power-of-two size class. Reuse is safe
@@ -252,6 +264,10 @@ public final class CUDABackend: Backend {
     let driver: CUDADriver
     let context: OpaquePointer?
     let stream: OpaquePointer?
+    /// Adapter uploads: their copies run beside the step's kernels, and `stream` waits for them by event.
+    private let loaderStream: OpaquePointer?
+    /// Uploads whose copy may still be running, each holding its host memory until its event completes.
+    private var uploads: [(done: OpaquePointer?, source: HostBuffer)] = []
     let memory: DeviceMemory
     let kernels: KernelLibrary
     let blas: CUBLAS
@@ -283,6 +299,9 @@ public final class CUDABackend: Backend {
         deviceName = String(cString: name)
         var stream: OpaquePointer?
         try driver.call("cuStreamCreate", driver.cuStreamCreate(&stream, 1))
+        var loaderStream: OpaquePointer?
+        try driver.call("cuStreamCreate", driver.cuStreamCreate(&loaderStream, 1))
+        self.loaderStream = loaderStream
         self.driver = driver
         self.context = context
         self.stream = stream
@@ -364,12 +383,49 @@ public final class CUDABackend: Backend {
             var floats = [Float](repeating: 0, count: count)
             HalfConversion.toFloat32(source, dtype: sourceType, count: count, into: &floats)
             for i in 0..<count {
-                halves[i] = dtype == .bfloat16 ? HalfConversion.bfloat16(floats[i]) : Float16(floats[i]).bitPattern
+                halves[i] = dtype == .bfloat16 ? HalfConversion.bfloat16(floats[i]) : HalfConversion.float16(floats[i])
             }
         }
         let tensor = allocate(shape, dtype: dtype, pooled: false)
         copyToDevice(halves.withUnsafeBytes { Array($0) }, tensor.address)
         return tensor
+    }
+
+    public var weightDType: DType { dtype }
+
+    public func hostBuffer(bytes: Int) throws -> HostBuffer {
+        makeCurrent()
+        var pointer: UnsafeMutableRawPointer?
+        try driver.call("cuMemHostAlloc(\(bytes) bytes)", driver.cuMemHostAlloc(&pointer, max(bytes, 1), 0))
+        return HostBuffer(pointer: pointer!, byteCount: bytes) { [driver, context] in
+            _ = driver.cuCtxSetCurrent(context)  // freed on whichever thread drops it
+            _ = driver.cuMemFreeHost($0)
+        }
+    }
+
+    public func weights(slab: HostBuffer, views: [(offset: Int, shape: [Int])]) -> [Tensor] {
+        precondition(!memory.recording, "no uploads inside a recorded step")
+        makeCurrent()
+        let storage = CUDAStorage(bytes: slab.byteCount, memory: memory, pooled: false)
+        var done: OpaquePointer?
+        must { () throws(CUDAError) in
+            try driver.call("cuMemcpyHtoDAsync_v2(\(slab.byteCount) bytes)",
+                            driver.cuMemcpyHtoDAsync(storage.address, slab.pointer, slab.byteCount, loaderStream))
+            try driver.call("cuEventCreate", driver.cuEventCreate(&done, 2))  // CU_EVENT_DISABLE_TIMING
+            try driver.call("cuEventRecord", driver.cuEventRecord(done, loaderStream))
+            try driver.call("cuStreamWaitEvent", driver.cuStreamWaitEvent(stream, done, 0))
+        }
+        // Earlier uploads whose copy has finished (CUDA_SUCCESS) let go of their host memory.
+        uploads = uploads.filter { upload in
+            guard driver.cuEventQuery(upload.done) == 0 else { return true }
+            _ = driver.cuEventDestroy(upload.done)
+            return false
+        }
+        uploads.append((done, slab))
+        return views.map { view in
+            let bytes = view.shape.reduce(1, *) * dtype.byteSize
+            return Tensor(shape: view.shape, dtype: dtype, storage: CUDAStorage(viewing: storage, byteOffset: view.offset * dtype.byteSize, bytes: bytes))
+        }
     }
 
     public func randomWeight(shape: [Int], scale: Float, seed: UInt64) -> Tensor {

@@ -63,6 +63,15 @@ public protocol Backend: AnyObject {
     /// Copies checkpoint data (`dtype` elements, row-major `shape`) into a weight tensor; the backend picks the
     /// storage type. The source need not be aligned.
     func weight(from source: UnsafeRawPointer, dtype: DType, shape: [Int]) -> Tensor
+    /// The storage type of `weight(from:)`'s tensors: adapters are converted to it on the host, then uploaded as is.
+    var weightDType: DType { get }
+    /// Host memory for data on its way to the device (an adapter converted for upload). Callable from any thread;
+    /// throws when the memory cannot be had.
+    func hostBuffer(bytes: Int) throws -> HostBuffer
+    /// One device allocation holding `slab`'s bytes (`weightDType` elements), one copy, viewed as tensors at the given
+    /// element offsets: an adapter's weights. The copy is ordered before every later op; `slab` may go right after.
+    /// Where tensors live in host memory (the CPU), the views are of the slab itself, which they keep alive.
+    func weights(slab: HostBuffer, views: [(offset: Int, shape: [Int])]) -> [Tensor]
     /// A weight of values uniform in [-scale, scale), reproducible from `seed` on one backend (the values differ
     /// between backends): random models for benchmarks.
     func randomWeight(shape: [Int], scale: Float, seed: UInt64) -> Tensor

@@ -30,10 +30,13 @@ public struct EngineConfiguration: Sendable {
     public var maxTokensPerStep = 512
     /// Requests queued beyond those running before `submit` refuses with `queueFull`.
     public var maxWaitingRequests = 1024
-    /// Adapters a step can use at once (the backend's LoRA tables).
+    /// Adapters a step can use at once (the backend's LoRA tables), each with its weights on the device.
     public var adapterSlots = 16
-    /// Adapters kept loaded (weights uploaded), slots included; the least recently used go first.
-    public var loadedAdapters = 64
+    /// Host memory for adapters already read and converted (the host tier), so bringing one back to a slot is one
+    /// copy; the least recently used go first. Adapters waiting for a slot may exceed it by what is loading.
+    public var adapterHostCacheBytes = 4 << 30
+    /// Adapter loads (read, convert) running at once, on their own threads.
+    public var adapterLoaders = 4
 
     public init() {}
 }
@@ -42,9 +45,10 @@ public struct EngineConfiguration: Sendable {
 /// adapter, and streams each request's tokens back.
 ///
 /// One thread owns all mutable engine state and runs the step loop: take in what arrived (submissions,
-/// cancellations, loaded adapters), schedule (the pure `Scheduler`), run the model, sample, stream. Callers touch only
-/// the inbox, the adapter registry and the stats snapshot, each behind a lock. Adapters load on their own queue, so
-/// a load never stalls the running batch.
+/// cancellations, loaded adapters), carry out what adapter residency (the pure `AdapterResidency`) plans, schedule
+/// (the pure `Scheduler`), run the model, sample, stream. Callers touch only the inbox, the adapter registry and the
+/// stats snapshot, each behind a lock. Adapters load on loader threads, several at once and before their requests'
+/// turn, so a load never stalls the running batch.
 public final class Engine: GenerationService, @unchecked Sendable {
     public let tokenizer: Tokenizer
     public let maxContextLength: Int
@@ -52,7 +56,7 @@ public final class Engine: GenerationService, @unchecked Sendable {
     private let runner: ModelRunner
     private let eos: Set<Int>
     private let wake = DispatchSemaphore(value: 0)
-    private let loader = DispatchQueue(label: "punica.adapter-loader")
+    private let loaders = DispatchQueue(label: "punica.adapter-loaders", attributes: .concurrent)
 
     // Shared with callers, each behind its lock.
     private let inbox = Locked<[Command]>([])
@@ -65,17 +69,19 @@ public final class Engine: GenerationService, @unchecked Sendable {
     private var requests: [Int: LiveRequest] = [:]
     private var handleOfID: [String: Int] = [:]
     private var nextHandle = 0
-    private var slots: AdapterSlots
-    private var loaded: [String: AnyObject] = [:]
-    private var loadedOrder: [String] = []  // least recently used first
-    private var loading: Set<String> = []
+    private var residency: AdapterResidency
+    /// The host tier: host copies of adapters, as `residency` has them.
+    private var hostAdapters: [String: HostAdapter] = [:]
+    /// The residency version and states the stats snapshot last took.
+    private var publishedResidency: (version: Int, states: [String: AdapterResidency.State]) = (-1, [:])
     private var drainWaiters: [CheckedContinuation<Void, Never>] = []
     private var throughput = ThroughputWindow()
 
     private enum Command {
         case submit(LiveRequest)
         case cancel(String)
-        case adapterLoaded(String, Result<AnyObject, Error>)
+        case adapterRegistered(String)
+        case adapterLoaded(String, ticket: Int, Result<HostAdapter, Error>)
         case unregister(String, CheckedContinuation<Void, Error>)
         case drain(CheckedContinuation<Void, Never>)
     }
@@ -93,10 +99,10 @@ public final class Engine: GenerationService, @unchecked Sendable {
         if let fixed = configuration.kvCacheTokens {
             (tokens, summary) = (fixed, "KV cache: \(fixed) tokens (--kv-cache-tokens)")
         } else if let memory = model.backend.deviceMemory() {
-            // Steps at their largest (a full prefill budget, every running request sampling) and every loaded adapter.
+            // Steps at their largest (a full prefill budget, every running request sampling) and every adapter slot.
             let reserved = model.stepBytes(rows: configuration.maxTokensPerStep + configuration.maxRunningRequests,
                                            logitRows: configuration.maxRunningRequests, loraRank: 3 * configuration.maxLoRARank)
-                + configuration.loadedAdapters * model.adapterBytes(rank: configuration.maxLoRARank)
+                + configuration.adapterSlots * model.adapterBytes(rank: configuration.maxLoRARank)
                 + (configuration.recordDecodeSteps ? RecordedDecodeSteps.reservedBytes(model: model) : 0)
             // Never more than every running request at the model's longest context can use.
             let usable = configuration.maxRunningRequests * model.config.maxPositionEmbeddings
@@ -128,7 +134,8 @@ public final class Engine: GenerationService, @unchecked Sendable {
         eos = Set(tokenizer.eosTokenIDs + runner.eosTokenIDs)
         scheduler = Scheduler(configuration: .init(maxRunning: configuration.maxRunningRequests, maxTokensPerStep: configuration.maxTokensPerStep),
                               pageSize: runner.pageSize, pageCount: runner.pageCount)
-        slots = AdapterSlots(capacity: runner.adapterSlotCount)
+        residency = AdapterResidency(slots: runner.adapterSlotCount, hostBudget: configuration.adapterHostCacheBytes,
+                                     maxLoads: configuration.adapterLoaders)
         snapshot = Locked(EngineStats(running: 0, waiting: 0, kvPagesUsed: 0, kvPagesTotal: runner.pageCount - 1, pageSize: runner.pageSize,
                                       adapterSlots: runner.adapterSlotCount, requestsPerAdapter: [:],
                                       generatedTokensPerSecond: 0, steps: 0, lastStepSequences: 0, lastStepTokens: 0))
@@ -169,6 +176,7 @@ public final class Engine: GenerationService, @unchecked Sendable {
             }
             adapters[name] = directory
         }
+        post(.adapterRegistered(name))
     }
 
     public func unregisterAdapter(name: String) async throws {
@@ -235,16 +243,15 @@ public final class Engine: GenerationService, @unchecked Sendable {
             scheduler.add(id: handle, adapter: request.request.adapter, knownTokens: request.tokens.count)
         case let .cancel(id):
             if let handle = handleOfID[id] { finish(handle, .cancelled) }
-        case let .adapterLoaded(name, result):
-            loading.remove(name)
+        case let .adapterRegistered(name):
+            residency.register(name)
+        case let .adapterLoaded(name, ticket, result):
             switch result {
-            case let .success(adapter) where registry.read({ $0[name] != nil }):
-                loaded[name] = adapter
-                markUsed(name)
-            case .success:
-                break  // unregistered while loading
+            case let .success(adapter):
+                if residency.loaded(name, ticket: ticket, bytes: adapter.byteCount) { hostAdapters[name] = adapter }
             case let .failure(error):
                 // Requests waiting for it cannot run: end them with the reason.
+                guard residency.loadFailed(name, ticket: ticket) else { break }
                 for (handle, request) in requests where request.request.adapter == name {
                     finish(handle, .error, message: "adapter \"\(name)\" failed to load: \(error)")
                 }
@@ -255,12 +262,7 @@ public final class Engine: GenerationService, @unchecked Sendable {
                 reply.resume(throwing: RequestError.adapterInUse(name, requests: users))
             } else {
                 registry.update { $0[name] = nil }
-                loaded[name] = nil
-                loadedOrder.removeAll { $0 == name }
-                if slots.slot(of: name) != nil {
-                    slots.remove(name)
-                    runner.setSlots(slots.occupants.map { $0.flatMap { loaded[$0] } })
-                }
+                perform(residency.unregister(name))
                 reply.resume()
             }
         case let .drain(reply):
@@ -270,14 +272,8 @@ public final class Engine: GenerationService, @unchecked Sendable {
 
     /// Schedules and runs one step; false when there was nothing to run.
     private func step() -> Bool {
-        var pinned = Set(scheduler.running.compactMap(\.adapter))
-        var slotsChanged = false
-        let work = scheduler.schedule { adapter in
-            let ready = makeResident(adapter, pinned: &pinned, changed: &slotsChanged)
-            if ready { pinned.insert(adapter) }
-            return ready
-        }
-        if slotsChanged { runner.setSlots(slots.occupants.map { $0.flatMap { loaded[$0] } }) }
+        perform(residency.plan(running: Set(scheduler.running.compactMap(\.adapter)), waiting: scheduler.waiting.compactMap(\.adapter)))
+        let work = scheduler.schedule(readyAdapters: residency.ready)
         guard !work.isEmpty else { return false }
 
         // Rows grouped by adapter slot, so each adapter's rows form one segment; base-only rows first.
@@ -319,41 +315,28 @@ public final class Engine: GenerationService, @unchecked Sendable {
         return true
     }
 
-    private func slotOf(_ handle: Int) -> Int? { requests[handle]?.request.adapter.flatMap { slots.slot(of: $0) } }
+    private func slotOf(_ handle: Int) -> Int? { requests[handle]?.request.adapter.flatMap { residency.slot(of: $0) } }
 
-    /// Whether `adapter` can be used this step: resident, or loaded and given a slot now. Starts loading it when
-    /// it is neither.
-    private func makeResident(_ adapter: String, pinned: inout Set<String>, changed: inout Bool) -> Bool {
-        if slots.slot(of: adapter) != nil {
-            slots.touch(adapter)
-            return true
-        }
-        guard loaded[adapter] != nil else {
-            startLoading(adapter)
-            return false
-        }
-        guard slots.claim(adapter, pinned: pinned) != nil else { return false }
-        markUsed(adapter)
-        changed = true
-        return true
-    }
-
-    private func startLoading(_ name: String) {
-        guard !loading.contains(name), let directory = registry.read({ $0[name] }) else { return }
-        loading.insert(name)
-        loader.async { [self] in
-            post(.adapterLoaded(name, Result { try runner.loadAdapter(name: name, directory: directory) }))
-        }
-    }
-
-    /// Least-recently-used order of loaded adapters; beyond the limit, drops those not in a slot.
-    private func markUsed(_ name: String) {
-        loadedOrder.removeAll { $0 == name }
-        loadedOrder.append(name)
-        while loadedOrder.count > configuration.loadedAdapters,
-              let victim = loadedOrder.first(where: { slots.slot(of: $0) == nil && $0 != name }) {
-            loadedOrder.removeAll { $0 == victim }
-            loaded[victim] = nil
+    /// Carries out what adapter residency decided, in order.
+    private func perform(_ actions: [AdapterResidency.Action]) {
+        for action in actions {
+            switch action {
+            case let .load(name, ticket):
+                let directory = registry.read { $0[name] }
+                loaders.async { [self] in
+                    post(.adapterLoaded(name, ticket: ticket, Result {
+                        guard let directory else { throw RequestError.unknownAdapter(name, known: []) }
+                        return try runner.loadAdapter(name: name, directory: directory)
+                    }))
+                }
+            case let .dropHost(name):
+                hostAdapters[name] = nil
+            case let .evict(slot):
+                runner.setSlot(slot, to: nil)
+            case let .upload(name, slot):
+                guard let adapter = hostAdapters[name] else { preconditionFailure("residency uploads \(name) only from its host copy") }
+                runner.setSlot(slot, to: adapter)
+            }
         }
     }
 
@@ -374,9 +357,12 @@ public final class Engine: GenerationService, @unchecked Sendable {
         for request in requests.values { perAdapter[request.request.adapter ?? "", default: 0] += 1 }
         let rate = throughput.tokensPerSecond(at: ContinuousClock.now)
         let (running, waiting, used) = (scheduler.running.count, scheduler.waiting.count, scheduler.allocator.usedCount)
-        var residency = Dictionary(uniqueKeysWithValues: loading.map { ($0, AdapterResidency.loading) })
-        for name in loaded.keys { residency[name] = slots.slot(of: name) == nil ? .loaded : .slot }
         let runningAdapters = Set(scheduler.running.compactMap(\.adapter)), waitingAdapters = Set(scheduler.waiting.compactMap(\.adapter))
+        // Copied only when residency changed: it lists every registered adapter.
+        if residency.version != publishedResidency.version {
+            publishedResidency = (residency.version, residency.states.filter { $0.value != .registered })
+        }
+        let (adapterStates, hostBytes) = (publishedResidency.states, residency.hostBytes)
         snapshot.update { stats in
             stats.running = running
             stats.waiting = waiting
@@ -384,8 +370,9 @@ public final class Engine: GenerationService, @unchecked Sendable {
             stats.requestsPerAdapter = perAdapter
             stats.runningAdapters = runningAdapters
             stats.waitingAdapters = waitingAdapters
-            stats.adapterResidency = residency
             stats.generatedTokensPerSecond = rate
+            stats.adapterStates = adapterStates
+            stats.adapterHostBytes = hostBytes
             if let step {
                 stats.steps += 1
                 stats.lastStepSequences = step.sequences

@@ -48,16 +48,6 @@ public enum GenerationEvent: Sendable, Equatable {
     case finished(reason: FinishReason, usage: Usage, message: String?)
 }
 
-/// Where a registered adapter's weights are; an adapter in none of these states is only on disk.
-public enum AdapterResidency: String, Sendable, CaseIterable {
-    /// Being read and uploaded.
-    case loading
-    /// Weights in the backend's memory (the GPU's on CUDA), in no LoRA slot.
-    case loaded
-    /// In one of the LoRA slots a step uses (`EngineConfiguration.adapterSlots`).
-    case slot
-}
-
 /// A snapshot of the engine.
 public struct EngineStats: Sendable, Equatable {
     public var running: Int
@@ -73,18 +63,19 @@ public struct EngineStats: Sendable, Equatable {
     /// Adapters of the requests in the running batch, and of those waiting for it.
     public var runningAdapters: Set<String>
     public var waitingAdapters: Set<String>
-    /// Registered adapters not only on disk.
-    public var adapterResidency: [String: AdapterResidency]
     /// Tokens generated per second over the last few seconds.
     public var generatedTokensPerSecond: Double
     /// Steps run so far, and the sequences and token rows of the last one (its batch size).
     public var steps: Int
     public var lastStepSequences: Int
     public var lastStepTokens: Int
+    /// Adapters past registered (loading, on host, resident in a slot: `AdapterResidency`), and the bytes of the host tier.
+    public var adapterStates: [String: AdapterResidency.State]
+    public var adapterHostBytes: Int
 
     public init(running: Int, waiting: Int, kvPagesUsed: Int, kvPagesTotal: Int, pageSize: Int = 16, adapterSlots: Int = 0,
                 requestsPerAdapter: [String: Int], runningAdapters: Set<String> = [], waitingAdapters: Set<String> = [],
-                adapterResidency: [String: AdapterResidency] = [:],
+                adapterStates: [String: AdapterResidency.State] = [:], adapterHostBytes: Int = 0,
                 generatedTokensPerSecond: Double, steps: Int, lastStepSequences: Int, lastStepTokens: Int) {
         self.running = running
         self.waiting = waiting
@@ -95,7 +86,8 @@ public struct EngineStats: Sendable, Equatable {
         self.requestsPerAdapter = requestsPerAdapter
         self.runningAdapters = runningAdapters
         self.waitingAdapters = waitingAdapters
-        self.adapterResidency = adapterResidency
+        self.adapterStates = adapterStates
+        self.adapterHostBytes = adapterHostBytes
         self.generatedTokensPerSecond = generatedTokensPerSecond
         self.steps = steps
         self.lastStepSequences = lastStepSequences

@@ -14,10 +14,11 @@ public protocol ModelRunner: AnyObject {
     var adapterSlotCount: Int { get }
     /// Checks an adapter directory against the model without loading it.
     func validateAdapter(directory: String) throws
-    /// Reads an adapter and uploads its weights; called off the step loop.
-    func loadAdapter(name: String, directory: String) throws -> AnyObject
-    /// Makes `adapters[i]` (a `loadAdapter` result) the adapter of slot i for the following steps.
-    func setSlots(_ adapters: [AnyObject?])
+    /// Reads an adapter and converts it for the backend, into host memory (the host tier's entry); called off the
+    /// step loop, several at once.
+    func loadAdapter(name: String, directory: String) throws -> HostAdapter
+    /// Makes `adapter` the adapter of `slot` for the following steps (uploading it: one copy); nil empties the slot.
+    func setSlot(_ slot: Int, to adapter: HostAdapter?)
     /// Runs one step and picks the next token of each of `batch.logitRows` with `choices` (one each). Rows whose
     /// `returnLogits` is true also bring their raw logits back (for logprobs); the others never leave the device.
     func run(_ batch: StepBatch, choices: [TokenChoice], returnLogits: [Bool]) -> StepOutput
@@ -80,12 +81,14 @@ public final class LlamaRunner: ModelRunner {
         try LoRAAdapter.validate(directory: directory, config: model.config)
     }
 
-    public func loadAdapter(name: String, directory: String) throws -> AnyObject {
-        try LoRAAdapter(name: name, directory: directory, config: model.config, backend: model.backend)
+    public func loadAdapter(name: String, directory: String) throws -> HostAdapter {
+        try HostAdapter(name: name, directory: directory, config: model.config, backend: model.backend)
     }
 
-    public func setSlots(_ adapters: [AnyObject?]) {
-        resident.update(adapters.map { $0 as? LoRAAdapter })
+    public func setSlot(_ slot: Int, to adapter: HostAdapter?) {
+        var adapters = resident.adapters
+        adapters[slot] = adapter.map { LoRAAdapter($0, backend: model.backend) }
+        resident.update(adapters)
     }
 
     public func run(_ batch: StepBatch, choices: [TokenChoice], returnLogits: [Bool]) -> StepOutput {

@@ -80,9 +80,9 @@ public struct Scheduler: Sendable {
         verifyInvariants()
     }
 
-    /// Plans the next step. `adapterReady` says whether an adapter can be used this step (resident, or able to
-    /// become so); requests whose adapter is not ready stay waiting, others may pass them.
-    public mutating func schedule(adapterReady: (String) -> Bool) -> [Work] {
+    /// Plans the next step. `readyAdapters` are those a step can use (resident in a slot); requests whose adapter
+    /// is not among them stay waiting, others may pass them.
+    public mutating func schedule(readyAdapters: Set<String>) -> [Work] {
         var budget = configuration.maxTokensPerStep
         var work: [Work] = []
         // Running requests first, oldest first; make room by preempting the newest when the cache is full.
@@ -105,7 +105,7 @@ public struct Scheduler: Sendable {
         var position = 0
         while position < waiting.count, running.count < configuration.maxRunning, budget > 0 {
             let entry = waiting[position]
-            if let adapter = entry.adapter, !adapterReady(adapter) {
+            if let adapter = entry.adapter, !readyAdapters.contains(adapter) {
                 position += 1
                 continue
             }

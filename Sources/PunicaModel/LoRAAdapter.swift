@@ -5,8 +5,8 @@ import Foundation
 #endif
 import PunicaCompute
 
-/// A PEFT LoRA adapter directory (`adapter_config.json` + `adapter_model.safetensors`) bound to a model's shapes
-/// and uploaded to a backend, its scale folded into B.
+/// A PEFT LoRA adapter uploaded to a backend, its scale folded into B: the form a slot holds. Loaded adapters come
+/// from a `HostAdapter` (one device allocation, one copy); benchmarks and tests also build them from tensors.
 public final class LoRAAdapter {
     public let name: String
     public let directory: String
@@ -24,14 +24,30 @@ public final class LoRAAdapter {
     /// in every storage type a backend uses. Values beyond it are refused at load, like NaN and ∞.
     public static let maxValue: Float = 65504
 
+    /// Reads, converts and uploads the adapter of `directory` (`HostAdapter`, then one upload).
     public convenience init(name: String, directory: String, config: ModelConfig, backend: Backend) throws {
-        let parsed = try Self.parse(directory: directory, config: config)
-        try self.init(name: name, directory: directory, rank: parsed.rank, scale: parsed.scale, targets: parsed.targets,
-                      config: config, backend: backend) { key, matrix, shape in
-            let data = try parsed.tensors.require(key, matrix: matrix, shape: shape)
-            return matrix == .a ? backend.weight(from: data.bytes, dtype: data.dtype, shape: shape)
-                                : Self.scaled(data, by: parsed.scale, backend: backend)
+        self.init(try HostAdapter(name: name, directory: directory, config: config, backend: backend), backend: backend)
+    }
+
+    /// Uploads a host adapter into one device allocation; its tensors are views of it.
+    public init(_ host: HostAdapter, backend: Backend) {
+        let views = host.layout.joined().compactMap { $0 }.flatMap { [$0.a] + $0.pieces.map(\.b) }
+        var tensors = backend.weights(slab: host.buffer, views: views.map { ($0.offset, $0.shape) }).makeIterator()
+        weights = host.layout.map { layer in
+            layer.map { fused in
+                fused.map { fused in
+                    let a = tensors.next()!
+                    return LoRAWeights(a: a, pieces: fused.pieces.map {
+                        LoRAWeights.Piece(b: tensors.next()!, rankOffset: $0.rankOffset, outputOffset: $0.outputOffset)
+                    })
+                }
+            }
         }
+        name = host.name
+        directory = host.directory
+        rank = host.rank
+        scale = host.scale
+        targets = host.targets
     }
 
     /// Checks everything loading would check (config, scale, tensor names, every expected tensor, its shape and its
@@ -50,13 +66,13 @@ public final class LoRAAdapter {
             for projection in parsed.targets {
                 let (outputs, inputs) = projection.weightShape(config)
                 let key = LoRATensorKey(layer: layer, projection: projection)
-                _ = try parsed.tensors.require(key, matrix: .a, shape: [parsed.rank, inputs])
-                _ = try parsed.tensors.require(key, matrix: .b, shape: [outputs, parsed.rank])
+                try parsed.tensors.requireValues(parsed.tensors.require(key, matrix: .a, shape: [parsed.rank, inputs]), matrix: .a)
+                try parsed.tensors.requireValues(parsed.tensors.require(key, matrix: .b, shape: [outputs, parsed.rank]), matrix: .b)
             }
         }
     }
 
-    private static func parse(directory: String, config: ModelConfig) throws
+    static func parse(directory: String, config: ModelConfig) throws
         -> (rank: Int, scale: Float, targets: Set<Projection>, tensors: LoRATensors) {
         let configJSON = try readRegularFile(directory + "/adapter_config.json", expected: "a JSON file")
         let path = directory + "/adapter_model.safetensors"
@@ -87,49 +103,35 @@ public final class LoRAAdapter {
     public static func random(name: String, rank: Int, targets: Set<Projection>, config: ModelConfig, backend: Backend,
                               seed: UInt64) -> LoRAAdapter {
         var counter = seed << 32
-        return try! LoRAAdapter(name: name, directory: "", rank: rank, scale: 1, targets: targets, config: config,
-                                backend: backend) { _, _, shape in
+        return try! LoRAAdapter(name: name, rank: rank, targets: targets, config: config, backend: backend) { _, _, shape in
             counter &+= 1
             return backend.randomWeight(shape: shape, scale: 1 / Float(shape.last!).squareRoot(), seed: counter)
         }
     }
 
-    /// Builds the fused per-layer weights; `matrix(key, .a/.b, shape)` supplies A, and B with the scale folded in.
-    init(name: String, directory: String, rank: Int, scale: Float, targets: Set<Projection>, config: ModelConfig,
-         backend: Backend, matrix: (LoRATensorKey, LoRATensors.Matrix, [Int]) throws -> Tensor) throws {
-        var weights: [[LoRAWeights?]] = []
-        for layer in 0..<config.layerCount {
-            weights.append(try FusedProjection.allCases.map { fused -> LoRAWeights? in
-                var aParts: [Tensor] = []
-                var pieces: [LoRAWeights.Piece] = []
-                var outputOffset = 0
-                for projection in fused.parts {
-                    let (outputs, inputs) = projection.weightShape(config)
-                    defer { outputOffset += outputs }
-                    guard targets.contains(projection) else { continue }
-                    let key = LoRATensorKey(layer: layer, projection: projection)
-                    let a = try matrix(key, .a, [rank, inputs])
-                    pieces.append(LoRAWeights.Piece(b: try matrix(key, .b, [outputs, rank]), rankOffset: aParts.count * rank,
-                                                    outputOffset: outputOffset))
-                    aParts.append(a)
+    /// An adapter of scale 1 built from tensors; `matrix(key, .a/.b, shape)` supplies each A and B.
+    convenience init(name: String, rank: Int, targets: Set<Projection>, config: ModelConfig, backend: Backend,
+                     matrix: (LoRATensorKey, LoRATensors.Matrix, [Int]) throws -> Tensor) throws {
+        let weights = try config.fusedLoRALayout(targets: targets, rank: rank).map { layer in
+            try layer.map { fused in
+                try fused.map { parts -> LoRAWeights in
+                    let aParts = try parts.map { try matrix($0.key, .a, [rank, $0.inputs]) }
+                    return LoRAWeights(a: aParts.count == 1 ? aParts[0] : backend.concatenateRows(aParts), pieces: try parts.map {
+                        LoRAWeights.Piece(b: try matrix($0.key, .b, [$0.outputs, rank]), rankOffset: $0.rankOffset, outputOffset: $0.outputOffset)
+                    })
                 }
-                return aParts.isEmpty ? nil : LoRAWeights(a: aParts.count == 1 ? aParts[0] : backend.concatenateRows(aParts), pieces: pieces)
-            })
+            }
         }
+        self.init(name: name, directory: "", rank: rank, scale: 1, targets: targets, weights: weights)
+    }
+
+    private init(name: String, directory: String, rank: Int, scale: Float, targets: Set<Projection>, weights: [[LoRAWeights?]]) {
         self.name = name
         self.directory = directory
         self.rank = rank
         self.scale = scale
         self.targets = targets
         self.weights = weights
-    }
-
-    /// B · scale, so the expand needs no separate multiply.
-    private static func scaled(_ b: TensorData, by scale: Float, backend: Backend) -> Tensor {
-        var values = [Float](repeating: 0, count: b.elementCount)
-        HalfConversion.toFloat32(b.bytes, dtype: b.dtype, count: values.count, into: &values)
-        for i in values.indices { values[i] *= scale }
-        return values.withUnsafeBytes { backend.weight(from: $0.baseAddress!, dtype: .float32, shape: b.shape) }
     }
 
     /// The tensors of `adapter_model.safetensors`, accepting only lora_A/lora_B weights of targeted decoder projections.
@@ -164,19 +166,28 @@ struct LoRATensors {
     /// Folded into B when it is uploaded, so B's values are checked with it.
     let scale: Float
 
-    /// The tensor, checked for its shape and for values: A's, and B's times `scale`, finite and within
-    /// ±`LoRAAdapter.maxValue`.
+    /// The tensor, checked for its shape (its values: `requireValues`, or as `HostAdapter` converts them).
     func require(_ key: LoRATensorKey, matrix: Matrix, shape: [Int]) throws -> TensorData {
         let name = "base_model.model.\(key.projection.checkpointName(layer: key.layer)).\(matrix.rawValue).weight"
         guard let tensor = found[key]?[matrix] else { throw ModelError.missingTensor(path: path, tensor: name) }
         guard tensor.shape == shape else {
             throw ModelError.tensorShape(path: path, tensor: tensor.name, expected: shape, actual: tensor.shape)
         }
-        let factor = matrix == .a ? 1 : scale
-        try tensor.requireValues(path: path, rule: "LoRA values\(matrix == .a ? "" : " × scale \(scale)") must be finite and within ±\(LoRAAdapter.maxValue)") {
-            ($0 * factor).magnitude <= LoRAAdapter.maxValue  // false for NaN
-        }
         return tensor
+    }
+
+    /// What B is multiplied by when it is uploaded.
+    func factor(_ matrix: Matrix) -> Float { matrix == .a ? 1 : scale }
+
+    /// What every value of A, and of B times `scale`, must be.
+    func rule(_ matrix: Matrix) -> String {
+        "LoRA values\(matrix == .a ? "" : " × scale \(scale)") must be finite and within ±\(LoRAAdapter.maxValue)"
+    }
+
+    /// Checks every value of `tensor` as loading would.
+    func requireValues(_ tensor: TensorData, matrix: Matrix) throws {
+        let factor = factor(matrix)
+        try tensor.requireValues(path: path, rule: rule(matrix)) { ($0 * factor).magnitude <= LoRAAdapter.maxValue }  // false for NaN
     }
 }
 

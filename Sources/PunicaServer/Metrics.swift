@@ -20,16 +20,17 @@ enum RequestOutcome: String, CaseIterable {
     }
 }
 
-/// Where a registered adapter is, as `punica_adapter_residency` labels it: on disk only, or one of the engine's states.
+/// Where a registered adapter is, as `punica_adapter_residency` labels it: on disk only, being loaded, converted in
+/// the host tier, or in a device slot (the engine's `AdapterResidency.State`).
 enum ResidencyState: String, CaseIterable {
-    case disk, loading, loaded, slot
+    case disk, loading, host, slot
 
-    init(_ residency: AdapterResidency?) {
-        switch residency {
-        case nil: self = .disk
+    init(_ state: AdapterResidency.State?) {
+        switch state {
+        case nil, .registered: self = .disk
         case .loading: self = .loading
-        case .loaded: self = .loaded
-        case .slot: self = .slot
+        case .onHost: self = .host
+        case .resident: self = .slot
         }
     }
 }
@@ -108,7 +109,7 @@ actor ServerMetrics {
                   Double(stats.requestsPerAdapter[name == baseModel ? "" : name] ?? 0))
         }
         for name in adapters {
-            let current = ResidencyState(stats.adapterResidency[name])
+            let current = ResidencyState(stats.adapterStates[name])
             for state in ResidencyState.allCases {
                 gauge("punica_adapter_residency", Help.residency, [("adapter", name), ("state", state.rawValue)], state == current ? 1 : 0)
             }
@@ -135,7 +136,7 @@ actor ServerMetrics {
     private enum Help {
         static let requests = "Generation requests by outcome: finish reason (cancelled: the client went away, stopped reading, or the server stopped), or rejected before running."
         static let connectionsClosed = "Connections the server closed itself, by reason (timeouts, a client that stopped reading, malformed requests, the shutdown deadline)."
-        static let residency = "Where each registered adapter is: 1 for its state (disk: only on disk; loading; loaded: weights in the backend's memory, GPU memory on CUDA; slot: in a LoRA slot of the running batch), 0 for the others."
+        static let residency = "Where each registered adapter is: 1 for its state (disk: only on disk; loading; host: converted, in the host tier; slot: in a device LoRA slot), 0 for the others."
     }
 }
 

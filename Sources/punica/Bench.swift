@@ -12,7 +12,7 @@ import PunicaModel
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (commands, not tests): the numbers in docs/PERFORMANCE.md.",
-        subcommands: [BenchForward.self, BenchLoRA.self, BenchAttention.self, BenchEngine.self, BenchTextgen.self])
+        subcommands: [BenchForward.self, BenchLoRA.self, BenchAttention.self, BenchEngine.self, BenchAdapters.self, BenchTextgen.self])
 }
 
 /// Model shapes of the benchmarks, with random weights.

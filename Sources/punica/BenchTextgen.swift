@@ -209,7 +209,6 @@ struct TextgenRunner {
             return total + (tokens + configuration.pageSize - 1) / configuration.pageSize * configuration.pageSize
         }
         configuration.adapterSlots = max(adapters.count, 1)
-        configuration.loadedAdapters = max(adapters.count, 1)
         let engine = try Engine(model: model, tokenizer: tokenizer, configuration: configuration)
         for adapter in adapters { try await engine.registerAdapter(name: adapter.name, directory: adapter.directory) }
         let names = adapters.isEmpty ? [nil] : adapters.map { Optional($0.name) }

@@ -36,7 +36,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Requests in the running batch at once.") var maxRunningRequests = EngineConfiguration().maxRunningRequests
     @Option(help: "Tokens one step computes at most: prompt chunks plus decode rows (as vLLM's --max-num-batched-tokens).")
     var maxNumBatchedTokens = EngineConfiguration().maxTokensPerStep
-    @Option(help: "Adapters resident on the device at once, so usable in one step (as vLLM's --max-loras).")
+    @Option(help: "Adapters a step can use at once, each with its weights on the device (as vLLM's --max-loras).")
     var maxLoras = EngineConfiguration().adapterSlots
     @Option(help: "Requests queued beyond the running batch before new ones are refused with 429.")
     var maxWaitingRequests = EngineConfiguration().maxWaitingRequests
@@ -44,8 +44,10 @@ struct Serve: AsyncParsableCommand {
     var kvCacheTokens: Int?
     @Option(help: "Share of the GPU's memory for weights, steps, adapters and the KV cache together.")
     var gpuMemoryUtilization = EngineConfiguration().gpuMemoryUtilization
-    @Option(help: "LoRA rank the GPU memory sizing reserves room for, per loaded adapter (higher ranks still load).")
+    @Option(help: "LoRA rank the GPU memory sizing reserves room for, per adapter slot (higher ranks still load).")
     var maxLoraRank = EngineConfiguration().maxLoRARank
+    @Option(help: "GiB of host memory for adapters already read and converted, so bringing one back to the device is one copy.")
+    var adapterHostCacheGib = Double(EngineConfiguration().adapterHostCacheBytes) / Double(1 << 30)
     @Option(help: "Seconds a connection with no request in progress may stay silent.") var idleTimeout = seconds(HTTPLimits().idleTimeout)
     @Option(help: "Seconds from a request's first byte to the end of its headers (else 408, closed).") var headerTimeout = seconds(HTTPLimits().headerTimeout)
     @Option(help: "Seconds from a request's headers to the end of its body (else 408, closed).") var bodyTimeout = seconds(HTTPLimits().bodyTimeout)
@@ -72,6 +74,7 @@ struct Serve: AsyncParsableCommand {
                     maxNumBatchedTokens)
         try require(maxLoras > 0, "--max-loras", "must be > 0", maxLoras)
         try require(maxWaitingRequests >= 0, "--max-waiting-requests", "must be >= 0", maxWaitingRequests)
+        try require(adapterHostCacheGib >= 0 && adapterHostCacheGib <= 1_048_576, "--adapter-host-cache-gib", "must be in 0...1048576", adapterHostCacheGib)
         let page = EngineConfiguration().pageSize
         if let kvCacheTokens {
             try require(kvCacheTokens >= page, "--kv-cache-tokens", "must be at least one KV page (\(page) tokens)", kvCacheTokens)
@@ -116,6 +119,7 @@ struct Serve: AsyncParsableCommand {
         engineConfiguration.kvCacheTokens = kvCacheTokens
         engineConfiguration.gpuMemoryUtilization = gpuMemoryUtilization
         engineConfiguration.maxLoRARank = maxLoraRank
+        engineConfiguration.adapterHostCacheBytes = Int(adapterHostCacheGib * Double(1 << 30))
         engineConfiguration.recordDecodeSteps = !enforceEager
         let engine = try Engine(model: model, tokenizer: tokenizer, configuration: engineConfiguration)
         logger.info("\(engine.kvCacheSummary)")

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import PunicaCompute
 import PunicaEngine
+import PunicaModel
 import PunicaTokenizer
 import Testing
 import TestSupport
@@ -24,7 +25,8 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
     private let loadGate = DispatchSemaphore(value: 0)
     private let stepGate = DispatchSemaphore(value: 0)
     private(set) var steps: [StepBatch] = []
-    private var slotNames: [String?] = []
+    /// The adapter of each slot, as the engine set them.
+    private(set) var slotNames: [String?] = [nil, nil]
 
     init(pageCount: Int = 64, loadDelay: Double = 0, stepDelay: Double = 0.001, holdLoads: Bool = false, gateSteps: Bool = false) {
         self.pageCount = pageCount
@@ -42,13 +44,25 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
         if directory.hasSuffix("broken") { throw RequestError.invalid(field: "lora_path", reason: "is broken") }
     }
 
-    func loadAdapter(name: String, directory: String) throws -> AnyObject {
+    /// Loads begun so far (each on a loader thread).
+    var loadsStarted: Int {
+        startedLock.lock()
+        defer { startedLock.unlock() }
+        return started
+    }
+    private var started = 0
+    private let startedLock = NSLock()
+
+    func loadAdapter(name: String, directory: String) throws -> HostAdapter {
+        startedLock.lock()
+        started += 1
+        startedLock.unlock()
         if holdLoads { loadGate.wait() }
         Thread.sleep(forTimeInterval: loadDelay)
-        return name as NSString
+        return HostAdapter.empty(name: name, bytes: 64)
     }
 
-    func setSlots(_ adapters: [AnyObject?]) { slotNames = adapters.map { $0.map { String($0 as! NSString) } } }
+    func setSlot(_ slot: Int, to adapter: HostAdapter?) { slotNames[slot] = adapter?.name }
 
     func run(_ batch: StepBatch, choices: [TokenChoice], returnLogits: [Bool]) -> StepOutput {
         if gateSteps { stepGate.wait() }
@@ -196,17 +210,17 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
         #expect(engine.stats().pageSize == 4 && engine.stats().adapterSlots == 2)
         let stream = try engine.submit(greedy("1", [1], adapter: "a", maxTokens: 2))
         try await eventually("a waits for its load") {
-            $0.waitingAdapters == ["a"] && $0.runningAdapters.isEmpty && $0.adapterResidency == ["a": .loading]
+            $0.waitingAdapters == ["a"] && $0.runningAdapters.isEmpty && $0.adapterStates == ["a": .loading]
         }
         runner.releaseLoads()
         runner.allowSteps(1)
-        try await eventually("a runs from a slot") { $0.runningAdapters == ["a"] && $0.waitingAdapters.isEmpty && $0.adapterResidency == ["a": .slot] }
+        try await eventually("a runs from a slot") { $0.runningAdapters == ["a"] && $0.waitingAdapters.isEmpty && $0.adapterStates == ["a": .resident(slot: 0)] }
         runner.allowSteps(1)
         for await _ in stream {}
         let after = engine.stats()
-        #expect(after.runningAdapters.isEmpty && after.waitingAdapters.isEmpty && after.adapterResidency == ["a": .slot])
+        #expect(after.runningAdapters.isEmpty && after.waitingAdapters.isEmpty && after.adapterStates == ["a": .resident(slot: 0)])
         try await engine.unregisterAdapter(name: "a")
-        try await eventually("an unregistered adapter is gone") { $0.adapterResidency.isEmpty }
+        try await eventually("an unregistered adapter is gone") { $0.adapterStates.isEmpty }
         await engine.drain()
     }
 
@@ -222,6 +236,30 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
         var adaptedTokens: [Int] = []
         for await event in adapted { if case let .token(id, _, _, _) = event { adaptedTokens.append(id) } }
         #expect(adaptedTokens == [102, 203])
+        await engine.drain()
+    }
+
+    /// With the batch full, the adapters of three waiting requests all start loading before their turn, at once;
+    /// each request then runs on its own adapter, and a slot freed by one goes to the next.
+    @Test func adaptersOfWaitingRequestsLoadTogetherBeforeTheirTurn() async throws {
+        let runner = ScriptedRunner(holdLoads: true)
+        var configuration = EngineConfiguration()
+        configuration.maxRunningRequests = 1
+        let engine = Engine(runner: runner, tokenizer: tokenizer, configuration: configuration)
+        for name in ["a", "b", "c"] { try await engine.registerAdapter(name: name, directory: "/\(name)") }
+        let base = try engine.submit(greedy("base", [1], maxTokens: 40))
+        let adapted = try ["a", "b", "c"].map { try engine.submit(greedy($0, [1], adapter: $0, maxTokens: 2)) }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while runner.loadsStarted < 3 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(runner.loadsStarted == 3, "all three loads in flight together")
+        for _ in 0..<3 { runner.releaseLoads() }
+        for await _ in base {}
+        for stream in adapted {
+            var tokens: [Int] = []
+            for await event in stream { if case let .token(id, _, _, _) = event { tokens.append(id) } }
+            #expect(tokens.count == 2 && [100, 200].contains(tokens[0] - 2), "\(tokens)")
+        }
+        #expect(runner.slotNames.compactMap { $0 }.count == 2 && engine.stats().adapterStates.count == 3)
         await engine.drain()
     }
 

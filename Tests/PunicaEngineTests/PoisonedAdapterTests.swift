@@ -27,18 +27,18 @@ import TestSupport
             if directory != "poisoned" { try inner.validateAdapter(directory: directory) }
         }
 
-        func loadAdapter(name: String, directory: String) throws -> AnyObject {
+        /// "poisoned" is the fixture adapter alpha with NaN in every B of its host copy.
+        func loadAdapter(name: String, directory: String) throws -> HostAdapter {
             guard directory == "poisoned" else { return try inner.loadAdapter(name: name, directory: directory) }
-            let backend = inner.model.backend
-            var random = SplitMix64(seed: 9)
-            return try LoRAAdapter(name: name, directory: directory, rank: 4, scale: 1, targets: [.q, .v], config: inner.model.config,
-                                   backend: backend) { _, matrix, shape in
-                let count = shape.reduce(1, *)
-                return backend.float32(matrix == .b ? [Float](repeating: .nan, count: count) : random.floats(count), shape: shape)
+            let adapter = try inner.loadAdapter(name: name, directory: Fixtures.path("models/llama-gqa/adapters/alpha"))
+            let floats = adapter.buffer.pointer.assumingMemoryBound(to: Float.self)  // the CPU's weight type
+            for piece in adapter.layout.joined().compactMap({ $0 }).flatMap(\.pieces) {
+                (floats + piece.b.offset).update(repeating: .nan, count: piece.b.shape.reduce(1, *))
             }
+            return adapter
         }
 
-        func setSlots(_ adapters: [AnyObject?]) { inner.setSlots(adapters) }
+        func setSlot(_ slot: Int, to adapter: HostAdapter?) { inner.setSlot(slot, to: adapter) }
 
         func run(_ batch: StepBatch, choices: [TokenChoice], returnLogits: [Bool]) -> StepOutput {
             inner.run(batch, choices: choices, returnLogits: returnLogits)

@@ -12,13 +12,13 @@ import Testing
         var s = scheduler(budget: 8)
         s.add(id: 0, adapter: nil, knownTokens: 10)
         s.add(id: 1, adapter: nil, knownTokens: 5)
-        var step = s.schedule { _ in true }
+        var step = s.schedule(readyAdapters: [])
         #expect(counts(step) == [0: 8] && step[0].samples == false)
-        step = s.schedule { _ in true }
+        step = s.schedule(readyAdapters: [])
         #expect(counts(step) == [0: 2, 1: 5] && step.allSatisfy(\.samples))
         s.appendToken(id: 0)
         s.appendToken(id: 1)
-        step = s.schedule { _ in true }
+        step = s.schedule(readyAdapters: [])
         #expect(counts(step) == [0: 1, 1: 1])
         #expect(step.first { $0.id == 0 }?.contextLength == 11)
     }
@@ -26,10 +26,10 @@ import Testing
     @Test func admitsFirstComeFirstServedUpToTheRunningLimit() {
         var s = scheduler(maxRunning: 2, budget: 100)
         for id in 0..<4 { s.add(id: id, adapter: nil, knownTokens: 3) }
-        #expect(Set(counts(s.schedule { _ in true }).keys) == [0, 1])
+        #expect(Set(counts(s.schedule(readyAdapters: [])).keys) == [0, 1])
         s.appendToken(id: 1)
         s.remove(id: 0)
-        #expect(Set(counts(s.schedule { _ in true }).keys) == [1, 2])
+        #expect(Set(counts(s.schedule(readyAdapters: [])).keys) == [1, 2])
     }
 
     @Test func requestsWhoseAdapterIsNotReadyWaitWithoutBlockingOthers() {
@@ -37,9 +37,9 @@ import Testing
         s.add(id: 0, adapter: "loading", knownTokens: 3)
         s.add(id: 1, adapter: "ready", knownTokens: 3)
         s.add(id: 2, adapter: nil, knownTokens: 3)
-        #expect(Set(counts(s.schedule { $0 == "ready" }).keys) == [1, 2])
+        #expect(Set(counts(s.schedule(readyAdapters: ["ready"])).keys) == [1, 2])
         #expect(s.waiting.map(\.id) == [0])
-        #expect(Set(counts(s.schedule { _ in true }).keys) == [0])
+        #expect(Set(counts(s.schedule(readyAdapters: ["ready", "loading"])).keys) == [0])
     }
 
     /// 5 usable pages of 4 tokens: two requests outgrow them; the newest is preempted to be recomputed, and nothing
@@ -48,14 +48,14 @@ import Testing
         var s = scheduler(budget: 100, pageSize: 4, pages: 6)
         s.add(id: 0, adapter: nil, knownTokens: 8)
         s.add(id: 1, adapter: nil, knownTokens: 8)
-        #expect(Set(counts(s.schedule { _ in true }).keys) == [0, 1])  // 4 of 5 pages
+        #expect(Set(counts(s.schedule(readyAdapters: [])).keys) == [0, 1])  // 4 of 5 pages
         s.appendToken(id: 0)
         s.appendToken(id: 1)
-        let step = s.schedule { _ in true }  // request 0 needs a 5th page; then request 1 needs a 6th: preempted
+        let step = s.schedule(readyAdapters: [])  // request 0 needs a 5th page; then request 1 needs a 6th: preempted
         #expect(counts(step) == [0: 1])
         #expect(s.waiting.map(\.id) == [1] && s.waiting[0].preemptions == 1 && s.waiting[0].computedTokens == 0)
         s.remove(id: 0)
-        let resumed = s.schedule { _ in true }
+        let resumed = s.schedule(readyAdapters: [])
         #expect(counts(resumed) == [1: 9], "recomputes its prompt and its generated token")
     }
 
@@ -73,7 +73,7 @@ import Testing
                     remaining[nextID] = Int.random(in: 1...20, using: &random)
                     nextID += 1
                 }
-                for work in s.schedule(adapterReady: { _ in Bool.random(using: &random) }) where work.samples {
+                for work in s.schedule(readyAdapters: Set(["a", "b"].filter { _ in Bool.random(using: &random) })) where work.samples {
                     s.appendToken(id: work.id)
                     remaining[work.id]! -= 1
                     if remaining[work.id] == 0 { s.remove(id: work.id) }
@@ -87,18 +87,5 @@ import Testing
             for id in 0..<nextID { s.remove(id: id) }
             #expect(s.isIdle && s.allocator.usedCount == 0)
         }
-    }
-}
-
-@Suite struct AdapterSlotsTests {
-    @Test func evictsTheLeastRecentlyUsedUnpinnedAdapter() {
-        var slots = AdapterSlots(capacity: 2)
-        #expect(slots.claim("a", pinned: [])?.evicted == nil)
-        #expect(slots.claim("b", pinned: [])?.evicted == nil)
-        slots.touch("a")
-        #expect(slots.claim("c", pinned: [])?.evicted == "b")
-        #expect(slots.claim("d", pinned: ["a", "c"]) == nil, "every slot pinned")
-        #expect(slots.claim("d", pinned: ["c"])?.evicted == "a")
-        #expect(Set(slots.occupants.compactMap { $0 }) == ["c", "d"])
     }
 }

@@ -73,9 +73,9 @@ struct Exposition {
 }
 
 @Suite struct PrometheusTests {
-    static func stats(running: Set<String> = [], waiting: Set<String> = [], residency: [String: AdapterResidency] = [:]) -> EngineStats {
+    static func stats(running: Set<String> = [], waiting: Set<String> = [], residency: [String: AdapterResidency.State] = [:]) -> EngineStats {
         EngineStats(running: 3, waiting: 1, kvPagesUsed: 25, kvPagesTotal: 100, pageSize: 16, adapterSlots: 4, requestsPerAdapter: ["": 1],
-                    runningAdapters: running, waitingAdapters: waiting, adapterResidency: residency,
+                    runningAdapters: running, waitingAdapters: waiting, adapterStates: residency,
                     generatedTokensPerSecond: 0, steps: 0, lastStepSequences: 0, lastStepTokens: 0)
     }
 
@@ -111,11 +111,11 @@ struct Exposition {
     @Test func residencyIsOneStatePerRegisteredAdapter() async throws {
         let metrics = ServerMetrics()
         let adapters = ["a", "b", "c", "d"]
-        let text = await metrics.exposition(stats: Self.stats(residency: ["b": .loading, "c": .loaded, "d": .slot]), adapters: adapters, baseModel: "base")
+        let text = await metrics.exposition(stats: Self.stats(residency: ["b": .loading, "c": .onHost, "d": .resident(slot: 2)]), adapters: adapters, baseModel: "base")
         let samples = try Exposition(text).samples("punica_adapter_residency")
         #expect(samples.count == adapters.count * ResidencyState.allCases.count)
         let current = Dictionary(uniqueKeysWithValues: samples.filter { $0.value == 1 }.map { ($0.labels["adapter"]!, $0.labels["state"]!) })
-        #expect(current == ["a": "disk", "b": "loading", "c": "loaded", "d": "slot"])
+        #expect(current == ["a": "disk", "b": "loading", "c": "host", "d": "slot"])
     }
 
     @Test func histogramBucketsAreCumulativeWithInfSumAndCount() async throws {

@@ -14,6 +14,8 @@ final class CUDADriver {
     let cuMemAlloc: @convention(c) (UnsafeMutablePointer<DevicePointer>, Int) -> Result
     let cuMemFree: @convention(c) (DevicePointer) -> Result
     let cuMemGetInfo: @convention(c) (UnsafeMutablePointer<Int>, UnsafeMutablePointer<Int>) -> Result
+    let cuMemHostAlloc: @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>, Int, UInt32) -> Result
+    let cuMemFreeHost: @convention(c) (UnsafeMutableRawPointer) -> Result
     let cuMemcpyHtoDAsync: @convention(c) (DevicePointer, UnsafeRawPointer, Int, OpaquePointer?) -> Result
     let cuMemcpyDtoHAsync: @convention(c) (UnsafeMutableRawPointer, DevicePointer, Int, OpaquePointer?) -> Result
     let cuMemcpyDtoDAsync: @convention(c) (DevicePointer, DevicePointer, Int, OpaquePointer?) -> Result
@@ -26,6 +28,7 @@ final class CUDADriver {
     let cuFuncSetAttribute: @convention(c) (OpaquePointer?, Int32, Int32) -> Result
     let cuStreamCreate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32) -> Result
     let cuStreamSynchronize: @convention(c) (OpaquePointer?) -> Result
+    let cuStreamWaitEvent: @convention(c) (OpaquePointer?, OpaquePointer?, UInt32) -> Result
     let cuStreamBeginCapture: @convention(c) (OpaquePointer?, Int32) -> Result
     let cuStreamEndCapture: @convention(c) (OpaquePointer?, UnsafeMutablePointer<OpaquePointer?>) -> Result
     let cuGraphInstantiateWithFlags: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, OpaquePointer?, UInt64) -> Result
@@ -35,6 +38,8 @@ final class CUDADriver {
     let cuEventCreate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32) -> Result
     let cuEventRecord: @convention(c) (OpaquePointer?, OpaquePointer?) -> Result
     let cuEventSynchronize: @convention(c) (OpaquePointer?) -> Result
+    let cuEventQuery: @convention(c) (OpaquePointer?) -> Result
+    let cuEventDestroy: @convention(c) (OpaquePointer?) -> Result
     let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, OpaquePointer?, OpaquePointer?) -> Result
     private let cuGetErrorName: @convention(c) (Result, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Result
     private let cuGetErrorString: @convention(c) (Result, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Result
@@ -52,6 +57,8 @@ final class CUDADriver {
         cuMemAlloc = try library.function("cuMemAlloc_v2")
         cuMemFree = try library.function("cuMemFree_v2")
         cuMemGetInfo = try library.function("cuMemGetInfo_v2")
+        cuMemHostAlloc = try library.function("cuMemHostAlloc")
+        cuMemFreeHost = try library.function("cuMemFreeHost")
         cuMemcpyHtoDAsync = try library.function("cuMemcpyHtoDAsync_v2")
         cuMemcpyDtoHAsync = try library.function("cuMemcpyDtoHAsync_v2")
         cuMemcpyDtoDAsync = try library.function("cuMemcpyDtoDAsync_v2")
@@ -62,6 +69,7 @@ final class CUDADriver {
         cuFuncSetAttribute = try library.function("cuFuncSetAttribute")
         cuStreamCreate = try library.function("cuStreamCreate")
         cuStreamSynchronize = try library.function("cuStreamSynchronize")
+        cuStreamWaitEvent = try library.function("cuStreamWaitEvent")
         cuStreamBeginCapture = try library.function("cuStreamBeginCapture_v2")
         cuStreamEndCapture = try library.function("cuStreamEndCapture")
         cuGraphInstantiateWithFlags = try library.function("cuGraphInstantiateWithFlags")
@@ -71,6 +79,8 @@ final class CUDADriver {
         cuEventCreate = try library.function("cuEventCreate")
         cuEventRecord = try library.function("cuEventRecord")
         cuEventSynchronize = try library.function("cuEventSynchronize")
+        cuEventQuery = try library.function("cuEventQuery")
+        cuEventDestroy = try library.function("cuEventDestroy_v2")
         if let versioned: @convention(c) (UnsafeMutablePointer<Float>, OpaquePointer?, OpaquePointer?) -> Result = try? library.function("cuEventElapsedTime_v2") {
             cuEventElapsedTime = versioned
         } else {

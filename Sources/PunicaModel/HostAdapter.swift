@@ -1,0 +1,130 @@
+import Dispatch
+import PunicaCompute
+
+/// An adapter read from its directory and converted for one backend, in host memory: the host tier's entry. All its
+/// weights sit in one buffer of the backend's weight type, laid out as its device slab will be, B already scaled,
+/// so uploading it (`LoRAAdapter(_:backend:)`) is one allocation and one copy.
+public final class HostAdapter: @unchecked Sendable {
+    public let name: String
+    public let directory: String
+    public let rank: Int
+    public let scale: Float
+    public let targets: Set<Projection>
+    public let buffer: HostBuffer
+    /// [layer][FusedProjection.rawValue]: where the fused A ([parts · rank, in], the parts' A stacked) and each piece's
+    /// B ([out, rank]) lie in `buffer`, in elements; nil where no part is targeted.
+    let layout: [[FusedSlab?]]
+
+    struct FusedSlab {
+        struct Piece {
+            let b: (offset: Int, shape: [Int])
+            let rankOffset: Int
+            let outputOffset: Int
+        }
+
+        let a: (offset: Int, shape: [Int])
+        let pieces: [Piece]
+    }
+
+    public var byteCount: Int { buffer.byteCount }
+
+    /// Tensors start on 256-byte boundaries, as device allocations do.
+    static let alignmentBytes = 256
+
+    /// Reads `directory` (the safetensors file memory-mapped) and converts every tensor in one pass from its
+    /// checkpoint type to the backend's weight type, B times the scale, checking each value on the way (finite and
+    /// within ±`LoRAAdapter.maxValue`). Tensors convert in parallel. Any thread may call it.
+    public init(name: String, directory: String, config: ModelConfig, backend: Backend) throws {
+        let parsed = try LoRAAdapter.parse(directory: directory, config: config)
+        let (rank, tensors, dtype) = (parsed.rank, parsed.tensors, backend.weightDType)
+        let alignment = Self.alignmentBytes / dtype.byteSize
+        var end = 0  // elements laid out so far
+        var jobs: [(tensor: TensorData, matrix: LoRATensors.Matrix, offset: Int)] = []
+        func place(_ tensor: TensorData, _ matrix: LoRATensors.Matrix) -> Int {
+            jobs.append((tensor, matrix, end))
+            defer { end += tensor.elementCount }
+            return end
+        }
+        func align() { end = (end + alignment - 1) / alignment * alignment }
+        let layout = try config.fusedLoRALayout(targets: parsed.targets, rank: rank).map { layer in
+            try layer.map { fused in
+                try fused.map { parts -> FusedSlab in
+                    // The parts' A back to back: together they are the fused A.
+                    let aOffset = end
+                    for part in parts { _ = place(try tensors.require(part.key, matrix: .a, shape: [rank, part.inputs]), .a) }
+                    align()
+                    return FusedSlab(a: (aOffset, [parts.count * rank, parts[0].inputs]), pieces: try parts.map { part in
+                        let offset = place(try tensors.require(part.key, matrix: .b, shape: [part.outputs, rank]), .b)
+                        align()
+                        return FusedSlab.Piece(b: (offset, [part.outputs, rank]), rankOffset: part.rankOffset, outputOffset: part.outputOffset)
+                    })
+                }
+            }
+        }
+        let buffer = try backend.hostBuffer(bytes: end * dtype.byteSize)
+        let failures = UnsafeMutableBufferPointer<Int>.allocate(capacity: jobs.count)
+        defer { failures.deallocate() }
+        DispatchQueue.concurrentPerform(iterations: jobs.count) { index in
+            let job = jobs[index]
+            failures[index] = HalfConversion.convert(job.tensor.bytes, dtype: job.tensor.dtype, count: job.tensor.elementCount,
+                                                     scale: tensors.factor(job.matrix), limit: LoRAAdapter.maxValue,
+                                                     into: buffer.pointer + job.offset * dtype.byteSize, as: dtype) ?? -1
+        }
+        if let first = failures.firstIndex(where: { $0 >= 0 }) {
+            let (tensor, element) = (jobs[first].tensor, failures[first])
+            throw ModelError.tensorValue(path: tensors.path, tensor: tensor.name, element: element, value: tensor.value(at: element),
+                                         rule: tensors.rule(jobs[first].matrix))
+        }
+        self.name = name
+        self.directory = directory
+        self.rank = rank
+        scale = parsed.scale
+        targets = parsed.targets
+        self.buffer = buffer
+        self.layout = layout
+    }
+
+    private init(name: String, buffer: HostBuffer) {
+        self.name = name
+        directory = ""
+        rank = 0
+        scale = 1
+        targets = []
+        self.buffer = buffer
+        layout = []
+    }
+
+    /// An adapter with no weights holding `bytes` of host memory: for runners that script a model (engine tests).
+    public static func empty(name: String, bytes: Int) -> HostAdapter { HostAdapter(name: name, buffer: HostBuffer(byteCount: bytes)) }
+}
+
+/// One targeted part of a fused projection: its checkpoint key, its shape, where its rank rows sit in the fused A
+/// and where its outputs sit in the fused output row.
+struct FusedLoRAPart {
+    let key: LoRATensorKey
+    let inputs: Int
+    let outputs: Int
+    let rankOffset: Int
+    let outputOffset: Int
+}
+
+extension ModelConfig {
+    /// [layer][FusedProjection.rawValue]: the targeted parts of each fused projection, nil where none is targeted.
+    func fusedLoRALayout(targets: Set<Projection>, rank: Int) -> [[[FusedLoRAPart]?]] {
+        (0..<layerCount).map { layer in
+            FusedProjection.allCases.map { fused in
+                var parts: [FusedLoRAPart] = []
+                var outputOffset = 0
+                for projection in fused.parts {
+                    let (outputs, inputs) = projection.weightShape(self)
+                    if targets.contains(projection) {
+                        parts.append(FusedLoRAPart(key: LoRATensorKey(layer: layer, projection: projection), inputs: inputs, outputs: outputs,
+                                                   rankOffset: parts.count * rank, outputOffset: outputOffset))
+                    }
+                    outputOffset += outputs
+                }
+                return parts.isEmpty ? nil : parts
+            }
+        }
+    }
+}
