@@ -15,6 +15,8 @@ struct PreparedGeneration<Builder: ResponseBuilder> {
     /// The usage's prompt tokens: each distinct prompt once, however many choices share it.
     let promptTokens: Int
     let stream: Bool
+    /// Each run of `bestOf` consecutive choices (one prompt's) returns its `n` most likely (`best_of`); equal: all.
+    let n: Int, bestOf: Int
 }
 
 extension SamplingParameters {
@@ -32,6 +34,8 @@ struct GenerationEnd {
     let reason: FinishReason
     let usage: Usage
     let message: String?
+    /// The generated tokens' summed logprobs, where the engine reported them: what `best_of` ranks by.
+    let logprob: Double
 
     /// What to tell the client when the engine could not finish the request.
     var failure: APIError? { reason == .error ? .generationFailed(message ?? "no reason given") : nil }
@@ -43,8 +47,9 @@ extension OpenAIServer {
         let body = try await decodeBody(CompletionRequest.self, from: &request)
         let options = body.options
         let adapter = try adapter(for: options.model)
-        let n = try body.choicesPerPrompt()
-        let logprobs = try body.logprobs.map { (count) throws(APIError) in try engineLogprobs(count, field: "logprobs") } ?? 0
+        let (n, bestOf) = try body.choicesPerPrompt()
+        // Ranking by `best_of` needs each token's logprob.
+        let logprobs = try body.logprobs.map { (count) throws(APIError) in try engineLogprobs(count, field: "logprobs") } ?? (bestOf > n ? 1 : 0)
         if let count = body.prompt_logprobs { _ = try engineLogprobs(count, field: "prompt_logprobs") }
         // Echoed logprobs and `prompt_logprobs` come from the same scoring of the prompt: the wider of the two.
         let promptLogprobs = [body.echo ? body.logprobs : nil, body.prompt_logprobs].compactMap { $0 }.max()
@@ -63,7 +68,7 @@ extension OpenAIServer {
             var sampling = try options.sampling(maxTokens: maxTokens, logprobs: logprobs)
             sampling.promptLogprobs = promptLogprobs
             promptTokens += promptIDs.count
-            for sibling in 0..<n {
+            for sibling in 0..<bestOf {
                 let choice = choices.count
                 let builder = CompletionBuilder(identity: identity, index: choice, topCount: body.logprobs,
                                                 echo: body.echo ? (promptText, promptIDs) : nil, promptTopCount: body.prompt_logprobs,
@@ -72,7 +77,7 @@ extension OpenAIServer {
                                               sampling: sampling.sibling(sibling)), builder))
             }
         }
-        return PreparedGeneration(identity: identity, choices: choices, promptTokens: promptTokens, stream: options.streams)
+        return PreparedGeneration(identity: identity, choices: choices, promptTokens: promptTokens, stream: options.streams, n: n, bestOf: bestOf)
     }
 
     /// `POST /v1/chat/completions`: the messages rendered by the model's chat template.
@@ -93,7 +98,7 @@ extension OpenAIServer {
             (request: EngineRequest(id: engineID(identity, choice: choice), promptIDs: promptIDs, adapter: adapter, sampling: sampling.sibling(choice)),
              builder: ChatBuilder(identity: identity, index: choice, topCount: topCount, tokens: TokenText(tokenizer: service.tokenizer)))
         }
-        return PreparedGeneration(identity: identity, choices: choices, promptTokens: promptIDs.count, stream: options.streams)
+        return PreparedGeneration(identity: identity, choices: choices, promptTokens: promptIDs.count, stream: options.streams, n: n, bestOf: n)
     }
 
     /// The engine request id of a choice: the response's id, suffixed by the choice's index beyond the first.
@@ -150,7 +155,13 @@ extension OpenAIServer {
                 }
                 return ends
             }
-            let choices = zip(builders, ends).map { $0.choice(finishReason: $1.reason.rawValue) }
+            // Of each prompt's `bestOf`, its `n` most likely in that order; all in order when none are dropped.
+            let (n, bestOf) = (prepared.n, prepared.bestOf)
+            let kept = stride(from: 0, to: ends.count, by: bestOf).flatMap { first in
+                let group = Array(first ..< first + bestOf)
+                return bestOf == n ? group : Array(group.sorted { ends[$0].logprob > ends[$1].logprob }.prefix(n))
+            }
+            let choices = kept.enumerated().map { builders[$1].choice(index: $0, finishReason: ends[$1].reason.rawValue) }
             var response = ends.lazy.compactMap(\.failure).first?.response
                 ?? jsonResponse(Builder.whole(identity, choices: choices, usage: usage(ends)))
             response.headers[.connection] = "close"
@@ -197,6 +208,7 @@ extension OpenAIServer {
         var lastToken: ContinuousClock.Instant?
         var generated = 0
         var emitFailure: (any Error)?
+        var logprob = 0.0
         func send(_ chunk: Builder.Chunk?) async {
             guard emitFailure == nil, let chunk else { return }
             do {
@@ -210,7 +222,8 @@ extension OpenAIServer {
             switch event {
             case let .prompt(logprobs):
                 await send(builder.appendPrompt(logprobs))
-            case let .token(token, text, logprob, top):
+            case let .token(token, text, chosen, top):
+                logprob += Double(chosen?.logprob ?? 0)
                 let now = ContinuousClock.now
                 if let lastToken {
                     await metrics.nextToken(after: (now - lastToken).seconds)
@@ -219,13 +232,13 @@ extension OpenAIServer {
                 }
                 lastToken = now
                 generated += 1
-                await send(builder.append(text: text, token: token, logprob: logprob, top: top))
+                await send(builder.append(text: text, token: token, logprob: chosen, top: top))
             case let .finished(reason, usage, message):
                 await metrics.finished(reason, usage: usage)
                 let milliseconds = Int((ContinuousClock.now - arrival).seconds * 1000)
                 logger.info("\(id): \(reason.rawValue) after \(usage.completionTokens) tokens in \(milliseconds) ms\(message.map { ": \($0)" } ?? "")")
                 if let emitFailure { throw emitFailure }
-                return GenerationEnd(reason: reason, usage: usage, message: message)
+                return GenerationEnd(reason: reason, usage: usage, message: message, logprob: logprob)
             }
         }
         // The stream ends without `.finished` only when this task is cancelled (the server is stopping): its

@@ -182,16 +182,21 @@ struct CompletionRequest: Decodable {
         suffix = try container.decodeIfPresent(String.self, forKey: .suffix)
     }
 
-    /// Choices per prompt: `n`, which `best_of` (if given) must equal; refuses `suffix`.
-    func choicesPerPrompt() throws(APIError) -> Int {
+    /// Choices per prompt: `n` returned of `bestOf` generated (the most likely by their tokens' summed logprobs, as
+    /// OpenAI's legacy `best_of` and vLLM rank them); refuses `suffix`.
+    func choicesPerPrompt() throws(APIError) -> (n: Int, bestOf: Int) {
         if let suffix, !suffix.isEmpty {
             throw .invalid(param: "suffix", message: "`suffix` is not supported (punica does not insert text)")
         }
         let n = try options.choiceCount()
-        if let best_of, best_of != n {
-            throw .invalid(param: "best_of", message: "`best_of` must equal `n` (\(n)): punica returns every choice it generates. Given: \(best_of)")
+        let bestOf = best_of ?? n
+        guard (n...GenerationOptions.maxChoices).contains(bestOf) else {
+            throw .invalid(param: "best_of", message: "`best_of` must be >= `n` (\(n)) and <= \(GenerationOptions.maxChoices). Given: \(bestOf)")
         }
-        return n
+        if bestOf > n && options.streams {
+            throw .invalid(param: "best_of", message: "`best_of` > `n` cannot be streamed (the choices are ranked once all are done)")
+        }
+        return (n, bestOf)
     }
 
     /// A `prompt`: a string, a list of strings, a list of token ids, or a list of token-id lists.

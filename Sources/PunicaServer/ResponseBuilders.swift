@@ -15,8 +15,8 @@ protocol ResponseBuilder {
     mutating func append(text: String, token: Int, logprob: TokenLogprob?, top: [TokenLogprob]) -> Chunk?
     /// The chunk with the finish reason.
     func closingChunk(finishReason: String) -> Chunk
-    /// This choice in the whole response.
-    func choice(finishReason: String) -> Choice
+    /// This choice in the whole response, at `index` (its own, unless `best_of` ranked the choices).
+    func choice(index: Int, finishReason: String) -> Choice
     /// The last chunk of a stream when the client asked for usage: no choices.
     static func usageChunk(_ identity: ResponseIdentity, usage: Usage) -> Chunk
     static func whole(_ identity: ResponseIdentity, choices: [Choice], usage: Usage) -> Whole
@@ -134,7 +134,7 @@ struct CompletionBuilder: ResponseBuilder {
         chunk(.init(index: index, text: "", logprobs: nil, finish_reason: finishReason))
     }
 
-    func choice(finishReason: String) -> CompletionObject.Choice {
+    func choice(index: Int, finishReason: String) -> CompletionObject.Choice {
         .init(index: index, text: text, logprobs: topCount == nil ? nil : logprobs, finish_reason: finishReason, prompt_logprobs: promptLogprobs)
     }
 
@@ -197,7 +197,7 @@ struct ChatBuilder: ResponseBuilder {
         chunk(.init(index: index, delta: .init(), logprobs: nil, finish_reason: finishReason))
     }
 
-    func choice(finishReason: String) -> ChatCompletionObject.Choice {
+    func choice(index: Int, finishReason: String) -> ChatCompletionObject.Choice {
         .init(index: index, message: .init(content: text), logprobs: topCount == nil ? nil : logprobs, finish_reason: finishReason)
     }
 

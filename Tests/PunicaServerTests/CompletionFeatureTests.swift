@@ -29,6 +29,24 @@ import Testing
         }
     }
 
+    /// `best_of`: each prompt's choices generated, the `n` with the highest summed logprob returned, best first,
+    /// reindexed; the usage counts every generated token. Logprobs are asked of the engine even when not shown.
+    @Test func bestOfReturnsTheMostLikelyChoices() async throws {
+        let fake = FakeGenerationService()
+        try await withServer(fake) { client in
+            let json = try await client.post("/v1/completions",
+                                             #"{"model": "base", "prompt": ["a", "b"], "n": 2, "best_of": 3, "max_tokens": 2, "seed": 5}"#).json
+            let returned = try choices(json)
+            #expect(returned.map { $0["index"] as? Int } == [0, 1, 2, 3] && returned.allSatisfy { $0["logprobs"] is NSNull })
+            #expect(fake.submitted.count == 6 && fake.submitted.allSatisfy { $0.sampling.logprobs == 1 })
+            #expect((json["usage"] as? [String: Int])?["completion_tokens"] == 12)
+            let shown = try await client.post("/v1/completions", #"{"model": "base", "prompt": "a", "n": 2, "best_of": 3, "max_tokens": 1, "seed": 5, "logprobs": 0}"#).json
+            let first = try choices(shown).map { (($0["logprobs"] as? JSON)?["token_logprobs"] as? [Double])?.first ?? 0 }
+            // Seeds 5, 6, 7: the fake makes 7's tokens likeliest, then 6's.
+            #expect(zip(first, [-0.43, -0.44]).allSatisfy { abs($0 - $1) < 1e-5 }, "\(first)")
+        }
+    }
+
     /// Token ids go to the engine as given (no BOS added); a list of lists is a batch.
     @Test func tokenIDPromptsReachTheEngineAsGiven() async throws {
         let fake = FakeGenerationService()

@@ -34,7 +34,9 @@ func expectError(_ response: TestResponse, _ status: HTTPResponse.Status, param:
     static let cases: [Case] = [
         Case(uri: completions, body: #"{"model": "base", "prompt": "x", "n": 17}"#, status: .badRequest, param: "n"),
         Case(uri: completions, body: #"{"model": "base", "prompt": "x", "n": 0}"#, status: .badRequest, param: "n"),
-        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "best_of": 3}"#, status: .badRequest, param: "best_of"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "n": 2, "best_of": 1}"#, status: .badRequest, param: "best_of"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "best_of": 17}"#, status: .badRequest, param: "best_of"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "best_of": 2, "stream": true}"#, status: .badRequest, param: "best_of"),
         Case(uri: completions, body: #"{"model": "base", "prompt": "x", "suffix": "end"}"#, status: .badRequest, param: "suffix"),
         Case(uri: completions, body: #"{"model": "base", "prompt": "x", "prompt_logprobs": 21}"#, status: .badRequest, param: "prompt_logprobs"),
         Case(uri: completions, body: #"{"model": "base", "prompt": "x", "logit_bias": {"a": 1}}"#, status: .badRequest, param: "logit_bias"),

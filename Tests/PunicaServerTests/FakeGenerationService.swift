@@ -56,7 +56,8 @@ final class FakeGenerationService: GenerationService, @unchecked Sendable {
         var detokenizer = IncrementalDetokenizer(tokenizer: tokenizer)
         var events: [GenerationEvent] = (0..<sampling.maxTokens).map { index in
             let id = script[index % script.count]
-            let chosen = TokenLogprob(id: id, logprob: -0.5 * Float(index + 1))
+            // A seeded request's tokens are 0.01 × seed more likely, so `best_of` has something to rank.
+            let chosen = TokenLogprob(id: id, logprob: -0.5 * Float(index + 1) + 0.01 * Float(sampling.seed ?? 0))
             let top = sampling.logprobs > 0 ? Array(([chosen] + script.map { TokenLogprob(id: $0, logprob: -3) }).prefix(sampling.logprobs)) : []
             return .token(id: id, text: detokenizer.append(id), logprob: sampling.logprobs > 0 ? chosen : nil, top: top)
         }
