@@ -1,8 +1,8 @@
 import PunicaEngine
 
 // Request bodies of the OpenAI API, with its field names. Fields that change what is generated and that punica does
-// not implement are refused (`GenerationOptions.unsupported`); other unknown fields are ignored, as OpenAI-compatible
-// servers do.
+// not implement are refused (`GenerationOptions.unsupported`); other unknown fields (`user`, `metadata`, `store`,
+// `service_tier`, `priority`, other servers' extensions) are ignored, as OpenAI-compatible servers do.
 
 /// Fields both generation endpoints share: OpenAI's, plus vLLM's sampling extensions.
 struct GenerationOptions: Decodable {
