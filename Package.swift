@@ -55,7 +55,7 @@ let package = Package(
         .testTarget(name: "PunicaCLITests", dependencies: ["punica", "TestSupport"]),
         .testTarget(name: "PunicaEngineTests", dependencies: ["PunicaEngine", "PunicaCPU", "TestSupport"]),
         .testTarget(name: "PunicaServerTests", dependencies: [
-            "PunicaServer", "PunicaEngine", "PunicaTokenizer", "TestSupport",
+            "PunicaServer", "PunicaEngine", "PunicaTokenizer", "PunicaCPU", "PunicaModel", "TestSupport",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),

@@ -4,7 +4,9 @@
     scripts/e2e_openai.py .build/debug/punica
 
 Starts the binary on a free loopback port with the bundled model (models/) and a temporary --adapter-root, then:
-completions and chat (whole and streamed, base model and adapters), logprobs, errors as the client raises them,
+completions and chat (whole and streamed, base model and adapters), logprobs, echo and prompt logprobs (lm-eval's
+loglikelihood request), prompt lists, token-id prompts, n > 1 with a seed, every sampling field, /tokenize and
+/detokenize, errors as the client raises them,
 loading an adapter copied into the root and unloading it, 100+ simultaneous streams of which some close early (every
 one answered or cancelled, and afterwards nothing running and no KV page held), and a SIGTERM during a stream (the
 stream finishes, the server exits 0). Exits non-zero on the first failure.
@@ -136,6 +138,92 @@ def test_completions(client):
     check(all(logprob <= 0 for logprob in with_logprobs.token_logprobs), "logprobs are <= 0")
 
 
+def test_completion_extensions(client, server):
+    def tokenize(text, **options):
+        status, body = server.post("/tokenize", {"model": BASE, "prompt": text, **options})
+        check(status == 200, f"/tokenize: {status} {body}")
+        return json.loads(body)["tokens"]
+
+    # Echo + logprobs (lm-eval's loglikelihood): the prompt's tokens scored, the first null; scoring a greedy
+    # generation's own text gives the logprobs the generation reported for the same tokens.
+    prompt = "Once upon a time"
+    prompt_ids = tokenize(prompt)
+    generated = greedy_completion(client, BASE, prompt, max_tokens=6, logprobs=1).choices[0]
+    for max_tokens in (0, 1):
+        scored = greedy_completion(client, BASE, prompt + generated.text, max_tokens=max_tokens, logprobs=1, echo=True).choices[0]
+        check(scored.text.startswith(prompt + generated.text), f"echo writes the prompt first: {scored.text!r}")
+        echoed = scored.logprobs
+        count = len(prompt_ids) + len(generated.logprobs.tokens)
+        check(len(echoed.tokens) == count + max_tokens and echoed.token_logprobs[0] is None and echoed.top_logprobs[0] is None,
+              f"echoed logprobs: {echoed.tokens} {echoed.token_logprobs[:2]}")
+        check(echoed.tokens[len(prompt_ids):count] == generated.logprobs.tokens, "the generated text re-tokenizes into the same tokens")
+        for mine, theirs in zip(echoed.token_logprobs[len(prompt_ids):count], generated.logprobs.token_logprobs):
+            check(abs(mine - theirs) < 1e-3, f"scored {mine} vs generated {theirs}")
+        check(echoed.text_offset == sorted(echoed.text_offset) and echoed.text_offset[0] == 0, "text offsets rise from 0")
+    # Token-id prompts (lm-eval's default) score the same; vLLM's prompt_logprobs agree with the echoed ones.
+    by_ids = client.completions.create(model=BASE, prompt=prompt_ids, max_tokens=0, echo=True, logprobs=1,
+                                       extra_body={"prompt_logprobs": 2}).choices[0]
+    by_text = greedy_completion(client, BASE, prompt, max_tokens=0, logprobs=1, echo=True).choices[0]
+    check(by_ids.text == by_text.text and by_ids.logprobs.token_logprobs == by_text.logprobs.token_logprobs, "ids and text score alike")
+    prompt_logprobs = by_ids.model_extra["prompt_logprobs"]
+    check(prompt_logprobs[0] is None and len(prompt_logprobs) == len(prompt_ids), f"prompt_logprobs: {prompt_logprobs[:2]}")
+    for position, entry in enumerate(prompt_logprobs[1:], start=1):
+        mine = entry[str(prompt_ids[position])]
+        check(abs(mine["logprob"] - by_ids.logprobs.token_logprobs[position]) < 1e-5 and mine["rank"] >= 1, f"prompt_logprobs {entry}")
+
+    # Prompt lists and token-id lists: independent choices, each what it would be alone.
+    alone = [greedy_completion(client, "python", text, max_tokens=4).choices[0].text for text in ("def main():", "import os")]
+    batched = greedy_completion(client, "python", ["def main():", "import os"], max_tokens=4).choices
+    check([choice.index for choice in batched] == [0, 1] and [choice.text for choice in batched] == alone, f"prompt list: {batched}")
+    batched_ids = greedy_completion(client, "python", [tokenize("def main():"), tokenize("import os")], max_tokens=4).choices
+    check([choice.text for choice in batched_ids] == alone, "token-id lists")
+
+    # n > 1 with a seed: distinct choices, the same again with the same seed.
+    def sampled(seed):
+        return [choice.text for choice in client.completions.create(model=BASE, prompt="Once", max_tokens=6, n=3, seed=seed, temperature=1).choices]
+    first = sampled(11)
+    check(len(first) == 3 and len(set(first)) > 1 and sampled(11) == first, f"n=3 seeded: {first}")
+    best = client.completions.create(model=BASE, prompt="Once", max_tokens=6, n=1, best_of=3, seed=11, temperature=1, logprobs=0).choices
+    others = client.completions.create(model=BASE, prompt="Once", max_tokens=6, n=3, seed=11, temperature=1, logprobs=0).choices
+    ranked = max(others, key=lambda choice: sum(choice.logprobs.token_logprobs))
+    check(len(best) == 1 and best[0].text == ranked.text, f"best_of=3 keeps the likeliest of n=3's choices: {best[0].text!r}")
+
+    # Every sampling field, each with an effect that can be checked on the greedy continuation.
+    base = greedy_completion(client, BASE, prompt, max_tokens=16).choices[0].text
+    first_token = tokenize(base, add_special_tokens=False)[0]
+    banned = greedy_completion(client, BASE, prompt, max_tokens=2, logit_bias={str(first_token): -100}).choices[0].text
+    check(not banned.startswith(server_detokenize(server, [first_token])), f"logit_bias -100 bans the first token: {banned!r}")
+    forced = greedy_completion(client, BASE, prompt, max_tokens=3, logit_bias={"300": 100}).choices[0].text
+    check(forced == server_detokenize(server, [300, 300, 300]), f"logit_bias +100 forces a token: {forced!r}")
+    stopped = greedy_completion(client, BASE, prompt, max_tokens=16, extra_body={"stop_token_ids": [first_token]}).choices[0]
+    check(stopped.finish_reason == "stop" and stopped.text == "", f"stop_token_ids: {stopped}")
+    held = greedy_completion(client, BASE, prompt, max_tokens=4, extra_body={"stop_token_ids": [first_token], "min_tokens": 3}).choices[0]
+    check(len(tokenize(held.text, add_special_tokens=False)) >= 3, f"min_tokens holds stop tokens back: {held}")
+    for field, value in [("frequency_penalty", 2.0), ("presence_penalty", 2.0), ("repetition_penalty", 3.0)]:
+        options = {field: value} if field != "repetition_penalty" else {"extra_body": {field: value}}
+        changed = greedy_completion(client, BASE, prompt, max_tokens=16, **options).choices[0].text
+        check(changed != base, f"{field} changes the greedy continuation")
+    same = client.completions.create(model=BASE, prompt=prompt, max_tokens=6, temperature=1, extra_body={"min_p": 1.0}).choices[0].text
+    check(same and base.startswith(same), f"min_p 1 keeps only the most likely token: {same!r} {base!r}")
+    eos = json.loads((ROOT / BASE / "config.json").read_text())["eos_token_id"]
+    shown = greedy_completion(client, BASE, prompt, max_tokens=2, logit_bias={str(eos): 100},
+                              extra_body={"ignore_eos": True, "skip_special_tokens": False}).choices[0].text
+    hidden = greedy_completion(client, BASE, prompt, max_tokens=2, logit_bias={str(eos): 100}, extra_body={"ignore_eos": True}).choices[0].text
+    check(shown == server_detokenize(server, [eos, eos]) and hidden == "", f"skip_special_tokens: {shown!r} {hidden!r}")
+
+    # /detokenize inverts /tokenize; unsupported fields are refused by name.
+    check(server_detokenize(server, tokenize("Hello there", add_special_tokens=False)) == "Hello there", "/detokenize")
+    for options in [{"suffix": "x"}, {"n": 2, "best_of": 1}, {"extra_body": {"use_beam_search": True}}]:
+        error = expect_error(openai.BadRequestError, lambda: greedy_completion(client, BASE, "x", **options))
+        check(error.body["param"] in options.get("extra_body", options), f"refused by name: {error.body}")
+
+
+def server_detokenize(server, tokens):
+    status, body = server.post("/detokenize", {"model": BASE, "tokens": tokens})
+    check(status == 200, f"/detokenize: {status} {body}")
+    return json.loads(body)["prompt"]
+
+
 def test_chat(client):
     messages = [{"role": "system", "content": "You speak like the King James Bible."}, {"role": "user", "content": "Who made the world?"}]
     whole = client.chat.completions.create(model="scripture", messages=messages, max_tokens=10, temperature=0,
@@ -154,7 +242,7 @@ def test_chat(client):
 
 def test_errors(client, server):
     expect_error(openai.NotFoundError, lambda: greedy_completion(client, "no-such-adapter", "x"))
-    error = expect_error(openai.BadRequestError, lambda: client.completions.create(model=BASE, prompt="x", n=2))
+    error = expect_error(openai.BadRequestError, lambda: client.completions.create(model=BASE, prompt="x", n=17))
     check(error.body["param"] == "n", f"the error names the field: {error.body}")
     expect_error(openai.BadRequestError, lambda: greedy_completion(client, BASE, "x", max_tokens=100_000))
     expect_error(openai.BadRequestError, lambda: client.chat.completions.create(model=BASE, messages=[]))
@@ -268,6 +356,7 @@ def main():
             server.wait_until_healthy()
             client = openai.OpenAI(base_url=server.url + "/v1", api_key=API_KEY, max_retries=0, timeout=120)
             for name, test in [("models", lambda: test_models(client)), ("completions", lambda: test_completions(client)),
+                               ("completion extensions", lambda: test_completion_extensions(client, server)),
                                ("chat", lambda: test_chat(client)), ("errors", lambda: test_errors(client, server)),
                                ("load/unload", lambda: test_load_unload(client, server, adapter_root, outside)),
                                ("concurrent streams", lambda: test_concurrent_streams(server)),

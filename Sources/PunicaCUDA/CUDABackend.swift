@@ -685,19 +685,20 @@ public final class CUDABackend: Backend {
             launch(ToFloat32(x: logits.address, out: widened.address, count: UInt64(rows * vocab)), grid: ((rows * vocab + 255) / 256, 1, 1),
                    block: 256)
         }
-        // One upload: SampleParams per row (4 words), then penalty offsets (rows + 1), penalties (rows), tokens.
+        // One upload: SampleParams per row (5 words), adjustment offsets (rows + 1), then LogitAdjustments (4 words).
         var words: [UInt32] = choices.flatMap {
-            [$0.temperature.bitPattern, UInt32(bitPattern: Int32($0.topK)), $0.topP.bitPattern, $0.uniform.bitPattern]
+            [$0.temperature.bitPattern, UInt32(bitPattern: Int32($0.topK)), $0.topP.bitPattern, $0.uniform.bitPattern, $0.logMinP.bitPattern]
         }
-        let penalized = choices.map { $0.repetitionPenalty == 1 ? [] : $0.penalized }
+        let adjustments = choices.map(\.adjustments)
         var offset: Int32 = 0
-        words += [0] + penalized.map { offset += Int32($0.count); return UInt32(bitPattern: offset) }
-        words += choices.map(\.repetitionPenalty.bitPattern) + penalized.joined().map { UInt32(bitPattern: $0) }
+        words += [0] + adjustments.map { offset += Int32($0.count); return UInt32(bitPattern: offset) }
+        words += adjustments.joined().flatMap {
+            [UInt32(bitPattern: $0.token), $0.bias.bitPattern, $0.penalty.bitPattern, $0.subtracted.bitPattern]
+        }
         let metadata = upload(bytes: words.withUnsafeBytes { Array($0) })
         let address = { (word: Int) in metadata.address + UInt64(4 * word) }
         if offset > 0 {
-            launch(ApplyPenalties(logits: widened.address, offsets: address(4 * rows), tokens: address(6 * rows + 1),
-                                  penalties: address(5 * rows + 1), vocab: Int32(vocab)),
+            launch(AdjustLogits(logits: widened.address, offsets: address(5 * rows), adjustments: address(6 * rows + 1), vocab: Int32(vocab)),
                    grid: (rows, 1, 1), block: 256)
         }
         let tokens = allocate([rows], dtype: .float32, pooled: true)  // int32 results: 4 bytes each

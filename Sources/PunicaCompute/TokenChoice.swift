@@ -19,15 +19,44 @@ public struct TokenChoice: Sendable, Equatable {
     /// HF's repetition penalty on `penalized` (distinct token ids): logit / p if positive, · p if not (1: off).
     public var repetitionPenalty: Float
     public var penalized: [Int32]
+    /// Added to the logits before the repetition penalty (logit_bias; −∞ masks a token).
+    public var bias: [Int32: Float]
+    /// Subtracted from the logits after the repetition penalty (frequency and presence penalties).
+    public var subtracted: [Int32: Float]
+    /// Keep tokens whose probability (at `temperature`) is at least `minP` × the most likely one's (0: all).
+    public var minP: Float
 
     public init(temperature: Float = 0, topK: Int = 0, topP: Float = 1, uniform: Float = 0, repetitionPenalty: Float = 1,
-                penalized: [Int32] = []) {
+                penalized: [Int32] = [], bias: [Int32: Float] = [:], subtracted: [Int32: Float] = [:], minP: Float = 0) {
         self.temperature = temperature
         self.topK = topK
         self.topP = topP
         self.uniform = uniform
         self.repetitionPenalty = repetitionPenalty
         self.penalized = penalized
+        self.bias = bias
+        self.subtracted = subtracted
+        self.minP = minP
+    }
+
+    /// log(minP), −∞ when off: the min-p threshold is `max + temperature · logMinP`, computed the same way (no fused
+    /// multiply-add) on every backend so the kept set is the same.
+    public var logMinP: Float { minP > 0 ? log(minP) : -.infinity }
+
+    /// The adjusted logit of `token`: (logit + bias), repetition-penalized if `penalized`, minus `subtracted`. Backends
+    /// apply it to the union of the three sets' tokens, where the identity elsewhere makes it a no-op.
+    @inline(__always)
+    public static func adjust(_ logit: Float, bias: Float, penalty: Float, subtracted: Float) -> Float {
+        let biased = logit + bias
+        let penalized = penalty == 1 ? biased : biased > 0 ? biased / penalty : biased * penalty
+        return penalized - subtracted
+    }
+
+    /// Each token the adjustment changes, with (bias, penalty, subtracted), in token order.
+    public var adjustments: [(token: Int32, bias: Float, penalty: Float, subtracted: Float)] {
+        let penalizedSet = repetitionPenalty == 1 ? [] : Set(penalized)
+        let tokens = Set(bias.keys).union(subtracted.keys).union(penalizedSet).sorted()
+        return tokens.map { ($0, bias[$0] ?? 0, penalizedSet.contains($0) ? repetitionPenalty : 1, subtracted[$0] ?? 0) }
     }
 
     public static let greedy = TokenChoice()
@@ -39,9 +68,11 @@ public struct TokenChoice: Sendable, Equatable {
 
     /// The reference semantics of `Backend.sample`, which every backend reproduces:
     /// 0. a row whose adjusted logits hold a NaN or +∞, or are all −∞, gives `nonFinite`;
-    /// 1. the repetition penalty adjusts the penalized tokens' logits; temperature 0 then takes the largest;
-    /// 2. top-k keeps logits ≥ the k-th largest, top-p then keeps logits ≥ t for the largest logit t whose kept
-    ///    tokens' weights exp((logit − max) / temperature) reach topP of the top-k mass (ties are kept together);
+    /// 1. `adjust` (bias, repetition penalty, subtracted penalties) changes their tokens' logits; temperature 0 then
+    ///    takes the largest;
+    /// 2. min-p keeps logits ≥ max + temperature · logMinP; of those top-k keeps logits ≥ the k-th largest, top-p
+    ///    then keeps logits ≥ t for the largest logit t whose kept tokens' weights exp((logit − max) / temperature)
+    ///    reach topP of the kept mass (ties are kept together);
     /// 3. the token is the first kept one, in vocabulary order, whose running weight exceeds `uniform` × kept mass.
     public func pick(_ logits: UnsafeBufferPointer<Float>) -> Int {
         let kept = keptWeights(logits)
@@ -61,11 +92,8 @@ public struct TokenChoice: Sendable, Equatable {
     /// logit when greedy; none when the row cannot be sampled (see `nonFinite`).
     public func keptWeights(_ logits: UnsafeBufferPointer<Float>) -> [(token: Int, weight: Float)] {
         var adjusted = Array(logits)
-        if repetitionPenalty != 1 {
-            for token in penalized where (0..<adjusted.count).contains(Int(token)) {
-                let logit = adjusted[Int(token)]
-                adjusted[Int(token)] = logit > 0 ? logit / repetitionPenalty : logit * repetitionPenalty
-            }
+        for (token, bias, penalty, subtracted) in adjustments where (0..<adjusted.count).contains(Int(token)) {
+            adjusted[Int(token)] = Self.adjust(adjusted[Int(token)], bias: bias, penalty: penalty, subtracted: subtracted)
         }
         guard !adjusted.isEmpty, !adjusted.contains(where: { $0.isNaN || $0 == .infinity }) else { return [] }
         var best = 0
@@ -75,9 +103,9 @@ public struct TokenChoice: Sendable, Equatable {
         let maxLogit = adjusted[best]
         func weight(_ logit: Float) -> Float { exp((logit - maxLogit) / temperature) }
 
-        var threshold = -Float.infinity
+        var threshold = minP > 0 ? maxLogit + temperature * logMinP : -Float.infinity
         if topK > 0 || topP < 1 {
-            let descending = adjusted.sorted(by: >)
+            let descending = adjusted.filter { $0 >= threshold }.sorted(by: >)
             if topK > 0 && topK < descending.count { threshold = descending[topK - 1] }
             if topP < 1 {
                 let candidates = descending.prefix { $0 >= threshold }

@@ -7,6 +7,8 @@ public struct Completion: Sendable {
     /// Per generated token: the top `logprobs` tokens, plus the chosen one when it is not among them; nil when the
     /// request asked for none.
     public var logprobs: [[TokenLogprob]]?
+    /// Prompt tokens 1..<count scored, when the request asked for `promptLogprobs`.
+    public var promptLogprobs: [TokenLogprobs]?
     public var finishReason = FinishReason.error
     public var usage = Usage(promptTokens: 0, completionTokens: 0)
     public var message: String?
@@ -52,6 +54,8 @@ extension GenerationService {
                 completion.tokenIDs.append(id)
                 completion.text += text
                 if let logprob { completion.logprobs?.append(top.contains { $0.id == id } ? top : top + [logprob]) }
+            case let .prompt(logprobs):
+                completion.promptLogprobs = logprobs
             case let .finished(reason, usage, message):
                 (completion.finishReason, completion.usage, completion.message) = (reason, usage, message)
             }

@@ -19,7 +19,7 @@ public struct EngineConfiguration: Sendable {
     /// `gpu_memory_utilization`).
     public var gpuMemoryUtilization = 0.9
     public static let hostKVCacheTokens = 32768
-    /// The LoRA rank that sizing reserves device memory for, for each of `loadedAdapters` (vLLM's `max_lora_rank`);
+    /// The LoRA rank that sizing reserves device memory for, for each of `adapterSlots` (vLLM's `max_lora_rank`);
     /// adapters of higher rank still load, into memory the KV cache leaves.
     public var maxLoRARank = 16
     /// Decode steps recorded at start-up and replayed (CUDA graphs) where the backend can; off: every step eager
@@ -99,9 +99,10 @@ public final class Engine: GenerationService, @unchecked Sendable {
         if let fixed = configuration.kvCacheTokens {
             (tokens, summary) = (fixed, "KV cache: \(fixed) tokens (--kv-cache-tokens)")
         } else if let memory = model.backend.deviceMemory() {
-            // Steps at their largest (a full prefill budget, every running request sampling) and every adapter slot.
-            let reserved = model.stepBytes(rows: configuration.maxTokensPerStep + configuration.maxRunningRequests,
-                                           logitRows: configuration.maxRunningRequests, loraRank: 3 * configuration.maxLoRARank)
+            // Steps at their largest (a full prefill budget, every running request sampling, every row returning logits
+            // for prompt logprobs) and every adapter slot.
+            let rows = configuration.maxTokensPerStep + configuration.maxRunningRequests
+            let reserved = model.stepBytes(rows: rows, logitRows: rows, loraRank: 3 * configuration.maxLoRARank)
                 + configuration.adapterSlots * model.adapterBytes(rank: configuration.maxLoRARank)
                 + (configuration.recordDecodeSteps ? RecordedDecodeSteps.reservedBytes(model: model) : 0)
             // Never more than every running request at the model's longest context can use.
@@ -156,7 +157,7 @@ public final class Engine: GenerationService, @unchecked Sendable {
             state.queued += 1
         }
         let (stream, continuation) = AsyncStream.makeStream(of: GenerationEvent.self)
-        let live = LiveRequest(request, continuation: continuation, tokenizer: tokenizer)
+        let live = LiveRequest(request, continuation: continuation, tokenizer: tokenizer, eos: eos)
         // A consumer that stops listening (a client gone away) cancels its request.
         continuation.onTermination = { [weak self] termination in
             if case .cancelled = termination { self?.cancel(id: request.id) }
@@ -199,6 +200,11 @@ public final class Engine: GenerationService, @unchecked Sendable {
         if prompt.isEmpty { throw .invalid(field: "prompt", reason: "must contain at least one token") }
         if let bad = prompt.first(where: { !(0..<runner.vocabularySize).contains($0) }) {
             throw .invalid(field: "prompt", reason: "token ids must be in 0..<\(runner.vocabularySize). Given: \(bad)")
+        }
+        for (field, ids) in [("logit_bias", Array(request.sampling.logitBias.keys)), ("stop_token_ids", request.sampling.stopTokenIDs)] {
+            if let bad = ids.first(where: { !(0..<runner.vocabularySize).contains($0) }) {
+                throw .invalid(field: field, reason: "token ids must be in 0..<\(runner.vocabularySize). Given: \(bad)")
+            }
         }
         if prompt.count >= maxContextLength {
             throw .invalid(field: "prompt", reason: "has \(prompt.count) tokens; the context holds at most \(maxContextLength) (prompt plus output)")
@@ -283,20 +289,33 @@ public final class Engine: GenerationService, @unchecked Sendable {
         var segments: [LoRASegment] = []
         var sampled: [Int] = []
         var logitRows: [Int] = []
+        // Prompt rows whose logits score the next prompt token, for requests asking for prompt logprobs: after the
+        // sampled rows in the output, with (handle, position) of each.
+        var promptRows: [Int] = []
+        var scored: [(handle: Int, position: Int)] = []
         for item in ordered {
             let request = requests[item.id]!
             let rows = tokens.count ..< tokens.count + item.count
-            tokens += request.tokens[(item.contextLength - item.count) ..< item.contextLength].map(Int32.init)
+            let first = item.contextLength - item.count
+            tokens += request.tokens[first ..< item.contextLength].map(Int32.init)
             sequences.append(StepBatch.Sequence(rows: rows, contextLength: item.contextLength, blockTable: item.pages))
             if let slot = slotOf(item.id) { segments.append(rows: rows, slot: slot) }
             if item.samples {
                 logitRows.append(rows.upperBound - 1)
                 sampled.append(item.id)
             }
+            for position in request.unscoredPromptPositions(first ..< item.contextLength) {
+                promptRows.append(rows.lowerBound + position - first)
+                scored.append((item.id, position))
+            }
         }
         let live = sampled.map { requests[$0]! }
-        let output = runner.run(StepBatch(tokens: tokens, sequences: sequences, loraSegments: segments, logitRows: logitRows),
-                                choices: live.map { $0.nextChoice() }, returnLogits: live.map { $0.request.sampling.logprobs > 0 })
+        let output = runner.run(StepBatch(tokens: tokens, sequences: sequences, loraSegments: segments, logitRows: logitRows + promptRows),
+                                choices: live.map { $0.nextChoice() } + scored.map { _ in .greedy },
+                                returnLogits: live.map { $0.request.sampling.logprobs > 0 } + scored.map { _ in true })
+        for (index, (handle, position)) in scored.enumerated() {
+            requests[handle]!.score(position: position, logits: output.logits[sampled.count + index]!)
+        }
         for (row, handle) in sampled.enumerated() {
             // An id outside the vocabulary (`TokenChoice.nonFinite`) means this row's logits could not be sampled:
             // a corrupt adapter or weight. Only this request ends; the rest of the batch is unaffected.
@@ -304,6 +323,12 @@ public final class Engine: GenerationService, @unchecked Sendable {
                 finish(handle, .error, message: output.tokens[row] == TokenChoice.nonFinite
                     ? "the model produced non-finite logits (NaN or infinity)\(live[row].request.adapter.map { " with adapter \"\($0)\"" } ?? "")"
                     : "the backend returned token id \(output.tokens[row]), outside the vocabulary of \(runner.vocabularySize)")
+                continue
+            }
+            live[row].reportPromptLogprobs()
+            // `max_tokens` 0 (scoring a prompt): the sampled token is dropped.
+            if live[row].request.sampling.maxTokens == 0 {
+                finish(handle, .length)
                 continue
             }
             let outcome = live[row].accept(output.tokens[row], logits: output.logits[row], eos: eos, contextLimit: maxContextLength)
@@ -390,15 +415,38 @@ private final class LiveRequest {
     private var text: TextStream
     private let continuation: AsyncStream<GenerationEvent>.Continuation
 
-    init(_ request: EngineRequest, continuation: AsyncStream<GenerationEvent>.Continuation, tokenizer: Tokenizer) {
+    init(_ request: EngineRequest, continuation: AsyncStream<GenerationEvent>.Continuation, tokenizer: Tokenizer, eos: Set<Int>) {
         self.request = request
         self.continuation = continuation
         tokens = request.promptIDs
-        sampler = Sampler(request.sampling)
-        text = TextStream(tokenizer: tokenizer, stops: request.sampling.stopStrings)
+        sampler = Sampler(request.sampling, promptLength: request.promptIDs.count, eos: eos)
+        promptLogprobs = Array(repeating: nil, count: request.sampling.promptLogprobs == nil ? 0 : request.promptIDs.count - 1)
+        text = TextStream(tokenizer: tokenizer, stops: request.sampling.stopStrings, skipSpecialTokens: request.sampling.skipSpecialTokens)
     }
 
     var generatedCount: Int { tokens.count - request.promptIDs.count }
+
+    /// Per prompt position p < count − 1, the logprobs of prompt token p + 1 (nil until computed); empty when the
+    /// request did not ask for prompt logprobs.
+    private var promptLogprobs: [TokenLogprobs?]
+    private var promptReported = false
+
+    /// Of `positions` (a step's rows), those whose logits would score a prompt token not scored yet.
+    func unscoredPromptPositions(_ positions: Range<Int>) -> [Int] {
+        positions.clamped(to: 0 ..< promptLogprobs.count).filter { promptLogprobs[$0] == nil }
+    }
+
+    func score(position: Int, logits: [Float]) {
+        let token = request.promptIDs[position + 1]
+        promptLogprobs[position] = logits.withUnsafeBufferPointer { logprobs($0, token: token, top: request.sampling.promptLogprobs ?? 0) }
+    }
+
+    /// Streams the prompt's logprobs, once, before the first token (every prompt row has been scored by then).
+    func reportPromptLogprobs() {
+        guard request.sampling.promptLogprobs != nil, !promptReported else { return }
+        promptReported = true
+        continuation.yield(.prompt(logprobs: promptLogprobs.map { $0! }))
+    }
 
     /// How the step picks this request's next token.
     func nextChoice() -> TokenChoice { sampler.choice(history: tokens) }
@@ -408,11 +456,7 @@ private final class LiveRequest {
     func accept(_ token: Int, logits: [Float]?, eos: Set<Int>, contextLimit: Int) -> FinishReason? {
         let parameters = request.sampling
         tokens.append(token)
-        var chosen: TokenLogprob?
-        var top: [TokenLogprob] = []
-        if let logits {
-            (chosen, top) = logits.withUnsafeBufferPointer { logprobs($0, token: token, top: parameters.logprobs) }
-        }
+        let scored = logits?.withUnsafeBufferPointer { logprobs($0, token: token, top: parameters.logprobs) }
         var delta = ""
         var reason: FinishReason?
         if parameters.stopTokenIDs.contains(token) || (!parameters.ignoreEOS && eos.contains(token)) {
@@ -429,7 +473,7 @@ private final class LiveRequest {
                 delta += text.finish()
             }
         }
-        continuation.yield(.token(id: token, text: delta, logprob: chosen, top: top))
+        continuation.yield(.token(id: token, text: delta, logprob: scored?.chosen, top: scored?.top ?? []))
         return reason
     }
 

@@ -44,6 +44,9 @@ public enum GenerationEvent: Sendable, Equatable {
     /// be the start of a stop string (held back, then released or cut). `logprob` is the chosen token's, and `top`
     /// the request's `logprobs` most likely tokens; both only when the request asked for logprobs.
     case token(id: Int, text: String, logprob: TokenLogprob?, top: [TokenLogprob])
+    /// Only for requests with `promptLogprobs`, once, before the first `.token`: prompt tokens 1..<count, each scored
+    /// by the logits of the position before it (the first prompt token has none).
+    case prompt(logprobs: [TokenLogprobs])
     /// The last event. `message` explains `.error`.
     case finished(reason: FinishReason, usage: Usage, message: String?)
 }

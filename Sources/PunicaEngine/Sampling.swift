@@ -14,8 +14,19 @@ public struct SamplingParameters: Sendable, Equatable {
     public var topP: Float = 1
     /// Keep the `topK` most likely tokens (0: off).
     public var topK = 0
+    /// Keep tokens at least `minP` × as likely as the most likely one (0: off).
+    public var minP: Float = 0
     /// HF's penalty on every token already in the prompt or output: logit / p if positive, · p if negative (1: off).
     public var repetitionPenalty: Float = 1
+    /// Subtracted from a token's logit once it appears in the output, and per appearance (OpenAI's, −2...2).
+    public var presencePenalty: Float = 0
+    public var frequencyPenalty: Float = 0
+    /// Added to token ids' logits (OpenAI's, −100...100; −100 bans in practice).
+    public var logitBias: [Int: Float] = [:]
+    /// End-of-sequence and stop tokens cannot be drawn before this many tokens (vLLM's `min_tokens`).
+    public var minTokens = 0
+    /// Special tokens (EOS, chat markers) left out of the streamed text.
+    public var skipSpecialTokens = true
     /// Makes sampling reproducible for this request whatever else is in the batch.
     public var seed: UInt64?
     public var stopTokenIDs: [Int] = []
@@ -23,6 +34,9 @@ public struct SamplingParameters: Sendable, Equatable {
     public var stopStrings: [String] = []
     /// How many most likely tokens to report with each generated token (0: none).
     public var logprobs = 0
+    /// vLLM's `prompt_logprobs`: report each prompt token's logprob (after the first) with this many most likely
+    /// tokens, in one `.prompt` event before the first token (nil: none, and nothing computed for the prompt).
+    public var promptLogprobs: Int?
     /// Keep going past the model's end-of-sequence tokens.
     public var ignoreEOS = false
 
@@ -35,12 +49,23 @@ public struct SamplingParameters: Sendable, Equatable {
         func check(_ ok: Bool, _ field: String, _ rule: String, _ value: Any) throws(RequestError) {
             if !ok { throw RequestError.invalid(field: field, reason: "must be \(rule). Given: \(value)") }
         }
-        try check(maxTokens >= 1, "max_tokens", ">= 1", maxTokens)
+        // 0 generates nothing: what scoring a prompt by its `promptLogprobs` asks for.
+        try check(maxTokens >= 0, "max_tokens", ">= 0", maxTokens)
         try check(temperature >= 0 && temperature.isFinite, "temperature", ">= 0", temperature)
         try check(topP > 0 && topP <= 1, "top_p", "> 0 and <= 1", topP)
         try check(topK >= 0, "top_k", ">= 0 (0 disables it)", topK)
+        try check(minP >= 0 && minP <= 1, "min_p", ">= 0 and <= 1", minP)
         try check(repetitionPenalty > 0 && repetitionPenalty.isFinite, "repetition_penalty", "> 0", repetitionPenalty)
+        try check(presencePenalty >= -2 && presencePenalty <= 2, "presence_penalty", ">= -2 and <= 2", presencePenalty)
+        try check(frequencyPenalty >= -2 && frequencyPenalty <= 2, "frequency_penalty", ">= -2 and <= 2", frequencyPenalty)
+        if let bad = logitBias.first(where: { !($0.value >= -100 && $0.value <= 100) }) {
+            try check(false, "logit_bias", "values >= -100 and <= 100", "\(bad.value) for token \(bad.key)")
+        }
+        try check(minTokens >= 0 && minTokens <= maxTokens, "min_tokens", ">= 0 and <= max_tokens (\(maxTokens))", minTokens)
         try check((0...Self.maxLogprobs).contains(logprobs), "logprobs", ">= 0 and <= \(Self.maxLogprobs)", logprobs)
+        if let promptLogprobs {
+            try check((0...Self.maxLogprobs).contains(promptLogprobs), "prompt_logprobs", ">= 0 and <= \(Self.maxLogprobs)", promptLogprobs)
+        }
         try check(!stopStrings.contains(""), "stop", "non-empty strings", stopStrings)
     }
 }
@@ -77,34 +102,70 @@ public struct TokenLogprob: Sendable, Equatable, Codable {
     }
 }
 
+/// A token's logprob with the most likely tokens at its position: what `.prompt` reports per prompt token.
+public struct TokenLogprobs: Sendable, Equatable {
+    public var chosen: TokenLogprob
+    /// 1 + how many tokens are more likely than `chosen` (vLLM's rank).
+    public var rank: Int
+    public var top: [TokenLogprob]
+
+    public init(chosen: TokenLogprob, rank: Int, top: [TokenLogprob]) {
+        self.chosen = chosen
+        self.rank = rank
+        self.top = top
+    }
+}
+
 /// One request's sampling state: turns its parameters and history into each step's `TokenChoice` (the backend
 /// then picks the token where the logits are; `TokenChoice.pick` defines how), drawing from the request's own
 /// generator so a seeded request is reproducible whatever shares its batch.
 public struct Sampler {
     public let parameters: SamplingParameters
+    private let promptLength: Int
+    /// What `minTokens` holds back: stop token ids and, unless ignored, end-of-sequence ids.
+    private let endTokens: Set<Int>
     private var random: SplitMix64
 
-    public init(_ parameters: SamplingParameters) {
+    /// - Parameters: promptLength: how much of each `history` is prompt (penalties by occurrence count the output
+    ///   only, as vLLM's do); eos: the model's end-of-sequence ids.
+    public init(_ parameters: SamplingParameters, promptLength: Int = 0, eos: Set<Int> = []) {
         self.parameters = parameters
+        self.promptLength = promptLength
+        endTokens = Set(parameters.stopTokenIDs).union(parameters.ignoreEOS ? [] : eos)
         random = SplitMix64(seed: parameters.seed ?? UInt64.random(in: .min ... .max))
     }
 
     /// The next token's choice; `history` is the prompt plus the tokens generated so far.
     public mutating func choice(history: [Int]) -> TokenChoice {
-        TokenChoice(temperature: parameters.temperature, topK: parameters.topK, topP: parameters.topP,
-                    uniform: Float.random(in: 0..<1, using: &random), repetitionPenalty: parameters.repetitionPenalty,
-                    penalized: parameters.repetitionPenalty == 1 ? [] : Set(history).map(Int32.init))
+        let p = parameters
+        var bias = Dictionary(uniqueKeysWithValues: p.logitBias.map { (Int32($0.key), $0.value) })
+        if history.count - promptLength < p.minTokens {
+            for token in endTokens { bias[Int32(token)] = -.infinity }
+        }
+        var subtracted: [Int32: Float] = [:]
+        if p.presencePenalty != 0 || p.frequencyPenalty != 0 {
+            var counts: [Int32: Int] = [:]
+            for token in history.dropFirst(promptLength) { counts[Int32(token), default: 0] += 1 }
+            subtracted = counts.mapValues { p.presencePenalty + p.frequencyPenalty * Float($0) }
+        }
+        return TokenChoice(temperature: p.temperature, topK: p.topK, topP: p.topP, uniform: Float.random(in: 0..<1, using: &random),
+                           repetitionPenalty: p.repetitionPenalty, penalized: p.repetitionPenalty == 1 ? [] : Set(history).map(Int32.init),
+                           bias: bias, subtracted: subtracted, minP: p.minP)
     }
 }
 
-/// log-softmax of `logits` at `token`, and the `count` most likely tokens with theirs.
-func logprobs(_ logits: UnsafeBufferPointer<Float>, token: Int, top count: Int) -> (chosen: TokenLogprob, top: [TokenLogprob]) {
+/// log-softmax of `logits` at `token`, its rank, and the `count` most likely tokens with theirs.
+func logprobs(_ logits: UnsafeBufferPointer<Float>, token: Int, top count: Int) -> TokenLogprobs {
     let maxLogit = logits.max() ?? 0
     var total: Double = 0
-    for logit in logits { total += Double(exp(logit - maxLogit)) }
+    var above = 0
+    for logit in logits {
+        total += Double(exp(logit - maxLogit))
+        if logit > logits[token] { above += 1 }
+    }
     let logNormalizer = maxLogit + Float(log(total))
     let chosen = TokenLogprob(id: token, logprob: logits[token] - logNormalizer)
-    guard count > 0 else { return (chosen, []) }
+    guard count > 0 else { return TokenLogprobs(chosen: chosen, rank: above + 1, top: []) }
     // Partial selection: keep the best `count` in a small sorted array.
     var best: [Int] = []
     for i in logits.indices where best.count < count || logits[i] > logits[best[best.count - 1]] {
@@ -112,5 +173,5 @@ func logprobs(_ logits: UnsafeBufferPointer<Float>, token: Int, top count: Int) 
         best.insert(i, at: insertAt)
         if best.count > count { best.removeLast() }
     }
-    return (chosen, best.map { TokenLogprob(id: $0, logprob: logits[$0] - logNormalizer) })
+    return TokenLogprobs(chosen: chosen, rank: above + 1, top: best.map { TokenLogprob(id: $0, logprob: logits[$0] - logNormalizer) })
 }

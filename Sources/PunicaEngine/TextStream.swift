@@ -10,8 +10,8 @@ struct TextStream {
     /// UTF-8 bytes of `text` already released.
     private var released = 0
 
-    init(tokenizer: Tokenizer, stops: [String]) {
-        detokenizer = IncrementalDetokenizer(tokenizer: tokenizer)
+    init(tokenizer: Tokenizer, stops: [String], skipSpecialTokens: Bool) {
+        detokenizer = IncrementalDetokenizer(tokenizer: tokenizer, skipSpecialTokens: skipSpecialTokens)
         self.stops = stops
     }
 

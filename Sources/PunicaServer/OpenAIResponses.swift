@@ -45,18 +45,28 @@ struct CompletionObject: Encodable {
     @EncodedAsNull var usage: UsageBody?
 
     struct Choice: Encodable {
-        let index = 0
+        let index: Int
         let text: String
         @EncodedAsNull var logprobs: CompletionLogprobs?
         @EncodedAsNull var finish_reason: String?
+        /// vLLM's, only when asked for: null for the first prompt token, then the token and the top ones by id.
+        var prompt_logprobs: [[String: PromptLogprob]?]? = nil
     }
 }
 
-/// The legacy completions logprobs: parallel lists, one entry per token.
+/// One token of vLLM's `prompt_logprobs`.
+struct PromptLogprob: Encodable {
+    let logprob: Float
+    let rank: Int
+    let decoded_token: String
+}
+
+/// The legacy completions logprobs: parallel lists, one entry per token; an echoed prompt's first token has null
+/// logprobs.
 struct CompletionLogprobs: Encodable {
     var tokens: [String] = []
-    var token_logprobs: [Float] = []
-    var top_logprobs: [[String: Float]] = []
+    var token_logprobs: [Float?] = []
+    var top_logprobs: [[String: Float]?] = []
     var text_offset: [Int] = []
 
     mutating func append(_ other: CompletionLogprobs) {
@@ -77,7 +87,7 @@ struct ChatCompletionObject: Encodable {
     let usage: UsageBody
 
     struct Choice: Encodable {
-        let index = 0
+        let index: Int
         let message: Message
         @EncodedAsNull var logprobs: ChatLogprobs?
         let finish_reason: String
@@ -99,7 +109,7 @@ struct ChatCompletionChunk: Encodable {
     @EncodedAsNull var usage: UsageBody?
 
     struct Choice: Encodable {
-        let index = 0
+        let index: Int
         let delta: Delta
         @EncodedAsNull var logprobs: ChatLogprobs?
         @EncodedAsNull var finish_reason: String?

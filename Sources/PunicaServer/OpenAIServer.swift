@@ -106,6 +106,11 @@ public struct OpenAIServer: Sendable {
         api.get("models") { _, _ in await listModels() }
         api.post("load_lora_adapter") { request, _ in try await loadAdapter(request) }
         api.post("unload_lora_adapter") { request, _ in try await unloadAdapter(request) }
+        // vLLM's tokenizer routes sit outside /v1; the API key guards them too.
+        let tokenizer = router.group()
+        if let key = configuration.apiKey { tokenizer.add(middleware: APIKeyMiddleware(key: key)) }
+        tokenizer.post("tokenize") { request, _ in try await tokenize(request) }
+        tokenizer.post("detokenize") { request, _ in try await detokenize(request) }
         return router
     }
 

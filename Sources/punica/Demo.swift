@@ -113,6 +113,8 @@ struct PaneProgress: Sendable {
             let added = endOfText.contains(id) ? text + "\n\n" : text
             self.text += added
             return added
+        case .prompt:
+            return ""
         case let .finished(reason, _, message):
             finished = .now
             outcome = message.map { "\(reason.rawValue): \($0)" } ?? reason.rawValue

@@ -43,6 +43,8 @@ struct Generate: AsyncParsableCommand {
         guard (prompt == nil) != (requests == nil) else { throw ValidationError("give exactly one of --prompt or --requests") }
         if useAdapter != nil && prompt == nil { throw ValidationError("--use-adapter goes with --prompt") }
         try require(maxTokensPerStep > 0, "--max-tokens-per-step", "must be > 0", maxTokensPerStep)
+        // The engine takes 0 (a prompt scored, nothing generated); generating nothing here would be a mistake.
+        try require(maxTokens >= 1, "--max-tokens", "must be >= 1", maxTokens)
         if prompt != nil { try validateSampling(promptSampling) }
     }
 

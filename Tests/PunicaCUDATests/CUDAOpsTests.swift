@@ -275,7 +275,8 @@ extension CUDATests {
             }
         }
 
-        /// Sampling on the GPU against TokenChoice.pick: greedy, temperatures, top-k, top-p, both, penalties, ties.
+        /// Sampling on the GPU against TokenChoice.pick: greedy, temperatures, top-k, top-p, min-p, combinations, the
+        /// repetition penalty, logit biases (−∞ masks, +100 forcing), subtracted penalties, ties.
         /// Each row's uniform is set to the middle of some kept token's interval, so float32 sums that differ in the
         /// last bits cannot move the draw across a boundary.
         @Test(arguments: dtypes)
@@ -294,6 +295,14 @@ extension CUDATests {
                                          topP: [1, 0.9, 0.5, 1, 0.97][row % 5], repetitionPenalty: row % 3 == 0 ? 1.3 : 1,
                                          penalized: row % 3 == 0 ? (0..<30).map { _ in Int32.random(in: 0..<Int32(vocab), using: &pair.random) } : [])
                 choice.penalized = Array(Set(choice.penalized))
+                func tokens(_ count: Int) -> [Int32] { (0..<count).map { _ in Int32.random(in: 0..<Int32(vocab), using: &pair.random) } }
+                if row % 4 == 1 {
+                    for token in tokens(20) { choice.bias[token] = Float.random(in: -5...5, using: &pair.random) }
+                    choice.bias[tokens(1)[0]] = -.infinity
+                    if row % 8 == 1 { choice.bias[tokens(1)[0]] = 100 }
+                }
+                if row % 5 == 2 { for token in tokens(25) { choice.subtracted[token] = Float.random(in: -1...3, using: &pair.random) } }
+                choice.minP = [0, 0.05, 0.3][row % 3 == 1 ? 1 : row % 7 == 3 ? 2 : 0]
                 let kept = cpuLogits[row * vocab ..< (row + 1) * vocab].withUnsafeBufferPointer { choice.keptWeights($0) }
                 let total = kept.reduce(0.0) { $0 + Double($1.weight) }
                 let wide = kept.indices.filter { Double(kept[$0].weight) > 1e-3 * total }
@@ -388,6 +397,7 @@ extension CUDATests {
             let gpu = GPU.backends[.float16]!
             try HFParity.checkLogitsAtEveryPromptPosition(model, backend: gpu, atol: 0.12, rtol: 1e-2)
             try await HFParity.checkGreedyContinuationsInOneMixedBatch(model, backend: gpu, logprobTolerance: 0.15, exactTopOrder: false)
+            try await HFParity.checkPromptLogprobs(model, backend: gpu, atol: 0.15, exactRanks: false)
         }
 
         /// Decode steps replayed from recordings (CUDA graphs) against the same steps run eagerly, from the same prefill:

@@ -58,6 +58,7 @@ import TestSupport
             for await event in stream {
                 switch event {
                 case let .token(id, _, _, _): tokens.append(id)
+                case .prompt: break
                 case let .finished(reason, _, _): batched[request.id] = (tokens, reason)
                 }
             }

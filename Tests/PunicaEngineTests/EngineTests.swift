@@ -126,6 +126,7 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
         for await event in try engine.submit(greedy("cut", a, maxTokens: 6, stop: [stop])) {
             switch event {
             case let .token(_, text, _, _): streamed += text
+            case .prompt: break
             case let .finished(finish, _, _): reason = finish
             }
         }

@@ -2,6 +2,7 @@ import Foundation
 import PunicaCompute
 import PunicaEngine
 import Testing
+import TestSupport
 
 @Suite struct SamplerTests {
     func sample(_ logits: [Float], _ parameters: SamplingParameters, history: [Int] = []) -> Int {
@@ -106,8 +107,83 @@ import Testing
         parameters.logprobs = 21
         #expect(throws: RequestError.invalid(field: "logprobs", reason: "must be >= 0 and <= 20. Given: 21")) { try parameters.validate() }
         parameters = SamplingParameters()
-        parameters.maxTokens = 0
-        #expect(throws: RequestError.self) { try parameters.validate() }
+        parameters.maxTokens = -1
+        #expect(throws: RequestError.invalid(field: "max_tokens", reason: "must be >= 0. Given: -1")) { try parameters.validate() }
+        parameters = SamplingParameters()
+        parameters.minTokens = 17
+        #expect(throws: RequestError.invalid(field: "min_tokens", reason: "must be >= 0 and <= max_tokens (16). Given: 17")) { try parameters.validate() }
+        parameters = SamplingParameters()
+        parameters.logitBias = [3: 101]
+        #expect(throws: RequestError.invalid(field: "logit_bias", reason: "must be values >= -100 and <= 100. Given: 101.0 for token 3")) {
+            try parameters.validate()
+        }
+        for (field, change) in [("presence_penalty", { (p: inout SamplingParameters) in p.presencePenalty = 2.5 }),
+                                ("frequency_penalty", { $0.frequencyPenalty = -3 }), ("min_p", { $0.minP = 1.5 })] {
+            parameters = SamplingParameters()
+            change(&parameters)
+            #expect(throws: RequestError.self) { try parameters.validate() }
+            do { try parameters.validate() } catch { #expect("\(error)".contains(field)) }
+        }
+    }
+
+    /// vLLM's order on random logits: logit_bias, then the repetition penalty (prompt and output tokens), then
+    /// frequency and presence penalties (output tokens only, by count), written out plainly; the sampler's choice
+    /// keeps exactly those weights.
+    @Test func penaltiesAndBiasFollowVLLMsFormula() {
+        var random = SplitMix64(seed: 3)
+        let vocab = 50
+        let logits = (0..<vocab).map { _ in Float.random(in: -4...4, using: &random) }
+        let prompt = [1, 2, 3, 3, 7], output = [3, 7, 7, 7, 9, 40]
+        var parameters = parameters(temperature: 1, penalty: 1.3)
+        parameters.presencePenalty = 0.4
+        parameters.frequencyPenalty = 0.25
+        parameters.logitBias = [2: 1.5, 9: -2, 11: 3]
+        var sampler = Sampler(parameters, promptLength: prompt.count)
+        let choice = sampler.choice(history: prompt + output)
+        var expected = logits
+        for (token, bias) in parameters.logitBias { expected[token] += bias }
+        for token in Set(prompt + output) { expected[token] = expected[token] > 0 ? expected[token] / 1.3 : expected[token] * 1.3 }
+        for token in Set(output) {
+            let count = Float(output.filter { $0 == token }.count)
+            expected[token] -= 0.25 * count + 0.4
+        }
+        let top = expected.max()!
+        let kept = logits.withUnsafeBufferPointer { choice.keptWeights($0) }
+        #expect(kept.map(\.token) == Array(0..<vocab))
+        let mismatch = closeMismatch(kept.map(\.weight), expected.map { exp($0 - top) }, atol: 1e-6, rtol: 1e-5)
+        #expect(mismatch == nil, "\(mismatch ?? "")")
+    }
+
+    /// min_p keeps tokens whose probability at the temperature is at least min_p × the largest, before top-k.
+    @Test func minPKeepsTokensNearTheMostLikely() {
+        var random = SplitMix64(seed: 9)
+        let logits = (0..<200).map { _ in Float.random(in: -6...6, using: &random) }
+        for (minP, temperature, topK) in [(Float(0.1), Float(1), 0), (0.5, 0.7, 0), (0.02, 1.5, 10), (1, 1, 0)] {
+            let choice = TokenChoice(temperature: temperature, topK: topK, minP: minP)
+            let probabilities = logits.map { exp(Double($0) / Double(temperature)) }
+            let largest = probabilities.max()!
+            var expected = logits.indices.filter { probabilities[$0] >= Double(minP) * largest * (1 - 1e-5) }
+            if topK > 0 { expected = Array(expected.sorted { logits[$0] > logits[$1] }.prefix(topK)).sorted() }
+            #expect(logits.withUnsafeBufferPointer { choice.keptWeights($0).map(\.token) } == expected, "min_p \(minP)")
+        }
+    }
+
+    /// End-of-sequence and stop tokens are masked until min_tokens are generated (EOS not, when ignored).
+    @Test func minTokensMasksEndTokens() {
+        var parameters = parameters(temperature: 0)
+        parameters.minTokens = 2
+        parameters.stopTokenIDs = [1]
+        let logits: [Float] = [0, 5, 4, 3]  // 1 is a stop token, 2 EOS
+        let pick = { (parameters: SamplingParameters, generated: Int) in
+            var sampler = Sampler(parameters, promptLength: 1, eos: [2])
+            return logits.withUnsafeBufferPointer { sampler.choice(history: [0] + Array(repeating: 3, count: generated)).pick($0) }
+        }
+        #expect([0, 1, 2].map { pick(parameters, $0) } == [3, 3, 1])
+        parameters.stopTokenIDs = []
+        #expect(pick(parameters, 0) == 1, "only end tokens are masked")
+        parameters.ignoreEOS = true
+        parameters.stopTokenIDs = [1]
+        #expect(pick(parameters, 0) == 2, "EOS is not an end token when ignored")
     }
 }
 

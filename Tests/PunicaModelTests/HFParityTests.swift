@@ -16,4 +16,10 @@ import TestSupport
     func greedyContinuationsInOneMixedBatch(model: String) async throws {
         try await HFParity.checkGreedyContinuationsInOneMixedBatch(model, backend: CPUBackend(), logprobTolerance: 1e-3, exactTopOrder: true)
     }
+
+    /// Prompts scored through the engine (prompt logprobs, chunked prefill): transformers' log-softmax.
+    @Test(arguments: HFParity.models)
+    func promptLogprobsThroughTheEngine(model: String) async throws {
+        try await HFParity.checkPromptLogprobs(model, backend: CPUBackend(), atol: 1e-3, exactRanks: true)
+    }
 }

@@ -32,10 +32,28 @@ func expectError(_ response: TestResponse, _ status: HTTPResponse.Status, param:
     static let chat = "/v1/chat/completions", completions = "/v1/completions"
 
     static let cases: [Case] = [
-        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "n": 2}"#, status: .badRequest, param: "n"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "n": 17}"#, status: .badRequest, param: "n"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "n": 0}"#, status: .badRequest, param: "n"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "n": 2, "best_of": 1}"#, status: .badRequest, param: "best_of"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "best_of": 17}"#, status: .badRequest, param: "best_of"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "best_of": 2, "stream": true}"#, status: .badRequest, param: "best_of"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "suffix": "end"}"#, status: .badRequest, param: "suffix"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "prompt_logprobs": 21}"#, status: .badRequest, param: "prompt_logprobs"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "logit_bias": {"a": 1}}"#, status: .badRequest, param: "logit_bias"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "logit_bias": {"5": 200}}"#, status: .badRequest, param: "logit_bias"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "presence_penalty": 3}"#, status: .badRequest, param: "presence_penalty"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "frequency_penalty": -3}"#, status: .badRequest, param: "frequency_penalty"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "repetition_penalty": 0}"#, status: .badRequest, param: "repetition_penalty"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "min_p": 2}"#, status: .badRequest, param: "min_p"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "max_tokens": 2, "min_tokens": 3}"#, status: .badRequest, param: "min_tokens"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "use_beam_search": true}"#, status: .badRequest, param: "use_beam_search"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "response_format": {"type": "json_object"}}"#, status: .badRequest,
+             param: "response_format"),
+        Case(uri: chat, body: #"{"model": "base", "messages": [{"role": "user", "content": "x"}], "guided_json": {}}"#, status: .badRequest,
+             param: "guided_json"),
         Case(uri: completions, body: #"{"model": "base", "prompt": "x", "temperature": -1}"#, status: .badRequest, param: "temperature"),
         Case(uri: completions, body: #"{"model": "base", "prompt": "x", "top_p": 0}"#, status: .badRequest, param: "top_p"),
-        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "max_tokens": 0}"#, status: .badRequest, param: "max_tokens"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": "x", "max_tokens": -1}"#, status: .badRequest, param: "max_tokens"),
         Case(uri: completions, body: #"{"model": "base", "prompt": "x", "max_tokens": 101}"#, status: .badRequest, param: "max_tokens"),
         Case(uri: completions, body: #"{"model": "base", "prompt": "x", "max_tokens": 64}"#, status: .badRequest, param: "max_tokens"),
         Case(uri: completions, body: #"{"model": "base", "prompt": "x", "max_tokens": "ten"}"#, status: .badRequest, param: "max_tokens"),
@@ -43,7 +61,8 @@ func expectError(_ response: TestResponse, _ status: HTTPResponse.Status, param:
         Case(uri: completions, body: #"{"model": "base", "prompt": "x", "stop": [1]}"#, status: .badRequest, param: "stop"),
         Case(uri: completions, body: #"{"model": "base", "prompt": "x", "stop": ""}"#, status: .badRequest, param: "stop"),
         Case(uri: completions, body: #"{"model": "base", "prompt": "x", "stream_options": {"include_usage": true}}"#, status: .badRequest, param: "stream_options"),
-        Case(uri: completions, body: #"{"model": "base", "prompt": ["a", "b"]}"#, status: .badRequest, param: "prompt"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": []}"#, status: .badRequest, param: "prompt"),
+        Case(uri: completions, body: #"{"model": "base", "prompt": [[1], "a"]}"#, status: .badRequest, param: "prompt"),
         Case(uri: completions, body: #"{"model": "base", "prompt": 5}"#, status: .badRequest, param: "prompt"),
         Case(uri: completions, body: #"{"model": "base"}"#, status: .badRequest, param: "prompt"),
         Case(uri: completions, body: #"{"prompt": "x"}"#, status: .badRequest, param: "model"),
@@ -86,7 +105,8 @@ func expectError(_ response: TestResponse, _ status: HTTPResponse.Status, param:
         (#"{"model": "base", "prompt": "x", "max_tokens": "ten"}"#, "Invalid JSON body: `max_tokens` must be an integer"),
         (#"{"model": "base", "prompt": "x", "max_tokens": 1.5}"#, "Invalid JSON body: the body is not valid JSON, or a number in it does not fit its field"),
         (#"{"model": "base", "prompt": "x", "temperature": 1e999}"#, "Invalid JSON body: the body is not valid JSON, or a number in it does not fit its field"),
-        (#"{"model": "base", "prompt": 5}"#, "Invalid JSON body: `prompt` must be a string or a list of strings"),
+        (#"{"model": "base", "prompt": 5}"#,
+         "Invalid JSON body: `prompt` must be a string, a list of strings, a list of token ids or a list of token-id lists"),
         (#"{"prompt": "x"}"#, "Invalid JSON body: `model` is required"),
         (#"{"model": "base", "prompt": "x""#, "Invalid JSON body: the body is not valid JSON, or a number in it does not fit its field"),
         (#"[1]"#, "Invalid JSON body: the body must be a JSON object"),
@@ -110,7 +130,7 @@ func expectError(_ response: TestResponse, _ status: HTTPResponse.Status, param:
 
     @Test func rejectionsAreCountedInMetrics() async throws {
         try await withServer { client in
-            _ = try await client.post("/v1/completions", #"{"model": "base", "prompt": "x", "n": 3}"#)
+            _ = try await client.post("/v1/completions", #"{"model": "base", "prompt": "x", "n": 17}"#)
             _ = try await client.post("/v1/completions", #"{"model": "base", "prompt": "x", "max_tokens": 2}"#)
             let metrics = try await client.get("/metrics").text
             #expect(metrics.contains(#"punica_requests_total{outcome="rejected"} 1"#))

@@ -4,7 +4,7 @@ import PunicaTokenizer
 import TestSupport
 
 /// A scripted engine: every request generates `maxTokens` tokens cycling through `script`, at once, with made-up
-/// logprobs; it records what it was asked, so server tests check exactly what reached the engine.
+/// logprobs (and prompt logprobs when asked); it records what it was asked, so server tests check exactly what reached the engine.
 final class FakeGenerationService: GenerationService, @unchecked Sendable {
     /// The bundled model's tokenizer, loaded once for all tests.
     static let bundledTokenizer = try! Tokenizer(directory: Fixtures.repositoryPath("models"))
@@ -56,9 +56,17 @@ final class FakeGenerationService: GenerationService, @unchecked Sendable {
         var detokenizer = IncrementalDetokenizer(tokenizer: tokenizer)
         var events: [GenerationEvent] = (0..<sampling.maxTokens).map { index in
             let id = script[index % script.count]
-            let chosen = TokenLogprob(id: id, logprob: -0.5 * Float(index + 1))
+            // A seeded request's tokens are 0.01 × seed more likely, so `best_of` has something to rank.
+            let chosen = TokenLogprob(id: id, logprob: -0.5 * Float(index + 1) + 0.01 * Float(sampling.seed ?? 0))
             let top = sampling.logprobs > 0 ? Array(([chosen] + script.map { TokenLogprob(id: $0, logprob: -3) }).prefix(sampling.logprobs)) : []
             return .token(id: id, text: detokenizer.append(id), logprob: sampling.logprobs > 0 ? chosen : nil, top: top)
+        }
+        if let count = sampling.promptLogprobs {
+            // Prompt token p + 1 scored -0.25·(p + 1), ranked p + 2, after `count` alternatives from the script.
+            events.insert(.prompt(logprobs: request.promptIDs.dropFirst().enumerated().map { position, id in
+                TokenLogprobs(chosen: TokenLogprob(id: id, logprob: -0.25 * Float(position + 1)), rank: position + 2,
+                              top: script.prefix(count).map { TokenLogprob(id: $0, logprob: -0.1) })
+            }), at: 0)
         }
         let usage = Usage(promptTokens: request.promptIDs.count, completionTokens: sampling.maxTokens)
         events.append(.finished(reason: failure == nil ? .length : .error, usage: usage, message: failure))

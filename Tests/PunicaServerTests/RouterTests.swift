@@ -11,8 +11,8 @@ import Testing
 /// A JSON object from a response body.
 typealias JSON = [String: Any]
 
-/// Runs `test` against the server's router (no sockets) over `fake`.
-func withServer(_ fake: FakeGenerationService = FakeGenerationService(), configure: (inout ServerConfiguration) -> Void = { _ in },
+/// Runs `test` against the server's router (no sockets) over `fake` (or a real engine).
+func withServer(_ fake: any GenerationService = FakeGenerationService(), configure: (inout ServerConfiguration) -> Void = { _ in },
                 _ test: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
     var configuration = ServerConfiguration(servedModelName: "base", modelDirectory: "/models/base")
     configuration.adapterDirectories = ["python": "/adapters/python", "scripture": "/adapters/scripture"]

@@ -3,6 +3,9 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import PunicaCompute
 import PunicaEngine
 import PunicaModel
@@ -77,6 +80,51 @@ public enum HFParity {
                 let mismatch = closeMismatch(common.map { expected in reported.first { $0.id == expected.id }!.logprob },
                                              common.map(\.logprob), atol: logprobTolerance)
                 #expect(mismatch == nil, "\(label): \(mismatch ?? "")")
+            }
+        }
+    }
+
+    /// Every case's prompt scored through the serving engine (`promptLogprobs`, `maxTokens` 0), all at once with a
+    /// token budget that splits prompts across steps: each prompt token's logprob, rank and top tokens are the
+    /// log-softmax of transformers' logits at the position before it (ranks exactly only where rounding cannot swap
+    /// near-ties: `exactRanks`).
+    public static func checkPromptLogprobs(_ name: String, backend: Backend, atol: Float, exactRanks: Bool) async throws {
+        let fixture = try LoadedFixture(name, backend: backend)
+        let expected = try SafeTensorsFile(path: Fixtures.path("models/\(name)/expected_logits.safetensors"))
+        var configuration = EngineConfiguration()
+        configuration.pageSize = 4
+        configuration.maxTokensPerStep = 5
+        let engine = try await fixture.engine(configuration: configuration)
+        let requests = fixture.reference.cases.enumerated().map { index, testCase in
+            var sampling = SamplingParameters()
+            sampling.maxTokens = 0
+            sampling.promptLogprobs = 3
+            return EngineRequest(id: String(index), promptIDs: fixture.reference.prompts[testCase.prompt_index],
+                                 adapter: testCase.adapter, sampling: sampling)
+        }
+        let results = try await engine.complete(requests)
+        await engine.drain()
+        let vocabulary = fixture.model.config.vocabularySize
+        for (testCase, result) in zip(fixture.reference.cases, results) {
+            let label = "\(name) \(testCase.logits_key)"
+            let prompt = fixture.reference.prompts[testCase.prompt_index]
+            let reference = try #require(expected.tensor(testCase.logits_key))
+            let logits = UnsafeBufferPointer(start: reference.bytes.assumingMemoryBound(to: Float.self), count: reference.elementCount)
+            let scored = try #require(result.promptLogprobs, "\(label)")
+            #expect(result.tokenIDs.isEmpty && result.finishReason == .length && scored.count == prompt.count - 1, "\(label)")
+            for (position, reported) in scored.enumerated() {
+                // log-softmax in double precision, the plain formula.
+                let row = logits[position * vocabulary ..< (position + 1) * vocabulary].map(Double.init)
+                let top = row.max()!
+                let logNormalizer = top + log(row.reduce(0) { $0 + exp($1 - top) })
+                let next = prompt[position + 1]
+                #expect(reported.chosen.id == next, "\(label) position \(position)")
+                let mismatch = closeMismatch([reported.chosen.logprob], [Float(row[next] - logNormalizer)], atol: atol)
+                #expect(mismatch == nil, "\(label) position \(position): \(mismatch ?? "")")
+                if exactRanks { #expect(reported.rank == 1 + row.filter { $0 > row[next] }.count, "\(label) position \(position): rank") }
+                let best = row.indices.sorted { row[$0] > row[$1] }.prefix(3)
+                #expect(closeMismatch(reported.top.map(\.logprob), best.map { Float(row[$0] - logNormalizer) }, atol: atol) == nil,
+                        "\(label) position \(position): top logprobs")
             }
         }
     }

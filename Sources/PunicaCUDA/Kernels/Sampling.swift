@@ -1,7 +1,7 @@
 /// Parameters of the kernels in sampling.cu (see `KernelParameters`).
-struct ApplyPenalties: KernelParameters {
-    static let kernel = "apply_penalties"
-    var logits: UInt64 = 0, offsets: UInt64 = 0, tokens: UInt64 = 0, penalties: UInt64 = 0
+struct AdjustLogits: KernelParameters {
+    static let kernel = "adjust_logits"
+    var logits: UInt64 = 0, offsets: UInt64 = 0, adjustments: UInt64 = 0
     var vocab: Int32 = 0
 }
 

@@ -3,23 +3,34 @@
 // Sampling on the device, with the semantics of TokenChoice.pick (TokenChoice.swift): only token ids go to the
 // host. The logits arrive widened to float32 (a copy, so the model's logits stay as they were).
 
-struct SampleParams {  // TokenChoice, as the host packs it: 16 bytes per row
+struct SampleParams {  // TokenChoice, as the host packs it: 20 bytes per row
     float temperature;
     int top_k;
     float top_p;
     float uniform;
+    float log_min_p;  // -inf: min-p off
 };
 
-// HF's repetition penalty on each row's distinct penalized tokens, in place.
-// grid: rows, block: 256. Row i's tokens are tokens[offsets[i] ..< offsets[i + 1]].
-extern "C" __global__ void apply_penalties(float* __restrict__ logits, const int* __restrict__ offsets,
-                                           const int* __restrict__ tokens, const float* __restrict__ penalties, int vocab) {
+struct LogitAdjustment {  // TokenChoice.adjustments, one per distinct token: 16 bytes
+    int token;
+    float bias;
+    float penalty;
+    float subtracted;
+};
+
+// TokenChoice.adjust on each row's adjusted tokens, in place: (logit + bias), HF's repetition penalty, minus the
+// frequency/presence penalties. Explicitly rounded operations, so --use_fast_math gives the host's exact values.
+// grid: rows, block: 256. Row i's entries are adjustments[offsets[i] ..< offsets[i + 1]], distinct tokens.
+extern "C" __global__ void adjust_logits(float* __restrict__ logits, const int* __restrict__ offsets,
+                                         const LogitAdjustment* __restrict__ adjustments, int vocab) {
     wait_for_previous_kernel();
     float* row = logits + (size_t)blockIdx.x * vocab;
-    const float penalty = penalties[blockIdx.x];
     for (int i = offsets[blockIdx.x] + threadIdx.x; i < offsets[blockIdx.x + 1]; i += blockDim.x) {
-        const int token = tokens[i];
-        if (token >= 0 && token < vocab) row[token] = row[token] > 0.f ? row[token] / penalty : row[token] * penalty;
+        const LogitAdjustment a = adjustments[i];
+        if (a.token < 0 || a.token >= vocab) continue;
+        const float biased = __fadd_rn(row[a.token], a.bias);
+        const float penalized = a.penalty == 1.f ? biased : biased > 0.f ? __fdiv_rn(biased, a.penalty) : __fmul_rn(biased, a.penalty);
+        row[a.token] = __fsub_rn(penalized, a.subtracted);
     }
 }
 
@@ -149,9 +160,10 @@ extern "C" __global__ void sample_rows(const float* __restrict__ logits, const S
     const float max_logit = value, inverse_temperature = 1.f / p.temperature;
     auto weight = [&](float logit) { return __expf((logit - max_logit) * inverse_temperature); };
 
-    unsigned threshold = 0;
+    // Min-p: logits >= max + temperature * log(min_p), rounded as the host rounds it (no fused multiply-add).
+    unsigned threshold = p.log_min_p > NEG_INF ? order_key(__fadd_rn(max_logit, __fmul_rn(p.temperature, p.log_min_p))) : 0u;
     if (p.top_k > 0 && p.top_k < vocab) {
-        threshold = select_threshold(row, vocab, 0u, (float)p.top_k, [](float) { return 1.f; });
+        threshold = max(threshold, select_threshold(row, vocab, threshold, (float)p.top_k, [](float) { return 1.f; }));
     }
     if (p.top_p < 1.f) {
         float mass = 0.f;
