@@ -1,3 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import PunicaEngine
 
 // Request bodies of the OpenAI API, with its field names. Unknown fields are ignored, as OpenAI-compatible servers do.
@@ -86,61 +91,109 @@ struct CompletionRequest: Decodable {
     }
 }
 
-/// `POST /v1/chat/completions`
+/// `POST /v1/chat/completions`. `messages` and `tools` are read from the body's JSON as sent (key order kept:
+/// templates print tool schemas with `tojson`) by `templateInput(body:)`.
 struct ChatCompletionRequest: Decodable {
     var options: GenerationOptions
-    var messages: [Message]
     var logprobs: Bool?
     var top_logprobs: Int?
+    /// vLLM's extensions: the template's `add_generation_prompt` (default true) and extra template variables.
+    var add_generation_prompt: Bool?
+    var continue_final_message: Bool?
+    var tool_choice: ToolChoice?
 
-    struct Message: Decodable {
-        var role: String
-        var content: Content
-    }
-
-    /// A message's text: a string, or a list of text parts (joined).
-    struct Content: Decodable {
-        var text: String
-
-        private struct Part: Decodable {
-            var type: String
-            var text: String?
-        }
+    /// `tool_choice`: "none" and "auto" render the tools into the prompt and let the model answer; anything that
+    /// would force a tool call needs constrained decoding, which punica does not do.
+    enum ToolChoice: Decodable {
+        case none, auto, forced(String)
 
         init(from decoder: any Decoder) throws {
-            if let text = try? decoder.singleValueContainer().decode(String.self) {
-                self.text = text
+            guard let text = try? decoder.singleValueContainer().decode(String.self) else {
+                self = .forced("a named function")
                 return
             }
-            guard let parts = try? decoder.singleValueContainer().decode([Part].self) else {
-                throw FieldRule.error("must be a string or a list of text parts", decoder)
-            }
-            if let other = parts.first(where: { $0.type != "text" || $0.text == nil }) {
-                throw FieldRule.error("must hold only text parts ({\"type\": \"text\", \"text\": …}). Given type: \(other.type)", decoder)
-            }
-            text = parts.compactMap(\.text).joined()
+            self = text == "none" ? .none : text == "auto" ? .auto : .forced("\"\(text)\"")
         }
     }
 
-    private enum CodingKeys: String, CodingKey { case messages, logprobs, top_logprobs }
+    private enum CodingKeys: String, CodingKey { case logprobs, top_logprobs, add_generation_prompt, continue_final_message, tool_choice }
 
     init(from decoder: any Decoder) throws {
         options = try GenerationOptions(from: decoder)
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        messages = try container.decode([Message].self, forKey: .messages)
         logprobs = try container.decodeIfPresent(Bool.self, forKey: .logprobs)
         top_logprobs = try container.decodeIfPresent(Int.self, forKey: .top_logprobs)
+        add_generation_prompt = try container.decodeIfPresent(Bool.self, forKey: .add_generation_prompt)
+        continue_final_message = try container.decodeIfPresent(Bool.self, forKey: .continue_final_message)
+        tool_choice = try container.decodeIfPresent(ToolChoice.self, forKey: .tool_choice)
     }
 
-    static let roles: Set = ["system", "user", "assistant"]
-
-    func chatMessages() throws(APIError) -> [ChatMessage] {
-        guard !messages.isEmpty else { throw .invalid(param: "messages", message: "`messages` must hold at least one message") }
-        for (index, message) in messages.enumerated() where !Self.roles.contains(message.role) {
-            throw .invalid(param: "messages[\(index)].role",
-                           message: "`messages[\(index)].role` must be system, user or assistant. Given: \(message.role)")
+    /// What the chat template renders, from the body's JSON: the messages as sent, except that a list of text parts
+    /// becomes its joined text (templates written for string content would fail on a list) and a tool call's
+    /// `arguments` JSON string becomes the object it holds (templates print it with `tojson`, as vLLM passes it).
+    func templateInput(body: JinjaValue) throws(APIError) -> ChatTemplateInput {
+        if continue_final_message == true {
+            throw .invalid(param: "continue_final_message", message: "`continue_final_message` is not supported; send the conversation to continue as a prompt to /v1/completions")
         }
-        return messages.map { ChatMessage(role: $0.role, content: $0.content.text) }
+        if case .forced(let choice)? = tool_choice {
+            throw .invalid(param: "tool_choice", message: "`tool_choice` \(choice) is not supported (punica does not constrain output to a tool call); use \"auto\" or \"none\"")
+        }
+        guard case .dict(let fields) = body else { throw .invalid(param: nil, message: "The request body must be a JSON object") }
+        guard case .list(let messages)? = fields["messages"], !messages.isEmpty else {
+            throw .invalid(param: "messages", message: "`messages` must be a list holding at least one message")
+        }
+        var input = ChatTemplateInput(messages: try messages.enumerated().map { (index, message) throws(APIError) in try Self.message(message, index) })
+        switch fields["tools"] {
+        case nil, .none?: break
+        case .list(let tools)? where tools.allSatisfy({ if case .dict = $0 { true } else { false } }): input.tools = tools
+        default: throw .invalid(param: "tools", message: "`tools` must be a list of tool objects ({\"type\": \"function\", \"function\": {…}})")
+        }
+        input.addGenerationPrompt = add_generation_prompt ?? true
+        switch fields["chat_template_kwargs"] {
+        case nil, .none?: break
+        case .dict(let extra)?:
+            for entry in extra.entries {
+                guard case .string(let name) = entry.key else { continue }
+                input.extra[name] = entry.value
+            }
+        default: throw .invalid(param: "chat_template_kwargs", message: "`chat_template_kwargs` must be an object")
+        }
+        return input
+    }
+
+    private static func message(_ value: JinjaValue, _ index: Int) throws(APIError) -> JinjaValue {
+        let field = "messages[\(index)]"
+        guard case .dict(var message) = value else { throw .invalid(param: field, message: "`\(field)` must be an object") }
+        guard case .string? = message["role"] else { throw .invalid(param: "\(field).role", message: "`\(field).role` must be a string") }
+        switch message["content"] {
+        case .string?, .none?: break
+        case nil:
+            if message["tool_calls"] == nil { throw .invalid(param: "\(field).content", message: "`\(field).content` is required") }
+        case .list(let parts)?:
+            var text = ""
+            for part in parts {
+                guard case .dict(let part) = part, case .string("text")? = part["type"], case .string(let partText)? = part["text"] else {
+                    let type = if case .dict(let part) = part, let type = part["type"] { type.text } else { "none" }
+                    throw .invalid(param: "\(field).content", message: "`\(field).content` must hold only text parts ({\"type\": \"text\", \"text\": …}). Given type: \(type)")
+                }
+                text += partText
+            }
+            message["content"] = .string(text)
+        default:
+            throw .invalid(param: "\(field).content", message: "`\(field).content` must be a string or a list of text parts")
+        }
+        if case .list(var calls)? = message["tool_calls"] {
+            for (callIndex, call) in calls.enumerated() {
+                guard case .dict(var call) = call, case .dict(var function)? = call["function"],
+                      case .string(let arguments)? = function["arguments"],
+                      let parsed = try? OrderedJSON.parse(Data(arguments.utf8)) else { continue }
+                function["arguments"] = parsed
+                call["function"] = .dict(function)
+                calls[callIndex] = .dict(call)
+            }
+            message["tool_calls"] = .list(calls)
+        }
+        return .dict(message)
     }
 
     /// The engine's logprobs count: `top_logprobs` when `logprobs` is true.
