@@ -68,7 +68,7 @@ public struct ChatTemplate: @unchecked Sendable {  // immutable after init; the 
     func render(_ input: ChatTemplateInput, now: Date = Date()) throws(ChatTemplateError) -> String {
         var variables = specialTokens
         variables["messages"] = .list(input.messages.map(Self.aliasingReasoning))
-        variables["tools"] = input.tools.map { .list($0) } ?? .none
+        variables["tools"] = input.tools.map { .list($0) } ?? JinjaValue.none
         variables["documents"] = JinjaValue.none
         variables["add_generation_prompt"] = .bool(input.addGenerationPrompt)
         variables.merge(input.extra) { _, extra in extra }

@@ -30,8 +30,9 @@ public final class Tokenizer: Sendable {
     /// `eos_token_id` (an id or a list of ids), without repeats.
     public let eosTokenIDs: [Int]
     /// The chat templates (Jinja) by name, as transformers loads them: `chat_template.jinja` (what transformers
-    /// ≥ 4.43 writes) is "default"; else tokenizer_config.json `chat_template`, a string ("default") or a list of
-    /// `{"name", "template"}` ("default", "tool_use"…). Empty when the model has none.
+    /// ≥ 4.43 writes) is "default", `additional_chat_templates/NAME.jinja` the others; else tokenizer_config.json
+    /// `chat_template`, a string ("default") or a list of `{"name", "template"}` ("default", "tool_use"…). Empty
+    /// when the model has none.
     public let chatTemplates: [String: String]
     /// The file `chatTemplates` came from, for messages.
     public let chatTemplateSource: String
@@ -56,8 +57,8 @@ public final class Tokenizer: Sendable {
     private let tokenTexts: [Int: [Unicode.Scalar]]
     private let specialTokenIDs: Set<Int>
 
-    /// Loads `tokenizer.json` (required), `tokenizer_config.json` and `generation_config.json` (optional)
-    /// from a model directory.
+    /// Loads `tokenizer.json` (required), `tokenizer_config.json`, `generation_config.json`, `chat_template.jinja`
+    /// and `additional_chat_templates/NAME.jinja` (optional) from a model directory.
     public convenience init(directory: String) throws {
         let directoryURL = URL(fileURLWithPath: directory)
         func read(_ name: String) throws -> Data? {
@@ -68,12 +69,22 @@ public final class Tokenizer: Sendable {
         guard let tokenizerJSON = try read("tokenizer.json") else {
             throw TokenizerError.missingFile(path: directoryURL.appendingPathComponent("tokenizer.json").path)
         }
+        // transformers writes the default template to chat_template.jinja and other named ones ("tool_use") beside it.
+        var chatTemplateFiles: [String: Data] = [:]
+        if let template = try read("chat_template.jinja") {
+            chatTemplateFiles["default"] = template
+            let additional = directoryURL.appendingPathComponent("additional_chat_templates")
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: additional.path)) ?? [] where name.hasSuffix(".jinja") {
+                chatTemplateFiles[String(name.dropLast(6))] = try readRegularFile(additional.appendingPathComponent(name).path)
+            }
+        }
         try self.init(tokenizerJSON: tokenizerJSON, tokenizerConfig: try read("tokenizer_config.json"),
-                      generationConfig: try read("generation_config.json"), chatTemplate: try read("chat_template.jinja"))
+                      generationConfig: try read("generation_config.json"), chatTemplateFiles: chatTemplateFiles)
     }
 
-    /// The contents of `tokenizer.json`, `tokenizer_config.json`, `generation_config.json` and `chat_template.jinja`.
-    public init(tokenizerJSON: Data, tokenizerConfig: Data?, generationConfig: Data?, chatTemplate: Data? = nil) throws {
+    /// The contents of `tokenizer.json`, `tokenizer_config.json`, `generation_config.json`, and of the chat template
+    /// files by template name (`chat_template.jinja` is "default").
+    public init(tokenizerJSON: Data, tokenizerConfig: Data?, generationConfig: Data?, chatTemplateFiles: [String: Data] = [:]) throws {
         let file = try decodeJSON(TokenizerFile.self, from: tokenizerJSON, file: "tokenizer.json")
         let config = try tokenizerConfig.map { try decodeJSONField(from: $0, file: "tokenizer_config.json") }
         let generation = try generationConfig.map { try decodeJSONField(from: $0, file: "generation_config.json") }
@@ -106,11 +117,13 @@ public final class Tokenizer: Sendable {
         var eosTokenIDs = configEOS.map { [$0] } ?? []
         for id in try generation.map(generationEOS) ?? [] where !eosTokenIDs.contains(id) { eosTokenIDs.append(id) }
         self.eosTokenIDs = eosTokenIDs
-        if let chatTemplate {
-            guard let text = String(data: chatTemplate, encoding: .utf8) else {
-                throw TokenizerError.invalidJSON(file: "chat_template.jinja", detail: "is not UTF-8 text")
+        if !chatTemplateFiles.isEmpty {
+            chatTemplates = try chatTemplateFiles.mapValues { data in
+                guard let text = String(data: data, encoding: .utf8) else {
+                    throw TokenizerError.invalidJSON(file: "chat_template.jinja", detail: "is not UTF-8 text")
+                }
+                return text
             }
-            chatTemplates = ["default": text]
             chatTemplateSource = "chat_template.jinja"
         } else {
             chatTemplates = try config.map { try namedChatTemplates($0["chat_template"]) } ?? [:]

@@ -163,3 +163,12 @@ struct ChatTemplateFixture {
         #expect(throws: JinjaError.self) { try OrderedJSON.parse(Data(#"{"a": }"#.utf8)) }
     }
 }
+
+extension ChatTemplateTests {
+    /// transformers passes `tools=None` (and `documents=None`) when there are none: defined, and none.
+    @Test func noToolsIsNoneNotUndefined() throws {
+        let template = try ChatTemplate(templates: ["default": "{{ tools is defined }} {{ tools is none }} {{ documents is none }} {{ bos_token }}"],
+                                        source: "x", specialTokens: ["bos_token": "<s>"])
+        #expect(try template.render(ChatTemplateInput(messages: [])) == "True True True <s>")
+    }
+}

@@ -222,7 +222,7 @@ extension TestResponse {
     private func withTemplate(_ template: String, _ body: @Sendable @escaping (any TestClientProtocol, FakeGenerationService) async throws -> Void) async throws {
         let tokenizer = try Tokenizer(tokenizerJSON: Data(contentsOf: URL(fileURLWithPath: Fixtures.repositoryPath("models/tokenizer.json"))),
                                       tokenizerConfig: Data(#"{"bos_token": "<s>", "eos_token": "</s>"}"#.utf8), generationConfig: nil,
-                                      chatTemplate: Data(template.utf8))
+                                      chatTemplateFiles: ["default": Data(template.utf8)])
         let fake = FakeGenerationService(tokenizer: tokenizer)
         try await withServer(fake) { client in try await body(client, fake) }
     }

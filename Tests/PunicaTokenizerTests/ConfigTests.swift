@@ -92,8 +92,19 @@ struct ConfigTests {
     @Test func chatTemplateFile() throws {
         let tokenizerJSON = try Fixtures.data("tokenizers/sentencepiece/tokenizer.json")
         let tokenizer = try Tokenizer(tokenizerJSON: tokenizerJSON, tokenizerConfig: Data(#"{"chat_template": "old"}"#.utf8),
-                                      generationConfig: nil, chatTemplate: Data("{{ messages }}\n".utf8))
+                                      generationConfig: nil, chatTemplateFiles: ["default": Data("{{ messages }}\n".utf8)])
         #expect(tokenizer.chatTemplates == ["default": "{{ messages }}\n"])
         #expect(tokenizer.chatTemplateSource == "chat_template.jinja")
+    }
+
+    /// A model directory as transformers saves named templates: chat_template.jinja and additional_chat_templates/.
+    @Test func chatTemplateFilesOfADirectory() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("punica-chat-templates-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("additional_chat_templates"), withIntermediateDirectories: true)
+        try Fixtures.data("tokenizers/sentencepiece/tokenizer.json").write(to: directory.appendingPathComponent("tokenizer.json"))
+        try Data("D".utf8).write(to: directory.appendingPathComponent("chat_template.jinja"))
+        try Data("T".utf8).write(to: directory.appendingPathComponent("additional_chat_templates/tool_use.jinja"))
+        #expect(try Tokenizer(directory: directory.path).chatTemplates == ["default": "D", "tool_use": "T"])
     }
 }
