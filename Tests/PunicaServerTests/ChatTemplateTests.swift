@@ -153,6 +153,15 @@ struct ChatTemplateFixture {
         #expect(throws: JinjaError.self) { try JinjaTemplate("{% set d = {} %}{{ d.update({'a': 1}) }}").render([:]) }
     }
 
+    /// Arithmetic a template could abuse finishes quickly and never traps.
+    @Test func arithmeticIsBounded() throws {
+        _ = try JinjaTemplate("{{ 3 ** 100000000000 }}").render([:])
+        #expect(throws: JinjaError.self) { try JinjaTemplate("{{ 'ab' * 100000000 }}").render([:]) }
+        #expect(throws: JinjaError.self) { try JinjaTemplate("{{ range(1000000) | length }}").render([:]) }
+        _ = try JinjaTemplate("{{ -x }} {{ x | abs }}").render(["x": .int(.min)])
+        #expect(throws: JinjaError.self) { try JinjaTemplate("{{ x // -1 }}").render(["x": .int(.min)]) }
+    }
+
     @Test func runawayRecursionIsAnError() {
         #expect(throws: JinjaError.self) { try JinjaTemplate("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}").render([:]) }
     }

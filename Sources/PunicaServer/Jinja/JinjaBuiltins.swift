@@ -78,10 +78,10 @@ enum JinjaBuiltins {
                 default: throw JinjaError.runtime("range() takes 1 to 3 integers")
                 }
                 guard step != 0 else { throw JinjaError.runtime("range() arg 3 must not be zero") }
-                let count = step > 0 ? max(0, (stop - start + step - 1) / step) : max(0, (start - stop - step - 1) / -step)
-                // jinja2's sandbox limit.
+                // jinja2's sandbox limit (counted in Double: extreme bounds must not overflow).
+                let count = max(0, ((Double(stop) - Double(start)) / Double(step)).rounded(.up))
                 guard count <= 100_000 else { throw JinjaError.runtime("range() of more than 100000 items is not allowed") }
-                return .list((0..<count).map { .int(start + $0 * step) })
+                return .list((0..<Int(count)).map { .int(start + $0 * step) })
             },
         ]
     }
@@ -138,7 +138,7 @@ enum JinjaBuiltins {
 
     static func negate(_ value: JinjaValue, _ op: String) throws -> JinjaValue {
         switch value {
-        case .int(let integer): return .int(op == "-" ? -integer : integer)
+        case .int(let integer): return .int(op == "-" ? 0 &- integer : integer)
         case .bool(let flag): return .int(op == "-" ? (flag ? -1 : 0) : (flag ? 1 : 0))
         case .double(let number): return .double(op == "-" ? -number : number)
         case .undefined(let message): throw JinjaError.undefined(message)
@@ -157,9 +157,9 @@ enum JinjaBuiltins {
         case ("+", .string, _): throw JinjaError.runtime("can only concatenate str (not \"\(b.typeName)\") to str")
         case let ("+", .list(x), .list(y)): return .list(x + y)
         case ("+", .list, _): throw JinjaError.runtime("can only concatenate list (not \"\(b.typeName)\") to list")
-        case let ("*", .string(text), _) where b.integer != nil: return .string(String(repeating: text, count: max(0, b.integer!)))
-        case let ("*", _, .string(text)) where a.integer != nil: return .string(String(repeating: text, count: max(0, a.integer!)))
-        case let ("*", .list(items), _) where b.integer != nil: return .list(Array(repeating: items, count: max(0, b.integer!)).flatMap { $0 })
+        case let ("*", .string(text), _) where b.integer != nil: return .string(String(repeating: text, count: try repetitions(b.integer!, text.unicodeScalars.count)))
+        case let ("*", _, .string(text)) where a.integer != nil: return .string(String(repeating: text, count: try repetitions(a.integer!, text.unicodeScalars.count)))
+        case let ("*", .list(items), _) where b.integer != nil: return .list(Array(repeating: items, count: try repetitions(b.integer!, items.count)).flatMap { $0 })
         default: break
         }
         if let x = a.integer, let y = b.integer {
@@ -172,14 +172,20 @@ enum JinjaBuiltins {
                 return .double(Double(x) / Double(y))
             case "//", "%":
                 guard y != 0 else { throw JinjaError.runtime("integer division or modulo by zero") }
+                guard !(x == .min && y == -1) else { throw JinjaError.runtime("integer overflow in \(op)") }
                 // Python floors toward negative infinity; the remainder takes the divisor's sign.
                 var quotient = x / y
                 if (x % y != 0) && ((x < 0) != (y < 0)) { quotient -= 1 }
                 return .int(op == "//" ? quotient : x - quotient * y)
             case "**":
                 guard y >= 0 else { return .double(pow(Double(x), Double(y))) }
-                var result = 1
-                for _ in 0..<y { result = result &* x }
+                // By squaring: a huge exponent takes 64 steps, not forever (the result wraps, where Python's grows).
+                var (result, base, exponent) = (1, x, y)
+                while exponent > 0 {
+                    if exponent & 1 == 1 { result = result &* base }
+                    base = base &* base
+                    exponent >>= 1
+                }
                 return .int(result)
             default: throw unsupported()
             }
@@ -197,6 +203,13 @@ enum JinjaBuiltins {
         case "**": return .double(pow(x, y))
         default: throw unsupported()
         }
+    }
+
+    /// `text * count` and `list * count` make at most this many items: a template cannot exhaust memory this way.
+    private static func repetitions(_ count: Int, _ length: Int) throws -> Int {
+        guard count > 0 else { return 0 }
+        guard length == 0 || count <= (1 << 24) / length else { throw JinjaError.runtime("repetition of more than \(1 << 24) items is not allowed") }
+        return count
     }
 
     static func compare(_ op: String, _ a: JinjaValue, _ b: JinjaValue) throws -> Bool {
@@ -574,7 +587,7 @@ enum JinjaBuiltins {
             }
         case "abs":
             switch value {
-            case .int(let integer): return .int(abs(integer))
+            case .int(let integer): return .int(integer == .min ? integer : abs(integer))
             case .double(let number): return .double(abs(number))
             case .bool(let flag): return .int(flag ? 1 : 0)
             default: throw JinjaError.runtime("bad operand type for abs(): '\(value.typeName)'")

@@ -7,7 +7,9 @@ import Foundation
 /// A parsed Jinja template, rendered as jinja2 renders it in transformers' `apply_chat_template`: an immutable
 /// sandbox (templates cannot change lists or dicts), `trim_blocks` and `lstrip_blocks`, the `loopcontrols`
 /// extension, `{% generation %}` blocks, and the globals `raise_exception`, `strftime_now`, `namespace`, `dict`
-/// and `range`. Covers the subset of the language chat templates use; anything else is a clear `JinjaError`.
+/// and `range`. Covers the subset of the language chat templates use; anything else (`include`, `import`,
+/// `extends`, recursive loops, filters such as `groupby`) is a clear `JinjaError`. One known difference: tuples
+/// are lists, so `{{ d.items() | list }}` prints `[['a', 1]]` where Python prints `[('a', 1)]`.
 struct JinjaTemplate {
     private let nodes: [JinjaNode]
 
