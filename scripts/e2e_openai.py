@@ -239,6 +239,16 @@ def test_chat(client):
     check(text == choice.message.content, f"streamed chat {text!r} equals the whole one {choice.message.content!r}")
     check(chunks[-1].choices[0].finish_reason == "length", "the last chunk has the finish reason")
 
+    # Tools, a tool call (arguments as the client sends them: a JSON string) and its result reach the template.
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    round_trip = [{"role": "user", "content": "Weather in Paris?"},
+                  {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+                  {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]
+    with_tools = client.chat.completions.create(model=BASE, messages=round_trip, tools=tools, max_tokens=4, temperature=0)
+    check(with_tools.choices[0].message.content, f"chat with tools: {with_tools}")
+    error = expect_error(openai.BadRequestError, lambda: client.chat.completions.create(model=BASE, messages=round_trip, tools=tools, tool_choice="required"))
+    check(error.body["param"] == "tool_choice", f"the error names the field: {error.body}")
+
 
 def test_errors(client, server):
     expect_error(openai.NotFoundError, lambda: greedy_completion(client, "no-such-adapter", "x"))

@@ -35,6 +35,13 @@ tokenizer.json + tokenizer_config.json + generation_config.json + golden.json, e
                                    vocabulary become <unk> (runs fused: fuse_unk), and the post-processor
                                    adds </s> as well as <s> (add_eos_token true in the config).
 
+  bytelevel-smollm2/               Same model, pipeline as transformers writes SmolLM2's tokenizer.json: Sequence[Digits
+                                   (individual_digits), ByteLevel(add_prefix_space=False, use_regex=True)],
+                                   model fields continuing_subword_prefix "" and end_of_word_suffix "" (meaning
+                                   none), byte_fallback false, unk_token null, ignore_merges false.
+  sentencepiece-nested/            Same as sentencepiece/ with the normalizer written as nested Sequences
+                                   (Sequence[Sequence[Prepend("▁")], Sequence[], Replace(" ", "▁")]).
+
   golden.json: {"versions": {...}, "cases": [{"text", "ids", "decoded", "decoded_with_specials"}, ...]}
   for every string in TEXTS: ids = tokenizer(text)["input_ids"] (special tokens added as transformers
   adds them), decoded = tokenizer.decode(ids, skip_special_tokens=True), decoded_with_specials likewise
@@ -174,9 +181,14 @@ def train_sentencepiece_model():
     return vocab, model["merges"]
 
 
-def bytelevel_tokenizer(vocab, merges, gpt2):
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(m) for m in merges], ignore_merges=not gpt2))
-    if gpt2:
+def bytelevel_tokenizer(vocab, merges, gpt2, smollm2=False):
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(m) for m in merges], ignore_merges=not gpt2 and not smollm2))
+    if smollm2:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ])
+    elif gpt2:
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)
     else:
         tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -188,7 +200,7 @@ def bytelevel_tokenizer(vocab, merges, gpt2):
     tok.add_tokens([AddedToken("<|tool|>", lstrip=True, rstrip=True, normalized=False, special=False),
                     AddedToken("gonna", single_word=True, normalized=False, special=False)])
     bos = tok.token_to_id("<|begin_of_text|>")
-    if gpt2:
+    if gpt2 or smollm2:
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
     else:
         tok.post_processor = processors.Sequence([
@@ -205,7 +217,7 @@ def sentencepiece_tokenizer(vocab, merges, style):
                                fuse_unk=True, byte_fallback=style != "unk"))
     llama2_decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
                                         decoders.Strip(content=" ", left=1, right=0)])
-    if style in ("legacy", "unk"):
+    if style in ("legacy", "unk", "nested"):
         tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
         tok.decoder = llama2_decoder
     elif style == "metaspace":
@@ -281,10 +293,15 @@ def write_json(path, value, indent=2):
         f.write("\n")
 
 
-def write_fixture(name, tok, tokenizer_config, generation_config, legacy_merges=False):
+def write_fixture(name, tok, tokenizer_config, generation_config, legacy_merges=False, model_fields=None, normalizer=None):
+    """`model_fields` and `normalizer` are written into tokenizer.json as given (the library would write them in
+    another form); the golden ids come from the library loading that file back."""
     out = os.path.join(OUT_ROOT, name)
     os.makedirs(out, exist_ok=True)
     tokenizer_json = json.loads(tok.to_str())
+    tokenizer_json["model"].update(model_fields or {})
+    if normalizer:
+        tokenizer_json["normalizer"] = normalizer
     if legacy_merges:
         tokenizer_json["model"]["merges"] = [" ".join(pair) for pair in tokenizer_json["model"]["merges"]]
     write_json(os.path.join(out, "tokenizer.json"), tokenizer_json, indent=None)
@@ -312,11 +329,20 @@ def main():
     for name, gpt2 in (("bytelevel", False), ("bytelevel-gpt2", True)):
         tok = bytelevel_tokenizer(vocab, merges, gpt2)
         write_fixture(name, tok, *bytelevel_configs(tok, gpt2), legacy_merges=gpt2)
+    tok = bytelevel_tokenizer(vocab, merges, gpt2=False, smollm2=True)
+    write_fixture("bytelevel-smollm2", tok, *bytelevel_configs(tok, gpt2=True),
+                  model_fields={"continuing_subword_prefix": "", "end_of_word_suffix": ""})
 
     vocab, merges = train_sentencepiece_model()
     for name, style in (("sentencepiece", "legacy"), ("sentencepiece-metaspace", "metaspace"),
-                        ("sentencepiece-metaspace-split", "split"), ("sentencepiece-unk", "unk")):
-        write_fixture(name, sentencepiece_tokenizer(vocab, merges, style), *sentencepiece_configs(style))
+                        ("sentencepiece-metaspace-split", "split"), ("sentencepiece-unk", "unk"),
+                        ("sentencepiece-nested", "nested")):
+        nested = {"type": "Sequence", "normalizers": [
+            {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"}]},
+            {"type": "Sequence", "normalizers": []},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}
+        write_fixture(name, sentencepiece_tokenizer(vocab, merges, style), *sentencepiece_configs(style),
+                      normalizer=nested if style == "nested" else None)
 
 
 if __name__ == "__main__":

@@ -82,11 +82,14 @@ extension OpenAIServer {
 
     /// `POST /v1/chat/completions`: the messages rendered by the model's chat template.
     func prepareChat(_ request: inout Request) async throws -> PreparedGeneration<ChatBuilder> {
-        let body = try await decodeBody(ChatCompletionRequest.self, from: &request)
+        let data = try await bodyData(from: &request)
+        let body = try JSONDecoder().decode(ChatCompletionRequest.self, from: data)
         let options = body.options
         let adapter = try await adapter(for: options.model)
         let n = try options.choiceCount()
-        let prompt = try chatTemplate.get().render(try body.chatMessages())
+        let json: JinjaValue
+        do { json = try OrderedJSON.parse(data) } catch { throw APIError.invalid(param: nil, message: "The request body is not valid JSON: \(error)") }
+        let prompt = try chatTemplate.get().render(try body.templateInput(body: json))
         // The template writes special tokens (BOS) itself.
         let promptIDs = service.tokenizer.encode(prompt, addSpecialTokens: false)
         let maxTokens = try options.maxTokens(promptTokens: promptIDs.count, promptField: "messages", defaultTokens: nil,

@@ -61,7 +61,7 @@ public struct OpenAIServer: Sendable {
     let configuration: ServerConfiguration
     let logger: Logger
     let metrics = ServerMetrics()
-    /// Recognized once: a model whose template is not supported still serves completions; chat requests get the error.
+    /// Parsed once: a model without a usable template still serves completions; chat requests get the error.
     let chatTemplate: Result<ChatTemplate, ChatTemplateError>
     let adapterRoots: AdapterRoots
     let adapterDirectories: AdapterDirectories
@@ -74,17 +74,20 @@ public struct OpenAIServer: Sendable {
         let tokenizer = service.tokenizer
         let tokens = TokenText(tokenizer: tokenizer)
         chatTemplate = Result { () throws(ChatTemplateError) in
-            try ChatTemplate(template: tokenizer.chatTemplate, bosToken: tokenizer.bosTokenID.map(tokens.text) ?? "",
-                             eosToken: tokenizer.eosTokenIDs.first.map(tokens.text) ?? "")
+            // bos_token/eos_token as tokenizer_config.json names them, else the texts of the ids found elsewhere.
+            var specialTokens = tokenizer.specialTokenTexts
+            if specialTokens["bos_token"] == nil { specialTokens["bos_token"] = tokenizer.bosTokenID.map(tokens.text) }
+            if specialTokens["eos_token"] == nil { specialTokens["eos_token"] = tokenizer.eosTokenIDs.first.map(tokens.text) }
+            return try ChatTemplate(templates: tokenizer.chatTemplates, source: tokenizer.chatTemplateSource, specialTokens: specialTokens)
         }
         adapterRoots = try AdapterRoots(configuration.adapterRoots)
         adapterDirectories = AdapterDirectories(configuration.adapterDirectories)
     }
 
-    /// The chat template's family, or why chat requests are refused.
+    /// Where the chat template comes from, or why chat requests are refused.
     public var chatTemplateSummary: String {
         switch chatTemplate {
-        case let .success(template): template.family.rawValue
+        case let .success(template): template.source
         case let .failure(error): "none usable (\(error))"
         }
     }
@@ -177,12 +180,15 @@ public struct OpenAIServer: Sendable {
 
     /// The body as `T`: at most `maxBodyBytes`, JSON.
     func decodeBody<T: Decodable>(_ type: T.Type, from request: inout Request) async throws -> T {
-        let buffer: ByteBuffer
+        try JSONDecoder().decode(T.self, from: try await bodyData(from: &request))
+    }
+
+    /// The request's body, up to `--max-body-bytes`.
+    func bodyData(from request: inout Request) async throws -> Data {
         do {
-            buffer = try await request.collectBody(upTo: configuration.maxBodyBytes)
+            return Data(try await request.collectBody(upTo: configuration.maxBodyBytes).readableBytesView)
         } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
             throw APIError.bodyTooLarge(limit: configuration.maxBodyBytes)
         }
-        return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
     }
 }

@@ -7,11 +7,18 @@ import PunicaEngine
 struct TokenizeRequest: Decodable {
     var model: String?
     var prompt: String?
-    var messages: [ChatCompletionRequest.Message]?
+    /// Rendered from the body's JSON as chat requests are (`ChatCompletionRequest.templateInput`); here only whether
+    /// they were sent.
+    var messages: [Ignored]?
     /// Default true for `prompt` (as completions encode it), false for `messages` (the template writes them).
     var add_special_tokens: Bool?
     var add_generation_prompt: Bool?
     var return_token_strs: Bool?
+}
+
+/// Any JSON value, not kept.
+struct Ignored: Decodable {
+    init(from decoder: any Decoder) throws {}
 }
 
 struct TokenizeResponse: Encodable {
@@ -34,18 +41,18 @@ struct DetokenizeResponse: Encodable {
 extension OpenAIServer {
     func tokenize(_ request: Request) async throws -> Response {
         var request = request
-        let body = try await decodeBody(TokenizeRequest.self, from: &request)
+        let data = try await bodyData(from: &request)
+        let body = try JSONDecoder().decode(TokenizeRequest.self, from: data)
         try checkModel(body.model)
         let ids: [Int]
         switch (body.prompt, body.messages) {
         case let (prompt?, nil):
             ids = service.tokenizer.encode(prompt, addSpecialTokens: body.add_special_tokens ?? true)
-        case let (nil, messages?):
-            // The chat template always ends with the assistant's turn opened, as chat requests render it.
-            if body.add_generation_prompt == false {
-                throw APIError.invalid(param: "add_generation_prompt", message: "`add_generation_prompt`: false is not supported")
-            }
-            let rendered = try chatTemplate.get().render(try ChatCompletionRequest.chatMessages(messages))
+        case (nil, _?):
+            let json: JinjaValue
+            do { json = try OrderedJSON.parse(data) } catch { throw APIError.invalid(param: nil, message: "The request body is not valid JSON: \(error)") }
+            let input = try ChatCompletionRequest.templateInput(json: json, addGenerationPrompt: body.add_generation_prompt ?? true)
+            let rendered = try chatTemplate.get().render(input)
             ids = service.tokenizer.encode(rendered, addSpecialTokens: body.add_special_tokens ?? false)
         default:
             throw APIError.invalid(param: "prompt", message: "exactly one of `prompt` and `messages` must be given")

@@ -93,8 +93,9 @@ struct BPEModel: Sendable {
             .unsupported(file: "tokenizer.json", field: "model.\(field)", value: value, supported: "null")
         }
         if let dropout = file.dropout, dropout != 0 { throw unsupported("dropout", String(dropout)) }
-        if let prefix = file.continuingSubwordPrefix { throw unsupported("continuing_subword_prefix", "\"\(prefix)\"") }
-        if let suffix = file.endOfWordSuffix { throw unsupported("end_of_word_suffix", "\"\(suffix)\"") }
+        // An empty prefix or suffix (as transformers writes SmolLM2's) adds nothing: the same as none.
+        if let prefix = file.continuingSubwordPrefix, !prefix.isEmpty { throw unsupported("continuing_subword_prefix", "\"\(prefix)\"") }
+        if let suffix = file.endOfWordSuffix, !suffix.isEmpty { throw unsupported("end_of_word_suffix", "\"\(suffix)\"") }
 
         // Every id once, in 0...Int32.max (ids travel as Int32): two tokens on one id would make decoding ambiguous.
         for (token, id) in file.vocab where !(0...Int(Int32.max)).contains(id) {

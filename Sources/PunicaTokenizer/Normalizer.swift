@@ -1,5 +1,6 @@
 /// tokenizer.json `normalizer`: rewrites applied to text before it is split into words. Supported are the
-/// steps Llama-2-style files use: `Prepend` and `Replace` with a literal pattern, alone or in a `Sequence`.
+/// steps Llama-2-style files use: `Prepend` and `Replace` with a literal pattern, alone or in a `Sequence`
+/// (sequences may nest, or be empty).
 struct Normalizer: Sendable {
     private enum Step: Sendable {
         /// Put `prefix` before non-empty text (Llama-2: "▁", so the first word reads like every other).
@@ -15,17 +16,20 @@ struct Normalizer: Sendable {
             steps = []
             return
         }
-        let list = try field["type"].string() == "Sequence" ? try field["normalizers"].array() : [field]
-        steps = try list.map { step in
-            switch try step["type"].string() {
-            case "Prepend":
-                return .prepend(Array(try step["prepend"].string().unicodeScalars))
-            case "Replace":
-                let (pattern, replacement) = try literalReplacement(step)
-                return .replace(pattern: pattern, replacement: replacement)
-            default:
-                throw step["type"].unsupported(supported: "Prepend, Replace, or a Sequence of those")
-            }
+        steps = try Self.steps(field)
+    }
+
+    private static func steps(_ step: JSONField) throws -> [Step] {
+        switch try step["type"].string() {
+        case "Sequence":
+            return try step["normalizers"].array().flatMap(steps)
+        case "Prepend":
+            return [.prepend(Array(try step["prepend"].string().unicodeScalars))]
+        case "Replace":
+            let (pattern, replacement) = try literalReplacement(step)
+            return [.replace(pattern: pattern, replacement: replacement)]
+        default:
+            throw step["type"].unsupported(supported: "Prepend, Replace, or a Sequence of those")
         }
     }
 

@@ -1,6 +1,6 @@
 /// tokenizer.json `pre_tokenizer`: splits normalized text into the words BPE encodes one at a time, and for
 /// byte-level models spells them in byte characters. Supported: `Split` with the GPT-2 or Llama-3 regex
-/// (behavior Isolated), `ByteLevel`, `Metaspace`, and a `Sequence` of those.
+/// (behavior Isolated), `ByteLevel`, `Metaspace`, `Digits` (SmolLM2), and a `Sequence` of those.
 struct PreTokenizer: Sendable {
     private enum Step: Sendable {
         /// Llama-3: the regex's matches become the words.
@@ -9,6 +9,8 @@ struct PreTokenizer: Sendable {
         case byteLevel(addPrefixSpace: Bool, pattern: WordPattern?)
         /// Spaces become `replacement`, which may also be put in front; with `split`, each one starts a word.
         case metaspace(replacement: Unicode.Scalar, prepend: PrependScheme, split: Bool)
+        /// Digits apart from the rest: each one its own word (`individual_digits`), else each run of them.
+        case digits(individually: Bool)
     }
 
     private struct Piece {
@@ -45,8 +47,10 @@ struct PreTokenizer: Sendable {
             case "Metaspace":
                 return .metaspace(replacement: try step["replacement"].scalar(), prepend: try PrependScheme(step),
                                   split: try step["split"].bool(default: true))
+            case "Digits":
+                return .digits(individually: try step["individual_digits"].bool(default: false))
             default:
-                throw step["type"].unsupported(supported: "Split, ByteLevel, Metaspace, or a Sequence of those")
+                throw step["type"].unsupported(supported: "Split, ByteLevel, Metaspace, Digits, or a Sequence of those")
             }
         }
     }
@@ -83,6 +87,17 @@ struct PreTokenizer: Sendable {
                 } else {
                     words[words.count - 1].append(scalar)
                 }
+            }
+            return pieces(words, from: piece)
+        case .digits(let individually):
+            // The `tokenizers` library's Digits: Rust's `char::is_numeric` (categories Nd, Nl, No: "٣", "½", "²" too).
+            var words: [[Unicode.Scalar]] = []
+            var previousIsDigit: Bool?
+            for scalar in piece.text {
+                let isDigit = [.decimalNumber, .letterNumber, .otherNumber].contains(scalar.properties.generalCategory)
+                if isDigit && individually || isDigit != previousIsDigit { words.append([]) }
+                words[words.count - 1].append(scalar)
+                previousIsDigit = isDigit
             }
             return pieces(words, from: piece)
         }

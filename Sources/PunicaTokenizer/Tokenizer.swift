@@ -10,8 +10,8 @@ import Foundation
 #endif
 
 /// A Hugging Face BPE tokenizer read from a model directory: `tokenizer.json` (byte-level like Llama-3 and
-/// GPT-2, or SentencePiece-style with byte fallback like Llama-2), plus the BOS/EOS settings and chat template
-/// of `tokenizer_config.json` and `generation_config.json`.
+/// GPT-2, or SentencePiece-style with byte fallback like Llama-2), plus the BOS/EOS settings and chat templates
+/// of `tokenizer_config.json`, `generation_config.json` and `chat_template.jinja`.
 ///
 /// `encode` follows the `tokenizers` library step by step: find added tokens in the input (special tokens
 /// written in the text become their ids); normalize the text between them; pre-tokenize it into words; BPE
@@ -29,8 +29,16 @@ public final class Tokenizer: Sendable {
     /// The ids that end a generation: tokenizer_config.json `eos_token`, then generation_config.json
     /// `eos_token_id` (an id or a list of ids), without repeats.
     public let eosTokenIDs: [Int]
-    /// tokenizer_config.json `chat_template` (a Jinja template; the one named "default" when it is a list).
-    public let chatTemplate: String?
+    /// The chat templates (Jinja) by name, as transformers loads them: `chat_template.jinja` (what transformers
+    /// ≥ 4.43 writes) is "default", `additional_chat_templates/NAME.jinja` the others; else tokenizer_config.json
+    /// `chat_template`, a string ("default") or a list of `{"name", "template"}` ("default", "tool_use"…). Empty
+    /// when the model has none.
+    public let chatTemplates: [String: String]
+    /// The file `chatTemplates` came from, for messages.
+    public let chatTemplateSource: String
+    /// The special tokens tokenizer_config.json names, by field (`bos_token`, `eos_token`, `unk_token`, `pad_token`…):
+    /// the variables transformers passes to chat templates.
+    public let specialTokenTexts: [String: String]
     /// The number of token ids, added tokens included: the largest id + 1.
     public let vocabularySize: Int
 
@@ -49,8 +57,8 @@ public final class Tokenizer: Sendable {
     private let tokenTexts: [Int: [Unicode.Scalar]]
     private let specialTokenIDs: Set<Int>
 
-    /// Loads `tokenizer.json` (required), `tokenizer_config.json` and `generation_config.json` (optional)
-    /// from a model directory.
+    /// Loads `tokenizer.json` (required), `tokenizer_config.json`, `generation_config.json`, `chat_template.jinja`
+    /// and `additional_chat_templates/NAME.jinja` (optional) from a model directory.
     public convenience init(directory: String) throws {
         let directoryURL = URL(fileURLWithPath: directory)
         func read(_ name: String) throws -> Data? {
@@ -61,12 +69,22 @@ public final class Tokenizer: Sendable {
         guard let tokenizerJSON = try read("tokenizer.json") else {
             throw TokenizerError.missingFile(path: directoryURL.appendingPathComponent("tokenizer.json").path)
         }
+        // transformers writes the default template to chat_template.jinja and other named ones ("tool_use") beside it.
+        var chatTemplateFiles: [String: Data] = [:]
+        if let template = try read("chat_template.jinja") {
+            chatTemplateFiles["default"] = template
+            let additional = directoryURL.appendingPathComponent("additional_chat_templates")
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: additional.path)) ?? [] where name.hasSuffix(".jinja") {
+                chatTemplateFiles[String(name.dropLast(6))] = try readRegularFile(additional.appendingPathComponent(name).path)
+            }
+        }
         try self.init(tokenizerJSON: tokenizerJSON, tokenizerConfig: try read("tokenizer_config.json"),
-                      generationConfig: try read("generation_config.json"))
+                      generationConfig: try read("generation_config.json"), chatTemplateFiles: chatTemplateFiles)
     }
 
-    /// The contents of `tokenizer.json`, `tokenizer_config.json` and `generation_config.json`.
-    public init(tokenizerJSON: Data, tokenizerConfig: Data?, generationConfig: Data?) throws {
+    /// The contents of `tokenizer.json`, `tokenizer_config.json`, `generation_config.json`, and of the chat template
+    /// files by template name (`chat_template.jinja` is "default").
+    public init(tokenizerJSON: Data, tokenizerConfig: Data?, generationConfig: Data?, chatTemplateFiles: [String: Data] = [:]) throws {
         let file = try decodeJSON(TokenizerFile.self, from: tokenizerJSON, file: "tokenizer.json")
         let config = try tokenizerConfig.map { try decodeJSONField(from: $0, file: "tokenizer_config.json") }
         let generation = try generationConfig.map { try decodeJSONField(from: $0, file: "generation_config.json") }
@@ -99,7 +117,21 @@ public final class Tokenizer: Sendable {
         var eosTokenIDs = configEOS.map { [$0] } ?? []
         for id in try generation.map(generationEOS) ?? [] where !eosTokenIDs.contains(id) { eosTokenIDs.append(id) }
         self.eosTokenIDs = eosTokenIDs
-        chatTemplate = try config.flatMap { try defaultChatTemplate($0["chat_template"]) }
+        if !chatTemplateFiles.isEmpty {
+            chatTemplates = try chatTemplateFiles.mapValues { data in
+                guard let text = String(data: data, encoding: .utf8) else {
+                    throw TokenizerError.invalidJSON(file: "chat_template.jinja", detail: "is not UTF-8 text")
+                }
+                return text
+            }
+            chatTemplateSource = "chat_template.jinja"
+        } else {
+            chatTemplates = try config.map { try namedChatTemplates($0["chat_template"]) } ?? [:]
+            chatTemplateSource = "tokenizer_config.json chat_template"
+        }
+        var specialTokenTexts: [String: String] = [:]
+        for name in Self.specialTokenFields { specialTokenTexts[name] = try config.flatMap { try namedTokenContent($0[name]) } }
+        self.specialTokenTexts = specialTokenTexts
 
         var tokenTexts = Dictionary(model.vocabulary.map { ($1, $0) }) { first, _ in first }  // ids are unique (BPEModel)
         for token in addedTokens { tokenTexts[token.id] = token.text }
@@ -115,6 +147,9 @@ public final class Tokenizer: Sendable {
         decoder = try TokenDecoder(file.decoder)
     }
 
+    /// The fields of tokenizer_config.json that name special tokens.
+    static let specialTokenFields = ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"]
+
     /// tokenizer.json's `added_tokens`, plus the tokens tokenizer_config.json names (`bos_token`...) that
     /// tokenizer.json only has in the model's vocabulary: transformers makes those special added tokens too.
     private static func addedTokens(_ entries: JSONField, namedIn config: JSONField?, model: BPEModel,
@@ -124,7 +159,7 @@ public final class Tokenizer: Sendable {
                            special: entry["special"].bool(default: false), options: entry, normalizer: normalizer)
         }
         guard let config else { return tokens }
-        for name in ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"] {
+        for name in specialTokenFields {
             let field = config[name]
             guard let content = try namedTokenContent(field),
                   !tokens.contains(where: { $0.content == Array(content.unicodeScalars) }) else { continue }
@@ -245,13 +280,12 @@ private func generationEOS(_ generation: JSONField) throws -> [Int] {
     return try field.optionalInt().map { [$0] } ?? []
 }
 
-/// `chat_template`: a template, or a list of `{"name", "template"}` of which the "default" one is used.
-private func defaultChatTemplate(_ field: JSONField) throws -> String? {
-    guard case .array = field.value else { return try field.optionalString() }
-    for entry in try field.array() where try entry["name"].string() == "default" {
-        return try entry["template"].string()
-    }
-    return nil
+/// `chat_template`: a template (named "default"), a list of `{"name", "template"}`, or null.
+private func namedChatTemplates(_ field: JSONField) throws -> [String: String] {
+    guard case .array = field.value else { return try field.optionalString().map { ["default": $0] } ?? [:] }
+    var templates: [String: String] = [:]
+    for entry in try field.array() { templates[try entry["name"].string()] = try entry["template"].string() }
+    return templates
 }
 
 /// The whole of the regular file at `path` (symbolic links followed). A directory, FIFO or device there is refused

@@ -218,16 +218,58 @@ extension TestResponse {
         }
     }
 
-    @Test func unsupportedTemplateIsRefusedByName() async throws {
-        let config = #"{"bos_token": "<s>", "eos_token": "</s>", "chat_template": "{% for m in messages %}<<{{ m.content }}>>{% endfor %}"}"#
+    /// A server over the repository's tokenizer with `template` as chat_template.jinja.
+    private func withTemplate(_ template: String, _ body: @Sendable @escaping (any TestClientProtocol, FakeGenerationService) async throws -> Void) async throws {
         let tokenizer = try Tokenizer(tokenizerJSON: Data(contentsOf: URL(fileURLWithPath: Fixtures.repositoryPath("models/tokenizer.json"))),
-                                      tokenizerConfig: Data(config.utf8), generationConfig: nil)
-        try await withServer(FakeGenerationService(tokenizer: tokenizer)) { client in
+                                      tokenizerConfig: Data(#"{"bos_token": "<s>", "eos_token": "</s>"}"#.utf8), generationConfig: nil,
+                                      chatTemplateFiles: ["default": Data(template.utf8)])
+        let fake = FakeGenerationService(tokenizer: tokenizer)
+        try await withServer(fake) { client in try await body(client, fake) }
+    }
+
+    @Test func unusableTemplateIsRefusedByName() async throws {
+        try await withTemplate("{% for m in messages %}{% include 'x' %}{% endfor %}") { client, _ in
             let response = try await client.post("/v1/chat/completions", #"{"model": "base", "messages": [{"role": "user", "content": "Hi"}]}"#)
             #expect(response.status == .badRequest)
             let message = try #require(try (response.json["error"] as? JSON)?["message"] as? String)
-            #expect(message.contains("chat_template") && message.contains("ChatML"))
+            #expect(message.contains("chat_template.jinja") && message.contains("line 1") && message.contains("include"))
             #expect(try await client.post("/v1/completions", #"{"model": "base", "prompt": "Hi"}"#).status == .ok, "completions still work")
+        }
+    }
+
+    @Test func raiseExceptionIsTheClientsError() async throws {
+        try await withTemplate("{% if messages[0].role != 'user' %}{{ raise_exception('Conversations must start with a user message') }}{% endif %}x") { client, fake in
+            let response = try await client.post("/v1/chat/completions", #"{"model": "base", "messages": [{"role": "assistant", "content": "Hi"}]}"#)
+            #expect(response.status == .badRequest)
+            let error = try #require(try response.json["error"] as? JSON)
+            #expect(error["param"] as? String == "messages")
+            let message = try #require(error["message"] as? String)
+            #expect(message.hasSuffix("Conversations must start with a user message"))
+            #expect(fake.submitted.isEmpty)
+        }
+    }
+
+    /// tools, tool calls (arguments sent as a JSON string reach the template as an object), tool results,
+    /// add_generation_prompt and chat_template_kwargs all reach the template (trim_blocks drops each line's newline).
+    @Test func toolsAndTemplateOptionsReachTheTemplate() async throws {
+        let template = """
+            {% for t in tools %}{{ t.function.parameters | tojson }}{% endfor %}
+            {% for m in messages %}{{ m.role[0] }}{{ m.content }}{% for c in m.tool_calls %}{{ c.function.arguments | tojson }}{% endfor %}|{% endfor %}
+            {% if add_generation_prompt %}assistant:{% endif %}{{ flavor }}
+            """
+        try await withTemplate(template) { client, fake in
+            let body = #"""
+                {"model": "base", "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"b": 1, "a": 2}}}],
+                 "messages": [{"role": "user", "content": "Paris?"},
+                              {"role": "assistant", "content": null, "tool_calls": [{"id": "1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\": \"Paris\", \"n\": 2}"}}]},
+                              {"role": "tool", "tool_call_id": "1", "content": "sunny"}],
+                 "add_generation_prompt": false, "chat_template_kwargs": {"flavor": "mint"}}
+                """#
+            let response = try await client.post("/v1/chat/completions", body)
+            #expect(response.status == .ok, "\(response.text)")
+            let request = try #require(fake.submitted.first)
+            let expected = #"{"b": 1, "a": 2}uParis?|aNone{"city": "Paris", "n": 2}|tsunny|mint"#
+            #expect(fake.tokenizer.decode(request.promptIDs, skipSpecialTokens: false) == expected)
         }
     }
 }

@@ -18,7 +18,8 @@ struct ConfigTests {
         // tokenizer_config.json's eos_token first, then generation_config.json's [end_of_text, eot_id].
         #expect(tokenizer.eosTokenIDs == [eot, end])
         #expect(tokenizer.vocabularySize == 605)
-        #expect(tokenizer.chatTemplate?.hasPrefix("{{ bos_token }}") == true)
+        #expect(tokenizer.chatTemplates["default"]?.hasPrefix("{{ bos_token }}") == true)
+        #expect(tokenizer.specialTokenTexts == ["bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"])
         #expect(tokenizer.encode("Hi").first == begin)
         #expect(tokenizer.encode("Hi", addSpecialTokens: false).first != begin)
     }
@@ -28,7 +29,7 @@ struct ConfigTests {
         #expect(tokenizer.bosTokenID == 1)
         #expect(tokenizer.eosTokenIDs == [2])
         #expect(tokenizer.vocabularySize == 602)
-        #expect(tokenizer.chatTemplate?.contains("[INST]") == true)
+        #expect(tokenizer.chatTemplates["default"]?.contains("[INST]") == true)
         #expect(tokenizer.encode("Hi").first == 1)
         #expect(tokenizer.encode("Hi", addSpecialTokens: false).first != 1)
     }
@@ -62,7 +63,7 @@ struct ConfigTests {
                                       generationConfig: Data(generation.utf8))
         #expect(tokenizer.bosTokenID == 1)
         #expect(tokenizer.eosTokenIDs == [2, 0])
-        #expect(tokenizer.chatTemplate == nil)
+        #expect(tokenizer.chatTemplates.isEmpty)
     }
 
     /// As in transformers, a token tokenizer_config.json names (here pad_token) is special even when
@@ -83,6 +84,27 @@ struct ConfigTests {
         let config = #"{"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]}"#
         let tokenizer = try Tokenizer(tokenizerJSON: tokenizerJSON, tokenizerConfig: Data(config.utf8),
                                       generationConfig: nil)
-        #expect(tokenizer.chatTemplate == "D")
+        #expect(tokenizer.chatTemplates == ["default": "D", "tool_use": "T"])
+        #expect(tokenizer.chatTemplateSource == "tokenizer_config.json chat_template")
+    }
+
+    /// chat_template.jinja (transformers ≥ 4.43 writes the template there) takes the place of tokenizer_config.json's.
+    @Test func chatTemplateFile() throws {
+        let tokenizerJSON = try Fixtures.data("tokenizers/sentencepiece/tokenizer.json")
+        let tokenizer = try Tokenizer(tokenizerJSON: tokenizerJSON, tokenizerConfig: Data(#"{"chat_template": "old"}"#.utf8),
+                                      generationConfig: nil, chatTemplateFiles: ["default": Data("{{ messages }}\n".utf8)])
+        #expect(tokenizer.chatTemplates == ["default": "{{ messages }}\n"])
+        #expect(tokenizer.chatTemplateSource == "chat_template.jinja")
+    }
+
+    /// A model directory as transformers saves named templates: chat_template.jinja and additional_chat_templates/.
+    @Test func chatTemplateFilesOfADirectory() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("punica-chat-templates-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("additional_chat_templates"), withIntermediateDirectories: true)
+        try Fixtures.data("tokenizers/sentencepiece/tokenizer.json").write(to: directory.appendingPathComponent("tokenizer.json"))
+        try Data("D".utf8).write(to: directory.appendingPathComponent("chat_template.jinja"))
+        try Data("T".utf8).write(to: directory.appendingPathComponent("additional_chat_templates/tool_use.jinja"))
+        #expect(try Tokenizer(directory: directory.path).chatTemplates == ["default": "D", "tool_use": "T"])
     }
 }

@@ -48,7 +48,7 @@ struct ErrorTests {
     @Test(arguments: [
         ("normalizer", #"{"type": "NFC"}"#, "normalizer.type"),
         ("normalizer", #"{"type": "Replace", "pattern": {"Regex": " +"}, "content": " "}"#, "normalizer.pattern"),
-        ("pre_tokenizer", #"{"type": "Sequence", "pretokenizers": [{"type": "Digits"}]}"#,
+        ("pre_tokenizer", #"{"type": "Sequence", "pretokenizers": [{"type": "Punctuation"}]}"#,
          "pre_tokenizer.pretokenizers[0].type"),
         ("pre_tokenizer", #"{"type": "Split", "pattern": {"Regex": "\\d+"}, "behavior": "Isolated"}"#,
          "pre_tokenizer.pattern"),

@@ -11,8 +11,8 @@ import Testing
 /// what each directory exercises).
 struct GoldenTests {
     static let fixtures = [
-        "bytelevel", "bytelevel-gpt2", "sentencepiece", "sentencepiece-metaspace", "sentencepiece-metaspace-split",
-        "sentencepiece-unk",
+        "bytelevel", "bytelevel-gpt2", "bytelevel-smollm2", "sentencepiece", "sentencepiece-metaspace",
+        "sentencepiece-metaspace-split", "sentencepiece-unk", "sentencepiece-nested",
     ]
 
     @Test(arguments: fixtures)
