@@ -158,6 +158,26 @@ public final class CPUBackend: Backend {
                    b: weight.floats, ldb: k, beta: 0, c: out.floats, ldc: n)
     }
 
+    public func addBias(x: Tensor, bias: Tensor) {
+        let width = x.rowWidth
+        precondition(bias.elementCount == width, "bias \(bias.shape) for rows of \(width)")
+        let (data, b) = (x.floats, bias.floats)
+        forEachRow(x.rows) { row in
+            for i in 0..<width { data[row * width + i] += b[i] }
+        }
+    }
+
+    public func headRMSNorm(qkv: Tensor, shape: AttentionShape, queryWeight: Tensor, keyWeight: Tensor, epsilon: Float) {
+        let (width, d, data) = (qkv.rowWidth, shape.headDim, qkv.floats)
+        // q heads then k heads sit side by side at the start of each fused row, as for RoPE.
+        forEachRow(qkv.rows) { row in
+            for head in 0..<(shape.queryHeads + shape.kvHeads) {
+                let x = data + row * width + head * d
+                Self.normalize(x, gain: (head < shape.queryHeads ? queryWeight : keyWeight).floats, width: d, epsilon: epsilon, into: x)
+            }
+        }
+    }
+
     public func rope(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, plan: StepPlan) {
         let positions = plan.cpu.positions
         let (width, half, data, frequencies) = (qkv.rowWidth, shape.headDim / 2, qkv.floats, inverseFrequencies.floats)

@@ -129,8 +129,8 @@ final class CUDAPlan: StepPlan {
         self.batch = batch
         let sections = Self.sections(batch, maxPages: maxPages, tiles: Self.tiles(batch, rows: 1), tileCapacity: fixed.rows)
         backend.copyToDevice(Array(sections.joined()).withUnsafeBytes { Array($0) }, buffer.address)
-        if let attentionPlan {
-            attentionPlan.refill(AttentionWork(fixedDecode: batch, shape: attentionPlan.shape, splits: fixed.attentionSplits), backend: backend)
+        for plan in attentionPlans.values {
+            plan.refill(AttentionWork(fixedDecode: batch, shape: plan.shape, splits: fixed.attentionSplits), backend: backend)
         }
     }
 
@@ -168,15 +168,16 @@ final class CUDAPlan: StepPlan {
         return (starts[0], starts[1], starts[2], starts[3], starts[4], starts[5], starts[6], starts[7])
     }
 
-    /// The step's attention work items (they depend on the head layout), built and uploaded by the first layer's
-    /// attention and reused by every other layer.
-    private var attentionPlan: CUDAAttentionPlan?
+    /// The step's attention work items (they depend on the head layout and sliding window), built and uploaded by
+    /// the first layer of each layout and reused by every other layer of it (models with sliding and global layers
+    /// have two).
+    private var attentionPlans: [AttentionShape: CUDAAttentionPlan] = [:]
 
     func attention(_ shape: AttentionShape, backend: CUDABackend) -> CUDAAttentionPlan {
-        if let plan = attentionPlan, plan.shape == shape { return plan }
+        if let plan = attentionPlans[shape] { return plan }
         let plan = fixed.map { CUDAAttentionPlan(AttentionWork(fixedDecode: batch, shape: shape, splits: $0.attentionSplits), shape: shape, backend: backend) }
             ?? CUDAAttentionPlan(batch, shape: shape, backend: backend)
-        attentionPlan = plan
+        attentionPlans[shape] = plan
         return plan
     }
 }
@@ -489,6 +490,16 @@ public final class CUDABackend: Backend {
         must { () throws(CUDAError) in
             try blas.matmul(x: x.address, w: weight.address, out: out.address, m: x.rows, n: weight.rows, k: x.rowWidth, dataType: dataType)
         }
+    }
+
+    public func addBias(x: Tensor, bias: Tensor) {
+        launch(AddBias(x: x.address, bias: bias.address, width: Int32(x.rowWidth)), grid: ((x.rowWidth + 255) / 256, x.rows, 1), block: 256)
+    }
+
+    public func headRMSNorm(qkv: Tensor, shape: AttentionShape, queryWeight: Tensor, keyWeight: Tensor, epsilon: Float) {
+        launch(HeadRMSNorm(qkv: qkv.address, queryWeight: queryWeight.address, keyWeight: keyWeight.address, qkvWidth: Int32(qkv.rowWidth),
+                           headDim: Int32(shape.headDim), queryHeads: Int32(shape.queryHeads), eps: epsilon),
+               grid: (qkv.rows, shape.queryHeads + shape.kvHeads, 1), block: 32)
     }
 
     public func rope(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, plan: StepPlan) {

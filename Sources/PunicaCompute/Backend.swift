@@ -11,7 +11,7 @@ extension StepPlan {
 }
 
 /// Head layout of a grouped-query attention layer.
-public struct AttentionShape: Sendable, Equatable {
+public struct AttentionShape: Sendable, Hashable {
     public let queryHeads: Int
     public let kvHeads: Int
     public let headDim: Int
@@ -89,6 +89,14 @@ public protocol Backend: AnyObject {
 
     /// Semantics: out[T, N] = x[T, K] · weight[N, K]ᵀ (weights stored as nn.Linear stores them).
     func matmul(x: Tensor, weight: Tensor, out: Tensor)
+
+    /// Semantics: x[t, :] += bias in place (a linear layer's bias, Qwen2's q|k|v). x: [T, N], bias: [N].
+    func addBias(x: Tensor, bias: Tensor)
+
+    /// Semantics: each q head and each k head of every fused q|k|v row, in place, becomes
+    /// head / sqrt(mean(head²) + epsilon) * weight, q heads with `queryWeight` and k heads with `keyWeight` (Qwen3's
+    /// q_norm and k_norm, before RoPE). v is left as it is. qkv: [T, qkvWidth], weights: [headDim].
+    func headRMSNorm(qkv: Tensor, shape: AttentionShape, queryWeight: Tensor, keyWeight: Tensor, epsilon: Float)
 
     /// Semantics: rotates the q and k heads of each fused q|k|v row in place by its position (rotate-half layout,
     /// as HF Llama): for head dims i < d/2, angle = position * inverseFrequencies[i],

@@ -34,6 +34,39 @@ import TestSupport
         #expect(closeMismatch(backend.toHost(out), reference(sum), atol: 1e-5, rtol: 1e-5) == nil)
     }
 
+    @Test func addBias() {
+        var random = SplitMix64(seed: 7)
+        let (rows, width) = (5, 23)
+        let x = random.floats(rows * width, scale: 2), bias = random.floats(width)
+        let out = tensor(x, [rows, width])
+        backend.addBias(x: out, bias: tensor(bias, [width]))
+        #expect(backend.toHost(out) == x.indices.map { x[$0] + bias[$0 % width] })
+    }
+
+    /// Each q and k head normalized with its own weight; v untouched.
+    @Test func headRMSNormOfQueryAndKeyHeads() {
+        var random = SplitMix64(seed: 8)
+        let shape = AttentionShape(queryHeads: 4, kvHeads: 2, headDim: 6)
+        let (rows, width, eps): (Int, Int, Float) = (5, shape.qkvWidth, 1e-6)
+        let qkv = random.floats(rows * width, scale: 3), queryGain = random.floats(shape.headDim), keyGain = random.floats(shape.headDim)
+        var expected = qkv
+        for row in 0..<rows {
+            for head in 0..<(shape.queryHeads + shape.kvHeads) {
+                let start = row * width + head * shape.headDim
+                let slice = qkv[start ..< start + shape.headDim].map(Double.init)
+                let inverse = 1 / (slice.reduce(0) { $0 + $1 * $1 } / Double(shape.headDim) + Double(eps)).squareRoot()
+                let gain = head < shape.queryHeads ? queryGain : keyGain
+                for i in 0..<shape.headDim { expected[start + i] = Float(slice[i] * inverse * Double(gain[i])) }
+            }
+        }
+        let out = tensor(qkv, [rows, width])
+        backend.headRMSNorm(qkv: out, shape: shape, queryWeight: tensor(queryGain, [shape.headDim]),
+                            keyWeight: tensor(keyGain, [shape.headDim]), epsilon: eps)
+        #expect(closeMismatch(backend.toHost(out), expected, atol: 1e-5, rtol: 1e-5) == nil)
+        let v = (0..<rows).flatMap { row in (row * width + shape.queryWidth + shape.kvWidth ..< (row + 1) * width) }
+        #expect(v.map { backend.toHost(out)[$0] } == v.map { qkv[$0] }, "v is left as it is")
+    }
+
     @Test func siluMul() {
         var random = SplitMix64(seed: 2)
         let (rows, half) = (3, 19)

@@ -94,6 +94,23 @@ extension CUDATests {
             pair.expectClose(gathered, atol: 0, "gather_rows")
         }
 
+        /// Qwen2's q|k|v bias and Qwen3's per-head q/k norm on a fused q|k|v row (head dims 64 and 128).
+        @Test(arguments: dtypes, [64, 128])
+        func biasAndHeadRMSNorm(dtype: DType, headDim: Int) {
+            var pair = Pair(dtype, seed: 9)
+            let shape = AttentionShape(queryHeads: 8, kvHeads: 2, headDim: headDim)
+            let rows = 5
+            let qkv = pair.tensors([rows, shape.qkvWidth], scale: 3), bias = pair.tensors([shape.qkvWidth])
+            pair.cpu.addBias(x: qkv.cpu, bias: bias.cpu)
+            pair.gpu.addBias(x: qkv.gpu, bias: bias.gpu)
+            pair.expectClose(qkv, atol: 1e-2, "add_bias")
+
+            let gains = (pair.tensors([headDim]), pair.tensors([headDim]))
+            pair.cpu.headRMSNorm(qkv: qkv.cpu, shape: shape, queryWeight: gains.0.cpu, keyWeight: gains.1.cpu, epsilon: 1e-6)
+            pair.gpu.headRMSNorm(qkv: qkv.gpu, shape: shape, queryWeight: gains.0.gpu, keyWeight: gains.1.gpu, epsilon: 1e-6)
+            pair.expectClose(qkv, atol: 1e-2, "head_rms_norm")
+        }
+
         @Test(arguments: dtypes)
         func matmulThroughCuBLAS(dtype: DType) {
             var pair = Pair(dtype, seed: 2)
