@@ -12,17 +12,20 @@ public final class KVCache {
     }
 }
 
-/// Weights of one decoder layer, q|k|v and gate|up fused so each is one GEMM.
+/// Weights of one decoder layer, q|k|v and gate|up fused so each is one GEMM, and the layer's head layout.
 struct LayerWeights {
+    let attention: AttentionShape   // with this layer's sliding window
     let inputNorm: Tensor   // [H]
     let qkv: Tensor         // [qWidth + 2·kvWidth, H]
+    let qkvBias: Tensor?    // [qWidth + 2·kvWidth] (Qwen2)
+    let queryKeyNorm: (query: Tensor, key: Tensor)?  // [headDim] each (Qwen3)
     let o: Tensor           // [H, qWidth]
     let postNorm: Tensor    // [H]
     let gateUp: Tensor      // [2I, H]
     let down: Tensor        // [H, I]
 }
 
-/// A Llama-family decoder (Llama, Mistral) on a backend, with Punica's batched multi-LoRA forward pass.
+/// A Llama-family decoder (Llama, Mistral, Qwen2, Qwen3) on a backend, with Punica's batched multi-LoRA forward pass.
 public final class LlamaModel {
     public let config: ModelConfig
     public let backend: Backend
@@ -70,13 +73,20 @@ public final class LlamaModel {
         embedding = try weight("model.embed_tokens.weight", [config.vocabularySize, hidden])
         layers = try (0..<config.layerCount).map { layer in
             let prefix = "model.layers.\(layer)."
+            let headDim = config.attention.headDim
             return LayerWeights(
+                attention: config.attention(layer: layer),
                 inputNorm: try weight(prefix + "input_layernorm.weight", [hidden]),
-                qkv: try projection(FusedProjection.qkv.parts, layer: layer),
-                o: try projection(FusedProjection.o.parts, layer: layer),
+                qkv: try projection(FusedProjection.qkv.parts(config), layer: layer),
+                qkvBias: config.qkvBias ? backend.concatenateRows(try FusedProjection.qkv.parts(config).map { part in
+                    try weight(part.checkpointName(layer: layer) + ".bias", [part.weightShape(config).outputs])
+                }) : nil,
+                queryKeyNorm: config.queryKeyNorm ? (try weight(prefix + "self_attn.q_norm.weight", [headDim]),
+                                                     try weight(prefix + "self_attn.k_norm.weight", [headDim])) : nil,
+                o: try projection(FusedProjection.o.parts(config), layer: layer),
                 postNorm: try weight(prefix + "post_attention_layernorm.weight", [hidden]),
-                gateUp: try projection(FusedProjection.gateUp.parts, layer: layer),
-                down: try projection(FusedProjection.down.parts, layer: layer))
+                gateUp: try projection(FusedProjection.gateUp.parts(config), layer: layer),
+                down: try projection(FusedProjection.down.parts(config), layer: layer))
         }
         finalNorm = try weight("model.norm.weight", [hidden])
         // Tied checkpoints reuse the embedding; some also store the copy, which is then read like any weight.
@@ -102,7 +112,7 @@ public final class LlamaModel {
 
     /// Device bytes of one adapter of rank `rank` on every projection of every layer.
     public func adapterBytes(rank: Int) -> Int {
-        let perLayer = Projection.allCases.reduce(0) { total, projection in
+        let perLayer = Projection.of(config).reduce(0) { total, projection in
             let (outputs, inputs) = projection.weightShape(config)
             return total + rank * (inputs + outputs)
         }
@@ -135,13 +145,17 @@ public final class LlamaModel {
 
         backend.embedding(table: embedding, plan: plan, out: x)
         for (index, layer) in layers.enumerated() {
-            let kv = cache.layers[index]
+            let (kv, attention) = (cache.layers[index], layer.attention)
             if index == 0 {
                 backend.rmsNorm(x: x, weight: layer.inputNorm, epsilon: eps, out: normed)
             } else {
                 backend.addRMSNorm(residual: x, x: projected, weight: layer.inputNorm, epsilon: eps, out: normed)
             }
             linear(normed, layer.qkv, .qkv, layer: index, into: qkv)
+            if let bias = layer.qkvBias { backend.addBias(x: qkv, bias: bias) }
+            if let norm = layer.queryKeyNorm {
+                backend.headRMSNorm(qkv: qkv, shape: attention, queryWeight: norm.query, keyWeight: norm.key, epsilon: eps)
+            }
             backend.rope(qkv: qkv, shape: attention, inverseFrequencies: inverseFrequencies, plan: plan)
             backend.appendKV(qkv: qkv, shape: attention, cache: kv, layout: cache.layout, plan: plan)
             backend.attention(qkv: qkv, shape: attention, cache: kv, layout: cache.layout, plan: plan, out: attended)

@@ -49,18 +49,30 @@ public struct RoPE: Sendable, Equatable {
     }
 }
 
-/// What the engine needs from `config.json` of a `LlamaForCausalLM` or `MistralForCausalLM` checkpoint.
+/// What the engine needs from `config.json` of a Llama-family checkpoint (`Architecture`).
 public struct ModelConfig: Sendable {
     public enum Architecture: String, Sendable, CaseIterable {
         case llama = "LlamaForCausalLM"
         case mistral = "MistralForCausalLM"
+        case qwen2 = "Qwen2ForCausalLM"
+        case qwen3 = "Qwen3ForCausalLM"
+        case phi3 = "Phi3ForCausalLM"
     }
 
     public let architecture: Architecture
     public let hiddenSize: Int
     public let intermediateSize: Int
     public let layerCount: Int
+    /// The head layout every layer shares (no sliding window: that is per layer, `attention(layer:)`).
     public let attention: AttentionShape
+    /// [layerCount]: keys further back than this many positions are masked in that layer; nil attends to all.
+    public let slidingWindows: [Int?]
+    /// q, k and v projections have biases (Qwen2).
+    public let qkvBias: Bool
+    /// q and k heads are RMS-normalized over the head dim before RoPE, with weights of their own (Qwen3).
+    public let queryKeyNorm: Bool
+    /// The checkpoint stores q|k|v as `qkv_proj` and gate|up as `gate_up_proj` (Phi-3).
+    public let fusedCheckpoint: Bool
     public let vocabularySize: Int
     public let rmsNormEpsilon: Float
     public let rope: RoPE
@@ -79,11 +91,18 @@ public struct ModelConfig: Sendable {
         return try! ModelConfig(raw, slidingWindow: nil, path: "(built in)")
     }
 
+    /// The head layout of one layer, with its sliding window.
+    public func attention(layer: Int) -> AttentionShape {
+        AttentionShape(queryHeads: attention.queryHeads, kvHeads: attention.kvHeads, headDim: attention.headDim,
+                       slidingWindow: slidingWindows[layer])
+    }
+
     /// Parameters of the base model (embedding and head counted once when tied).
     public var parameterCount: Int {
         let attention = self.attention
         let perLayer = hiddenSize * (attention.queryWidth + 2 * attention.kvWidth) + attention.queryWidth * hiddenSize
             + 3 * hiddenSize * intermediateSize + 2 * hiddenSize
+            + (qkvBias ? attention.qkvWidth : 0) + (queryKeyNorm ? 2 * attention.headDim : 0)
         return layerCount * perLayer + vocabularySize * hiddenSize * (tieWordEmbeddings ? 1 : 2) + hiddenSize
     }
 
@@ -106,6 +125,41 @@ public struct ModelConfig: Sendable {
         return try ModelConfig(file.raw, slidingWindow: file.slidingWindow, path: path)
     }
 
+    /// Sliding windows per layer. Mistral: every layer, 4096 when the key is absent, none when it is null. Phi-3:
+    /// every layer when `sliding_window` is set. Qwen2 and
+    /// Qwen3 as their configs define it: a window only with `use_sliding_window`, on the layers `layer_types` marks
+    /// "sliding_attention", or when that is absent, on layers ≥ `max_window_layers` (default 28).
+    private static func slidingWindows(_ raw: RawConfig, architecture: Architecture, slidingWindow: Nullable<Int>?,
+                                       path: String) throws -> [Int?] {
+        let layers = raw.num_hidden_layers
+        switch architecture {
+        case .llama:
+            return Array(repeating: nil, count: layers)
+        case .mistral:
+            return Array(repeating: (slidingWindow ?? .value(4096)).value, count: layers)
+        case .phi3:
+            return Array(repeating: slidingWindow?.value, count: layers)
+        case .qwen2, .qwen3:
+            let window = raw.use_sliding_window == true ? (slidingWindow ?? .value(4096)).value : nil
+            guard let types = raw.layer_types else {
+                let first = raw.max_window_layers ?? 28
+                return (0..<layers).map { $0 >= first ? window : nil }
+            }
+            guard types.count == layers else {
+                throw ModelError.invalidValue(path: path, field: "layer_types",
+                                              reason: "has \(types.count) entries but num_hidden_layers is \(layers)")
+            }
+            return try types.map { type in
+                switch type {
+                case "full_attention": return nil
+                case "sliding_attention": return window
+                default: throw ModelError.unsupported(path: path, field: "layer_types", value: "\"\(type)\"",
+                                                      supported: "full_attention, sliding_attention")
+                }
+            }
+        }
+    }
+
     init(_ raw: RawConfig, slidingWindow: Nullable<Int>?, path: String) throws {
         guard let name = raw.architectures?.first ?? raw.model_type.flatMap({ Self.architectureOfModelType[$0] }) else {
             throw ModelError.invalidValue(path: path, field: "architectures", reason: "is missing (and model_type names no supported architecture)")
@@ -117,7 +171,8 @@ public struct ModelConfig: Sendable {
         if let activation = raw.hidden_act, activation != "silu" {
             throw ModelError.unsupported(path: path, field: "hidden_act", value: "\"\(activation)\"", supported: "silu")
         }
-        if raw.attention_bias == true || raw.mlp_bias == true {
+        // Qwen2's q/k/v biases are fixed by its architecture, whatever attention_bias says.
+        if (raw.attention_bias == true && architecture != .qwen2) || raw.mlp_bias == true {
             throw ModelError.unsupported(path: path, field: raw.attention_bias == true ? "attention_bias" : "mlp_bias",
                                          value: "true", supported: "false")
         }
@@ -144,6 +199,12 @@ public struct ModelConfig: Sendable {
         guard raw.num_attention_heads * headDim <= Self.maxSize else {
             throw invalid("head_dim", "× num_attention_heads (\(headDim) × \(raw.num_attention_heads)) must be at most \(Self.maxSize)")
         }
+        let partialRotary = raw.rope_parameters?.partial_rotary_factor ?? raw.partial_rotary_factor ?? 1
+        guard partialRotary == 1 else {
+            throw ModelError.unsupported(path: path, field: raw.rope_parameters?.partial_rotary_factor != nil
+                                         ? "rope_parameters.partial_rotary_factor" : "partial_rotary_factor",
+                                         value: "\(partialRotary)", supported: "1 (RoPE over the whole head)")
+        }
         let epsilon = Float(raw.rms_norm_eps ?? 1e-6)
         guard epsilon > 0, epsilon.isFinite else {
             throw invalid("rms_norm_eps", "must be a positive float32, found \(raw.rms_norm_eps ?? 1e-6)")
@@ -160,9 +221,11 @@ public struct ModelConfig: Sendable {
         hiddenSize = raw.hidden_size
         intermediateSize = raw.intermediate_size
         layerCount = raw.num_hidden_layers
-        // Mistral's sliding window defaults to 4096 when the key is absent; null turns it off.
-        attention = AttentionShape(queryHeads: raw.num_attention_heads, kvHeads: kvHeads, headDim: headDim,
-                                   slidingWindow: architecture == .mistral ? (slidingWindow ?? .value(4096)).value : nil)
+        attention = AttentionShape(queryHeads: raw.num_attention_heads, kvHeads: kvHeads, headDim: headDim)
+        slidingWindows = try Self.slidingWindows(raw, architecture: architecture, slidingWindow: slidingWindow, path: path)
+        qkvBias = architecture == .qwen2
+        queryKeyNorm = architecture == .qwen3
+        fusedCheckpoint = architecture == .phi3
         vocabularySize = raw.vocab_size
         rmsNormEpsilon = epsilon
         maxPositionEmbeddings = raw.max_position_embeddings ?? 4096
@@ -177,7 +240,8 @@ public struct ModelConfig: Sendable {
         }
     }
 
-    private static let architectureOfModelType = ["llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"]
+    private static let architectureOfModelType = ["llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+                                                  "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM"]
 
     /// Reads `rope_theta` + `rope_scaling` (classic configs) or `rope_parameters` (transformers 5).
     private static func rope(_ raw: RawConfig, path: String) throws -> RoPE {
@@ -252,6 +316,10 @@ struct RawConfig: Decodable {
     var hidden_act: String? = nil
     var attention_bias: Bool? = nil
     var mlp_bias: Bool? = nil
+    var use_sliding_window: Bool? = nil
+    var max_window_layers: Int? = nil
+    var layer_types: [String]? = nil
+    var partial_rotary_factor: Double? = nil
     var bos_token_id: Int? = nil
     var eos_token_id: OneOrMany? = nil
 
@@ -263,6 +331,7 @@ struct RawConfig: Decodable {
         var low_freq_factor: Double?
         var high_freq_factor: Double?
         var original_max_position_embeddings: Int?
+        var partial_rotary_factor: Double?
     }
 }
 

@@ -1,0 +1,70 @@
+import Foundation
+import PunicaModel
+import Testing
+
+/// What each family's config.json fields turn into (layer windows, biases, norms), and the fields refused.
+@Suite struct FamilyConfigTests {
+    static func parse(_ fields: [String: Any]) throws -> ModelConfig {
+        var config: [String: Any] = ["hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+                                     "num_key_value_heads": 2, "vocab_size": 100]
+        config.merge(fields) { $1 }
+        return try ModelConfig.parse(JSONSerialization.data(withJSONObject: config), path: "config.json")
+    }
+
+    @Test func qwen2WindowsFollowUseSlidingWindowAndMaxWindowLayers() throws {
+        let off = try Self.parse(["architectures": ["Qwen2ForCausalLM"], "sliding_window": 32, "max_window_layers": 2])
+        #expect(off.slidingWindows == [nil, nil, nil, nil] && off.qkvBias && !off.queryKeyNorm)
+        let on = try Self.parse(["architectures": ["Qwen2ForCausalLM"], "use_sliding_window": true, "sliding_window": 32,
+                                 "max_window_layers": 2])
+        #expect(on.slidingWindows == [nil, nil, 32, 32])
+        #expect(on.attention(layer: 3).slidingWindow == 32 && on.attention(layer: 1).slidingWindow == nil)
+        let typed = try Self.parse(["architectures": ["Qwen2ForCausalLM"], "use_sliding_window": true, "sliding_window": 8,
+                                    "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention"]])
+        #expect(typed.slidingWindows == [8, nil, 8, nil])
+        // Qwen2's biases do not depend on attention_bias (transformers writes false).
+        #expect(try Self.parse(["architectures": ["Qwen2ForCausalLM"], "attention_bias": false]).qkvBias)
+    }
+
+    @Test func qwen3HasQueryKeyNormsAndItsOwnHeadDim() throws {
+        let config = try Self.parse(["model_type": "qwen3", "head_dim": 32])
+        #expect(config.architecture == .qwen3 && config.queryKeyNorm && !config.qkvBias)
+        #expect(config.attention.queryWidth == 128 && config.hiddenSize == 64)
+        #expect(config.slidingWindows == [nil, nil, nil, nil])
+    }
+
+    @Test func mistralWindowsEveryLayerAndLlamaNone() throws {
+        #expect(try Self.parse(["architectures": ["MistralForCausalLM"]]).slidingWindows == [4096, 4096, 4096, 4096])
+        #expect(try Self.parse(["architectures": ["MistralForCausalLM"], "sliding_window": NSNull()]).slidingWindows == [nil, nil, nil, nil])
+        #expect(try Self.parse(["architectures": ["LlamaForCausalLM"], "sliding_window": 16]).slidingWindows == [nil, nil, nil, nil])
+    }
+
+    @Test func phi3IsFusedInItsCheckpointAndWindowsEveryLayer() throws {
+        let config = try Self.parse(["architectures": ["Phi3ForCausalLM"], "sliding_window": 2047])
+        #expect(config.fusedCheckpoint && config.slidingWindows == [2047, 2047, 2047, 2047])
+        #expect(Projection.of(config) == [.qkv, .o, .gateUp, .down])
+        #expect(Projection.qkv.weightShape(config) == (config.attention.qkvWidth, 64))
+        #expect(try Self.parse(["architectures": ["Phi3ForCausalLM"]]).slidingWindows == [nil, nil, nil, nil])
+    }
+
+    @Test func refusedFieldsAreNamed() {
+        func message(_ fields: [String: Any]) -> String {
+            do {
+                _ = try Self.parse(fields)
+                return "no error"
+            } catch {
+                return "\(error)"
+            }
+        }
+        let unknownType = message(["architectures": ["Qwen2ForCausalLM"], "layer_types": ["full_attention", "chunked_attention", "full_attention", "full_attention"]])
+        #expect(unknownType.contains("layer_types") && unknownType.contains("chunked_attention"))
+        let count = message(["architectures": ["Qwen3ForCausalLM"], "layer_types": ["full_attention"]])
+        #expect(count.contains("layer_types") && count.contains("1 entries"))
+        let bias = message(["architectures": ["Qwen3ForCausalLM"], "attention_bias": true])
+        #expect(bias.contains("attention_bias"))
+        let partial = message(["architectures": ["Phi3ForCausalLM"], "partial_rotary_factor": 0.75])
+        #expect(partial.contains("partial_rotary_factor") && partial.contains("0.75"))
+        let longrope = message(["architectures": ["Phi3ForCausalLM"],
+                                "rope_scaling": ["type": "longrope", "short_factor": [1.0], "long_factor": [1.0]]])
+        #expect(longrope.contains("rope_scaling.rope_type") && longrope.contains("longrope"))
+    }
+}
