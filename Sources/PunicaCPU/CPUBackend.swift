@@ -214,7 +214,7 @@ public final class CPUBackend: Backend {
                           out: Tensor) {
         let cpu = plan.cpu
         let (width, d, kvWidth) = (qkv.rowWidth, shape.headDim, shape.kvWidth)
-        let scale = 1 / Float(d).squareRoot()
+        let (scale, softcap) = (shape.scale, shape.softcap)
         let (keys, values, queries, output) = (cache.keys.floats, cache.values.floats, qkv.floats, out.floats)
         // One task per (row, query head); each walks its sequence's pages once for scores and once for values.
         Parallel.forEach(qkv.rows * shape.queryHeads) { task in
@@ -228,7 +228,8 @@ public final class CPUBackend: Backend {
             var maxScore = -Float.infinity
             for p in first...position {
                 let slot = layout.slot(ofPosition: p, blockTable: sequence.blockTable)
-                let score = GEMM.dot(q, keys + slot * kvWidth + kvOffset, count: d) * scale
+                var score = GEMM.dot(q, keys + slot * kvWidth + kvOffset, count: d) * scale
+                if let softcap { score = softcap * tanh(score / softcap) }
                 scores[p - first] = score
                 maxScore = max(maxScore, score)
             }
@@ -257,6 +258,31 @@ public final class CPUBackend: Backend {
             let o = output + row * half
             for i in 0..<half { o[i] = gate[i] / (1 + exp(-gate[i])) * up[i] }
         }
+    }
+
+    public func geluTanhMul(gateUp: Tensor, out: Tensor) {
+        let half = out.rowWidth
+        let (input, output) = (gateUp.floats, out.floats)
+        let root2OverPi = Float(2 / Double.pi).squareRoot()
+        forEachRow(out.rows) { row in
+            let gate = input + row * 2 * half
+            let up = gate + half
+            let o = output + row * half
+            for i in 0..<half {
+                let x = gate[i]
+                o[i] = 0.5 * x * (1 + tanh(root2OverPi * (x + 0.044715 * x * x * x))) * up[i]
+            }
+        }
+    }
+
+    public func scale(_ x: Tensor, by factor: Float) {
+        let data = x.floats
+        for i in 0..<x.elementCount { data[i] *= factor }
+    }
+
+    public func softcap(_ x: Tensor, cap: Float) {
+        let data = x.floats
+        for i in 0..<x.elementCount { data[i] = cap * tanh(data[i] / cap) }
     }
 
     public func loraShrink(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor) {

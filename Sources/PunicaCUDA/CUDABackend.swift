@@ -532,7 +532,8 @@ public final class CUDABackend: Backend {
                        partialMaxSum: items.partialMaxSum, maxPages: Int32(cuda.maxPages), qkvWidth: Int32(qkv.rowWidth),
                        queryHeads: Int32(shape.queryHeads), kvHeads: Int32(shape.kvHeads), headDim: Int32(shape.headDim),
                        pageSize: Int32(layout.pageSize), slidingWindow: Int32(shape.slidingWindow ?? 0),
-                       scaleLog2: Float(1.4426950408889634 / Double(shape.headDim).squareRoot())),
+                       scaleLog2: Float(1.4426950408889634 * Double(shape.scale)),
+                       softcapLog2: Float(1.4426950408889634 * Double(shape.softcap ?? 0))),
                    grid: (count * shape.kvHeads, 1, 1), block: AttentionKernels.threads, sharedBytes: Kernel.sharedBytes(headDim: shape.headDim))
         }
         let kernels: (rows64: any AttentionKernel.Type, rows16: any AttentionKernel.Type) = shape.headDim <= AttentionRows64.headDims.upperBound
@@ -547,6 +548,19 @@ public final class CUDABackend: Backend {
     public func siluMul(gateUp: Tensor, out: Tensor) {
         launch(SiluMul(gateUp: gateUp.address, out: out.address, halfWidth: Int32(out.rowWidth)),
                grid: ((out.rowWidth + 255) / 256, out.rows, 1), block: 256)
+    }
+
+    public func geluTanhMul(gateUp: Tensor, out: Tensor) {
+        launch(GeluTanhMul(gateUp: gateUp.address, out: out.address, halfWidth: Int32(out.rowWidth)),
+               grid: ((out.rowWidth + 255) / 256, out.rows, 1), block: 256)
+    }
+
+    public func scale(_ x: Tensor, by factor: Float) {
+        launch(Scale(x: x.address, count: UInt64(x.elementCount), factor: factor), grid: ((x.elementCount + 255) / 256, 1, 1), block: 256)
+    }
+
+    public func softcap(_ x: Tensor, cap: Float) {
+        launch(Softcap(x: x.address, count: UInt64(x.elementCount), cap: cap), grid: ((x.elementCount + 255) / 256, 1, 1), block: 256)
     }
 
     func loraTable(_ projection: LoRAProjection) -> CUDALoRATable {

@@ -17,13 +17,19 @@ public struct AttentionShape: Sendable, Hashable {
     public let headDim: Int
     /// Keys further back than this many positions are masked (Mistral); nil attends to the whole context.
     public let slidingWindow: Int?
+    /// Scores are q·k times this: 1/√headDim, or Gemma 2's 1/√query_pre_attn_scalar.
+    public let scale: Float
+    /// Scores become softcap · tanh(score / softcap) before the softmax (Gemma 2); nil leaves them as they are.
+    public let softcap: Float?
 
-    public init(queryHeads: Int, kvHeads: Int, headDim: Int, slidingWindow: Int? = nil) {
+    public init(queryHeads: Int, kvHeads: Int, headDim: Int, slidingWindow: Int? = nil, scale: Float? = nil, softcap: Float? = nil) {
         precondition(queryHeads % kvHeads == 0, "query heads must be a multiple of KV heads")
         self.queryHeads = queryHeads
         self.kvHeads = kvHeads
         self.headDim = headDim
         self.slidingWindow = slidingWindow
+        self.scale = scale ?? 1 / Float(headDim).squareRoot()
+        self.softcap = softcap
     }
 
     public var queryWidth: Int { queryHeads * headDim }
@@ -107,12 +113,23 @@ public protocol Backend: AnyObject {
     func appendKV(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan)
 
     /// Semantics: causal grouped-query attention of each row's q heads over its sequence's cached keys and values
-    /// at positions ≤ its own (and within the sliding window), softmax(q·kᵀ / √headDim)·v. Query head h reads KV head
+    /// at positions ≤ its own (and within the sliding window), softmax(cap(q·kᵀ · shape.scale))·v, cap(s) =
+    /// softcap · tanh(s / softcap) where the shape has a softcap and s otherwise. Query head h reads KV head
     /// h / groupSize. qkv: [T, qkvWidth], out: [T, queryWidth].
     func attention(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan, out: Tensor)
 
     /// Semantics: out[t, i] = silu(gateUp[t, i]) * gateUp[t, I + i]. gateUp: [T, 2I], out: [T, I].
     func siluMul(gateUp: Tensor, out: Tensor)
+
+    /// Semantics: out[t, i] = gelu_tanh(gateUp[t, i]) * gateUp[t, I + i] (Gemma's GeGLU), gelu_tanh(x) =
+    /// x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³))). gateUp: [T, 2I], out: [T, I].
+    func geluTanhMul(gateUp: Tensor, out: Tensor)
+
+    /// Semantics: x *= factor in place (Gemma's embedding × √hidden). x: any shape.
+    func scale(_ x: Tensor, by factor: Float)
+
+    /// Semantics: x = cap · tanh(x / cap) in place (Gemma 2's final logit soft-capping). x: any shape.
+    func softcap(_ x: Tensor, cap: Float)
 
     /// SGMV shrink. Semantics: for each LoRA segment (rows, slot) whose adapter targets this projection,
     /// v[rows, 0..<rank] = x[rows] · A[slot]ᵀ. Other rows of v are left as they are. x: [T, in], v: [T, ≥ max rank].

@@ -34,6 +34,28 @@ import TestSupport
         #expect(closeMismatch(backend.toHost(out), reference(sum), atol: 1e-5, rtol: 1e-5) == nil)
     }
 
+    @Test func geluTanhMulScaleAndSoftcap() {
+        var random = SplitMix64(seed: 10)
+        let (rows, half) = (3, 19)
+        let gateUp = random.floats(rows * 2 * half, scale: 4)
+        let out = backend.zeros([rows, half])
+        backend.geluTanhMul(gateUp: tensor(gateUp, [rows, 2 * half]), out: out)
+        let expected = (0..<rows * half).map { index -> Float in
+            let (row, i) = index.quotientAndRemainder(dividingBy: half)
+            let x = Double(gateUp[row * 2 * half + i])
+            return Float(0.5 * x * (1 + tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x))) * Double(gateUp[row * 2 * half + half + i]))
+        }
+        #expect(closeMismatch(backend.toHost(out), expected, atol: 1e-5, rtol: 1e-5) == nil)
+
+        let x = random.floats(40, scale: 30)
+        let scaled = tensor(x, [4, 10])
+        backend.scale(scaled, by: 8)
+        #expect(backend.toHost(scaled) == x.map { $0 * 8 })
+        backend.softcap(scaled, cap: 30)
+        #expect(closeMismatch(backend.toHost(scaled), x.map { Float(30 * tanh(Double($0 * 8) / 30)) }, atol: 1e-5, rtol: 1e-5) == nil)
+        #expect(backend.toHost(scaled).allSatisfy { abs($0) < 30 })
+    }
+
     @Test func addBias() {
         var random = SplitMix64(seed: 7)
         let (rows, width) = (5, 23)
@@ -82,11 +104,13 @@ import TestSupport
     }
 
     /// Three sequences at different stages (prefill from scratch, a prefill chunk after cached tokens, decode),
-    /// pages shuffled, GQA 4:2: rope → append → attention equals dense causal attention over the whole history.
-    @Test(arguments: [nil, 3] as [Int?])
-    func pagedAttentionMatchesDenseCausalAttention(slidingWindow: Int?) {
+    /// pages shuffled, GQA 4:2: rope → append → attention equals dense causal attention over the whole history;
+    /// with and without a sliding window, and with Gemma 2's score scale and soft-cap.
+    @Test(arguments: [(nil, false), (3, false), (3, true)] as [(Int?, Bool)])
+    func pagedAttentionMatchesDenseCausalAttention(slidingWindow: Int?, scaledAndCapped: Bool) {
         var random = SplitMix64(seed: 3)
-        let shape = AttentionShape(queryHeads: 4, kvHeads: 2, headDim: 8, slidingWindow: slidingWindow)
+        let shape = AttentionShape(queryHeads: 4, kvHeads: 2, headDim: 8, slidingWindow: slidingWindow,
+                                   scale: scaledAndCapped ? 0.6 : nil, softcap: scaledAndCapped ? 0.8 : nil)
         let layout = PageLayout(pageSize: 2, pageCount: 16)
         let frequencies = (0..<shape.headDim / 2).map { Float(1 / pow(100.0, Double(2 * $0) / Double(shape.headDim))) }
         let cache = KVCacheLayer(keys: backend.zeros([16, 2, 2, 8]), values: backend.zeros([16, 2, 2, 8]))
@@ -140,7 +164,7 @@ import TestSupport
         }
     }
 
-    /// softmax(q·kᵀ/√d)·v over the given (rotated) rows, the last being the query's own position.
+    /// softmax(cap(q·kᵀ · scale))·v over the given (rotated) rows, the last being the query's own position.
     private func attentionReference(query: [Float], keysAndValues: [[Float]], shape: AttentionShape) -> [Float] {
         let d = shape.headDim
         let position = keysAndValues.count - 1
@@ -150,7 +174,8 @@ import TestSupport
             let q = query[head * d ..< (head + 1) * d].map(Double.init)
             let keyOffset = shape.queryWidth + kvHead * d, valueOffset = shape.queryWidth + shape.kvWidth + kvHead * d
             let scores = (first...position).map { p in
-                (0..<d).reduce(0.0) { $0 + q[$1] * Double(keysAndValues[p][keyOffset + $1]) } / Double(d).squareRoot()
+                let score = (0..<d).reduce(0.0) { $0 + q[$1] * Double(keysAndValues[p][keyOffset + $1]) } * Double(shape.scale)
+                return shape.softcap.map { Double($0) * tanh(score / Double($0)) } ?? score
             }
             let maxScore = scores.max()!
             let weights = scores.map { exp($0 - maxScore) }

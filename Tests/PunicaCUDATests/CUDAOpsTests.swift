@@ -111,6 +111,25 @@ extension CUDATests {
             pair.expectClose(qkv, atol: 1e-2, "head_rms_norm")
         }
 
+        /// Gemma 2's GeGLU, embedding scale and logit soft-cap.
+        @Test(arguments: dtypes)
+        func geluTanhMulScaleAndSoftcap(dtype: DType) {
+            var pair = Pair(dtype, seed: 10)
+            let (rows, width) = (5, 300)
+            let gateUp = pair.tensors([rows, 2 * width], scale: 4), activated = pair.zeros([rows, width])
+            pair.cpu.geluTanhMul(gateUp: gateUp.cpu, out: activated.cpu)
+            pair.gpu.geluTanhMul(gateUp: gateUp.gpu, out: activated.gpu)
+            pair.expectClose(activated, atol: 1e-2, "gelu_tanh_mul")
+
+            let x = pair.tensors([rows, width], scale: 8)
+            pair.cpu.scale(x.cpu, by: 4)
+            pair.gpu.scale(x.gpu, by: 4)
+            pair.expectClose(x, atol: 1e-2, "scale")
+            pair.cpu.softcap(x.cpu, cap: 10)
+            pair.gpu.softcap(x.gpu, cap: 10)
+            pair.expectClose(x, atol: 2e-2, "softcap")
+        }
+
         @Test(arguments: dtypes)
         func matmulThroughCuBLAS(dtype: DType) {
             var pair = Pair(dtype, seed: 2)
@@ -165,6 +184,8 @@ extension CUDATests {
             let name: String
             let queryHeads, kvHeads, headDim: Int
             var window: Int? = nil
+            /// Gemma 2's score scale and soft-cap (scale, softcap).
+            var scaleAndSoftcap: (Float, Float)? = nil
             var pageSize = 16
             let sequences: [(cached: Int, new: Int)]
             var testDescription: String { name }
@@ -179,6 +200,8 @@ extension CUDATests {
             AttentionCase(name: "sliding window 100, d16, one-token sequence", queryHeads: 4, kvHeads: 4, headDim: 16, window: 100, pageSize: 8,
                           sequences: [(500, 200), (300, 1), (0, 1), (90, 20)]),
             AttentionCase(name: "d256, GQA 2", queryHeads: 8, kvHeads: 4, headDim: 256, sequences: [(300, 130), (1000, 1), (64, 1), (0, 17)]),
+            AttentionCase(name: "Gemma 2: scale 1/√24, soft-cap 2, window 50, d64", queryHeads: 8, kvHeads: 4, headDim: 64, window: 50,
+                          scaleAndSoftcap: (1 / Float(24).squareRoot(), 2), sequences: [(300, 130), (1000, 1), (0, 17)]),
             AttentionCase(name: "d96 (padded to 128), GQA 4, window 333", queryHeads: 4, kvHeads: 1, headDim: 96, window: 333,
                           sequences: [(900, 77), (2000, 1), (5, 3)]),
             AttentionCase(name: "2000-row prompt after 100 cached, GQA 8, d128", queryHeads: 8, kvHeads: 1, headDim: 128, pageSize: 32,
@@ -191,7 +214,8 @@ extension CUDATests {
         func pagedAttentionMatchesReference(dtype: DType, configuration: AttentionCase) {
             var pair = Pair(dtype, seed: 4)
             let shape = AttentionShape(queryHeads: configuration.queryHeads, kvHeads: configuration.kvHeads, headDim: configuration.headDim,
-                                       slidingWindow: configuration.window)
+                                       slidingWindow: configuration.window, scale: configuration.scaleAndSoftcap?.0,
+                                       softcap: configuration.scaleAndSoftcap?.1)
             let totals = configuration.sequences.map { $0.cached + $0.new }
             let pagesNeeded = totals.reduce(0) { $0 + ($1 + configuration.pageSize - 1) / configuration.pageSize }
             let layout = PageLayout(pageSize: configuration.pageSize, pageCount: pagesNeeded + 9)

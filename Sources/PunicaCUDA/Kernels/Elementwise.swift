@@ -31,6 +31,26 @@ struct SiluMul: KernelParameters {
     var halfWidth: Int32 = 0
 }
 
+struct GeluTanhMul: KernelParameters {
+    static let kernel = "gelu_tanh_mul"
+    var gateUp: UInt64 = 0, out: UInt64 = 0
+    var halfWidth: Int32 = 0
+}
+
+struct Scale: KernelParameters {
+    static let kernel = "scale"
+    var x: UInt64 = 0
+    var count: UInt64 = 0
+    var factor: Float = 0
+}
+
+struct Softcap: KernelParameters {
+    static let kernel = "softcap"
+    var x: UInt64 = 0
+    var count: UInt64 = 0
+    var cap: Float = 0
+}
+
 struct AddBias: KernelParameters {
     static let kernel = "add_bias"
     var x: UInt64 = 0, bias: UInt64 = 0

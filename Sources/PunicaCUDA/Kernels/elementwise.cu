@@ -93,6 +93,28 @@ extern "C" __global__ void silu_mul(const scalar_t* __restrict__ gate_up, scalar
     from_float(&out[row * half_width + i], gate / (1.f + __expf(-gate)) * up);
 }
 
+// out[t, i] = gelu_tanh(gate_up[t, i]) * gate_up[t, I + i] (Gemma's GeGLU). grid: (ceil(I / 256), T), block: 256.
+extern "C" __global__ void gelu_tanh_mul(const scalar_t* __restrict__ gate_up, scalar_t* __restrict__ out, int half_width) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= half_width) return;
+    const size_t row = blockIdx.y;
+    const float x = to_float(gate_up[row * 2 * half_width + i]);
+    const float up = to_float(gate_up[row * 2 * half_width + half_width + i]);
+    from_float(&out[row * half_width + i], 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))) * up);
+}
+
+// x[i] *= factor in place. grid: ceil(count / 256), block: 256.
+extern "C" __global__ void scale(scalar_t* x, size_t count, float factor) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) from_float(&x[i], to_float(x[i]) * factor);
+}
+
+// x[i] = cap * tanh(x[i] / cap) in place. grid: ceil(count / 256), block: 256.
+extern "C" __global__ void softcap(scalar_t* x, size_t count, float cap) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) from_float(&x[i], cap * tanhf(to_float(x[i]) / cap));
+}
+
 // x[t, i] += bias[i] in place. grid: (ceil(width / 256), T), block: 256.
 extern "C" __global__ void add_bias(scalar_t* __restrict__ x, const scalar_t* __restrict__ bias, int width) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
