@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Make the tiny model + LoRA reference fixtures the Swift engine is tested against.
 
-WHAT IT MAKES (under Tests/Fixtures/models/, about 5.2 MB in all; see "Size" below):
+WHAT IT MAKES (under Tests/Fixtures/models/, about 6.1 MB in all; see "Size" below):
 
   llama-gqa/        LlamaForCausalLM, hidden 64, intermediate 176, 2 layers, 4 heads, 2 KV heads (GQA),
                     vocab 768, rope_theta 1e4 with llama3 rope scaling (factor 8, low 1, high 4,
@@ -35,6 +35,13 @@ WHAT IT MAKES (under Tests/Fixtures/models/, about 5.2 MB in all; see "Size" bel
                     logits), rope_theta 1e4 (no scaling), untied, float32.
       adapters/alpha  r=4, lora_alpha=8, qkv_proj o_proj                          scale 2
       adapters/beta   r=8, lora_alpha=8, use_rslora, qkv_proj o_proj gate_up_proj down_proj   scale 2.828
+  gemma2-softcap/   Gemma2ForCausalLM, hidden 64, 4 heads of head_dim 16, 2 KV heads, intermediate 128, 2 layers,
+                    vocab 768, query_pre_attn_scalar 24, attn_logit_softcapping 1.5, final_logit_softcapping 30,
+                    layer 0 sliding (window 6), layer 1 global, GeGLU (gelu_pytorch_tanh), tied, float32. Norm
+                    weights w ~ 0.1·N(0,1) (applied as 1 + w), the post-attention/post-feedforward ones offset by
+                    sqrt(hidden) so sublayers are not swamped by the sqrt(hidden)-scaled embedding.
+      adapters/alpha  r=4, lora_alpha=8, all seven                               scale 2
+      adapters/beta   r=8, lora_alpha=8, q_proj v_proj down_proj                 scale 1
   Each model dir also holds tokenizer.json / tokenizer_config.json / generation_config.json copied from
   Tests/Fixtures/tokenizers/{bytelevel,sentencepiece}/ (made by scripts/make_tokenizer_fixtures.py), when
   those exist; bos/eos ids in config.json are taken from them.
@@ -69,7 +76,8 @@ Other versions may give slightly different float bits or config keys; compare, d
 
 Size: the model dims, f32 llama weights and f32 logits at every prompt position are fixed by the spec;
 llama-gqa and mistral-bf16 together come to about 2.2 MB (weights 1.26 MB, logits 0.56 MB, adapters 0.22 MB,
-expected.json 0.1 MB, tokenizer files 0.03 MB); qwen2-bias-window, qwen3-qknorm and phi3-fused about 1 MB each.
+expected.json 0.1 MB, tokenizer files 0.03 MB); qwen2-bias-window, qwen3-qknorm, phi3-fused and gemma2-softcap
+about 1 MB each.
 """
 
 import argparse
@@ -88,7 +96,7 @@ import tokenizers
 from safetensors.torch import load_file, save_file
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
                           Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, Phi3Config, Phi3ForCausalLM,
-                          AutoModelForCausalLM)
+                          Gemma2Config, Gemma2ForCausalLM, AutoModelForCausalLM)
 from peft import LoraConfig, PeftModel, get_peft_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -205,7 +213,25 @@ def phi3_spec():
         ])
 
 
-SPECS = (llama_spec, mistral_spec, qwen2_spec, qwen3_spec, phi3_spec)
+def gemma2_spec():
+    # Embedding x sqrt(hidden), (1 + w) norms, sandwich norms, GeGLU, query_pre_attn_scalar 24 != head_dim 16,
+    # soft-caps small enough to bite (attention 1.5, final 30), layer 0 sliding (window 6), layer 1 global; tied.
+    cfg = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, head_dim=16,
+               num_key_value_heads=2, vocab_size=768, max_position_embeddings=256, rms_norm_eps=1e-6,
+               query_pre_attn_scalar=24, attn_logit_softcapping=1.5, final_logit_softcapping=30.0, sliding_window=6,
+               hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True)
+    return dict(
+        name="gemma2-softcap", cls=Gemma2ForCausalLM, config_cls=Gemma2Config, cfg=cfg,
+        rope_theta=1e4, rope_scaling=None, classic_rope_keys=False,
+        save_dtype=torch.float32, max_shard_size=None, tokenizer="sentencepiece",
+        adapters=[
+            dict(name="alpha", r=4, lora_alpha=8, use_rslora=False, target_modules=ALL7, f16=False),
+            dict(name="beta", r=8, lora_alpha=8, use_rslora=False, target_modules=["q_proj", "v_proj", "down_proj"],
+                 f16=False),
+        ])
+
+
+SPECS = (llama_spec, mistral_spec, qwen2_spec, qwen3_spec, phi3_spec, gemma2_spec)
 
 
 def rope_config(spec):
@@ -265,8 +291,14 @@ def init_model(model, g, tied):
     H = model.config.hidden_size
     for name, p in model.named_parameters():
         if name.endswith("norm.weight"):
-            # not all ones, so a loader that forgets the norm weight fails the test
-            p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            # not all ones, so a loader that forgets the norm weight fails the test. Gemma applies 1 + w, and its
+            # embedding x sqrt(hidden) would swamp normalized sublayer outputs of gain 1 (the model would repeat its
+            # last token whatever the adapter): its sublayer output norms get gain ~sqrt(hidden) + 1 instead.
+            offset = 1.0
+            if model.config.model_type == "gemma2":
+                offset = math.sqrt(H) if name.endswith(("post_attention_layernorm.weight",
+                                                        "post_feedforward_layernorm.weight")) else 0.0
+            p.copy_(offset + 0.1 * torch.randn(p.shape, generator=g))
         elif "embed_tokens" in name:
             std = LOGIT_STD / math.sqrt(H) if tied else 1.0
             p.copy_(std * torch.randn(p.shape, generator=g))

@@ -20,12 +20,14 @@ struct LayerWeights {
     let qkvBias: Tensor?    // [qWidth + 2·kvWidth] (Qwen2)
     let queryKeyNorm: (query: Tensor, key: Tensor)?  // [headDim] each (Qwen3)
     let o: Tensor           // [H, qWidth]
-    let postNorm: Tensor    // [H]
+    let attentionOutputNorm: Tensor?  // [H], on o's output (Gemma 2)
+    let postNorm: Tensor    // [H], before the MLP (post_attention_layernorm; Gemma 2: pre_feedforward_layernorm)
     let gateUp: Tensor      // [2I, H]
     let down: Tensor        // [H, I]
+    let mlpOutputNorm: Tensor?  // [H], on down's output (Gemma 2)
 }
 
-/// A Llama-family decoder (Llama, Mistral, Qwen2, Qwen3) on a backend, with Punica's batched multi-LoRA forward pass.
+/// A Llama-family decoder (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 2) on a backend, with Punica's batched multi-LoRA forward pass.
 public final class LlamaModel {
     public let config: ModelConfig
     public let backend: Backend
@@ -45,7 +47,13 @@ public final class LlamaModel {
         }
         try self.init(config: config, backend: backend, hasLMHead: checkpoint.contains("lm_head.weight")) { name, shape in
             let data = try checkpoint.tensor(name, shape: shape)
-            return backend.weight(from: data.bytes, dtype: data.dtype, shape: shape)
+            guard config.normWeightsAddOne && name.hasSuffix("norm.weight") else {
+                return backend.weight(from: data.bytes, dtype: data.dtype, shape: shape)
+            }
+            // Gemma's RMSNorm scales by (1 + w): folded in once, so every norm op reads a plain gain.
+            var gain = [Float](repeating: 0, count: data.elementCount)
+            HalfConversion.toFloat32(data.bytes, dtype: data.dtype, count: gain.count, into: &gain)
+            return gain.map { $0 + 1 }.withUnsafeBytes { backend.weight(from: $0.baseAddress!, dtype: .float32, shape: shape) }
         }
     }
 
@@ -84,9 +92,11 @@ public final class LlamaModel {
                 queryKeyNorm: config.queryKeyNorm ? (try weight(prefix + "self_attn.q_norm.weight", [headDim]),
                                                      try weight(prefix + "self_attn.k_norm.weight", [headDim])) : nil,
                 o: try projection(FusedProjection.o.parts(config), layer: layer),
-                postNorm: try weight(prefix + "post_attention_layernorm.weight", [hidden]),
+                attentionOutputNorm: config.sandwichNorms ? try weight(prefix + "post_attention_layernorm.weight", [hidden]) : nil,
+                postNorm: try weight(prefix + (config.sandwichNorms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"), [hidden]),
                 gateUp: try projection(FusedProjection.gateUp.parts(config), layer: layer),
-                down: try projection(FusedProjection.down.parts(config), layer: layer))
+                down: try projection(FusedProjection.down.parts(config), layer: layer),
+                mlpOutputNorm: config.sandwichNorms ? try weight(prefix + "post_feedforward_layernorm.weight", [hidden]) : nil)
         }
         finalNorm = try weight("model.norm.weight", [hidden])
         // Tied checkpoints reuse the embedding; some also store the copy, which is then read like any weight.
@@ -105,7 +115,7 @@ public final class LlamaModel {
     /// rounded up to powers of two. For sizing the KV cache around it.
     public func stepBytes(rows: Int, logitRows: Int, loraRank: Int) -> Int {
         let (hidden, attention, intermediate) = (config.hiddenSize, config.attention, config.intermediateSize)
-        let rowElements = 4 * hidden + attention.qkvWidth + attention.queryWidth + 3 * intermediate
+        let rowElements = (config.sandwichNorms ? 5 : 4) * hidden + attention.qkvWidth + attention.queryWidth + 3 * intermediate
         let elements = rows * rowElements + logitRows * (hidden + config.vocabularySize)
         return 2 * (elements * embedding.dtype.byteSize + 4 * (rows * loraRank + logitRows * config.vocabularySize))
     }
@@ -134,6 +144,7 @@ public final class LlamaModel {
         let gateUp = backend.zeros([rows, 2 * config.intermediateSize])
         let activated = backend.zeros([rows, config.intermediateSize])
         let v = backend.float32Zeros([rows, max(adapters.maxRank, 1)])  // LoRA shrink output
+        let normedOutput = config.sandwichNorms ? backend.zeros([rows, hidden]) : nil
 
         // y = x·Wᵀ for every row, then each adapter's segment adds its low-rank delta (Punica's SGMV).
         func linear(_ input: Tensor, _ weight: Tensor, _ fused: FusedProjection, layer: Int, into output: Tensor) {
@@ -143,13 +154,22 @@ public final class LlamaModel {
             backend.loraExpand(v: v, projection: lora, plan: plan, y: output)
         }
 
+        // A sublayer's output as it joins the residual stream: RMS-normalized first where the layer has that norm.
+        func sublayerOutput(_ y: Tensor, norm: Tensor?) -> Tensor {
+            guard let norm, let normedOutput else { return y }
+            backend.rmsNorm(x: y, weight: norm, epsilon: eps, out: normedOutput)
+            return normedOutput
+        }
+
         backend.embedding(table: embedding, plan: plan, out: x)
+        if let factor = config.embeddingScale { backend.scale(x, by: factor) }
+        var added = projected  // what the next norm adds to x
         for (index, layer) in layers.enumerated() {
             let (kv, attention) = (cache.layers[index], layer.attention)
             if index == 0 {
                 backend.rmsNorm(x: x, weight: layer.inputNorm, epsilon: eps, out: normed)
             } else {
-                backend.addRMSNorm(residual: x, x: projected, weight: layer.inputNorm, epsilon: eps, out: normed)
+                backend.addRMSNorm(residual: x, x: added, weight: layer.inputNorm, epsilon: eps, out: normed)
             }
             linear(normed, layer.qkv, .qkv, layer: index, into: qkv)
             if let bias = layer.qkvBias { backend.addBias(x: qkv, bias: bias) }
@@ -160,19 +180,25 @@ public final class LlamaModel {
             backend.appendKV(qkv: qkv, shape: attention, cache: kv, layout: cache.layout, plan: plan)
             backend.attention(qkv: qkv, shape: attention, cache: kv, layout: cache.layout, plan: plan, out: attended)
             linear(attended, layer.o, .o, layer: index, into: projected)
+            added = sublayerOutput(projected, norm: layer.attentionOutputNorm)
 
-            backend.addRMSNorm(residual: x, x: projected, weight: layer.postNorm, epsilon: eps, out: normed)
+            backend.addRMSNorm(residual: x, x: added, weight: layer.postNorm, epsilon: eps, out: normed)
             linear(normed, layer.gateUp, .gateUp, layer: index, into: gateUp)
-            backend.siluMul(gateUp: gateUp, out: activated)
+            switch config.activation {
+            case .silu: backend.siluMul(gateUp: gateUp, out: activated)
+            case .geluTanh: backend.geluTanhMul(gateUp: gateUp, out: activated)
+            }
             linear(activated, layer.down, .down, layer: index, into: projected)
+            added = sublayerOutput(projected, norm: layer.mlpOutputNorm)
         }
-        backend.addRMSNorm(residual: x, x: projected, weight: finalNorm, epsilon: eps, out: normed)
+        backend.addRMSNorm(residual: x, x: added, weight: finalNorm, epsilon: eps, out: normed)
 
         // Only the rows that sample a token need the vocabulary projection, the largest GEMM of a decode step.
         let last = backend.zeros([batch.logitRows.count, hidden])
         backend.gatherLogitRows(x: normed, plan: plan, out: last)
         let logits = backend.zeros([batch.logitRows.count, config.vocabularySize])
         backend.matmul(x: last, weight: lmHead, out: logits)
+        if let cap = config.finalLogitSoftcap { backend.softcap(logits, cap: cap) }
         return logits
     }
 }

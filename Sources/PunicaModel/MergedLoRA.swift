@@ -10,7 +10,10 @@ extension LlamaModel {
         var weights = ["model.embed_tokens.weight": embedding, "model.norm.weight": finalNorm, "lm_head.weight": lmHead]
         for (index, layer) in layers.enumerated() {
             weights["model.layers.\(index).input_layernorm.weight"] = layer.inputNorm
-            weights["model.layers.\(index).post_attention_layernorm.weight"] = layer.postNorm
+            let prefix = "model.layers.\(index)."
+            weights[prefix + (config.sandwichNorms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight")] = layer.postNorm
+            if let norm = layer.attentionOutputNorm { weights[prefix + "post_attention_layernorm.weight"] = norm }
+            if let norm = layer.mlpOutputNorm { weights[prefix + "post_feedforward_layernorm.weight"] = norm }
             if let norm = layer.queryKeyNorm {
                 weights["model.layers.\(index).self_attn.q_norm.weight"] = norm.query
                 weights["model.layers.\(index).self_attn.k_norm.weight"] = norm.key

@@ -57,7 +57,11 @@ public struct ModelConfig: Sendable {
         case qwen2 = "Qwen2ForCausalLM"
         case qwen3 = "Qwen3ForCausalLM"
         case phi3 = "Phi3ForCausalLM"
+        case gemma2 = "Gemma2ForCausalLM"
     }
+
+    /// The gate's activation in the MLP: SwiGLU, or Gemma's GeGLU with tanh-approximated GELU.
+    public enum Activation: Sendable { case silu, geluTanh }
 
     public let architecture: Architecture
     public let hiddenSize: Int
@@ -73,6 +77,19 @@ public struct ModelConfig: Sendable {
     public let queryKeyNorm: Bool
     /// The checkpoint stores q|k|v as `qkv_proj` and gate|up as `gate_up_proj` (Phi-3).
     public let fusedCheckpoint: Bool
+    public let activation: Activation
+    /// Embeddings are multiplied by this (Gemma: √hidden); nil leaves them as they are.
+    public let embeddingScale: Float?
+    /// RMSNorm weights are stored as w and applied as (1 + w) (Gemma); folded into the weights when they are read.
+    public let normWeightsAddOne: Bool
+    /// Attention and MLP outputs are RMS-normalized before they join the residual stream (post_attention_layernorm,
+    /// post_feedforward_layernorm), and pre_feedforward_layernorm precedes the MLP (Gemma 2).
+    public let sandwichNorms: Bool
+    /// Attention scores are q·k times this (Gemma 2: 1/√query_pre_attn_scalar); nil is 1/√head_dim.
+    public let attentionScale: Float?
+    /// Attention scores and final logits become cap · tanh(x / cap) (Gemma 2); nil where not capped.
+    public let attentionSoftcap: Float?
+    public let finalLogitSoftcap: Float?
     public let vocabularySize: Int
     public let rmsNormEpsilon: Float
     public let rope: RoPE
@@ -94,7 +111,7 @@ public struct ModelConfig: Sendable {
     /// The head layout of one layer, with its sliding window.
     public func attention(layer: Int) -> AttentionShape {
         AttentionShape(queryHeads: attention.queryHeads, kvHeads: attention.kvHeads, headDim: attention.headDim,
-                       slidingWindow: slidingWindows[layer])
+                       slidingWindow: slidingWindows[layer], scale: attentionScale, softcap: attentionSoftcap)
     }
 
     /// Parameters of the base model (embedding and head counted once when tied).
@@ -102,7 +119,7 @@ public struct ModelConfig: Sendable {
         let attention = self.attention
         let perLayer = hiddenSize * (attention.queryWidth + 2 * attention.kvWidth) + attention.queryWidth * hiddenSize
             + 3 * hiddenSize * intermediateSize + 2 * hiddenSize
-            + (qkvBias ? attention.qkvWidth : 0) + (queryKeyNorm ? 2 * attention.headDim : 0)
+            + (qkvBias ? attention.qkvWidth : 0) + (queryKeyNorm ? 2 * attention.headDim : 0) + (sandwichNorms ? 2 * hiddenSize : 0)
         return layerCount * perLayer + vocabularySize * hiddenSize * (tieWordEmbeddings ? 1 : 2) + hiddenSize
     }
 
@@ -122,13 +139,14 @@ public struct ModelConfig: Sendable {
     /// config.json's contents; `path` names the file in errors.
     public static func parse(_ json: Data, path: String) throws -> ModelConfig {
         let file = try decodeJSON(ConfigFile.self, from: json, path: path)
-        return try ModelConfig(file.raw, slidingWindow: file.slidingWindow, path: path)
+        return try ModelConfig(file.raw, slidingWindow: file.slidingWindow, softcaps: file.softcaps, path: path)
     }
 
     /// Sliding windows per layer. Mistral: every layer, 4096 when the key is absent, none when it is null. Phi-3:
-    /// every layer when `sliding_window` is set. Qwen2 and
-    /// Qwen3 as their configs define it: a window only with `use_sliding_window`, on the layers `layer_types` marks
-    /// "sliding_attention", or when that is absent, on layers ≥ `max_window_layers` (default 28).
+    /// every layer when `sliding_window` is set. Gemma 2: the "sliding_attention" layers of `layer_types`, else every
+    /// other layer from the first. Qwen2 and Qwen3 as their configs define it: a window only with
+    /// `use_sliding_window`, on the layers `layer_types` marks "sliding_attention", or when that is absent, on
+    /// layers ≥ `max_window_layers` (default 28).
     private static func slidingWindows(_ raw: RawConfig, architecture: Architecture, slidingWindow: Nullable<Int>?,
                                        path: String) throws -> [Int?] {
         let layers = raw.num_hidden_layers
@@ -139,28 +157,23 @@ public struct ModelConfig: Sendable {
             return Array(repeating: (slidingWindow ?? .value(4096)).value, count: layers)
         case .phi3:
             return Array(repeating: slidingWindow?.value, count: layers)
+        case .gemma2:
+            // Gemma 2 without layer_types: sliding and global layers alternate, starting with a sliding one.
+            let window = (slidingWindow ?? .value(4096)).value
+            return try (raw.layer_types ?? (0..<layers).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" })
+                .layerWindows(window, layers: layers, path: path)
         case .qwen2, .qwen3:
             let window = raw.use_sliding_window == true ? (slidingWindow ?? .value(4096)).value : nil
             guard let types = raw.layer_types else {
                 let first = raw.max_window_layers ?? 28
                 return (0..<layers).map { $0 >= first ? window : nil }
             }
-            guard types.count == layers else {
-                throw ModelError.invalidValue(path: path, field: "layer_types",
-                                              reason: "has \(types.count) entries but num_hidden_layers is \(layers)")
-            }
-            return try types.map { type in
-                switch type {
-                case "full_attention": return nil
-                case "sliding_attention": return window
-                default: throw ModelError.unsupported(path: path, field: "layer_types", value: "\"\(type)\"",
-                                                      supported: "full_attention, sliding_attention")
-                }
-            }
+            return try types.layerWindows(window, layers: layers, path: path)
         }
     }
 
-    init(_ raw: RawConfig, slidingWindow: Nullable<Int>?, path: String) throws {
+    init(_ raw: RawConfig, slidingWindow: Nullable<Int>?, softcaps: (attention: Nullable<Double>?, final: Nullable<Double>?) = (nil, nil),
+         path: String) throws {
         guard let name = raw.architectures?.first ?? raw.model_type.flatMap({ Self.architectureOfModelType[$0] }) else {
             throw ModelError.invalidValue(path: path, field: "architectures", reason: "is missing (and model_type names no supported architecture)")
         }
@@ -168,8 +181,11 @@ public struct ModelConfig: Sendable {
             throw ModelError.unsupported(path: path, field: "architectures", value: "\"\(name)\"",
                                          supported: Architecture.allCases.map(\.rawValue).joined(separator: ", "))
         }
-        if let activation = raw.hidden_act, activation != "silu" {
-            throw ModelError.unsupported(path: path, field: "hidden_act", value: "\"\(activation)\"", supported: "silu")
+        // Gemma names it hidden_activation (older configs also write hidden_act).
+        let activationField = architecture == .gemma2 && raw.hidden_activation != nil ? "hidden_activation" : "hidden_act"
+        let expectedActivation = architecture == .gemma2 ? "gelu_pytorch_tanh" : "silu"
+        if let activation = architecture == .gemma2 ? raw.hidden_activation ?? raw.hidden_act : raw.hidden_act, activation != expectedActivation {
+            throw ModelError.unsupported(path: path, field: activationField, value: "\"\(activation)\"", supported: expectedActivation)
         }
         // Qwen2's q/k/v biases are fixed by its architecture, whatever attention_bias says.
         if (raw.attention_bias == true && architecture != .qwen2) || raw.mlp_bias == true {
@@ -188,10 +204,10 @@ public struct ModelConfig: Sendable {
         guard kvHeads > 0, raw.num_attention_heads % kvHeads == 0 else {
             throw invalid("num_key_value_heads", "(\(kvHeads)) must divide num_attention_heads (\(raw.num_attention_heads))")
         }
-        if raw.head_dim == nil, raw.hidden_size % raw.num_attention_heads != 0 {
+        if raw.head_dim == nil, architecture != .gemma2, raw.hidden_size % raw.num_attention_heads != 0 {
             throw invalid("hidden_size", "(\(raw.hidden_size)) must be a multiple of num_attention_heads (\(raw.num_attention_heads)) when head_dim is not given")
         }
-        let headDim = raw.head_dim ?? raw.hidden_size / raw.num_attention_heads
+        let headDim = raw.head_dim ?? (architecture == .gemma2 ? 256 : raw.hidden_size / raw.num_attention_heads)
         guard (1...Self.maxSize).contains(headDim), headDim % 2 == 0 else {
             throw invalid("head_dim", "must be an even number in 2...\(Self.maxSize), found \(headDim)")
         }
@@ -226,10 +242,25 @@ public struct ModelConfig: Sendable {
         qkvBias = architecture == .qwen2
         queryKeyNorm = architecture == .qwen3
         fusedCheckpoint = architecture == .phi3
+        let gemma = architecture == .gemma2
+        activation = gemma ? .geluTanh : .silu
+        embeddingScale = gemma ? Float(raw.hidden_size).squareRoot() : nil
+        normWeightsAddOne = gemma
+        sandwichNorms = gemma
+        func positive(_ value: Double?, _ field: String) throws -> Float? {
+            guard let value else { return nil }
+            guard value > 0, value.isFinite, Float(value).isNormal else { throw invalid(field, "must be a positive number, found \(value)") }
+            return Float(value)
+        }
+        let scalar = gemma ? try positive(raw.query_pre_attn_scalar ?? 256, "query_pre_attn_scalar") : nil
+        attentionScale = scalar.map { 1 / $0.squareRoot() }
+        // Gemma 2's defaults where a key is absent; null turns a cap off.
+        attentionSoftcap = gemma ? try positive((softcaps.attention ?? .value(50)).value, "attn_logit_softcapping") : nil
+        finalLogitSoftcap = gemma ? try positive((softcaps.final ?? .value(30)).value, "final_logit_softcapping") : nil
         vocabularySize = raw.vocab_size
         rmsNormEpsilon = epsilon
         maxPositionEmbeddings = raw.max_position_embeddings ?? 4096
-        tieWordEmbeddings = raw.tie_word_embeddings ?? false
+        tieWordEmbeddings = raw.tie_word_embeddings ?? (architecture == .gemma2)
         bosTokenID = raw.bos_token_id
         eosTokenIDs = raw.eos_token_id?.values ?? []
         rope = try Self.rope(raw, path: path)
@@ -241,7 +272,8 @@ public struct ModelConfig: Sendable {
     }
 
     private static let architectureOfModelType = ["llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
-                                                  "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM"]
+                                                  "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM",
+                                                  "gemma2": "Gemma2ForCausalLM"]
 
     /// Reads `rope_theta` + `rope_scaling` (classic configs) or `rope_parameters` (transformers 5).
     private static func rope(_ raw: RawConfig, path: String) throws -> RoPE {
@@ -281,18 +313,40 @@ public struct ModelConfig: Sendable {
     }
 }
 
-/// `config.json`, plus whether `sliding_window` is absent (nil) or explicitly null (.null): synthesized decoding
-/// cannot tell those apart.
+/// `config.json`, plus whether `sliding_window` and the soft-caps are absent (nil) or explicitly null (.null):
+/// synthesized decoding cannot tell those apart.
 struct ConfigFile: Decodable {
     let raw: RawConfig
     let slidingWindow: Nullable<Int>?
+    let softcaps: (attention: Nullable<Double>?, final: Nullable<Double>?)
 
-    private enum Key: CodingKey { case sliding_window }
+    private enum Key: CodingKey { case sliding_window, attn_logit_softcapping, final_logit_softcapping }
 
     init(from decoder: Decoder) throws {
         raw = try RawConfig(from: decoder)
         let container = try decoder.container(keyedBy: Key.self)
-        slidingWindow = container.contains(.sliding_window) ? try container.decode(Nullable<Int>.self, forKey: .sliding_window) : nil
+        func nullable<T: Decodable>(_ key: Key, _ type: T.Type) throws -> Nullable<T>? {
+            container.contains(key) ? try container.decode(Nullable<T>.self, forKey: key) : nil
+        }
+        slidingWindow = try nullable(.sliding_window, Int.self)
+        softcaps = (try nullable(.attn_logit_softcapping, Double.self), try nullable(.final_logit_softcapping, Double.self))
+    }
+}
+
+extension [String] {
+    /// `layer_types` as windows: nil for "full_attention", `window` for "sliding_attention".
+    fileprivate func layerWindows(_ window: Int?, layers: Int, path: String) throws -> [Int?] {
+        guard count == layers else {
+            throw ModelError.invalidValue(path: path, field: "layer_types", reason: "has \(count) entries but num_hidden_layers is \(layers)")
+        }
+        return try map { type in
+            switch type {
+            case "full_attention": return nil
+            case "sliding_attention": return window
+            default: throw ModelError.unsupported(path: path, field: "layer_types", value: "\"\(type)\"",
+                                                  supported: "full_attention, sliding_attention")
+            }
+        }
     }
 }
 
@@ -320,6 +374,8 @@ struct RawConfig: Decodable {
     var max_window_layers: Int? = nil
     var layer_types: [String]? = nil
     var partial_rotary_factor: Double? = nil
+    var hidden_activation: String? = nil
+    var query_pre_attn_scalar: Double? = nil
     var bos_token_id: Int? = nil
     var eos_token_id: OneOrMany? = nil
 

@@ -46,6 +46,23 @@ import Testing
         #expect(try Self.parse(["architectures": ["Phi3ForCausalLM"]]).slidingWindows == [nil, nil, nil, nil])
     }
 
+    @Test func gemma2DefaultsAndFields() throws {
+        let defaults = try Self.parse(["architectures": ["Gemma2ForCausalLM"]])
+        #expect(defaults.slidingWindows == [4096, nil, 4096, nil] && defaults.tieWordEmbeddings && defaults.attention.headDim == 256)
+        #expect(defaults.attentionSoftcap == 50 && defaults.finalLogitSoftcap == 30 && defaults.attentionScale == 1 / 16)
+        #expect(defaults.activation == .geluTanh && defaults.embeddingScale == 8 && defaults.normWeightsAddOne && defaults.sandwichNorms)
+        let layer = defaults.attention(layer: 0)
+        #expect(layer.scale == 1 / 16 && layer.softcap == 50 && layer.slidingWindow == 4096)
+        let set = try Self.parse(["model_type": "gemma2", "head_dim": 16, "query_pre_attn_scalar": 64, "sliding_window": 8,
+                                  "attn_logit_softcapping": NSNull(), "final_logit_softcapping": NSNull(),
+                                  "layer_types": ["full_attention", "sliding_attention", "sliding_attention", "full_attention"],
+                                  "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh"])
+        #expect(set.slidingWindows == [nil, 8, 8, nil] && set.attentionScale == 1 / 8)
+        #expect(set.attentionSoftcap == nil && set.finalLogitSoftcap == nil && set.attention(layer: 1).softcap == nil)
+        let llama = try Self.parse(["architectures": ["LlamaForCausalLM"]])
+        #expect(llama.attention(layer: 0).scale == 1 / 4 && llama.attention(layer: 0).softcap == nil && llama.embeddingScale == nil)
+    }
+
     @Test func refusedFieldsAreNamed() {
         func message(_ fields: [String: Any]) -> String {
             do {
@@ -66,5 +83,11 @@ import Testing
         let longrope = message(["architectures": ["Phi3ForCausalLM"],
                                 "rope_scaling": ["type": "longrope", "short_factor": [1.0], "long_factor": [1.0]]])
         #expect(longrope.contains("rope_scaling.rope_type") && longrope.contains("longrope"))
+        let activation = message(["architectures": ["Gemma2ForCausalLM"], "hidden_activation": "gelu"])
+        #expect(activation.contains("hidden_activation") && activation.contains("gelu_pytorch_tanh"))
+        let cap = message(["architectures": ["Gemma2ForCausalLM"], "attn_logit_softcapping": -1])
+        #expect(cap.contains("attn_logit_softcapping"))
+        let gemma3 = message(["architectures": ["Gemma3ForCausalLM"]])
+        #expect(gemma3.contains("Gemma3ForCausalLM") && gemma3.contains("Gemma2ForCausalLM"))
     }
 }

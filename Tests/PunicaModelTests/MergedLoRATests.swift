@@ -6,10 +6,11 @@ import TestSupport
 
 /// A model with an adapter merged into its weights computes what the base model computes with that adapter's LoRA
 /// delta, on the bundled model's adapters (scripture: every projection, rank 8; python: attention only, rank 16) and
-/// on the Qwen fixtures (q/k/v biases and q/k norms carried over).
+/// on the Qwen and Gemma 2 fixtures (q/k/v biases, q/k norms and sandwich norms carried over).
 @Suite struct MergedLoRATests {
     @Test(arguments: [(Fixtures.repositoryPath("models"), "scripture"), (Fixtures.repositoryPath("models"), "python"),
-                      (Fixtures.path("models/qwen2-bias-window"), "alpha"), (Fixtures.path("models/qwen3-qknorm"), "delta")])
+                      (Fixtures.path("models/qwen2-bias-window"), "alpha"), (Fixtures.path("models/qwen3-qknorm"), "delta"),
+                      (Fixtures.path("models/gemma2-softcap"), "beta")])
     func mergedWeightsMatchTheLoRADelta(directory: String, adapterName: String) throws {
         let model = try LlamaModel(directory: directory, backend: CPUBackend())
         let adapter = try LoRAAdapter(name: adapterName, directory: "\(directory)/adapters/\(adapterName)", config: model.config,
