@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Make the tiny model + LoRA reference fixtures the Swift engine is tested against.
 
-WHAT IT MAKES (under Tests/Fixtures/models/, about 6.1 MB in all; see "Size" below):
+WHAT IT MAKES (under Tests/Fixtures/models/, about 6.9 MB in all; see "Size" below):
 
   llama-gqa/        LlamaForCausalLM, hidden 64, intermediate 176, 2 layers, 4 heads, 2 KV heads (GQA),
                     vocab 768, rope_theta 1e4 with llama3 rope scaling (factor 8, low 1, high 4,
@@ -42,6 +42,11 @@ WHAT IT MAKES (under Tests/Fixtures/models/, about 6.1 MB in all; see "Size" bel
                     sqrt(hidden) so sublayers are not swamped by the sqrt(hidden)-scaled embedding.
       adapters/alpha  r=4, lora_alpha=8, all seven                               scale 2
       adapters/beta   r=8, lora_alpha=8, q_proj v_proj down_proj                 scale 1
+  gemma3-local-rope/ Gemma3ForCausalLM (text), as gemma2-softcap without soft-caps, plus q_norm/k_norm and RoPE per
+                    layer type in transformers 5's rope_parameters: sliding layer 0 θ 1e4, global layer 1 θ 1e6
+                    with linear scaling factor 2.
+      adapters/alpha  r=4, lora_alpha=8, all seven                               scale 2
+      adapters/beta   r=8, lora_alpha=8, use_rslora, q_proj k_proj up_proj      scale 2.828
   Each model dir also holds tokenizer.json / tokenizer_config.json / generation_config.json copied from
   Tests/Fixtures/tokenizers/{bytelevel,sentencepiece}/ (made by scripts/make_tokenizer_fixtures.py), when
   those exist; bos/eos ids in config.json are taken from them.
@@ -76,8 +81,8 @@ Other versions may give slightly different float bits or config keys; compare, d
 
 Size: the model dims, f32 llama weights and f32 logits at every prompt position are fixed by the spec;
 llama-gqa and mistral-bf16 together come to about 2.2 MB (weights 1.26 MB, logits 0.56 MB, adapters 0.22 MB,
-expected.json 0.1 MB, tokenizer files 0.03 MB); qwen2-bias-window, qwen3-qknorm, phi3-fused and gemma2-softcap
-about 1 MB each.
+expected.json 0.1 MB, tokenizer files 0.03 MB); qwen2-bias-window, qwen3-qknorm, phi3-fused, gemma2-softcap and
+gemma3-local-rope about 1 MB each.
 """
 
 import argparse
@@ -96,7 +101,7 @@ import tokenizers
 from safetensors.torch import load_file, save_file
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
                           Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, Phi3Config, Phi3ForCausalLM,
-                          Gemma2Config, Gemma2ForCausalLM, AutoModelForCausalLM)
+                          Gemma2Config, Gemma2ForCausalLM, Gemma3TextConfig, Gemma3ForCausalLM, AutoModelForCausalLM)
 from peft import LoraConfig, PeftModel, get_peft_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -231,11 +236,33 @@ def gemma2_spec():
         ])
 
 
-SPECS = (llama_spec, mistral_spec, qwen2_spec, qwen3_spec, phi3_spec, gemma2_spec)
+def gemma3_spec():
+    # Gemma 2's features minus the soft-caps, plus q_norm/k_norm and RoPE per layer type: layer 0 sliding (window 6,
+    # local θ 1e4), layer 1 global (θ 1e6, linear scaling factor 2), as transformers 5 writes rope_parameters.
+    cfg = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, head_dim=16,
+               num_key_value_heads=2, vocab_size=768, max_position_embeddings=256, rms_norm_eps=1e-6,
+               query_pre_attn_scalar=24, sliding_window=6, layer_types=["sliding_attention", "full_attention"],
+               hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True)
+    return dict(
+        name="gemma3-local-rope", cls=Gemma3ForCausalLM, config_cls=Gemma3TextConfig, cfg=cfg,
+        rope_theta=1e6, rope_scaling=None, classic_rope_keys=False,
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}},
+        save_dtype=torch.float32, max_shard_size=None, tokenizer="sentencepiece",
+        adapters=[
+            dict(name="alpha", r=4, lora_alpha=8, use_rslora=False, target_modules=ALL7, f16=False),
+            dict(name="beta", r=8, lora_alpha=8, use_rslora=True, target_modules=["q_proj", "k_proj", "up_proj"],
+                 f16=False),
+        ])
+
+
+SPECS = (llama_spec, mistral_spec, qwen2_spec, qwen3_spec, phi3_spec, gemma2_spec, gemma3_spec)
 
 
 def rope_config(spec):
     """RoPE keyword arguments of the config class: rope_parameters (transformers 5) or the classic keys."""
+    if spec.get("rope_parameters"):                 # per layer type (Gemma 3)
+        return dict(rope_parameters=json.loads(json.dumps(spec["rope_parameters"])))
     if spec["rope_scaling"] is None:
         return dict(rope_parameters={"rope_type": "default", "rope_theta": spec["rope_theta"]})
     return dict(rope_theta=spec["rope_theta"], rope_scaling=dict(spec["rope_scaling"]))
@@ -295,7 +322,7 @@ def init_model(model, g, tied):
             # embedding x sqrt(hidden) would swamp normalized sublayer outputs of gain 1 (the model would repeat its
             # last token whatever the adapter): its sublayer output norms get gain ~sqrt(hidden) + 1 instead.
             offset = 1.0
-            if model.config.model_type == "gemma2":
+            if model.config.model_type in ("gemma2", "gemma3_text"):
                 offset = math.sqrt(H) if name.endswith(("post_attention_layernorm.weight",
                                                         "post_feedforward_layernorm.weight")) else 0.0
             p.copy_(offset + 0.1 * torch.randn(p.shape, generator=g))
@@ -566,8 +593,13 @@ def compact_json(v, indent=0, width=110):
 
 
 def rope_facts(pm):
-    """inv_freq and attention scaling the reloaded transformers model really uses (after rope scaling)."""
+    """inv_freq and attention scaling the reloaded transformers model really uses (after rope scaling); per layer
+    type where the model has RoPE per layer type (Gemma 3)."""
     rot = pm.base_model.model.model.rotary_emb
+    if not hasattr(rot, "inv_freq"):
+        types = ("full_attention", "sliding_attention")
+        return ({t: [float(x) for x in getattr(rot, f"{t}_inv_freq")] for t in types},
+                {t: float(getattr(rot, f"{t}_attention_scaling")) for t in types})
     return [float(x) for x in rot.inv_freq], float(getattr(rot, "attention_scaling", 1.0))
 
 
@@ -613,16 +645,21 @@ def make(spec, start_seed):
     # What the reloaded model actually uses for RoPE (transformers >= 5 normalizes into rope_parameters).
     live_rope = getattr(live, "rope_parameters", None) or {"rope_theta": live.rope_theta,
                                                            "rope_scaling": live.rope_scaling}
-    want = dict(spec["rope_scaling"] or {"rope_type": "default"}, rope_theta=spec["rope_theta"])
-    for k, v in want.items():
-        assert live_rope.get(k) == v, (spec["name"], "reloaded rope", k, live_rope.get(k), v)
-
     inv_freq, attn_scaling = rope_facts(r["pm"])
     head_dim = getattr(live, "head_dim", None) or live.hidden_size // live.num_attention_heads
-    plain = [1.0 / spec["rope_theta"] ** (2 * i / head_dim) for i in range(head_dim // 2)]
-    changed = sum(abs(a - b) > 1e-6 * b for a, b in zip(inv_freq, plain))
-    print(f"[{spec['name']}] rope scaling changed {changed}/{len(plain)} inverse frequencies")
-    assert (changed > 0) == (spec["rope_scaling"] is not None)
+    if spec.get("rope_parameters"):
+        for layer_type, want in spec["rope_parameters"].items():
+            for k, v in want.items():
+                assert live_rope[layer_type].get(k) == v, (spec["name"], "reloaded rope", layer_type, k)
+        print(f"[{spec['name']}] rope per layer type: {live_rope}")
+    else:
+        want = dict(spec["rope_scaling"] or {"rope_type": "default"}, rope_theta=spec["rope_theta"])
+        for k, v in want.items():
+            assert live_rope.get(k) == v, (spec["name"], "reloaded rope", k, live_rope.get(k), v)
+        plain = [1.0 / spec["rope_theta"] ** (2 * i / head_dim) for i in range(head_dim // 2)]
+        changed = sum(abs(a - b) > 1e-6 * b for a, b in zip(inv_freq, plain))
+        print(f"[{spec['name']}] rope scaling changed {changed}/{len(plain)} inverse frequencies")
+        assert (changed > 0) == (spec["rope_scaling"] is not None)
     for index, kind in enumerate(getattr(live, "layer_types", None) or []):
         print(f"[{spec['name']}] layer {index}: {kind}, sliding_window {live.sliding_window}")
     files = sorted(os.path.relpath(os.path.join(dp, f), out) for dp, _, fs in os.walk(out) for f in fs)

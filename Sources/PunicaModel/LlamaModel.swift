@@ -15,6 +15,7 @@ public final class KVCache {
 /// Weights of one decoder layer, q|k|v and gate|up fused so each is one GEMM, and the layer's head layout.
 struct LayerWeights {
     let attention: AttentionShape   // with this layer's sliding window
+    let inverseFrequencies: Tensor  // [headDim / 2], this layer's RoPE (Gemma 3's sliding layers have their own)
     let inputNorm: Tensor   // [H]
     let qkv: Tensor         // [qWidth + 2·kvWidth, H]
     let qkvBias: Tensor?    // [qWidth + 2·kvWidth] (Qwen2)
@@ -27,7 +28,7 @@ struct LayerWeights {
     let mlpOutputNorm: Tensor?  // [H], on down's output (Gemma 2)
 }
 
-/// A Llama-family decoder (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 2) on a backend, with Punica's batched multi-LoRA forward pass.
+/// A Llama-family decoder (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 2 and 3) on a backend, with Punica's batched multi-LoRA forward pass.
 public final class LlamaModel {
     public let config: ModelConfig
     public let backend: Backend
@@ -35,7 +36,6 @@ public final class LlamaModel {
     let layers: [LayerWeights]
     let finalNorm: Tensor   // [H]
     let lmHead: Tensor      // [vocab, H]; the embedding itself when tied
-    let inverseFrequencies: Tensor  // [headDim / 2]
 
     public convenience init(directory: String, backend: Backend) throws {
         let config = try ModelConfig.load(directory: directory)
@@ -79,11 +79,16 @@ public final class LlamaModel {
         self.config = config
         self.backend = backend
         embedding = try weight("model.embed_tokens.weight", [config.vocabularySize, hidden])
+        let frequencies = Dictionary(uniqueKeysWithValues: Set((0..<config.layerCount).map(config.rope(layer:))).map { rope in
+            let values = rope.inverseFrequencies(headDim: config.attention.headDim)
+            return (rope, backend.float32(values, shape: [values.count]))
+        })
         layers = try (0..<config.layerCount).map { layer in
             let prefix = "model.layers.\(layer)."
             let headDim = config.attention.headDim
             return LayerWeights(
                 attention: config.attention(layer: layer),
+                inverseFrequencies: frequencies[config.rope(layer: layer)]!,
                 inputNorm: try weight(prefix + "input_layernorm.weight", [hidden]),
                 qkv: try projection(FusedProjection.qkv.parts(config), layer: layer),
                 qkvBias: config.qkvBias ? backend.concatenateRows(try FusedProjection.qkv.parts(config).map { part in
@@ -101,8 +106,6 @@ public final class LlamaModel {
         finalNorm = try weight("model.norm.weight", [hidden])
         // Tied checkpoints reuse the embedding; some also store the copy, which is then read like any weight.
         lmHead = config.tieWordEmbeddings && !hasLMHead ? embedding : try weight("lm_head.weight", [config.vocabularySize, hidden])
-        let frequencies = config.rope.inverseFrequencies(headDim: config.attention.headDim)
-        inverseFrequencies = backend.float32(frequencies, shape: [frequencies.count])
     }
 
     public func makeKVCache(layout: PageLayout) -> KVCache { KVCache(layout: layout, config: config, backend: backend) }
@@ -176,7 +179,7 @@ public final class LlamaModel {
             if let norm = layer.queryKeyNorm {
                 backend.headRMSNorm(qkv: qkv, shape: attention, queryWeight: norm.query, keyWeight: norm.key, epsilon: eps)
             }
-            backend.rope(qkv: qkv, shape: attention, inverseFrequencies: inverseFrequencies, plan: plan)
+            backend.rope(qkv: qkv, shape: attention, inverseFrequencies: layer.inverseFrequencies, plan: plan)
             backend.appendKV(qkv: qkv, shape: attention, cache: kv, layout: cache.layout, plan: plan)
             backend.attention(qkv: qkv, shape: attention, cache: kv, layout: cache.layout, plan: plan, out: attended)
             linear(attended, layer.o, .o, layer: index, into: projected)

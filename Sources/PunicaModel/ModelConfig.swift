@@ -11,8 +11,8 @@ import Foundation
 import PunicaCompute
 
 /// Rotary position embedding: base frequency and the scaling variants this project implements.
-public struct RoPE: Sendable, Equatable {
-    public enum Scaling: Sendable, Equatable {
+public struct RoPE: Sendable, Hashable {
+    public enum Scaling: Sendable, Hashable {
         case none
         /// Positions divided by `factor`.
         case linear(factor: Double)
@@ -58,6 +58,7 @@ public struct ModelConfig: Sendable {
         case qwen3 = "Qwen3ForCausalLM"
         case phi3 = "Phi3ForCausalLM"
         case gemma2 = "Gemma2ForCausalLM"
+        case gemma3 = "Gemma3ForCausalLM"
     }
 
     /// The gate's activation in the MLP: SwiGLU, or Gemma's GeGLU with tanh-approximated GELU.
@@ -93,6 +94,8 @@ public struct ModelConfig: Sendable {
     public let vocabularySize: Int
     public let rmsNormEpsilon: Float
     public let rope: RoPE
+    /// RoPE of the sliding-window layers where it differs from `rope` (Gemma 3's local base); nil where it does not.
+    public let slidingRoPE: RoPE?
     public let maxPositionEmbeddings: Int
     public let tieWordEmbeddings: Bool
     public let bosTokenID: Int?
@@ -139,12 +142,13 @@ public struct ModelConfig: Sendable {
     /// config.json's contents; `path` names the file in errors.
     public static func parse(_ json: Data, path: String) throws -> ModelConfig {
         let file = try decodeJSON(ConfigFile.self, from: json, path: path)
-        return try ModelConfig(file.raw, slidingWindow: file.slidingWindow, softcaps: file.softcaps, path: path)
+        return try ModelConfig(file.raw, slidingWindow: file.slidingWindow, softcaps: file.softcaps, ropeByLayerType: file.ropeByLayerType,
+                               path: path)
     }
 
     /// Sliding windows per layer. Mistral: every layer, 4096 when the key is absent, none when it is null. Phi-3:
-    /// every layer when `sliding_window` is set. Gemma 2: the "sliding_attention" layers of `layer_types`, else every
-    /// other layer from the first. Qwen2 and Qwen3 as their configs define it: a window only with
+    /// every layer when `sliding_window` is set. Gemma: the "sliding_attention" layers of `layer_types`, else all but
+    /// every second (Gemma 2) or sixth (Gemma 3, `sliding_window_pattern`) layer. Qwen2 and Qwen3 as their configs define it: a window only with
     /// `use_sliding_window`, on the layers `layer_types` marks "sliding_attention", or when that is absent, on
     /// layers ≥ `max_window_layers` (default 28).
     private static func slidingWindows(_ raw: RawConfig, architecture: Architecture, slidingWindow: Nullable<Int>?,
@@ -157,10 +161,14 @@ public struct ModelConfig: Sendable {
             return Array(repeating: (slidingWindow ?? .value(4096)).value, count: layers)
         case .phi3:
             return Array(repeating: slidingWindow?.value, count: layers)
-        case .gemma2:
-            // Gemma 2 without layer_types: sliding and global layers alternate, starting with a sliding one.
+        case .gemma2, .gemma3:
+            // Without layer_types: every `sliding_window_pattern`-th layer is global (Gemma 2: every other, Gemma 3: 6).
             let window = (slidingWindow ?? .value(4096)).value
-            return try (raw.layer_types ?? (0..<layers).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" })
+            let pattern = architecture == .gemma2 ? 2 : raw.sliding_window_pattern ?? 6
+            guard pattern >= 1 else {
+                throw ModelError.invalidValue(path: path, field: "sliding_window_pattern", reason: "must be at least 1, found \(pattern)")
+            }
+            return try (raw.layer_types ?? (0..<layers).map { ($0 + 1) % pattern != 0 ? "sliding_attention" : "full_attention" })
                 .layerWindows(window, layers: layers, path: path)
         case .qwen2, .qwen3:
             let window = raw.use_sliding_window == true ? (slidingWindow ?? .value(4096)).value : nil
@@ -173,7 +181,7 @@ public struct ModelConfig: Sendable {
     }
 
     init(_ raw: RawConfig, slidingWindow: Nullable<Int>?, softcaps: (attention: Nullable<Double>?, final: Nullable<Double>?) = (nil, nil),
-         path: String) throws {
+         ropeByLayerType: [String: RawConfig.RopeParameters]? = nil, path: String) throws {
         guard let name = raw.architectures?.first ?? raw.model_type.flatMap({ Self.architectureOfModelType[$0] }) else {
             throw ModelError.invalidValue(path: path, field: "architectures", reason: "is missing (and model_type names no supported architecture)")
         }
@@ -182,9 +190,10 @@ public struct ModelConfig: Sendable {
                                          supported: Architecture.allCases.map(\.rawValue).joined(separator: ", "))
         }
         // Gemma names it hidden_activation (older configs also write hidden_act).
-        let activationField = architecture == .gemma2 && raw.hidden_activation != nil ? "hidden_activation" : "hidden_act"
-        let expectedActivation = architecture == .gemma2 ? "gelu_pytorch_tanh" : "silu"
-        if let activation = architecture == .gemma2 ? raw.hidden_activation ?? raw.hidden_act : raw.hidden_act, activation != expectedActivation {
+        let gemma = architecture == .gemma2 || architecture == .gemma3
+        let activationField = gemma && raw.hidden_activation != nil ? "hidden_activation" : "hidden_act"
+        let expectedActivation = gemma ? "gelu_pytorch_tanh" : "silu"
+        if let activation = gemma ? raw.hidden_activation ?? raw.hidden_act : raw.hidden_act, activation != expectedActivation {
             throw ModelError.unsupported(path: path, field: activationField, value: "\"\(activation)\"", supported: expectedActivation)
         }
         // Qwen2's q/k/v biases are fixed by its architecture, whatever attention_bias says.
@@ -204,10 +213,10 @@ public struct ModelConfig: Sendable {
         guard kvHeads > 0, raw.num_attention_heads % kvHeads == 0 else {
             throw invalid("num_key_value_heads", "(\(kvHeads)) must divide num_attention_heads (\(raw.num_attention_heads))")
         }
-        if raw.head_dim == nil, architecture != .gemma2, raw.hidden_size % raw.num_attention_heads != 0 {
+        if raw.head_dim == nil, !gemma, raw.hidden_size % raw.num_attention_heads != 0 {
             throw invalid("hidden_size", "(\(raw.hidden_size)) must be a multiple of num_attention_heads (\(raw.num_attention_heads)) when head_dim is not given")
         }
-        let headDim = raw.head_dim ?? (architecture == .gemma2 ? 256 : raw.hidden_size / raw.num_attention_heads)
+        let headDim = raw.head_dim ?? (gemma ? 256 : raw.hidden_size / raw.num_attention_heads)
         guard (1...Self.maxSize).contains(headDim), headDim % 2 == 0 else {
             throw invalid("head_dim", "must be an even number in 2...\(Self.maxSize), found \(headDim)")
         }
@@ -240,9 +249,8 @@ public struct ModelConfig: Sendable {
         attention = AttentionShape(queryHeads: raw.num_attention_heads, kvHeads: kvHeads, headDim: headDim)
         slidingWindows = try Self.slidingWindows(raw, architecture: architecture, slidingWindow: slidingWindow, path: path)
         qkvBias = architecture == .qwen2
-        queryKeyNorm = architecture == .qwen3
+        queryKeyNorm = architecture == .qwen3 || architecture == .gemma3
         fusedCheckpoint = architecture == .phi3
-        let gemma = architecture == .gemma2
         activation = gemma ? .geluTanh : .silu
         embeddingScale = gemma ? Float(raw.hidden_size).squareRoot() : nil
         normWeightsAddOne = gemma
@@ -254,32 +262,62 @@ public struct ModelConfig: Sendable {
         }
         let scalar = gemma ? try positive(raw.query_pre_attn_scalar ?? 256, "query_pre_attn_scalar") : nil
         attentionScale = scalar.map { 1 / $0.squareRoot() }
-        // Gemma 2's defaults where a key is absent; null turns a cap off.
-        attentionSoftcap = gemma ? try positive((softcaps.attention ?? .value(50)).value, "attn_logit_softcapping") : nil
-        finalLogitSoftcap = gemma ? try positive((softcaps.final ?? .value(30)).value, "final_logit_softcapping") : nil
+        // Gemma 2's defaults where a key is absent (Gemma 3 has none); null turns a cap off.
+        let defaultCaps: (Double?, Double?) = architecture == .gemma2 ? (50, 30) : (nil, nil)
+        attentionSoftcap = gemma ? try positive(softcaps.attention.map(\.value) ?? defaultCaps.0, "attn_logit_softcapping") : nil
+        finalLogitSoftcap = gemma ? try positive(softcaps.final.map(\.value) ?? defaultCaps.1, "final_logit_softcapping") : nil
+        if raw.use_bidirectional_attention == true {
+            throw ModelError.unsupported(path: path, field: "use_bidirectional_attention", value: "true", supported: "false (causal)")
+        }
         vocabularySize = raw.vocab_size
         rmsNormEpsilon = epsilon
         maxPositionEmbeddings = raw.max_position_embeddings ?? 4096
-        tieWordEmbeddings = raw.tie_word_embeddings ?? (architecture == .gemma2)
+        tieWordEmbeddings = raw.tie_word_embeddings ?? gemma
         bosTokenID = raw.bos_token_id
         eosTokenIDs = raw.eos_token_id?.values ?? []
-        rope = try Self.rope(raw, path: path)
-        // A tiny θ makes 1/θ^(2i/d) overflow float32; NaN or ∞ there reaches every logit.
-        guard rope.inverseFrequencies(headDim: headDim).allSatisfy(\.isFinite) else {
-            throw invalid(raw.rope_parameters != nil ? "rope_parameters.rope_theta" : "rope_theta",
-                          "(\(rope.theta)) gives non-finite rotary frequencies for head_dim \(headDim)")
+        if let ropeByLayerType, architecture != .gemma3 {
+            throw ModelError.unsupported(path: path, field: "rope_parameters", value: "per layer type (\(ropeByLayerType.keys.sorted()))",
+                                         supported: "one set of parameters (per layer type only for Gemma3ForCausalLM)")
         }
+        let thetaField: String
+        switch (architecture, ropeByLayerType) {
+        case (.gemma3, let byType?):
+            // transformers 5: {"full_attention": {...}, "sliding_attention": {...}}.
+            rope = try Self.rope(byType["full_attention"], field: "rope_parameters.full_attention", theta: raw.rope_theta ?? 1e6, path: path)
+            slidingRoPE = try Self.rope(byType["sliding_attention"], field: "rope_parameters.sliding_attention",
+                                        theta: raw.rope_local_base_freq ?? 1e4, path: path)
+            thetaField = "rope_parameters.full_attention.rope_theta"
+        case (.gemma3, nil):
+            // Hub configs: rope_theta and rope_scaling for the global layers, rope_local_base_freq for the sliding ones.
+            rope = try Self.rope(raw.rope_scaling, field: "rope_scaling", theta: raw.rope_theta ?? 1e6, path: path)
+            slidingRoPE = RoPE(theta: raw.rope_local_base_freq ?? 1e4, scaling: .none)
+            thetaField = "rope_theta"
+        default:
+            let field = raw.rope_parameters != nil ? "rope_parameters" : "rope_scaling"
+            rope = try Self.rope(raw.rope_parameters ?? raw.rope_scaling, field: field, theta: raw.rope_theta ?? 10000, path: path)
+            slidingRoPE = nil
+            thetaField = raw.rope_parameters != nil ? "rope_parameters.rope_theta" : "rope_theta"
+        }
+        // A tiny θ makes 1/θ^(2i/d) overflow float32; NaN or ∞ there reaches every logit.
+        for (field, rope) in [(thetaField, rope)] + (slidingRoPE.map { [("rope_local_base_freq", $0)] } ?? [])
+            where !(rope.theta > 0 && rope.theta.isFinite && rope.inverseFrequencies(headDim: headDim).allSatisfy(\.isFinite)) {
+            throw invalid(field, "(\(rope.theta)) gives non-finite rotary frequencies for head_dim \(headDim)")
+        }
+    }
+
+    /// The RoPE of one layer: `slidingRoPE` on sliding-window layers where there is one.
+    public func rope(layer: Int) -> RoPE {
+        slidingWindows[layer] != nil ? slidingRoPE ?? rope : rope
     }
 
     private static let architectureOfModelType = ["llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
                                                   "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM",
-                                                  "gemma2": "Gemma2ForCausalLM"]
+                                                  "gemma2": "Gemma2ForCausalLM", "gemma3_text": "Gemma3ForCausalLM"]
 
-    /// Reads `rope_theta` + `rope_scaling` (classic configs) or `rope_parameters` (transformers 5).
-    private static func rope(_ raw: RawConfig, path: String) throws -> RoPE {
-        let field = raw.rope_parameters != nil ? "rope_parameters" : "rope_scaling"
-        let parameters = raw.rope_parameters ?? raw.rope_scaling
-        let theta = parameters?.rope_theta ?? raw.rope_theta ?? 10000
+    /// One RoPE from `rope_scaling` (classic configs, with `theta` from rope_theta) or `rope_parameters`
+    /// (transformers 5), `field` naming it in errors.
+    private static func rope(_ parameters: RawConfig.RopeParameters?, field: String, theta fallback: Double, path: String) throws -> RoPE {
+        let theta = parameters?.rope_theta ?? fallback
         let type = parameters?.rope_type ?? parameters?.type ?? "default"
         guard theta > 0, theta.isFinite else {
             throw ModelError.invalidValue(path: path, field: parameters?.rope_theta != nil ? "\(field).rope_theta" : "rope_theta",
@@ -314,13 +352,15 @@ public struct ModelConfig: Sendable {
 }
 
 /// `config.json`, plus whether `sliding_window` and the soft-caps are absent (nil) or explicitly null (.null):
-/// synthesized decoding cannot tell those apart.
+/// synthesized decoding cannot tell those apart; and `rope_parameters` given per layer type (Gemma 3).
 struct ConfigFile: Decodable {
     let raw: RawConfig
     let slidingWindow: Nullable<Int>?
     let softcaps: (attention: Nullable<Double>?, final: Nullable<Double>?)
+    let ropeByLayerType: [String: RawConfig.RopeParameters]?
 
-    private enum Key: CodingKey { case sliding_window, attn_logit_softcapping, final_logit_softcapping }
+    private enum Key: CodingKey { case sliding_window, attn_logit_softcapping, final_logit_softcapping, rope_parameters }
+    private enum LayerType: String, CodingKey { case full_attention, sliding_attention }
 
     init(from decoder: Decoder) throws {
         raw = try RawConfig(from: decoder)
@@ -330,6 +370,12 @@ struct ConfigFile: Decodable {
         }
         slidingWindow = try nullable(.sliding_window, Int.self)
         softcaps = (try nullable(.attn_logit_softcapping, Double.self), try nullable(.final_logit_softcapping, Double.self))
+        let rope = container.contains(.rope_parameters) ? try? container.nestedContainer(keyedBy: LayerType.self, forKey: .rope_parameters) : nil
+        if let rope, !rope.allKeys.isEmpty {
+            ropeByLayerType = try Dictionary(uniqueKeysWithValues: rope.allKeys.map { ($0.rawValue, try rope.decode(RawConfig.RopeParameters.self, forKey: $0)) })
+        } else {
+            ropeByLayerType = nil
+        }
     }
 }
 
@@ -376,6 +422,9 @@ struct RawConfig: Decodable {
     var partial_rotary_factor: Double? = nil
     var hidden_activation: String? = nil
     var query_pre_attn_scalar: Double? = nil
+    var sliding_window_pattern: Int? = nil
+    var rope_local_base_freq: Double? = nil
+    var use_bidirectional_attention: Bool? = nil
     var bos_token_id: Int? = nil
     var eos_token_id: OneOrMany? = nil
 

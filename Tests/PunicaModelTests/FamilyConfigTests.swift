@@ -63,6 +63,21 @@ import Testing
         #expect(llama.attention(layer: 0).scale == 1 / 4 && llama.attention(layer: 0).softcap == nil && llama.embeddingScale == nil)
     }
 
+    /// Gemma 3: RoPE per layer type from transformers 5's rope_parameters or the Hub's rope_theta + rope_local_base_freq.
+    @Test func gemma3RoPEPerLayerTypeAndPattern() throws {
+        let hub = try Self.parse(["architectures": ["Gemma3ForCausalLM"], "num_hidden_layers": 7, "rope_theta": 1e6,
+                                  "rope_local_base_freq": 1e4, "rope_scaling": ["rope_type": "linear", "factor": 8.0]])
+        #expect(hub.slidingWindows == [4096, 4096, 4096, 4096, 4096, nil, 4096] && hub.queryKeyNorm && hub.attentionSoftcap == nil)
+        #expect(hub.rope(layer: 5) == RoPE(theta: 1e6, scaling: .linear(factor: 8)) && hub.rope(layer: 0) == RoPE(theta: 1e4, scaling: .none))
+        let nested = try Self.parse(["model_type": "gemma3_text", "sliding_window_pattern": 2, "rope_parameters": [
+            "full_attention": ["rope_type": "default", "rope_theta": 5e5], "sliding_attention": ["rope_type": "default", "rope_theta": 2e4]]])
+        #expect(nested.slidingWindows == [4096, nil, 4096, nil])
+        #expect(nested.rope(layer: 1).theta == 5e5 && nested.rope(layer: 2).theta == 2e4 && nested.finalLogitSoftcap == nil)
+        // Other families have one RoPE for every layer.
+        let mistral = try Self.parse(["architectures": ["MistralForCausalLM"], "rope_theta": 1e6])
+        #expect(mistral.slidingRoPE == nil && mistral.rope(layer: 0) == mistral.rope)
+    }
+
     @Test func refusedFieldsAreNamed() {
         func message(_ fields: [String: Any]) -> String {
             do {
@@ -87,7 +102,11 @@ import Testing
         #expect(activation.contains("hidden_activation") && activation.contains("gelu_pytorch_tanh"))
         let cap = message(["architectures": ["Gemma2ForCausalLM"], "attn_logit_softcapping": -1])
         #expect(cap.contains("attn_logit_softcapping"))
-        let gemma3 = message(["architectures": ["Gemma3ForCausalLM"]])
-        #expect(gemma3.contains("Gemma3ForCausalLM") && gemma3.contains("Gemma2ForCausalLM"))
+        let bidirectional = message(["architectures": ["Gemma3ForCausalLM"], "use_bidirectional_attention": true])
+        #expect(bidirectional.contains("use_bidirectional_attention"))
+        let perType = message(["architectures": ["LlamaForCausalLM"], "rope_parameters": ["full_attention": ["rope_type": "default"]]])
+        #expect(perType.contains("rope_parameters") && perType.contains("Gemma3ForCausalLM"))
+        let localTheta = message(["model_type": "gemma3_text", "rope_local_base_freq": 0])
+        #expect(localTheta.contains("rope_local_base_freq"))
     }
 }
