@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Make the tiny model + LoRA reference fixtures the Swift engine is tested against.
 
-WHAT IT MAKES (under Tests/Fixtures/models/, about 2.2 MB in all; see "Size" below):
+WHAT IT MAKES (under Tests/Fixtures/models/, about 6.9 MB in all; see "Size" below):
 
   llama-gqa/        LlamaForCausalLM, hidden 64, intermediate 176, 2 layers, 4 heads, 2 KV heads (GQA),
                     vocab 768, rope_theta 1e4 with llama3 rope scaling (factor 8, low 1, high 4,
@@ -20,6 +20,33 @@ WHAT IT MAKES (under Tests/Fixtures/models/, about 2.2 MB in all; see "Size" bel
                     model-0000N-of-0000M.safetensors). config.json left as transformers writes it.
       adapters/delta    r=2, lora_alpha=4, q_proj k_proj v_proj o_proj           scale 2
       adapters/epsilon  r=8, lora_alpha=8, use_rslora, all seven                 scale 2.828
+  qwen2-bias-window/ Qwen2ForCausalLM, hidden 64, intermediate 128, 2 layers, 4 heads, 2 KV heads, vocab 768,
+                    q/k/v biases (random, std 0.5), untied, rope_theta 1e6 (classic key, no scaling),
+                    use_sliding_window with sliding_window 6 and max_window_layers 1 (layer 1 slides; checked to
+                    change the logits), float32.
+      adapters/alpha  r=4, lora_alpha=8, all seven                               scale 2
+      adapters/beta   r=8, lora_alpha=16, use_rslora, q_proj k_proj v_proj       scale 5.657
+  qwen3-qknorm/     Qwen3ForCausalLM, hidden 64, 4 heads of head_dim 32 (128 != hidden), 2 KV heads,
+                    intermediate 128, 2 layers, vocab 768, q_norm/k_norm, tied, rope_parameters θ 1e6, float32.
+      adapters/gamma  r=2, lora_alpha=4, q_proj o_proj gate_proj                 scale 2
+      adapters/delta  r=6, lora_alpha=6, all seven, tensors rewritten in float16 scale 1
+  phi3-fused/       Phi3ForCausalLM, hidden 64, intermediate 128, 2 layers, 4 heads, 2 KV heads, vocab 768,
+                    fused qkv_proj and gate_up_proj, sliding_window 7 on every layer (checked to change the
+                    logits), rope_theta 1e4 (no scaling), untied, float32.
+      adapters/alpha  r=4, lora_alpha=8, qkv_proj o_proj                          scale 2
+      adapters/beta   r=8, lora_alpha=8, use_rslora, qkv_proj o_proj gate_up_proj down_proj   scale 2.828
+  gemma2-softcap/   Gemma2ForCausalLM, hidden 64, 4 heads of head_dim 16, 2 KV heads, intermediate 128, 2 layers,
+                    vocab 768, query_pre_attn_scalar 24, attn_logit_softcapping 1.5, final_logit_softcapping 30,
+                    layer 0 sliding (window 6), layer 1 global, GeGLU (gelu_pytorch_tanh), tied, float32. Norm
+                    weights w ~ 0.1·N(0,1) (applied as 1 + w), the post-attention/post-feedforward ones offset by
+                    sqrt(hidden) so sublayers are not swamped by the sqrt(hidden)-scaled embedding.
+      adapters/alpha  r=4, lora_alpha=8, all seven                               scale 2
+      adapters/beta   r=8, lora_alpha=8, q_proj v_proj down_proj                 scale 1
+  gemma3-local-rope/ Gemma3ForCausalLM (text), as gemma2-softcap without soft-caps, plus q_norm/k_norm and RoPE per
+                    layer type in transformers 5's rope_parameters: sliding layer 0 θ 1e4, global layer 1 θ 1e6
+                    with linear scaling factor 2.
+      adapters/alpha  r=4, lora_alpha=8, all seven                               scale 2
+      adapters/beta   r=8, lora_alpha=8, use_rslora, q_proj k_proj up_proj      scale 2.828
   Each model dir also holds tokenizer.json / tokenizer_config.json / generation_config.json copied from
   Tests/Fixtures/tokenizers/{bytelevel,sentencepiece}/ (made by scripts/make_tokenizer_fixtures.py), when
   those exist; bos/eos ids in config.json are taken from them.
@@ -44,7 +71,8 @@ WHAT IT MAKES (under Tests/Fixtures/models/, about 2.2 MB in all; see "Size" bel
 
 RUN IT (CPU is fine, a few seconds; from anywhere):
     pip install torch transformers peft safetensors tokenizers
-    python3 scripts/make_model_fixtures.py            # rewrites Tests/Fixtures/models/{llama-gqa,mistral-bf16}
+    python3 scripts/make_model_fixtures.py            # rewrites every Tests/Fixtures/models/<name> above
+    python3 scripts/make_model_fixtures.py --only qwen3-qknorm   # one of them
 Run scripts/make_tokenizer_fixtures.py first so the tokenizer files get copied in.
 
 LAST RUN WITH: python 3.11.7, torch 2.15.0+cu132 (CPU), transformers 5.24.0, peft 0.21.2, safetensors 0.8.0,
@@ -52,8 +80,9 @@ tokenizers 0.23.3. The versions actually used are written into each expected.jso
 Other versions may give slightly different float bits or config keys; compare, don't assume.
 
 Size: the model dims, f32 llama weights and f32 logits at every prompt position are fixed by the spec;
-together they come to about 2.2 MB (weights 1.26 MB, logits 0.56 MB, adapters 0.22 MB, expected.json
-0.1 MB, tokenizer files 0.03 MB).
+llama-gqa and mistral-bf16 together come to about 2.2 MB (weights 1.26 MB, logits 0.56 MB, adapters 0.22 MB,
+expected.json 0.1 MB, tokenizer files 0.03 MB); qwen2-bias-window, qwen3-qknorm, phi3-fused, gemma2-softcap and
+gemma3-local-rope about 1 MB each.
 """
 
 import argparse
@@ -70,8 +99,9 @@ import peft
 import safetensors
 import tokenizers
 from safetensors.torch import load_file, save_file
-from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
-                          AutoModelForCausalLM)
+from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, Phi3Config, Phi3ForCausalLM,
+                          Gemma2Config, Gemma2ForCausalLM, Gemma3TextConfig, Gemma3ForCausalLM, AutoModelForCausalLM)
 from peft import LoraConfig, PeftModel, get_peft_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -138,6 +168,106 @@ def mistral_spec():
         ])
 
 
+def qwen2_spec():
+    # Biases on q/k/v; layer 1 of 2 slides (use_sliding_window, window 6, max_window_layers 1), so prompts + greedy
+    # tokens (up to 24 positions) run past the window.
+    cfg = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, vocab_size=768, max_position_embeddings=256, rms_norm_eps=1e-6,
+               use_sliding_window=True, sliding_window=6, max_window_layers=1, tie_word_embeddings=False)
+    return dict(
+        name="qwen2-bias-window", cls=Qwen2ForCausalLM, config_cls=Qwen2Config, cfg=cfg,
+        rope_theta=1e6, rope_scaling=None, classic_rope_keys=True,
+        save_dtype=torch.float32, max_shard_size=None, tokenizer="bytelevel",
+        adapters=[
+            dict(name="alpha", r=4, lora_alpha=8, use_rslora=False, target_modules=ALL7, f16=False),
+            dict(name="beta", r=8, lora_alpha=16, use_rslora=True, target_modules=["q_proj", "k_proj", "v_proj"],
+                 f16=False),
+        ])
+
+
+def qwen3_spec():
+    # head_dim 32 with 4 heads (128) != hidden 64; q_norm/k_norm per head; tied embeddings.
+    cfg = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, head_dim=32,
+               num_key_value_heads=2, vocab_size=768, max_position_embeddings=256, rms_norm_eps=1e-6,
+               tie_word_embeddings=True)
+    return dict(
+        name="qwen3-qknorm", cls=Qwen3ForCausalLM, config_cls=Qwen3Config, cfg=cfg,
+        rope_theta=1e6, rope_scaling=None, classic_rope_keys=False,
+        save_dtype=torch.float32, max_shard_size=None, tokenizer="bytelevel",
+        adapters=[
+            dict(name="gamma", r=2, lora_alpha=4, use_rslora=False, target_modules=["q_proj", "o_proj", "gate_proj"],
+                 f16=False),
+            dict(name="delta", r=6, lora_alpha=6, use_rslora=False, target_modules=ALL7, f16=True),
+        ])
+
+
+def phi3_spec():
+    # qkv_proj and gate_up_proj fused in the checkpoint, and PEFT adapters that target them as one module;
+    # sliding_window 7 on every layer (as Phi-3-mini-4k's 2047).
+    cfg = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, vocab_size=768, max_position_embeddings=256, original_max_position_embeddings=256,
+               rms_norm_eps=1e-5, sliding_window=7, tie_word_embeddings=False, pad_token_id=None)
+    return dict(
+        name="phi3-fused", cls=Phi3ForCausalLM, config_cls=Phi3Config, cfg=cfg,
+        rope_theta=1e4, rope_scaling=None, classic_rope_keys=True,
+        save_dtype=torch.float32, max_shard_size=None, tokenizer="sentencepiece",
+        adapters=[
+            dict(name="alpha", r=4, lora_alpha=8, use_rslora=False, target_modules=["qkv_proj", "o_proj"], f16=False),
+            dict(name="beta", r=8, lora_alpha=8, use_rslora=True,
+                 target_modules=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"], f16=False),
+        ])
+
+
+def gemma2_spec():
+    # Embedding x sqrt(hidden), (1 + w) norms, sandwich norms, GeGLU, query_pre_attn_scalar 24 != head_dim 16,
+    # soft-caps small enough to bite (attention 1.5, final 30), layer 0 sliding (window 6), layer 1 global; tied.
+    cfg = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, head_dim=16,
+               num_key_value_heads=2, vocab_size=768, max_position_embeddings=256, rms_norm_eps=1e-6,
+               query_pre_attn_scalar=24, attn_logit_softcapping=1.5, final_logit_softcapping=30.0, sliding_window=6,
+               hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True)
+    return dict(
+        name="gemma2-softcap", cls=Gemma2ForCausalLM, config_cls=Gemma2Config, cfg=cfg,
+        rope_theta=1e4, rope_scaling=None, classic_rope_keys=False,
+        save_dtype=torch.float32, max_shard_size=None, tokenizer="sentencepiece",
+        adapters=[
+            dict(name="alpha", r=4, lora_alpha=8, use_rslora=False, target_modules=ALL7, f16=False),
+            dict(name="beta", r=8, lora_alpha=8, use_rslora=False, target_modules=["q_proj", "v_proj", "down_proj"],
+                 f16=False),
+        ])
+
+
+def gemma3_spec():
+    # Gemma 2's features minus the soft-caps, plus q_norm/k_norm and RoPE per layer type: layer 0 sliding (window 6,
+    # local θ 1e4), layer 1 global (θ 1e6, linear scaling factor 2), as transformers 5 writes rope_parameters.
+    cfg = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, head_dim=16,
+               num_key_value_heads=2, vocab_size=768, max_position_embeddings=256, rms_norm_eps=1e-6,
+               query_pre_attn_scalar=24, sliding_window=6, layer_types=["sliding_attention", "full_attention"],
+               hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True)
+    return dict(
+        name="gemma3-local-rope", cls=Gemma3ForCausalLM, config_cls=Gemma3TextConfig, cfg=cfg,
+        rope_theta=1e6, rope_scaling=None, classic_rope_keys=False,
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}},
+        save_dtype=torch.float32, max_shard_size=None, tokenizer="sentencepiece",
+        adapters=[
+            dict(name="alpha", r=4, lora_alpha=8, use_rslora=False, target_modules=ALL7, f16=False),
+            dict(name="beta", r=8, lora_alpha=8, use_rslora=True, target_modules=["q_proj", "k_proj", "up_proj"],
+                 f16=False),
+        ])
+
+
+SPECS = (llama_spec, mistral_spec, qwen2_spec, qwen3_spec, phi3_spec, gemma2_spec, gemma3_spec)
+
+
+def rope_config(spec):
+    """RoPE keyword arguments of the config class: rope_parameters (transformers 5) or the classic keys."""
+    if spec.get("rope_parameters"):                 # per layer type (Gemma 3)
+        return dict(rope_parameters=json.loads(json.dumps(spec["rope_parameters"])))
+    if spec["rope_scaling"] is None:
+        return dict(rope_parameters={"rope_type": "default", "rope_theta": spec["rope_theta"]})
+    return dict(rope_theta=spec["rope_theta"], rope_scaling=dict(spec["rope_scaling"]))
+
+
 def lora_scale(a):
     return a["lora_alpha"] / (math.sqrt(a["r"]) if a["use_rslora"] else a["r"])
 
@@ -188,13 +318,21 @@ def init_model(model, g, tied):
     H = model.config.hidden_size
     for name, p in model.named_parameters():
         if name.endswith("norm.weight"):
-            # not all ones, so a loader that forgets the norm weight fails the test
-            p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            # not all ones, so a loader that forgets the norm weight fails the test. Gemma applies 1 + w, and its
+            # embedding x sqrt(hidden) would swamp normalized sublayer outputs of gain 1 (the model would repeat its
+            # last token whatever the adapter): its sublayer output norms get gain ~sqrt(hidden) + 1 instead.
+            offset = 1.0
+            if model.config.model_type in ("gemma2", "gemma3_text"):
+                offset = math.sqrt(H) if name.endswith(("post_attention_layernorm.weight",
+                                                        "post_feedforward_layernorm.weight")) else 0.0
+            p.copy_(offset + 0.1 * torch.randn(p.shape, generator=g))
         elif "embed_tokens" in name:
             std = LOGIT_STD / math.sqrt(H) if tied else 1.0
             p.copy_(std * torch.randn(p.shape, generator=g))
         elif name == "lm_head.weight":
             p.copy_(LOGIT_STD / math.sqrt(H) * torch.randn(p.shape, generator=g))
+        elif name.endswith(".bias"):            # Qwen2's q/k/v biases: large enough to matter
+            p.copy_(0.5 * torch.randn(p.shape, generator=g))
         elif p.dim() == 2:                      # nn.Linear [out, in]
             gain = TIED_OUT_GAIN if tied and name.endswith(("o_proj.weight", "down_proj.weight")) else 1.0
             p.copy_(gain * torch.randn(p.shape, generator=g) / math.sqrt(p.shape[1]))
@@ -224,7 +362,10 @@ def rewrite_classic_rope(config_path, rope_theta, rope_scaling):
     c = json.load(open(config_path))
     c.pop("rope_parameters", None)
     c["rope_theta"] = rope_theta
-    c["rope_scaling"] = dict(rope_scaling)
+    if rope_scaling is None:
+        c.pop("rope_scaling", None)
+    else:
+        c["rope_scaling"] = dict(rope_scaling)
     with open(config_path, "w") as f:
         json.dump(c, f, indent=2, sort_keys=True)
         f.write("\n")
@@ -241,7 +382,7 @@ def build(spec, seed, tok):
     if tok is not None:
         cfg["bos_token_id"] = tok["bos"]
         cfg["eos_token_id"] = tok["eos"]
-    config = spec["config_cls"](rope_theta=spec["rope_theta"], rope_scaling=dict(spec["rope_scaling"]), **cfg)
+    config = spec["config_cls"](**rope_config(spec), **cfg)
     torch.manual_seed(seed)
     model = spec["cls"](config).to(torch.float32)
     init_model(model, g, cfg["tie_word_embeddings"])
@@ -365,6 +506,26 @@ def check_mixed_batch(pm, prompts, cases, logits):
     return worst
 
 
+@torch.no_grad()
+def window_effect(out, prompts, cases):
+    """Max |logit difference| with the sliding window turned off, over the longest base case (prompt + greedy):
+    proves the fixture exercises the window."""
+    base = max((c for c in cases if c["adapter"] is None), key=lambda c: len(prompts[c["prompt_index"]]))
+    seq = torch.tensor([prompts[base["prompt_index"]] + base["greedy"]])
+    logits = []
+    for unlimited in (False, True):
+        m = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager")
+        if unlimited:                           # from_pretrained's kwargs do not re-derive the layers' windows
+            m.config.sliding_window = 1 << 20
+            for layer in m.model.layers:
+                if getattr(layer.self_attn, "sliding_window", None) is not None:
+                    layer.self_attn.sliding_window = 1 << 20
+        logits.append(m(input_ids=seq, use_cache=False).logits[0])
+    diff = float((logits[0] - logits[1]).abs().max())
+    assert diff > 0.1, diff
+    return diff
+
+
 def run_prompt(pm, prompt, names):
     """All cases of one prompt; returns (cases, logits, min margin, why-rejected list)."""
     cases, logits, why = [], {}, []
@@ -432,8 +593,13 @@ def compact_json(v, indent=0, width=110):
 
 
 def rope_facts(pm):
-    """inv_freq and attention scaling the reloaded transformers model really uses (after rope scaling)."""
+    """inv_freq and attention scaling the reloaded transformers model really uses (after rope scaling); per layer
+    type where the model has RoPE per layer type (Gemma 3)."""
     rot = pm.base_model.model.model.rotary_emb
+    if not hasattr(rot, "inv_freq"):
+        types = ("full_attention", "sliding_attention")
+        return ({t: [float(x) for x in getattr(rot, f"{t}_inv_freq")] for t in types},
+                {t: float(getattr(rot, f"{t}_attention_scaling")) for t in types})
     return [float(x) for x in rot.inv_freq], float(getattr(rot, "attention_scaling", 1.0))
 
 
@@ -471,21 +637,31 @@ def make(spec, start_seed):
           f"max |diff| {worst:.2e}")
 
     out = r["out"]
+    if spec["cfg"].get("use_sliding_window") or spec["cfg"].get("sliding_window"):
+        print(f"[{spec['name']}] sliding window changes the longest base case's logits by up to "
+              f"{window_effect(out, r['prompts'], r['cases']):.3f}")
     cfg_json, rope = describe_config(out)
     live = r["pm"].base_model.model.config
     # What the reloaded model actually uses for RoPE (transformers >= 5 normalizes into rope_parameters).
     live_rope = getattr(live, "rope_parameters", None) or {"rope_theta": live.rope_theta,
                                                            "rope_scaling": live.rope_scaling}
-    want = dict(spec["rope_scaling"], rope_theta=spec["rope_theta"])
-    for k, v in want.items():
-        assert live_rope.get(k) == v, (spec["name"], "reloaded rope", k, live_rope.get(k), v)
-
     inv_freq, attn_scaling = rope_facts(r["pm"])
-    head_dim = live.head_dim
-    plain = [1.0 / spec["rope_theta"] ** (2 * i / head_dim) for i in range(head_dim // 2)]
-    changed = sum(abs(a - b) > 1e-6 * b for a, b in zip(inv_freq, plain))
-    print(f"[{spec['name']}] rope scaling changed {changed}/{len(plain)} inverse frequencies")
-    assert changed > 0
+    head_dim = getattr(live, "head_dim", None) or live.hidden_size // live.num_attention_heads
+    if spec.get("rope_parameters"):
+        for layer_type, want in spec["rope_parameters"].items():
+            for k, v in want.items():
+                assert live_rope[layer_type].get(k) == v, (spec["name"], "reloaded rope", layer_type, k)
+        print(f"[{spec['name']}] rope per layer type: {live_rope}")
+    else:
+        want = dict(spec["rope_scaling"] or {"rope_type": "default"}, rope_theta=spec["rope_theta"])
+        for k, v in want.items():
+            assert live_rope.get(k) == v, (spec["name"], "reloaded rope", k, live_rope.get(k), v)
+        plain = [1.0 / spec["rope_theta"] ** (2 * i / head_dim) for i in range(head_dim // 2)]
+        changed = sum(abs(a - b) > 1e-6 * b for a, b in zip(inv_freq, plain))
+        print(f"[{spec['name']}] rope scaling changed {changed}/{len(plain)} inverse frequencies")
+        assert (changed > 0) == (spec["rope_scaling"] is not None)
+    for index, kind in enumerate(getattr(live, "layer_types", None) or []):
+        print(f"[{spec['name']}] layer {index}: {kind}, sliding_window {live.sliding_window}")
     files = sorted(os.path.relpath(os.path.join(dp, f), out) for dp, _, fs in os.walk(out) for f in fs)
     expected = {
         "generator": "scripts/make_model_fixtures.py",
@@ -530,7 +706,7 @@ def make(spec, start_seed):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=0, help="first seed to try (default 0)")
-    ap.add_argument("--only", choices=["llama-gqa", "mistral-bf16"], help="make one model only")
+    ap.add_argument("--only", choices=[spec()["name"] for spec in SPECS], help="make one model only")
     args = ap.parse_args()
     os.chdir(REPO)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -539,7 +715,7 @@ def main():
     torch.set_num_threads(1)                   # tiny ops: threads only add contention
     torch.use_deterministic_algorithms(True)
     print("versions:", json.dumps(versions()))
-    for spec in (llama_spec(), mistral_spec()):
+    for spec in (make_spec() for make_spec in SPECS):
         if args.only and spec["name"] != args.only:
             continue
         make(spec, args.seed)

@@ -181,6 +181,26 @@ public final class CPUBackend: Backend {
                    b: weight.floats, ldb: k, beta: 0, c: out.floats, ldc: n)
     }
 
+    public func addBias(x: Tensor, bias: Tensor) {
+        let width = x.rowWidth
+        precondition(bias.elementCount == width, "bias \(bias.shape) for rows of \(width)")
+        let (data, b) = (x.floats, bias.floats)
+        forEachRow(x.rows) { row in
+            for i in 0..<width { data[row * width + i] += b[i] }
+        }
+    }
+
+    public func headRMSNorm(qkv: Tensor, shape: AttentionShape, queryWeight: Tensor, keyWeight: Tensor, epsilon: Float) {
+        let (width, d, data) = (qkv.rowWidth, shape.headDim, qkv.floats)
+        // q heads then k heads sit side by side at the start of each fused row, as for RoPE.
+        forEachRow(qkv.rows) { row in
+            for head in 0..<(shape.queryHeads + shape.kvHeads) {
+                let x = data + row * width + head * d
+                Self.normalize(x, gain: (head < shape.queryHeads ? queryWeight : keyWeight).floats, width: d, epsilon: epsilon, into: x)
+            }
+        }
+    }
+
     public func rope(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, plan: StepPlan) {
         let positions = plan.cpu.positions
         let (width, half, data, frequencies) = (qkv.rowWidth, shape.headDim / 2, qkv.floats, inverseFrequencies.floats)
@@ -217,7 +237,7 @@ public final class CPUBackend: Backend {
                           out: Tensor) {
         let cpu = plan.cpu
         let (width, d, kvWidth) = (qkv.rowWidth, shape.headDim, shape.kvWidth)
-        let scale = 1 / Float(d).squareRoot()
+        let (scale, softcap) = (shape.scale, shape.softcap)
         let (keys, values, queries, output) = (cache.keys.floats, cache.values.floats, qkv.floats, out.floats)
         // One task per (row, query head); each walks its sequence's pages once for scores and once for values.
         Parallel.forEach(qkv.rows * shape.queryHeads) { task in
@@ -231,7 +251,8 @@ public final class CPUBackend: Backend {
             var maxScore = -Float.infinity
             for p in first...position {
                 let slot = layout.slot(ofPosition: p, blockTable: sequence.blockTable)
-                let score = GEMM.dot(q, keys + slot * kvWidth + kvOffset, count: d) * scale
+                var score = GEMM.dot(q, keys + slot * kvWidth + kvOffset, count: d) * scale
+                if let softcap { score = softcap * tanh(score / softcap) }
                 scores[p - first] = score
                 maxScore = max(maxScore, score)
             }
@@ -260,6 +281,31 @@ public final class CPUBackend: Backend {
             let o = output + row * half
             for i in 0..<half { o[i] = gate[i] / (1 + exp(-gate[i])) * up[i] }
         }
+    }
+
+    public func geluTanhMul(gateUp: Tensor, out: Tensor) {
+        let half = out.rowWidth
+        let (input, output) = (gateUp.floats, out.floats)
+        let root2OverPi = Float(2 / Double.pi).squareRoot()
+        forEachRow(out.rows) { row in
+            let gate = input + row * 2 * half
+            let up = gate + half
+            let o = output + row * half
+            for i in 0..<half {
+                let x = gate[i]
+                o[i] = 0.5 * x * (1 + tanh(root2OverPi * (x + 0.044715 * x * x * x))) * up[i]
+            }
+        }
+    }
+
+    public func scale(_ x: Tensor, by factor: Float) {
+        let data = x.floats
+        for i in 0..<x.elementCount { data[i] *= factor }
+    }
+
+    public func softcap(_ x: Tensor, cap: Float) {
+        let data = x.floats
+        for i in 0..<x.elementCount { data[i] = cap * tanh(data[i] / cap) }
     }
 
     public func loraShrink(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor) {

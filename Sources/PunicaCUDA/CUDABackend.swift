@@ -153,8 +153,8 @@ final class CUDAPlan: StepPlan {
         self.batch = batch
         let sections = Self.sections(batch, maxPages: maxPages, tiles: Self.tiles(batch.loraSegments, rows: 1), tileCapacity: fixed.rows)
         backend.copyToDevice(Array(sections.joined()).withUnsafeBytes { Array($0) }, buffer.address)
-        if let attentionPlan {
-            attentionPlan.refill(AttentionWork(fixedDecode: batch, shape: attentionPlan.shape, splits: fixed.attentionSplits), backend: backend)
+        for plan in attentionPlans.values {
+            plan.refill(AttentionWork(fixedDecode: batch, shape: plan.shape, splits: fixed.attentionSplits), backend: backend)
         }
     }
 
@@ -192,15 +192,16 @@ final class CUDAPlan: StepPlan {
         return (starts[0], starts[1], starts[2], starts[3], starts[4], starts[5], starts[6], starts[7])
     }
 
-    /// The step's attention work items (they depend on the head layout), built and uploaded by the first layer's
-    /// attention and reused by every other layer.
-    private var attentionPlan: CUDAAttentionPlan?
+    /// The step's attention work items (they depend on the head layout and sliding window), built and uploaded by
+    /// the first layer of each layout and reused by every other layer of it (models with sliding and global layers
+    /// have two).
+    private var attentionPlans: [AttentionShape: CUDAAttentionPlan] = [:]
 
     func attention(_ shape: AttentionShape, backend: CUDABackend) -> CUDAAttentionPlan {
-        if let plan = attentionPlan, plan.shape == shape { return plan }
+        if let plan = attentionPlans[shape] { return plan }
         let plan = fixed.map { CUDAAttentionPlan(AttentionWork(fixedDecode: batch, shape: shape, splits: $0.attentionSplits), shape: shape, backend: backend) }
             ?? CUDAAttentionPlan(batch, shape: shape, backend: backend)
-        attentionPlan = plan
+        attentionPlans[shape] = plan
         return plan
     }
 }
@@ -569,6 +570,16 @@ public final class CUDABackend: Backend {
         }
     }
 
+    public func addBias(x: Tensor, bias: Tensor) {
+        launch(AddBias(x: x.address, bias: bias.address, width: Int32(x.rowWidth)), grid: ((x.rowWidth + 255) / 256, x.rows, 1), block: 256)
+    }
+
+    public func headRMSNorm(qkv: Tensor, shape: AttentionShape, queryWeight: Tensor, keyWeight: Tensor, epsilon: Float) {
+        launch(HeadRMSNorm(qkv: qkv.address, queryWeight: queryWeight.address, keyWeight: keyWeight.address, qkvWidth: Int32(qkv.rowWidth),
+                           headDim: Int32(shape.headDim), queryHeads: Int32(shape.queryHeads), eps: epsilon),
+               grid: (qkv.rows, shape.queryHeads + shape.kvHeads, 1), block: 32)
+    }
+
     public func rope(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, plan: StepPlan) {
         let cuda = plan.cuda
         launch(Rope(qkv: qkv.address, positions: cuda.address(cuda.positions), inverseFrequencies: inverseFrequencies.address,
@@ -599,7 +610,8 @@ public final class CUDABackend: Backend {
                        partialMaxSum: items.partialMaxSum, maxPages: Int32(cuda.maxPages), qkvWidth: Int32(qkv.rowWidth),
                        queryHeads: Int32(shape.queryHeads), kvHeads: Int32(shape.kvHeads), headDim: Int32(shape.headDim),
                        pageSize: Int32(layout.pageSize), slidingWindow: Int32(shape.slidingWindow ?? 0),
-                       scaleLog2: Float(1.4426950408889634 / Double(shape.headDim).squareRoot())),
+                       scaleLog2: Float(1.4426950408889634 * Double(shape.scale)),
+                       softcapLog2: Float(1.4426950408889634 * Double(shape.softcap ?? 0))),
                    grid: (count * shape.kvHeads, 1, 1), block: AttentionKernels.threads, sharedBytes: Kernel.sharedBytes(headDim: shape.headDim))
         }
         let kernels: (rows64: any AttentionKernel.Type, rows16: any AttentionKernel.Type) = shape.headDim <= AttentionRows64.headDims.upperBound
@@ -614,6 +626,19 @@ public final class CUDABackend: Backend {
     public func siluMul(gateUp: Tensor, out: Tensor) {
         launch(SiluMul(gateUp: gateUp.address, out: out.address, halfWidth: Int32(out.rowWidth)),
                grid: ((out.rowWidth + 255) / 256, out.rows, 1), block: 256)
+    }
+
+    public func geluTanhMul(gateUp: Tensor, out: Tensor) {
+        launch(GeluTanhMul(gateUp: gateUp.address, out: out.address, halfWidth: Int32(out.rowWidth)),
+               grid: ((out.rowWidth + 255) / 256, out.rows, 1), block: 256)
+    }
+
+    public func scale(_ x: Tensor, by factor: Float) {
+        launch(Scale(x: x.address, count: UInt64(x.elementCount), factor: factor), grid: ((x.elementCount + 255) / 256, 1, 1), block: 256)
+    }
+
+    public func softcap(_ x: Tensor, cap: Float) {
+        launch(Softcap(x: x.address, count: UInt64(x.elementCount), cap: cap), grid: ((x.elementCount + 255) / 256, 1, 1), block: 256)
     }
 
     func loraTable(_ projection: LoRAProjection) -> CUDALoRATable {

@@ -11,19 +11,25 @@ extension StepPlan {
 }
 
 /// Head layout of a grouped-query attention layer.
-public struct AttentionShape: Sendable, Equatable {
+public struct AttentionShape: Sendable, Hashable {
     public let queryHeads: Int
     public let kvHeads: Int
     public let headDim: Int
     /// Keys further back than this many positions are masked (Mistral); nil attends to the whole context.
     public let slidingWindow: Int?
+    /// Scores are q·k times this: 1/√headDim, or Gemma 2's 1/√query_pre_attn_scalar.
+    public let scale: Float
+    /// Scores become softcap · tanh(score / softcap) before the softmax (Gemma 2); nil leaves them as they are.
+    public let softcap: Float?
 
-    public init(queryHeads: Int, kvHeads: Int, headDim: Int, slidingWindow: Int? = nil) {
+    public init(queryHeads: Int, kvHeads: Int, headDim: Int, slidingWindow: Int? = nil, scale: Float? = nil, softcap: Float? = nil) {
         precondition(queryHeads % kvHeads == 0, "query heads must be a multiple of KV heads")
         self.queryHeads = queryHeads
         self.kvHeads = kvHeads
         self.headDim = headDim
         self.slidingWindow = slidingWindow
+        self.scale = scale ?? 1 / Float(headDim).squareRoot()
+        self.softcap = softcap
     }
 
     public var queryWidth: Int { queryHeads * headDim }
@@ -99,6 +105,14 @@ public protocol Backend: AnyObject {
     /// Semantics: out[T, N] = x[T, K] · weight[N, K]ᵀ (weights stored as nn.Linear stores them).
     func matmul(x: Tensor, weight: Tensor, out: Tensor)
 
+    /// Semantics: x[t, :] += bias in place (a linear layer's bias, Qwen2's q|k|v). x: [T, N], bias: [N].
+    func addBias(x: Tensor, bias: Tensor)
+
+    /// Semantics: each q head and each k head of every fused q|k|v row, in place, becomes
+    /// head / sqrt(mean(head²) + epsilon) * weight, q heads with `queryWeight` and k heads with `keyWeight` (Qwen3's
+    /// q_norm and k_norm, before RoPE). v is left as it is. qkv: [T, qkvWidth], weights: [headDim].
+    func headRMSNorm(qkv: Tensor, shape: AttentionShape, queryWeight: Tensor, keyWeight: Tensor, epsilon: Float)
+
     /// Semantics: rotates the q and k heads of each fused q|k|v row in place by its position (rotate-half layout,
     /// as HF Llama): for head dims i < d/2, angle = position * inverseFrequencies[i],
     /// (x[i], x[i + d/2]) ← (x[i]·cos − x[i + d/2]·sin, x[i + d/2]·cos + x[i]·sin). qkv: [T, qkvWidth].
@@ -108,12 +122,23 @@ public protocol Backend: AnyObject {
     func appendKV(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan)
 
     /// Semantics: causal grouped-query attention of each row's q heads over its sequence's cached keys and values
-    /// at positions ≤ its own (and within the sliding window), softmax(q·kᵀ / √headDim)·v. Query head h reads KV head
+    /// at positions ≤ its own (and within the sliding window), softmax(cap(q·kᵀ · shape.scale))·v, cap(s) =
+    /// softcap · tanh(s / softcap) where the shape has a softcap and s otherwise. Query head h reads KV head
     /// h / groupSize. qkv: [T, qkvWidth], out: [T, queryWidth].
     func attention(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan, out: Tensor)
 
     /// Semantics: out[t, i] = silu(gateUp[t, i]) * gateUp[t, I + i]. gateUp: [T, 2I], out: [T, I].
     func siluMul(gateUp: Tensor, out: Tensor)
+
+    /// Semantics: out[t, i] = gelu_tanh(gateUp[t, i]) * gateUp[t, I + i] (Gemma's GeGLU), gelu_tanh(x) =
+    /// x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³))). gateUp: [T, 2I], out: [T, I].
+    func geluTanhMul(gateUp: Tensor, out: Tensor)
+
+    /// Semantics: x *= factor in place (Gemma's embedding × √hidden). x: any shape.
+    func scale(_ x: Tensor, by factor: Float)
+
+    /// Semantics: x = cap · tanh(x / cap) in place (Gemma 2's final logit soft-capping). x: any shape.
+    func softcap(_ x: Tensor, cap: Float)
 
     /// SGMV shrink. Semantics: for each LoRA segment (rows, slot) whose adapter targets this projection,
     /// v[rows, 0..<rank] = x[rows] · A[slot]ᵀ. Other rows of v are left as they are. x: [T, in], v: [T, ≥ max rank].

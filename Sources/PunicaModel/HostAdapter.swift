@@ -115,7 +115,7 @@ extension ModelConfig {
             FusedProjection.allCases.map { fused in
                 var parts: [FusedLoRAPart] = []
                 var outputOffset = 0
-                for projection in fused.parts {
+                for projection in fused.parts(self) {
                     let (outputs, inputs) = projection.weightShape(self)
                     if targets.contains(projection) {
                         parts.append(FusedLoRAPart(key: LoRATensorKey(layer: layer, projection: projection), inputs: inputs, outputs: outputs,

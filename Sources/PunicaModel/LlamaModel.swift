@@ -12,17 +12,23 @@ public final class KVCache {
     }
 }
 
-/// Weights of one decoder layer, q|k|v and gate|up fused so each is one GEMM.
+/// Weights of one decoder layer, q|k|v and gate|up fused so each is one GEMM, and the layer's head layout.
 struct LayerWeights {
+    let attention: AttentionShape   // with this layer's sliding window
+    let inverseFrequencies: Tensor  // [headDim / 2], this layer's RoPE (Gemma 3's sliding layers have their own)
     let inputNorm: Tensor   // [H]
     let qkv: Tensor         // [qWidth + 2·kvWidth, H]
+    let qkvBias: Tensor?    // [qWidth + 2·kvWidth] (Qwen2)
+    let queryKeyNorm: (query: Tensor, key: Tensor)?  // [headDim] each (Qwen3)
     let o: Tensor           // [H, qWidth]
-    let postNorm: Tensor    // [H]
+    let attentionOutputNorm: Tensor?  // [H], on o's output (Gemma 2)
+    let postNorm: Tensor    // [H], before the MLP (post_attention_layernorm; Gemma 2: pre_feedforward_layernorm)
     let gateUp: Tensor      // [2I, H]
     let down: Tensor        // [H, I]
+    let mlpOutputNorm: Tensor?  // [H], on down's output (Gemma 2)
 }
 
-/// A Llama-family decoder (Llama, Mistral) on a backend, with Punica's batched multi-LoRA forward pass.
+/// A Llama-family decoder (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 2 and 3) on a backend, with Punica's batched multi-LoRA forward pass.
 public final class LlamaModel {
     public let config: ModelConfig
     public let backend: Backend
@@ -30,7 +36,6 @@ public final class LlamaModel {
     let layers: [LayerWeights]
     let finalNorm: Tensor   // [H]
     let lmHead: Tensor      // [vocab, H]; the embedding itself when tied
-    let inverseFrequencies: Tensor  // [headDim / 2]
 
     public convenience init(directory: String, backend: Backend) throws {
         let config = try ModelConfig.load(directory: directory)
@@ -42,7 +47,13 @@ public final class LlamaModel {
         }
         try self.init(config: config, backend: backend, hasLMHead: checkpoint.contains("lm_head.weight")) { name, shape in
             let data = try checkpoint.tensor(name, shape: shape)
-            return backend.weight(from: data.bytes, dtype: data.dtype, shape: shape)
+            guard config.normWeightsAddOne && name.hasSuffix("norm.weight") else {
+                return backend.weight(from: data.bytes, dtype: data.dtype, shape: shape)
+            }
+            // Gemma's RMSNorm scales by (1 + w): folded in once, so every norm op reads a plain gain.
+            var gain = [Float](repeating: 0, count: data.elementCount)
+            HalfConversion.toFloat32(data.bytes, dtype: data.dtype, count: gain.count, into: &gain)
+            return gain.map { $0 + 1 }.withUnsafeBytes { backend.weight(from: $0.baseAddress!, dtype: .float32, shape: shape) }
         }
     }
 
@@ -68,21 +79,33 @@ public final class LlamaModel {
         self.config = config
         self.backend = backend
         embedding = try weight("model.embed_tokens.weight", [config.vocabularySize, hidden])
+        let frequencies = Dictionary(uniqueKeysWithValues: Set((0..<config.layerCount).map(config.rope(layer:))).map { rope in
+            let values = rope.inverseFrequencies(headDim: config.attention.headDim)
+            return (rope, backend.float32(values, shape: [values.count]))
+        })
         layers = try (0..<config.layerCount).map { layer in
             let prefix = "model.layers.\(layer)."
+            let headDim = config.attention.headDim
             return LayerWeights(
+                attention: config.attention(layer: layer),
+                inverseFrequencies: frequencies[config.rope(layer: layer)]!,
                 inputNorm: try weight(prefix + "input_layernorm.weight", [hidden]),
-                qkv: try projection(FusedProjection.qkv.parts, layer: layer),
-                o: try projection(FusedProjection.o.parts, layer: layer),
-                postNorm: try weight(prefix + "post_attention_layernorm.weight", [hidden]),
-                gateUp: try projection(FusedProjection.gateUp.parts, layer: layer),
-                down: try projection(FusedProjection.down.parts, layer: layer))
+                qkv: try projection(FusedProjection.qkv.parts(config), layer: layer),
+                qkvBias: config.qkvBias ? backend.concatenateRows(try FusedProjection.qkv.parts(config).map { part in
+                    try weight(part.checkpointName(layer: layer) + ".bias", [part.weightShape(config).outputs])
+                }) : nil,
+                queryKeyNorm: config.queryKeyNorm ? (try weight(prefix + "self_attn.q_norm.weight", [headDim]),
+                                                     try weight(prefix + "self_attn.k_norm.weight", [headDim])) : nil,
+                o: try projection(FusedProjection.o.parts(config), layer: layer),
+                attentionOutputNorm: config.sandwichNorms ? try weight(prefix + "post_attention_layernorm.weight", [hidden]) : nil,
+                postNorm: try weight(prefix + (config.sandwichNorms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"), [hidden]),
+                gateUp: try projection(FusedProjection.gateUp.parts(config), layer: layer),
+                down: try projection(FusedProjection.down.parts(config), layer: layer),
+                mlpOutputNorm: config.sandwichNorms ? try weight(prefix + "post_feedforward_layernorm.weight", [hidden]) : nil)
         }
         finalNorm = try weight("model.norm.weight", [hidden])
         // Tied checkpoints reuse the embedding; some also store the copy, which is then read like any weight.
         lmHead = config.tieWordEmbeddings && !hasLMHead ? embedding : try weight("lm_head.weight", [config.vocabularySize, hidden])
-        let frequencies = config.rope.inverseFrequencies(headDim: config.attention.headDim)
-        inverseFrequencies = backend.float32(frequencies, shape: [frequencies.count])
     }
 
     public func makeKVCache(layout: PageLayout) -> KVCache { KVCache(layout: layout, config: config, backend: backend) }
@@ -95,14 +118,14 @@ public final class LlamaModel {
     /// rounded up to powers of two. For sizing the KV cache around it.
     public func stepBytes(rows: Int, logitRows: Int, loraRank: Int) -> Int {
         let (hidden, attention, intermediate) = (config.hiddenSize, config.attention, config.intermediateSize)
-        let rowElements = 4 * hidden + attention.qkvWidth + attention.queryWidth + 3 * intermediate
+        let rowElements = (config.sandwichNorms ? 5 : 4) * hidden + attention.qkvWidth + attention.queryWidth + 3 * intermediate
         let elements = rows * rowElements + logitRows * (hidden + config.vocabularySize)
         return 2 * (elements * embedding.dtype.byteSize + 4 * (rows * loraRank + logitRows * config.vocabularySize))
     }
 
     /// Device bytes of one adapter of rank `rank` on every projection of every layer.
     public func adapterBytes(rank: Int) -> Int {
-        let perLayer = Projection.allCases.reduce(0) { total, projection in
+        let perLayer = Projection.of(config).reduce(0) { total, projection in
             let (outputs, inputs) = projection.weightShape(config)
             return total + rank * (inputs + outputs)
         }
@@ -124,6 +147,7 @@ public final class LlamaModel {
         let gateUp = backend.zeros([rows, 2 * config.intermediateSize])
         let activated = backend.zeros([rows, config.intermediateSize])
         let v = backend.float32Zeros([rows, max(adapters.maxRank, 1)])  // LoRA shrink output
+        let normedOutput = config.sandwichNorms ? backend.zeros([rows, hidden]) : nil
 
         // y = x·Wᵀ for every row, then each adapter's segment adds its low-rank delta (Punica's SGMV).
         func linear(_ input: Tensor, _ weight: Tensor, _ fused: FusedProjection, layer: Int, into output: Tensor) {
@@ -133,32 +157,51 @@ public final class LlamaModel {
             backend.loraExpand(v: v, projection: lora, plan: plan, y: output)
         }
 
+        // A sublayer's output as it joins the residual stream: RMS-normalized first where the layer has that norm.
+        func sublayerOutput(_ y: Tensor, norm: Tensor?) -> Tensor {
+            guard let norm, let normedOutput else { return y }
+            backend.rmsNorm(x: y, weight: norm, epsilon: eps, out: normedOutput)
+            return normedOutput
+        }
+
         backend.embedding(table: embedding, plan: plan, out: x)
+        if let factor = config.embeddingScale { backend.scale(x, by: factor) }
+        var added = projected  // what the next norm adds to x
         for (index, layer) in layers.enumerated() {
-            let kv = cache.layers[index]
+            let (kv, attention) = (cache.layers[index], layer.attention)
             if index == 0 {
                 backend.rmsNorm(x: x, weight: layer.inputNorm, epsilon: eps, out: normed)
             } else {
-                backend.addRMSNorm(residual: x, x: projected, weight: layer.inputNorm, epsilon: eps, out: normed)
+                backend.addRMSNorm(residual: x, x: added, weight: layer.inputNorm, epsilon: eps, out: normed)
             }
             linear(normed, layer.qkv, .qkv, layer: index, into: qkv)
-            backend.rope(qkv: qkv, shape: attention, inverseFrequencies: inverseFrequencies, plan: plan)
+            if let bias = layer.qkvBias { backend.addBias(x: qkv, bias: bias) }
+            if let norm = layer.queryKeyNorm {
+                backend.headRMSNorm(qkv: qkv, shape: attention, queryWeight: norm.query, keyWeight: norm.key, epsilon: eps)
+            }
+            backend.rope(qkv: qkv, shape: attention, inverseFrequencies: layer.inverseFrequencies, plan: plan)
             backend.appendKV(qkv: qkv, shape: attention, cache: kv, layout: cache.layout, plan: plan)
             backend.attention(qkv: qkv, shape: attention, cache: kv, layout: cache.layout, plan: plan, out: attended)
             linear(attended, layer.o, .o, layer: index, into: projected)
+            added = sublayerOutput(projected, norm: layer.attentionOutputNorm)
 
-            backend.addRMSNorm(residual: x, x: projected, weight: layer.postNorm, epsilon: eps, out: normed)
+            backend.addRMSNorm(residual: x, x: added, weight: layer.postNorm, epsilon: eps, out: normed)
             linear(normed, layer.gateUp, .gateUp, layer: index, into: gateUp)
-            backend.siluMul(gateUp: gateUp, out: activated)
+            switch config.activation {
+            case .silu: backend.siluMul(gateUp: gateUp, out: activated)
+            case .geluTanh: backend.geluTanhMul(gateUp: gateUp, out: activated)
+            }
             linear(activated, layer.down, .down, layer: index, into: projected)
+            added = sublayerOutput(projected, norm: layer.mlpOutputNorm)
         }
-        backend.addRMSNorm(residual: x, x: projected, weight: finalNorm, epsilon: eps, out: normed)
+        backend.addRMSNorm(residual: x, x: added, weight: finalNorm, epsilon: eps, out: normed)
 
         // Only the rows that sample a token need the vocabulary projection, the largest GEMM of a decode step.
         let last = backend.zeros([batch.logitRows.count, hidden])
         backend.gatherLogitRows(x: normed, plan: plan, out: last)
         let logits = backend.zeros([batch.logitRows.count, config.vocabularySize])
         backend.matmul(x: last, weight: lmHead, out: logits)
+        if let cap = config.finalLogitSoftcap { backend.softcap(logits, cap: cap) }
         return logits
     }
 }

@@ -90,6 +90,11 @@ public final class LoRAAdapter {
         let configPath = directory + "/adapter_config.json"
         let settings = try decodeJSON(AdapterConfig.self, from: configJSON, path: configPath)
         let targets = try settings.validatedTargets(path: configPath)
+        let projections = Projection.of(config)
+        if let foreign = Projection.allCases.first(where: { targets.contains($0) && !projections.contains($0) }) {
+            throw ModelError.unsupported(path: configPath, field: "target_modules", value: "\"\(foreign.rawValue)\"",
+                                         supported: "\(config.architecture.rawValue)'s \(projections.map(\.rawValue).joined(separator: ", "))")
+        }
         let rank = settings.r
         let scale = settings.use_rslora == true ? settings.lora_alpha / Double(rank).squareRoot() : settings.lora_alpha / Double(rank)
         guard scale.magnitude <= maxScale else {  // false for NaN too

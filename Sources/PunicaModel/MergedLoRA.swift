@@ -10,7 +10,24 @@ extension LlamaModel {
         var weights = ["model.embed_tokens.weight": embedding, "model.norm.weight": finalNorm, "lm_head.weight": lmHead]
         for (index, layer) in layers.enumerated() {
             weights["model.layers.\(index).input_layernorm.weight"] = layer.inputNorm
-            weights["model.layers.\(index).post_attention_layernorm.weight"] = layer.postNorm
+            let prefix = "model.layers.\(index)."
+            weights[prefix + (config.sandwichNorms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight")] = layer.postNorm
+            if let norm = layer.attentionOutputNorm { weights[prefix + "post_attention_layernorm.weight"] = norm }
+            if let norm = layer.mlpOutputNorm { weights[prefix + "post_feedforward_layernorm.weight"] = norm }
+            if let norm = layer.queryKeyNorm {
+                weights["model.layers.\(index).self_attn.q_norm.weight"] = norm.query
+                weights["model.layers.\(index).self_attn.k_norm.weight"] = norm.key
+            }
+            if let bias = layer.qkvBias {  // fused [q | k | v], split again by part
+                let values = backend.toHost(bias)
+                var offset = 0
+                for part in FusedProjection.qkv.parts(config) {
+                    let outputs = part.weightShape(config).outputs
+                    weights[part.checkpointName(layer: index) + ".bias"] = values[offset ..< offset + outputs]
+                        .withUnsafeBytes { backend.weight(from: $0.baseAddress!, dtype: .float32, shape: [outputs]) }
+                    offset += outputs
+                }
+            }
             for fused in FusedProjection.allCases {
                 let base = layer.weight(fused)
                 var merged = backend.toHost(base)  // [fused outputs, in]
@@ -19,7 +36,7 @@ extension LlamaModel {
                 }
                 // The binding initializer takes each part by its checkpoint name and fuses them again.
                 var offset = 0
-                for part in fused.parts {
+                for part in fused.parts(config) {
                     let (outputs, inputs) = part.weightShape(config)
                     weights[part.checkpointName(layer: index) + ".weight"] = merged[offset * inputs ..< (offset + outputs) * inputs]
                         .withUnsafeBytes { backend.weight(from: $0.baseAddress!, dtype: .float32, shape: [outputs, inputs]) }

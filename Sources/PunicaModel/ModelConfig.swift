@@ -11,8 +11,8 @@ import Foundation
 import PunicaCompute
 
 /// Rotary position embedding: base frequency and the scaling variants this project implements.
-public struct RoPE: Sendable, Equatable {
-    public enum Scaling: Sendable, Equatable {
+public struct RoPE: Sendable, Hashable {
+    public enum Scaling: Sendable, Hashable {
         case none
         /// Positions divided by `factor`.
         case linear(factor: Double)
@@ -49,21 +49,53 @@ public struct RoPE: Sendable, Equatable {
     }
 }
 
-/// What the engine needs from `config.json` of a `LlamaForCausalLM` or `MistralForCausalLM` checkpoint.
+/// What the engine needs from `config.json` of a Llama-family checkpoint (`Architecture`).
 public struct ModelConfig: Sendable {
     public enum Architecture: String, Sendable, CaseIterable {
         case llama = "LlamaForCausalLM"
         case mistral = "MistralForCausalLM"
+        case qwen2 = "Qwen2ForCausalLM"
+        case qwen3 = "Qwen3ForCausalLM"
+        case phi3 = "Phi3ForCausalLM"
+        case gemma2 = "Gemma2ForCausalLM"
+        case gemma3 = "Gemma3ForCausalLM"
     }
+
+    /// The gate's activation in the MLP: SwiGLU, or Gemma's GeGLU with tanh-approximated GELU.
+    public enum Activation: Sendable { case silu, geluTanh }
 
     public let architecture: Architecture
     public let hiddenSize: Int
     public let intermediateSize: Int
     public let layerCount: Int
+    /// The head layout every layer shares (no sliding window: that is per layer, `attention(layer:)`).
     public let attention: AttentionShape
+    /// [layerCount]: keys further back than this many positions are masked in that layer; nil attends to all.
+    public let slidingWindows: [Int?]
+    /// q, k and v projections have biases (Qwen2).
+    public let qkvBias: Bool
+    /// q and k heads are RMS-normalized over the head dim before RoPE, with weights of their own (Qwen3).
+    public let queryKeyNorm: Bool
+    /// The checkpoint stores q|k|v as `qkv_proj` and gate|up as `gate_up_proj` (Phi-3).
+    public let fusedCheckpoint: Bool
+    public let activation: Activation
+    /// Embeddings are multiplied by this (Gemma: √hidden); nil leaves them as they are.
+    public let embeddingScale: Float?
+    /// RMSNorm weights are stored as w and applied as (1 + w) (Gemma); folded into the weights when they are read.
+    public let normWeightsAddOne: Bool
+    /// Attention and MLP outputs are RMS-normalized before they join the residual stream (post_attention_layernorm,
+    /// post_feedforward_layernorm), and pre_feedforward_layernorm precedes the MLP (Gemma 2).
+    public let sandwichNorms: Bool
+    /// Attention scores are q·k times this (Gemma 2: 1/√query_pre_attn_scalar); nil is 1/√head_dim.
+    public let attentionScale: Float?
+    /// Attention scores and final logits become cap · tanh(x / cap) (Gemma 2); nil where not capped.
+    public let attentionSoftcap: Float?
+    public let finalLogitSoftcap: Float?
     public let vocabularySize: Int
     public let rmsNormEpsilon: Float
     public let rope: RoPE
+    /// RoPE of the sliding-window layers where it differs from `rope` (Gemma 3's local base); nil where it does not.
+    public let slidingRoPE: RoPE?
     public let maxPositionEmbeddings: Int
     public let tieWordEmbeddings: Bool
     public let bosTokenID: Int?
@@ -79,11 +111,18 @@ public struct ModelConfig: Sendable {
         return try! ModelConfig(raw, slidingWindow: nil, path: "(built in)")
     }
 
+    /// The head layout of one layer, with its sliding window.
+    public func attention(layer: Int) -> AttentionShape {
+        AttentionShape(queryHeads: attention.queryHeads, kvHeads: attention.kvHeads, headDim: attention.headDim,
+                       slidingWindow: slidingWindows[layer], scale: attentionScale, softcap: attentionSoftcap)
+    }
+
     /// Parameters of the base model (embedding and head counted once when tied).
     public var parameterCount: Int {
         let attention = self.attention
         let perLayer = hiddenSize * (attention.queryWidth + 2 * attention.kvWidth) + attention.queryWidth * hiddenSize
             + 3 * hiddenSize * intermediateSize + 2 * hiddenSize
+            + (qkvBias ? attention.qkvWidth : 0) + (queryKeyNorm ? 2 * attention.headDim : 0) + (sandwichNorms ? 2 * hiddenSize : 0)
         return layerCount * perLayer + vocabularySize * hiddenSize * (tieWordEmbeddings ? 1 : 2) + hiddenSize
     }
 
@@ -103,10 +142,46 @@ public struct ModelConfig: Sendable {
     /// config.json's contents; `path` names the file in errors.
     public static func parse(_ json: Data, path: String) throws -> ModelConfig {
         let file = try decodeJSON(ConfigFile.self, from: json, path: path)
-        return try ModelConfig(file.raw, slidingWindow: file.slidingWindow, path: path)
+        return try ModelConfig(file.raw, slidingWindow: file.slidingWindow, softcaps: file.softcaps, ropeByLayerType: file.ropeByLayerType,
+                               path: path)
     }
 
-    init(_ raw: RawConfig, slidingWindow: Nullable<Int>?, path: String) throws {
+    /// Sliding windows per layer. Mistral: every layer, 4096 when the key is absent, none when it is null. Phi-3:
+    /// every layer when `sliding_window` is set. Gemma: the "sliding_attention" layers of `layer_types`, else all but
+    /// every second (Gemma 2) or sixth (Gemma 3, `sliding_window_pattern`) layer. Qwen2 and Qwen3 as their configs define it: a window only with
+    /// `use_sliding_window`, on the layers `layer_types` marks "sliding_attention", or when that is absent, on
+    /// layers ≥ `max_window_layers` (default 28).
+    private static func slidingWindows(_ raw: RawConfig, architecture: Architecture, slidingWindow: Nullable<Int>?,
+                                       path: String) throws -> [Int?] {
+        let layers = raw.num_hidden_layers
+        switch architecture {
+        case .llama:
+            return Array(repeating: nil, count: layers)
+        case .mistral:
+            return Array(repeating: (slidingWindow ?? .value(4096)).value, count: layers)
+        case .phi3:
+            return Array(repeating: slidingWindow?.value, count: layers)
+        case .gemma2, .gemma3:
+            // Without layer_types: every `sliding_window_pattern`-th layer is global (Gemma 2: every other, Gemma 3: 6).
+            let window = (slidingWindow ?? .value(4096)).value
+            let pattern = architecture == .gemma2 ? 2 : raw.sliding_window_pattern ?? 6
+            guard pattern >= 1 else {
+                throw ModelError.invalidValue(path: path, field: "sliding_window_pattern", reason: "must be at least 1, found \(pattern)")
+            }
+            return try (raw.layer_types ?? (0..<layers).map { ($0 + 1) % pattern != 0 ? "sliding_attention" : "full_attention" })
+                .layerWindows(window, layers: layers, path: path)
+        case .qwen2, .qwen3:
+            let window = raw.use_sliding_window == true ? (slidingWindow ?? .value(4096)).value : nil
+            guard let types = raw.layer_types else {
+                let first = raw.max_window_layers ?? 28
+                return (0..<layers).map { $0 >= first ? window : nil }
+            }
+            return try types.layerWindows(window, layers: layers, path: path)
+        }
+    }
+
+    init(_ raw: RawConfig, slidingWindow: Nullable<Int>?, softcaps: (attention: Nullable<Double>?, final: Nullable<Double>?) = (nil, nil),
+         ropeByLayerType: [String: RawConfig.RopeParameters]? = nil, path: String) throws {
         guard let name = raw.architectures?.first ?? raw.model_type.flatMap({ Self.architectureOfModelType[$0] }) else {
             throw ModelError.invalidValue(path: path, field: "architectures", reason: "is missing (and model_type names no supported architecture)")
         }
@@ -114,10 +189,15 @@ public struct ModelConfig: Sendable {
             throw ModelError.unsupported(path: path, field: "architectures", value: "\"\(name)\"",
                                          supported: Architecture.allCases.map(\.rawValue).joined(separator: ", "))
         }
-        if let activation = raw.hidden_act, activation != "silu" {
-            throw ModelError.unsupported(path: path, field: "hidden_act", value: "\"\(activation)\"", supported: "silu")
+        // Gemma names it hidden_activation (older configs also write hidden_act).
+        let gemma = architecture == .gemma2 || architecture == .gemma3
+        let activationField = gemma && raw.hidden_activation != nil ? "hidden_activation" : "hidden_act"
+        let expectedActivation = gemma ? "gelu_pytorch_tanh" : "silu"
+        if let activation = gemma ? raw.hidden_activation ?? raw.hidden_act : raw.hidden_act, activation != expectedActivation {
+            throw ModelError.unsupported(path: path, field: activationField, value: "\"\(activation)\"", supported: expectedActivation)
         }
-        if raw.attention_bias == true || raw.mlp_bias == true {
+        // Qwen2's q/k/v biases are fixed by its architecture, whatever attention_bias says.
+        if (raw.attention_bias == true && architecture != .qwen2) || raw.mlp_bias == true {
             throw ModelError.unsupported(path: path, field: raw.attention_bias == true ? "attention_bias" : "mlp_bias",
                                          value: "true", supported: "false")
         }
@@ -133,16 +213,22 @@ public struct ModelConfig: Sendable {
         guard kvHeads > 0, raw.num_attention_heads % kvHeads == 0 else {
             throw invalid("num_key_value_heads", "(\(kvHeads)) must divide num_attention_heads (\(raw.num_attention_heads))")
         }
-        if raw.head_dim == nil, raw.hidden_size % raw.num_attention_heads != 0 {
+        if raw.head_dim == nil, !gemma, raw.hidden_size % raw.num_attention_heads != 0 {
             throw invalid("hidden_size", "(\(raw.hidden_size)) must be a multiple of num_attention_heads (\(raw.num_attention_heads)) when head_dim is not given")
         }
-        let headDim = raw.head_dim ?? raw.hidden_size / raw.num_attention_heads
+        let headDim = raw.head_dim ?? (gemma ? 256 : raw.hidden_size / raw.num_attention_heads)
         guard (1...Self.maxSize).contains(headDim), headDim % 2 == 0 else {
             throw invalid("head_dim", "must be an even number in 2...\(Self.maxSize), found \(headDim)")
         }
         // Both factors are at most 2²⁰, so the product cannot overflow.
         guard raw.num_attention_heads * headDim <= Self.maxSize else {
             throw invalid("head_dim", "× num_attention_heads (\(headDim) × \(raw.num_attention_heads)) must be at most \(Self.maxSize)")
+        }
+        let partialRotary = raw.rope_parameters?.partial_rotary_factor ?? raw.partial_rotary_factor ?? 1
+        guard partialRotary == 1 else {
+            throw ModelError.unsupported(path: path, field: raw.rope_parameters?.partial_rotary_factor != nil
+                                         ? "rope_parameters.partial_rotary_factor" : "partial_rotary_factor",
+                                         value: "\(partialRotary)", supported: "1 (RoPE over the whole head)")
         }
         let epsilon = Float(raw.rms_norm_eps ?? 1e-6)
         guard epsilon > 0, epsilon.isFinite else {
@@ -160,30 +246,78 @@ public struct ModelConfig: Sendable {
         hiddenSize = raw.hidden_size
         intermediateSize = raw.intermediate_size
         layerCount = raw.num_hidden_layers
-        // Mistral's sliding window defaults to 4096 when the key is absent; null turns it off.
-        attention = AttentionShape(queryHeads: raw.num_attention_heads, kvHeads: kvHeads, headDim: headDim,
-                                   slidingWindow: architecture == .mistral ? (slidingWindow ?? .value(4096)).value : nil)
+        attention = AttentionShape(queryHeads: raw.num_attention_heads, kvHeads: kvHeads, headDim: headDim)
+        slidingWindows = try Self.slidingWindows(raw, architecture: architecture, slidingWindow: slidingWindow, path: path)
+        qkvBias = architecture == .qwen2
+        queryKeyNorm = architecture == .qwen3 || architecture == .gemma3
+        fusedCheckpoint = architecture == .phi3
+        activation = gemma ? .geluTanh : .silu
+        embeddingScale = gemma ? Float(raw.hidden_size).squareRoot() : nil
+        normWeightsAddOne = gemma
+        sandwichNorms = gemma
+        func positive(_ value: Double?, _ field: String) throws -> Float? {
+            guard let value else { return nil }
+            guard value > 0, value.isFinite, Float(value).isNormal else { throw invalid(field, "must be a positive number, found \(value)") }
+            return Float(value)
+        }
+        let scalar = gemma ? try positive(raw.query_pre_attn_scalar ?? 256, "query_pre_attn_scalar") : nil
+        attentionScale = scalar.map { 1 / $0.squareRoot() }
+        // Gemma 2's defaults where a key is absent (Gemma 3 has none); null turns a cap off.
+        let defaultCaps: (Double?, Double?) = architecture == .gemma2 ? (50, 30) : (nil, nil)
+        attentionSoftcap = gemma ? try positive(softcaps.attention.map(\.value) ?? defaultCaps.0, "attn_logit_softcapping") : nil
+        finalLogitSoftcap = gemma ? try positive(softcaps.final.map(\.value) ?? defaultCaps.1, "final_logit_softcapping") : nil
+        if raw.use_bidirectional_attention == true {
+            throw ModelError.unsupported(path: path, field: "use_bidirectional_attention", value: "true", supported: "false (causal)")
+        }
         vocabularySize = raw.vocab_size
         rmsNormEpsilon = epsilon
         maxPositionEmbeddings = raw.max_position_embeddings ?? 4096
-        tieWordEmbeddings = raw.tie_word_embeddings ?? false
+        tieWordEmbeddings = raw.tie_word_embeddings ?? gemma
         bosTokenID = raw.bos_token_id
         eosTokenIDs = raw.eos_token_id?.values ?? []
-        rope = try Self.rope(raw, path: path)
+        if let ropeByLayerType, architecture != .gemma3 {
+            throw ModelError.unsupported(path: path, field: "rope_parameters", value: "per layer type (\(ropeByLayerType.keys.sorted()))",
+                                         supported: "one set of parameters (per layer type only for Gemma3ForCausalLM)")
+        }
+        let thetaField: String
+        switch (architecture, ropeByLayerType) {
+        case (.gemma3, let byType?):
+            // transformers 5: {"full_attention": {...}, "sliding_attention": {...}}.
+            rope = try Self.rope(byType["full_attention"], field: "rope_parameters.full_attention", theta: raw.rope_theta ?? 1e6, path: path)
+            slidingRoPE = try Self.rope(byType["sliding_attention"], field: "rope_parameters.sliding_attention",
+                                        theta: raw.rope_local_base_freq ?? 1e4, path: path)
+            thetaField = "rope_parameters.full_attention.rope_theta"
+        case (.gemma3, nil):
+            // Hub configs: rope_theta and rope_scaling for the global layers, rope_local_base_freq for the sliding ones.
+            rope = try Self.rope(raw.rope_scaling, field: "rope_scaling", theta: raw.rope_theta ?? 1e6, path: path)
+            slidingRoPE = RoPE(theta: raw.rope_local_base_freq ?? 1e4, scaling: .none)
+            thetaField = "rope_theta"
+        default:
+            let field = raw.rope_parameters != nil ? "rope_parameters" : "rope_scaling"
+            rope = try Self.rope(raw.rope_parameters ?? raw.rope_scaling, field: field, theta: raw.rope_theta ?? 10000, path: path)
+            slidingRoPE = nil
+            thetaField = raw.rope_parameters != nil ? "rope_parameters.rope_theta" : "rope_theta"
+        }
         // A tiny θ makes 1/θ^(2i/d) overflow float32; NaN or ∞ there reaches every logit.
-        guard rope.inverseFrequencies(headDim: headDim).allSatisfy(\.isFinite) else {
-            throw invalid(raw.rope_parameters != nil ? "rope_parameters.rope_theta" : "rope_theta",
-                          "(\(rope.theta)) gives non-finite rotary frequencies for head_dim \(headDim)")
+        for (field, rope) in [(thetaField, rope)] + (slidingRoPE.map { [("rope_local_base_freq", $0)] } ?? [])
+            where !(rope.theta > 0 && rope.theta.isFinite && rope.inverseFrequencies(headDim: headDim).allSatisfy(\.isFinite)) {
+            throw invalid(field, "(\(rope.theta)) gives non-finite rotary frequencies for head_dim \(headDim)")
         }
     }
 
-    private static let architectureOfModelType = ["llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"]
+    /// The RoPE of one layer: `slidingRoPE` on sliding-window layers where there is one.
+    public func rope(layer: Int) -> RoPE {
+        slidingWindows[layer] != nil ? slidingRoPE ?? rope : rope
+    }
 
-    /// Reads `rope_theta` + `rope_scaling` (classic configs) or `rope_parameters` (transformers 5).
-    private static func rope(_ raw: RawConfig, path: String) throws -> RoPE {
-        let field = raw.rope_parameters != nil ? "rope_parameters" : "rope_scaling"
-        let parameters = raw.rope_parameters ?? raw.rope_scaling
-        let theta = parameters?.rope_theta ?? raw.rope_theta ?? 10000
+    private static let architectureOfModelType = ["llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+                                                  "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM",
+                                                  "gemma2": "Gemma2ForCausalLM", "gemma3_text": "Gemma3ForCausalLM"]
+
+    /// One RoPE from `rope_scaling` (classic configs, with `theta` from rope_theta) or `rope_parameters`
+    /// (transformers 5), `field` naming it in errors.
+    private static func rope(_ parameters: RawConfig.RopeParameters?, field: String, theta fallback: Double, path: String) throws -> RoPE {
+        let theta = parameters?.rope_theta ?? fallback
         let type = parameters?.rope_type ?? parameters?.type ?? "default"
         guard theta > 0, theta.isFinite else {
             throw ModelError.invalidValue(path: path, field: parameters?.rope_theta != nil ? "\(field).rope_theta" : "rope_theta",
@@ -217,18 +351,48 @@ public struct ModelConfig: Sendable {
     }
 }
 
-/// `config.json`, plus whether `sliding_window` is absent (nil) or explicitly null (.null): synthesized decoding
-/// cannot tell those apart.
+/// `config.json`, plus whether `sliding_window` and the soft-caps are absent (nil) or explicitly null (.null):
+/// synthesized decoding cannot tell those apart; and `rope_parameters` given per layer type (Gemma 3).
 struct ConfigFile: Decodable {
     let raw: RawConfig
     let slidingWindow: Nullable<Int>?
+    let softcaps: (attention: Nullable<Double>?, final: Nullable<Double>?)
+    let ropeByLayerType: [String: RawConfig.RopeParameters]?
 
-    private enum Key: CodingKey { case sliding_window }
+    private enum Key: CodingKey { case sliding_window, attn_logit_softcapping, final_logit_softcapping, rope_parameters }
+    private enum LayerType: String, CodingKey { case full_attention, sliding_attention }
 
     init(from decoder: Decoder) throws {
         raw = try RawConfig(from: decoder)
         let container = try decoder.container(keyedBy: Key.self)
-        slidingWindow = container.contains(.sliding_window) ? try container.decode(Nullable<Int>.self, forKey: .sliding_window) : nil
+        func nullable<T: Decodable>(_ key: Key, _ type: T.Type) throws -> Nullable<T>? {
+            container.contains(key) ? try container.decode(Nullable<T>.self, forKey: key) : nil
+        }
+        slidingWindow = try nullable(.sliding_window, Int.self)
+        softcaps = (try nullable(.attn_logit_softcapping, Double.self), try nullable(.final_logit_softcapping, Double.self))
+        let rope = container.contains(.rope_parameters) ? try? container.nestedContainer(keyedBy: LayerType.self, forKey: .rope_parameters) : nil
+        if let rope, !rope.allKeys.isEmpty {
+            ropeByLayerType = try Dictionary(uniqueKeysWithValues: rope.allKeys.map { ($0.rawValue, try rope.decode(RawConfig.RopeParameters.self, forKey: $0)) })
+        } else {
+            ropeByLayerType = nil
+        }
+    }
+}
+
+extension [String] {
+    /// `layer_types` as windows: nil for "full_attention", `window` for "sliding_attention".
+    fileprivate func layerWindows(_ window: Int?, layers: Int, path: String) throws -> [Int?] {
+        guard count == layers else {
+            throw ModelError.invalidValue(path: path, field: "layer_types", reason: "has \(count) entries but num_hidden_layers is \(layers)")
+        }
+        return try map { type in
+            switch type {
+            case "full_attention": return nil
+            case "sliding_attention": return window
+            default: throw ModelError.unsupported(path: path, field: "layer_types", value: "\"\(type)\"",
+                                                  supported: "full_attention, sliding_attention")
+            }
+        }
     }
 }
 
@@ -252,6 +416,15 @@ struct RawConfig: Decodable {
     var hidden_act: String? = nil
     var attention_bias: Bool? = nil
     var mlp_bias: Bool? = nil
+    var use_sliding_window: Bool? = nil
+    var max_window_layers: Int? = nil
+    var layer_types: [String]? = nil
+    var partial_rotary_factor: Double? = nil
+    var hidden_activation: String? = nil
+    var query_pre_attn_scalar: Double? = nil
+    var sliding_window_pattern: Int? = nil
+    var rope_local_base_freq: Double? = nil
+    var use_bidirectional_attention: Bool? = nil
     var bos_token_id: Int? = nil
     var eos_token_id: OneOrMany? = nil
 
@@ -263,6 +436,7 @@ struct RawConfig: Decodable {
         var low_freq_factor: Double?
         var high_freq_factor: Double?
         var original_max_position_embeddings: Int?
+        var partial_rotary_factor: Double?
     }
 }
 

@@ -5,9 +5,11 @@ import Foundation
 #endif
 import PunicaEngine
 
-// Request bodies of the OpenAI API, with its field names. Unknown fields are ignored, as OpenAI-compatible servers do.
+// Request bodies of the OpenAI API, with its field names. Fields that change what is generated and that punica does
+// not implement are refused (`GenerationOptions.unsupported`); other unknown fields (`user`, `metadata`, `store`,
+// `service_tier`, `priority`, other servers' extensions) are ignored, as OpenAI-compatible servers do.
 
-/// Fields both generation endpoints share: OpenAI's, plus vLLM's `top_k` and `ignore_eos`.
+/// Fields both generation endpoints share: OpenAI's, plus vLLM's sampling extensions.
 struct GenerationOptions: Decodable {
     var model: String
     var max_tokens: Int?
@@ -15,12 +17,76 @@ struct GenerationOptions: Decodable {
     var temperature: Float?
     var top_p: Float?
     var top_k: Int?
+    var min_p: Float?
     var seed: Int64?
     var stop: StringOrList?
+    var stop_token_ids: [Int]?
     var n: Int?
     var stream: Bool?
     var stream_options: StreamOptions?
     var ignore_eos: Bool?
+    var presence_penalty: Float?
+    var frequency_penalty: Float?
+    var repetition_penalty: Float?
+    /// Token id (a string, as JSON keys are) → bias.
+    var logit_bias: [String: Float]?
+    var min_tokens: Int?
+    var skip_special_tokens: Bool?
+
+    /// vLLM and OpenAI fields that would change the output and that punica does not implement: refused when set
+    /// (to anything but null or false; `response_format` to anything but `{"type": "text"}`) rather than ignored.
+    static let unsupported = ["use_beam_search", "length_penalty", "early_stopping", "include_stop_str_in_output", "bad_words",
+                              "allowed_token_ids", "logits_processors", "truncate_prompt_tokens", "guided_json", "guided_regex",
+                              "guided_choice", "guided_grammar", "structured_outputs", "response_format", "prompt_embeds",
+                              "spaces_between_special_tokens", "audio", "modalities", "prediction"]
+
+    private struct TextFormat: Decodable {
+        let type: String
+    }
+
+    private struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case model, max_tokens, max_completion_tokens, temperature, top_p, top_k, min_p, seed, stop, stop_token_ids, n, stream,
+             stream_options, ignore_eos, presence_penalty, frequency_penalty, repetition_penalty, logit_bias, min_tokens,
+             skip_special_tokens
+    }
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        model = try container.decode(String.self, forKey: .model)
+        max_tokens = try container.decodeIfPresent(Int.self, forKey: .max_tokens)
+        max_completion_tokens = try container.decodeIfPresent(Int.self, forKey: .max_completion_tokens)
+        temperature = try container.decodeIfPresent(Float.self, forKey: .temperature)
+        top_p = try container.decodeIfPresent(Float.self, forKey: .top_p)
+        top_k = try container.decodeIfPresent(Int.self, forKey: .top_k)
+        min_p = try container.decodeIfPresent(Float.self, forKey: .min_p)
+        seed = try container.decodeIfPresent(Int64.self, forKey: .seed)
+        stop = try container.decodeIfPresent(StringOrList.self, forKey: .stop)
+        stop_token_ids = try container.decodeIfPresent([Int].self, forKey: .stop_token_ids)
+        n = try container.decodeIfPresent(Int.self, forKey: .n)
+        stream = try container.decodeIfPresent(Bool.self, forKey: .stream)
+        stream_options = try container.decodeIfPresent(StreamOptions.self, forKey: .stream_options)
+        ignore_eos = try container.decodeIfPresent(Bool.self, forKey: .ignore_eos)
+        presence_penalty = try container.decodeIfPresent(Float.self, forKey: .presence_penalty)
+        frequency_penalty = try container.decodeIfPresent(Float.self, forKey: .frequency_penalty)
+        repetition_penalty = try container.decodeIfPresent(Float.self, forKey: .repetition_penalty)
+        logit_bias = try container.decodeIfPresent([String: Float].self, forKey: .logit_bias)
+        min_tokens = try container.decodeIfPresent(Int.self, forKey: .min_tokens)
+        skip_special_tokens = try container.decodeIfPresent(Bool.self, forKey: .skip_special_tokens)
+        let all = try decoder.container(keyedBy: AnyKey.self)
+        for name in Self.unsupported {
+            let key = AnyKey(stringValue: name)
+            guard all.contains(key), try !all.decodeNil(forKey: key), (try? all.decode(Bool.self, forKey: key)) != false,
+                  (try? all.decode(TextFormat.self, forKey: key))?.type != "text" else { continue }
+            throw APIError.invalid(param: name, message: "`\(name)` is not supported by punica")
+        }
+    }
 
     struct StreamOptions: Decodable {
         var include_usage: Bool?
@@ -29,9 +95,20 @@ struct GenerationOptions: Decodable {
     var streams: Bool { stream ?? false }
     var includesUsage: Bool { stream_options?.include_usage ?? false }
 
+    /// The most choices (`n`) one request may ask for per prompt.
+    static let maxChoices = 16
+
+    /// `n`: choices per prompt, each its own engine request submitted with the others.
+    func choiceCount() throws(APIError) -> Int {
+        let n = n ?? 1
+        guard (1...Self.maxChoices).contains(n) else {
+            throw .invalid(param: "n", message: "`n` must be >= 1 and <= \(Self.maxChoices). Given: \(n)")
+        }
+        return n
+    }
+
     /// The engine's sampling parameters. `maxTokens` depends on the prompt, `logprobs` on the endpoint's own fields.
     func sampling(maxTokens: Int, logprobs: Int) throws(APIError) -> SamplingParameters {
-        if let n, n != 1 { throw .invalid(param: "n", message: "`n` must be 1 (one choice per request). Given: \(n)") }
         if stream_options != nil && !streams {
             throw .invalid(param: "stream_options", message: "`stream_options` is only allowed with `stream`: true")
         }
@@ -40,10 +117,23 @@ struct GenerationOptions: Decodable {
         sampling.temperature = temperature ?? sampling.temperature
         sampling.topP = top_p ?? sampling.topP
         sampling.topK = top_k ?? sampling.topK
+        sampling.minP = min_p ?? sampling.minP
         sampling.seed = seed.map { UInt64(bitPattern: $0) }
         sampling.stopStrings = stop?.values ?? []
+        sampling.stopTokenIDs = stop_token_ids ?? []
         sampling.logprobs = logprobs
         sampling.ignoreEOS = ignore_eos ?? false
+        sampling.presencePenalty = presence_penalty ?? 0
+        sampling.frequencyPenalty = frequency_penalty ?? 0
+        sampling.repetitionPenalty = repetition_penalty ?? 1
+        sampling.minTokens = min_tokens ?? 0
+        sampling.skipSpecialTokens = skip_special_tokens ?? true
+        for (key, bias) in logit_bias ?? [:] {
+            guard let token = Int(key) else {
+                throw .invalid(param: "logit_bias", message: "`logit_bias` keys must be token ids. Given: \(key.debugDescription)")
+            }
+            sampling.logitBias[token] = bias
+        }
         return sampling
     }
 
@@ -68,26 +158,71 @@ struct GenerationOptions: Decodable {
 /// `POST /v1/completions`
 struct CompletionRequest: Decodable {
     var options: GenerationOptions
-    var prompt: StringOrList
-    /// How many most likely tokens to report per generated token (OpenAI's legacy logprobs).
+    var prompts: [Prompt]
+    /// How many most likely tokens to report per token (OpenAI's legacy logprobs); with `echo`, the prompt's too.
     var logprobs: Int?
+    /// The prompt written before the completion in `text` (and its tokens in `logprobs`).
+    var echo: Bool
+    /// vLLM's: the prompt's tokens scored, with this many most likely tokens each.
+    var prompt_logprobs: Int?
+    var best_of: Int?
+    var suffix: String?
 
-    private enum CodingKeys: String, CodingKey { case prompt, logprobs }
+    /// One prompt: text, or token ids as given (lm-evaluation-harness sends those).
+    enum Prompt: Equatable {
+        case text(String)
+        case tokens([Int])
+    }
+
+    private enum CodingKeys: String, CodingKey { case prompt, logprobs, echo, prompt_logprobs, best_of, suffix }
 
     init(from decoder: any Decoder) throws {
         options = try GenerationOptions(from: decoder)
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        prompt = try container.decode(StringOrList.self, forKey: .prompt)
+        prompts = try container.decode(PromptList.self, forKey: .prompt).prompts
         logprobs = try container.decodeIfPresent(Int.self, forKey: .logprobs)
+        echo = try container.decodeIfPresent(Bool.self, forKey: .echo) ?? false
+        prompt_logprobs = try container.decodeIfPresent(Int.self, forKey: .prompt_logprobs)
+        best_of = try container.decodeIfPresent(Int.self, forKey: .best_of)
+        suffix = try container.decodeIfPresent(String.self, forKey: .suffix)
     }
 
-    /// The one prompt: a string, or a list holding one string.
-    func promptText() throws(APIError) -> String {
-        guard prompt.values.count == 1 else {
-            throw .invalid(param: "prompt", message: "`prompt` must be a string or a list of one string (send one request per prompt). "
-                           + "Given: a list of \(prompt.values.count)")
+    /// Choices per prompt: `n` returned of `bestOf` generated (the most likely by their tokens' summed logprobs, as
+    /// OpenAI's legacy `best_of` and vLLM rank them); refuses `suffix`.
+    func choicesPerPrompt() throws(APIError) -> (n: Int, bestOf: Int) {
+        if let suffix, !suffix.isEmpty {
+            throw .invalid(param: "suffix", message: "`suffix` is not supported (punica does not insert text)")
         }
-        return prompt.values[0]
+        let n = try options.choiceCount()
+        let bestOf = best_of ?? n
+        guard (n...GenerationOptions.maxChoices).contains(bestOf) else {
+            throw .invalid(param: "best_of", message: "`best_of` must be >= `n` (\(n)) and <= \(GenerationOptions.maxChoices). Given: \(bestOf)")
+        }
+        if bestOf > n && options.streams {
+            throw .invalid(param: "best_of", message: "`best_of` > `n` cannot be streamed (the choices are ranked once all are done)")
+        }
+        return (n, bestOf)
+    }
+
+    /// A `prompt`: a string, a list of strings, a list of token ids, or a list of token-id lists.
+    private struct PromptList: Decodable {
+        var prompts: [Prompt]
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if let text = try? container.decode(String.self) {
+                prompts = [.text(text)]
+            } else if let texts = try? container.decode([String].self) {
+                prompts = texts.map(Prompt.text)
+            } else if let ids = try? container.decode([Int].self) {
+                prompts = [.tokens(ids)]
+            } else if let lists = try? container.decode([[Int]].self) {
+                prompts = lists.map(Prompt.tokens)
+            } else {
+                throw FieldRule.error("must be a string, a list of strings, a list of token ids or a list of token-id lists", decoder)
+            }
+            if prompts.isEmpty { throw FieldRule.error("must hold at least one prompt", decoder) }
+        }
     }
 }
 
@@ -225,6 +360,8 @@ func engineLogprobs(_ count: Int, field: String) throws(APIError) -> Int {
 struct LoadAdapterRequest: Decodable {
     var lora_name: String
     var lora_path: String
+    /// Sent by rollout controllers; when present it must be the served model's name.
+    var base_model_name: String?
 }
 
 /// `POST /v1/unload_lora_adapter`

@@ -9,16 +9,20 @@ enum WordPattern: Sendable {
     /// Llama-3's pattern: case-insensitive contractions, a separator may lead a word, at most three digits
     /// per word, symbols keep the line breaks that follow them.
     case llama3
+    /// Qwen2's (and Qwen2.5's, Qwen3's) pattern: Llama-3's with one digit per word.
+    case qwen2
 
     static let gpt2Regex = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
     static let llama3Regex = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"#
         + #" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+    static let qwen2Regex = llama3Regex.replacing(#"\p{N}{1,3}"#, with: #"\p{N}"#)
 
-    /// The pattern whose regex source is exactly `regex`, if it is one of the two.
+    /// The pattern whose regex source is exactly `regex`, if it is one of these.
     init?(regex: String) {
         switch regex {
         case Self.gpt2Regex: self = .gpt2
         case Self.llama3Regex: self = .llama3
+        case Self.qwen2Regex: self = .qwen2
         default: return nil
         }
     }
@@ -47,10 +51,11 @@ enum WordPattern: Sendable {
                 ?? scanner.optionalSpaceThenRun(at: start, of: \.isSymbol)      //  ?[^\s\p{L}\p{N}]+
                 ?? scanner.whitespaceNotBeforeNonWhitespace(at: start)          // \s+(?!\S)
                 ?? scanner.oneOrMore(from: start, of: \.isWhitespace)           // \s+
-        case .llama3:
+        case .llama3, .qwen2:
+            let digits = self == .llama3 ? 3 : 1
             return scanner.contraction(at: start, ignoringCase: true)            // (?i:'s|'t|'re|'ve|'m|'ll|'d)
                 ?? scanner.lettersAfterOptionalSeparator(at: start)             // [^\r\n\p{L}\p{N}]?\p{L}+
-                ?? scanner.oneOrMore(from: start, of: \.isNumber).map { min($0, start + 3) } // \p{N}{1,3}
+                ?? scanner.oneOrMore(from: start, of: \.isNumber).map { min($0, start + digits) } // \p{N}{1,3} or \p{N}
                 ?? scanner.optionalSpaceThenRun(at: start, of: \.isSymbol)      //  ?[^\s\p{L}\p{N}]+[\r\n]*
                     .map { scanner.runEnd(from: $0, of: \.isLineBreak) }
                 ?? scanner.whitespaceThroughLastLineBreak(at: start)            // \s*[\r\n]+

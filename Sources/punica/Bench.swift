@@ -54,10 +54,10 @@ struct BenchForward: ParsableCommand {
         let model = LlamaModel.random(config: config, backend: backend)
         let needed = batch.map { b in popularity.map { $0.requestsPerAdapter(b).count }.max() ?? 0 }.max() ?? 0
         let adapters = (0..<needed).map {
-            LoRAAdapter.random(name: "a\($0)", rank: rank, targets: Set(Projection.allCases), config: config, backend: backend, seed: UInt64($0 + 1))
+            LoRAAdapter.random(name: "a\($0)", rank: rank, targets: Set(Projection.of(config)), config: config, backend: backend, seed: UInt64($0 + 1))
         }
         let adapterBytes = adapters.first.map { adapter in
-            Projection.allCases.reduce(0) { total, projection in
+            Projection.of(config).reduce(0) { total, projection in
                 let (outputs, inputs) = projection.weightShape(config)
                 return total + config.layerCount * adapter.rank * (outputs + inputs) * 2
             }

@@ -40,7 +40,7 @@ struct BenchEngine: AsyncParsableCommand {
             let directory = "\(cache)/\(modelOptions.model.split(separator: "/").last ?? "model")-r\(rank)-\(index)"
             if !FileManager.default.fileExists(atPath: directory + "/adapter_model.safetensors") {
                 try LoRAAdapter.writeRandom(to: directory, config: model.config, rank: rank, alpha: Double(2 * rank),
-                                            targets: Projection.allCases, seed: UInt64(index + 1))
+                                            targets: Projection.of(model.config), seed: UInt64(index + 1))
             }
             return directory
         }

@@ -146,7 +146,7 @@ struct BenchTextgen: AsyncParsableCommand {
         }
         let random = LlamaModel.random(config: shape.config, backend: model.backend)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("punica-textgen-\(shape.rawValue)-r\(rank)").path
-        try LoRAAdapter.writeRandom(to: directory, config: shape.config, rank: rank, alpha: Double(rank), targets: Projection.allCases, seed: seed)
+        try LoRAAdapter.writeRandom(to: directory, config: shape.config, rank: rank, alpha: Double(rank), targets: Projection.of(shape.config), seed: seed)
         return (random, tokenizer, [("random-r\(rank)", directory)])
     }
 }

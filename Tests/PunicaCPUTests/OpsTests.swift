@@ -34,6 +34,61 @@ import TestSupport
         #expect(closeMismatch(backend.toHost(out), reference(sum), atol: 1e-5, rtol: 1e-5) == nil)
     }
 
+    @Test func geluTanhMulScaleAndSoftcap() {
+        var random = SplitMix64(seed: 10)
+        let (rows, half) = (3, 19)
+        let gateUp = random.floats(rows * 2 * half, scale: 4)
+        let out = backend.zeros([rows, half])
+        backend.geluTanhMul(gateUp: tensor(gateUp, [rows, 2 * half]), out: out)
+        let expected = (0..<rows * half).map { index -> Float in
+            let (row, i) = index.quotientAndRemainder(dividingBy: half)
+            let x = Double(gateUp[row * 2 * half + i])
+            return Float(0.5 * x * (1 + tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x))) * Double(gateUp[row * 2 * half + half + i]))
+        }
+        #expect(closeMismatch(backend.toHost(out), expected, atol: 1e-5, rtol: 1e-5) == nil)
+
+        let x = random.floats(40, scale: 30)
+        let scaled = tensor(x, [4, 10])
+        backend.scale(scaled, by: 8)
+        #expect(backend.toHost(scaled) == x.map { $0 * 8 })
+        backend.softcap(scaled, cap: 30)
+        #expect(closeMismatch(backend.toHost(scaled), x.map { Float(30 * tanh(Double($0 * 8) / 30)) }, atol: 1e-5, rtol: 1e-5) == nil)
+        #expect(backend.toHost(scaled).allSatisfy { abs($0) < 30 })
+    }
+
+    @Test func addBias() {
+        var random = SplitMix64(seed: 7)
+        let (rows, width) = (5, 23)
+        let x = random.floats(rows * width, scale: 2), bias = random.floats(width)
+        let out = tensor(x, [rows, width])
+        backend.addBias(x: out, bias: tensor(bias, [width]))
+        #expect(backend.toHost(out) == x.indices.map { x[$0] + bias[$0 % width] })
+    }
+
+    /// Each q and k head normalized with its own weight; v untouched.
+    @Test func headRMSNormOfQueryAndKeyHeads() {
+        var random = SplitMix64(seed: 8)
+        let shape = AttentionShape(queryHeads: 4, kvHeads: 2, headDim: 6)
+        let (rows, width, eps): (Int, Int, Float) = (5, shape.qkvWidth, 1e-6)
+        let qkv = random.floats(rows * width, scale: 3), queryGain = random.floats(shape.headDim), keyGain = random.floats(shape.headDim)
+        var expected = qkv
+        for row in 0..<rows {
+            for head in 0..<(shape.queryHeads + shape.kvHeads) {
+                let start = row * width + head * shape.headDim
+                let slice = qkv[start ..< start + shape.headDim].map(Double.init)
+                let inverse = 1 / (slice.reduce(0) { $0 + $1 * $1 } / Double(shape.headDim) + Double(eps)).squareRoot()
+                let gain = head < shape.queryHeads ? queryGain : keyGain
+                for i in 0..<shape.headDim { expected[start + i] = Float(slice[i] * inverse * Double(gain[i])) }
+            }
+        }
+        let out = tensor(qkv, [rows, width])
+        backend.headRMSNorm(qkv: out, shape: shape, queryWeight: tensor(queryGain, [shape.headDim]),
+                            keyWeight: tensor(keyGain, [shape.headDim]), epsilon: eps)
+        #expect(closeMismatch(backend.toHost(out), expected, atol: 1e-5, rtol: 1e-5) == nil)
+        let v = (0..<rows).flatMap { row in (row * width + shape.queryWidth + shape.kvWidth ..< (row + 1) * width) }
+        #expect(v.map { backend.toHost(out)[$0] } == v.map { qkv[$0] }, "v is left as it is")
+    }
+
     @Test func siluMul() {
         var random = SplitMix64(seed: 2)
         let (rows, half) = (3, 19)
@@ -49,11 +104,13 @@ import TestSupport
     }
 
     /// Three sequences at different stages (prefill from scratch, a prefill chunk after cached tokens, decode),
-    /// pages shuffled, GQA 4:2: rope → append → attention equals dense causal attention over the whole history.
-    @Test(arguments: [nil, 3] as [Int?])
-    func pagedAttentionMatchesDenseCausalAttention(slidingWindow: Int?) {
+    /// pages shuffled, GQA 4:2: rope → append → attention equals dense causal attention over the whole history;
+    /// with and without a sliding window, and with Gemma 2's score scale and soft-cap.
+    @Test(arguments: [(nil, false), (3, false), (3, true)] as [(Int?, Bool)])
+    func pagedAttentionMatchesDenseCausalAttention(slidingWindow: Int?, scaledAndCapped: Bool) {
         var random = SplitMix64(seed: 3)
-        let shape = AttentionShape(queryHeads: 4, kvHeads: 2, headDim: 8, slidingWindow: slidingWindow)
+        let shape = AttentionShape(queryHeads: 4, kvHeads: 2, headDim: 8, slidingWindow: slidingWindow,
+                                   scale: scaledAndCapped ? 0.6 : nil, softcap: scaledAndCapped ? 0.8 : nil)
         let layout = PageLayout(pageSize: 2, pageCount: 16)
         let frequencies = (0..<shape.headDim / 2).map { Float(1 / pow(100.0, Double(2 * $0) / Double(shape.headDim))) }
         let cache = KVCacheLayer(keys: backend.zeros([16, 2, 2, 8]), values: backend.zeros([16, 2, 2, 8]))
@@ -107,7 +164,7 @@ import TestSupport
         }
     }
 
-    /// softmax(q·kᵀ/√d)·v over the given (rotated) rows, the last being the query's own position.
+    /// softmax(cap(q·kᵀ · scale))·v over the given (rotated) rows, the last being the query's own position.
     private func attentionReference(query: [Float], keysAndValues: [[Float]], shape: AttentionShape) -> [Float] {
         let d = shape.headDim
         let position = keysAndValues.count - 1
@@ -117,7 +174,8 @@ import TestSupport
             let q = query[head * d ..< (head + 1) * d].map(Double.init)
             let keyOffset = shape.queryWidth + kvHead * d, valueOffset = shape.queryWidth + shape.kvWidth + kvHead * d
             let scores = (first...position).map { p in
-                (0..<d).reduce(0.0) { $0 + q[$1] * Double(keysAndValues[p][keyOffset + $1]) } / Double(d).squareRoot()
+                let score = (0..<d).reduce(0.0) { $0 + q[$1] * Double(keysAndValues[p][keyOffset + $1]) } * Double(shape.scale)
+                return shape.softcap.map { Double($0) * tanh(score / Double($0)) } ?? score
             }
             let maxScore = scores.max()!
             let weights = scores.map { exp($0 - maxScore) }

@@ -16,7 +16,7 @@ import TestSupport
         let directory = Fixtures.path("models/llama-gqa")
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("punica-adapters-\(UUID().uuidString)").path
         var adapters = ["alpha", "beta", "gamma"].map { ($0, "\(directory)/adapters/\($0)") }
-        let targetSets: [[Projection]] = [[.q, .v], [.gate, .up, .down], Projection.allCases, [.o], [.k, .down]]
+        let targetSets: [[Projection]] = [[.q, .v], [.gate, .up, .down], [.q, .k, .v, .o, .gate, .up, .down], [.o], [.k, .down]]
         for (index, targets) in targetSets.enumerated() {
             let path = "\(scratch)/random\(index)"
             try LoRAAdapter.writeRandom(to: path, config: ModelConfig.load(directory: directory), rank: [2, 4, 8, 16, 3][index],

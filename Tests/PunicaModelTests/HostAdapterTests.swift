@@ -92,10 +92,10 @@ import TestSupport
             for fused in FusedProjection.allCases {
                 let entry = try #require(host.layout[layer][fused.rawValue])
                 let weights = try #require(device.weights[layer][fused.rawValue])
-                let stackedA = fused.parts.flatMap { fileValues(layer, $0, "lora_A") }
+                let stackedA = fused.parts(config).flatMap { fileValues(layer, $0, "lora_A") }
                 #expect(slab(entry.a) == stackedA && backend.toHost(weights.a) == stackedA)
-                #expect(entry.a.shape == [fused.parts.count * 4, fused.parts[0].weightShape(config).inputs])
-                for (index, (piece, projection)) in zip(entry.pieces, fused.parts).enumerated() {
+                #expect(entry.a.shape == [fused.parts(config).count * 4, fused.parts(config)[0].weightShape(config).inputs])
+                for (index, (piece, projection)) in zip(entry.pieces, fused.parts(config)).enumerated() {
                     let b = fileValues(layer, projection, "lora_B")
                     #expect(slab(piece.b) == b && backend.toHost(weights.pieces[index].b) == b)
                     #expect(piece.rankOffset == index * 4 && weights.pieces[index].rankOffset == index * 4)

@@ -338,6 +338,20 @@ import TestSupport
         #expect(error.description.contains("target_modules") && error.description.contains(target))
     }
 
+    /// Phi-3's fused modules on a Llama model, and Llama's separate ones on a Phi-3 model.
+    @Test(arguments: ["qkv_proj", "gate_up_proj"])
+    func targetsOfAnotherArchitectureAreRefused(target: String) throws {
+        try writeAdapter { $0["target_modules"] = ["q_proj", target] }
+        guard case let .unsupported(_, field, value, supported)? = loadAdapter() else { Issue.record("expected a refusal"); return }
+        #expect(field == "target_modules" && value.contains(target) && supported.contains("LlamaForCausalLM"), "\(supported)")
+
+        let phi3 = try ModelConfig.load(directory: Fixtures.path("models/phi3-fused"))
+        try LoRAAdapter.writeRandom(to: adapterDirectory, config: phi3, rank: 2, alpha: 2, targets: [.o, .q], seed: 1)
+        let refused = loadError { _ = try LoRAAdapter(name: "a", directory: adapterDirectory, config: phi3, backend: backend) }
+        guard case let .unsupported(_, "target_modules", value, supported)? = refused else { Issue.record("expected a refusal"); return }
+        #expect(value.contains("q_proj") && supported == "Phi3ForCausalLM's qkv_proj, o_proj, gate_up_proj, down_proj")
+    }
+
     @Test func regexTargetModulesAreRefused() throws {
         try writeAdapter { $0["target_modules"] = ".*proj" }
         guard case .unsupported(_, "target_modules", _, _)? = loadAdapter() else { Issue.record("expected a refusal"); return }

@@ -52,7 +52,7 @@ public enum RandomModel {
         for layer in 0..<shape.layerCount {
             add("model.layers.\(layer).input_layernorm.weight", [hidden], scale: 1)
             add("model.layers.\(layer).post_attention_layernorm.weight", [hidden], scale: 1)
-            for projection in Projection.allCases {
+            for projection in Projection.of(modelConfig) {
                 let (outputs, inputs) = projection.weightShape(modelConfig)
                 add(projection.checkpointName(layer: layer) + ".weight", [outputs, inputs], scale: 1 / Float(inputs).squareRoot())
             }

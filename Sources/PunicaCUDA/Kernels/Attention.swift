@@ -11,6 +11,7 @@ struct AttentionTiles<Kernel: AttentionKernel>: KernelParameters {
     var maxPages: Int32 = 0, qkvWidth: Int32 = 0, queryHeads: Int32 = 0, kvHeads: Int32 = 0, headDim: Int32 = 0, pageSize: Int32 = 0
     var slidingWindow: Int32 = 0
     var scaleLog2: Float = 0
+    var softcapLog2: Float = 0
 }
 
 /// One tile kernel of attention.cu: query rows per tile, the head dims it serves, and its shared memory.

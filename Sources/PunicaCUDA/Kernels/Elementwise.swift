@@ -31,6 +31,39 @@ struct SiluMul: KernelParameters {
     var halfWidth: Int32 = 0
 }
 
+struct GeluTanhMul: KernelParameters {
+    static let kernel = "gelu_tanh_mul"
+    var gateUp: UInt64 = 0, out: UInt64 = 0
+    var halfWidth: Int32 = 0
+}
+
+struct Scale: KernelParameters {
+    static let kernel = "scale"
+    var x: UInt64 = 0
+    var count: UInt64 = 0
+    var factor: Float = 0
+}
+
+struct Softcap: KernelParameters {
+    static let kernel = "softcap"
+    var x: UInt64 = 0
+    var count: UInt64 = 0
+    var cap: Float = 0
+}
+
+struct AddBias: KernelParameters {
+    static let kernel = "add_bias"
+    var x: UInt64 = 0, bias: UInt64 = 0
+    var width: Int32 = 0
+}
+
+struct HeadRMSNorm: KernelParameters {
+    static let kernel = "head_rms_norm"
+    var qkv: UInt64 = 0, queryWeight: UInt64 = 0, keyWeight: UInt64 = 0
+    var qkvWidth: Int32 = 0, headDim: Int32 = 0, queryHeads: Int32 = 0
+    var eps: Float = 0
+}
+
 struct Rope: KernelParameters {
     static let kernel = "rope"
     var qkv: UInt64 = 0, positions: UInt64 = 0, inverseFrequencies: UInt64 = 0

@@ -50,7 +50,8 @@ struct AttentionArgs {
     float* partial_acc;      // [slots, head_dim]
     float* partial_max_sum;  // [slots, 2], max in log2 units
     int max_pages, qkv_width, query_heads, kv_heads, head_dim, page_size, sliding_window;
-    float scale_log2;        // log2(e) / sqrt(head_dim)
+    float scale_log2;        // log2(e) · scale (1 / sqrt(head_dim) unless the model says otherwise)
+    float softcap_log2;      // log2(e) · softcap: scores become softcap · tanh(score / softcap) (Gemma 2); 0: none
 };
 
 #define THREADS 128
@@ -179,7 +180,10 @@ __device__ __forceinline__ void attention_tile(const AttentionArgs& a) {
             for (int e = 0; e < 4; ++e) {
                 const int key = thread_key + 8 * j + e % 2, query = query_position[e / 2];
                 const bool visible = !masked || (key < item.kv_end && key <= query && (a.sliding_window == 0 || key > query - a.sliding_window));
-                s[j][e] = visible ? s[j][e] * a.scale_log2 : NEG_INF;
+                // In log2 units cap · tanh(s / cap) is cap₂ · tanh(s₂ / cap₂). The branch is uniform over the grid.
+                const float score = a.softcap_log2 > 0.f ? a.softcap_log2 * tanhf(s[j][e] * a.scale_log2 / a.softcap_log2)
+                                                         : s[j][e] * a.scale_log2;
+                s[j][e] = visible ? score : NEG_INF;
             }
         }
 
@@ -298,10 +302,10 @@ extern "C" __global__ void attention_rows64(
         const scalar_t* __restrict__ qkv, const scalar_t* __restrict__ keys, const scalar_t* __restrict__ values,
         const AttentionItem* __restrict__ items, const int* __restrict__ block_tables, scalar_t* __restrict__ out,
         float* __restrict__ partial_acc, float* __restrict__ partial_max_sum, int max_pages, int qkv_width, int query_heads,
-        int kv_heads, int head_dim, int page_size, int sliding_window, float scale_log2) {
+        int kv_heads, int head_dim, int page_size, int sliding_window, float scale_log2, float softcap_log2) {
     wait_for_previous_kernel();
     attention_tiles<4>({qkv, keys, values, items, block_tables, out, partial_acc, partial_max_sum, max_pages, qkv_width, query_heads, kv_heads,
-                  head_dim, page_size, sliding_window, scale_log2});
+                  head_dim, page_size, sliding_window, scale_log2, softcap_log2});
 }
 
 // Head dims ≤ 128, 16-row query tiles. Dynamic shared memory: (16 + 4 · 64) · (padded head dim + 8) · 2 bytes.
@@ -309,10 +313,10 @@ extern "C" __global__ void attention_rows16(
         const scalar_t* __restrict__ qkv, const scalar_t* __restrict__ keys, const scalar_t* __restrict__ values,
         const AttentionItem* __restrict__ items, const int* __restrict__ block_tables, scalar_t* __restrict__ out,
         float* __restrict__ partial_acc, float* __restrict__ partial_max_sum, int max_pages, int qkv_width, int query_heads,
-        int kv_heads, int head_dim, int page_size, int sliding_window, float scale_log2) {
+        int kv_heads, int head_dim, int page_size, int sliding_window, float scale_log2, float softcap_log2) {
     wait_for_previous_kernel();
     attention_tiles<1>({qkv, keys, values, items, block_tables, out, partial_acc, partial_max_sum, max_pages, qkv_width, query_heads, kv_heads,
-                  head_dim, page_size, sliding_window, scale_log2});
+                  head_dim, page_size, sliding_window, scale_log2, softcap_log2});
 }
 
 // Head dims 129–256, 64-row query tiles of 32-key tiles. Dynamic shared memory: (64 + 4 · 32) · 264 · 2 bytes.
@@ -320,10 +324,10 @@ extern "C" __global__ void attention_rows64_d256(
         const scalar_t* __restrict__ qkv, const scalar_t* __restrict__ keys, const scalar_t* __restrict__ values,
         const AttentionItem* __restrict__ items, const int* __restrict__ block_tables, scalar_t* __restrict__ out,
         float* __restrict__ partial_acc, float* __restrict__ partial_max_sum, int max_pages, int qkv_width, int query_heads,
-        int kv_heads, int head_dim, int page_size, int sliding_window, float scale_log2) {
+        int kv_heads, int head_dim, int page_size, int sliding_window, float scale_log2, float softcap_log2) {
     wait_for_previous_kernel();
     attention_tile<256, 4>({qkv, keys, values, items, block_tables, out, partial_acc, partial_max_sum, max_pages, qkv_width, query_heads, kv_heads,
-                  head_dim, page_size, sliding_window, scale_log2});
+                  head_dim, page_size, sliding_window, scale_log2, softcap_log2});
 }
 
 // Head dims 129–256, 16-row query tiles. Dynamic shared memory: (16 + 4 · 64) · 264 · 2 bytes.
@@ -331,10 +335,10 @@ extern "C" __global__ void attention_rows16_d256(
         const scalar_t* __restrict__ qkv, const scalar_t* __restrict__ keys, const scalar_t* __restrict__ values,
         const AttentionItem* __restrict__ items, const int* __restrict__ block_tables, scalar_t* __restrict__ out,
         float* __restrict__ partial_acc, float* __restrict__ partial_max_sum, int max_pages, int qkv_width, int query_heads,
-        int kv_heads, int head_dim, int page_size, int sliding_window, float scale_log2) {
+        int kv_heads, int head_dim, int page_size, int sliding_window, float scale_log2, float softcap_log2) {
     wait_for_previous_kernel();
     attention_tile<256, 1>({qkv, keys, values, items, block_tables, out, partial_acc, partial_max_sum, max_pages, qkv_width, query_heads, kv_heads,
-                  head_dim, page_size, sliding_window, scale_log2});
+                  head_dim, page_size, sliding_window, scale_log2, softcap_log2});
 }
 
 // A query tile whose keys were split: `splits` items wrote partial slots partial + s · kv_heads · rows + kv_head · rows + r.

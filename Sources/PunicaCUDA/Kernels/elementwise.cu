@@ -98,6 +98,55 @@ extern "C" __global__ void silu_mul(const scalar_t* __restrict__ gate_up, scalar
     from_float(&out[row * half_width + i], gate / (1.f + __expf(-gate)) * up);
 }
 
+// out[t, i] = gelu_tanh(gate_up[t, i]) * gate_up[t, I + i] (Gemma's GeGLU). grid: (ceil(I / 256), T), block: 256.
+extern "C" __global__ void gelu_tanh_mul(const scalar_t* __restrict__ gate_up, scalar_t* __restrict__ out, int half_width) {
+    wait_for_previous_kernel();
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= half_width) return;
+    const size_t row = blockIdx.y;
+    const float x = to_float(gate_up[row * 2 * half_width + i]);
+    const float up = to_float(gate_up[row * 2 * half_width + half_width + i]);
+    from_float(&out[row * half_width + i], 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))) * up);
+}
+
+// x[i] *= factor in place. grid: ceil(count / 256), block: 256.
+extern "C" __global__ void scale(scalar_t* x, size_t count, float factor) {
+    wait_for_previous_kernel();
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) from_float(&x[i], to_float(x[i]) * factor);
+}
+
+// x[i] = cap * tanh(x[i] / cap) in place. grid: ceil(count / 256), block: 256.
+extern "C" __global__ void softcap(scalar_t* x, size_t count, float cap) {
+    wait_for_previous_kernel();
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) from_float(&x[i], cap * tanhf(to_float(x[i]) / cap));
+}
+
+// x[t, i] += bias[i] in place. grid: (ceil(width / 256), T), block: 256.
+extern "C" __global__ void add_bias(scalar_t* __restrict__ x, const scalar_t* __restrict__ bias, int width) {
+    wait_for_previous_kernel();
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= width) return;
+    scalar_t* element = x + (size_t)blockIdx.y * width + i;
+    from_float(element, to_float(*element) + to_float(bias[i]));
+}
+
+// Each q and k head of a fused q|k|v row, in place: head / sqrt(mean(head²) + eps) * weight (q heads first, then k).
+// The normalized value is rounded to scalar_t before the weight multiplies it, as HF's RMSNorm does.
+// grid: (T, query heads + kv heads), block: 32, one warp per head.
+extern "C" __global__ void head_rms_norm(scalar_t* __restrict__ qkv, const scalar_t* __restrict__ query_weight,
+                                         const scalar_t* __restrict__ key_weight, int qkv_width, int head_dim, int query_heads,
+                                         float eps) {
+    wait_for_previous_kernel();
+    scalar_t* x = qkv + (size_t)blockIdx.x * qkv_width + (size_t)blockIdx.y * head_dim;
+    const scalar_t* weight = (int)blockIdx.y < query_heads ? query_weight : key_weight;
+    float squares = 0.f;
+    for (int i = threadIdx.x; i < head_dim; i += 32) squares += to_float(x[i]) * to_float(x[i]);
+    const float inverse = rsqrtf(warp_sum(squares) / head_dim + eps);
+    for (int i = threadIdx.x; i < head_dim; i += 32) from_float(&x[i], round_to_scalar(to_float(x[i]) * inverse) * to_float(weight[i]));
+}
+
 // Rotates the q and k heads of each fused q|k|v row by its position (rotate-half layout).
 // grid: (T, rotated heads), block: head_dim / 2, one rotated pair per thread.
 extern "C" __global__ void rope(scalar_t* __restrict__ qkv, const int* __restrict__ positions,
