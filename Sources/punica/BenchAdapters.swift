@@ -40,7 +40,7 @@ struct BenchAdapters: ParsableCommand {
             let directory = "\(cache)/\(label)-r\(rank)-\(index)"
             if !FileManager.default.fileExists(atPath: directory + "/adapter_model.safetensors") {
                 try LoRAAdapter.writeRandom(to: directory, config: config, rank: rank, alpha: Double(2 * rank),
-                                            targets: Projection.allCases, seed: UInt64(index + 1))
+                                            targets: Projection.of(config), seed: UInt64(index + 1))
             }
             return directory
         }

@@ -76,7 +76,7 @@ import TestSupport
         let backend = CPUBackend()
         let host = try HostAdapter(name: "alpha", directory: directory + "/adapters/alpha", config: config, backend: backend)
         let file = try SafeTensorsFile(path: directory + "/adapters/alpha/adapter_model.safetensors")
-        #expect(host.rank == 4 && host.scale == 2 && host.targets == Set(Projection.allCases))
+        #expect(host.rank == 4 && host.scale == 2 && host.targets == Set(FusedProjection.allCases.flatMap { $0.parts(config) }))
         func fileValues(_ layer: Int, _ projection: Projection, _ matrix: String) -> [Float] {
             let tensor = file.tensor("base_model.model.\(projection.checkpointName(layer: layer)).\(matrix).weight")!
             return (0..<tensor.elementCount).map { tensor.value(at: $0) * (matrix == "lora_B" ? host.scale : 1) }
