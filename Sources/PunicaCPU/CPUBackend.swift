@@ -68,7 +68,9 @@ extension StepPlan {
 public final class CPUBackend: Backend {
     public init() {}
 
-    public var name: String { "cpu (\(BLAS.library?.name ?? "Swift GEMM"), \(Parallel.threadCount) threads)" }
+    public var name: String {
+        "cpu (\(VectorKernels.active.name) kernels, \(BLAS.library?.name ?? "built-in GEMM"), \(Parallel.threadCount) threads)"
+    }
 
     // MARK: Memory
 
@@ -146,7 +148,7 @@ public final class CPUBackend: Backend {
 
     private static func normalize(_ x: UnsafeMutablePointer<Float>, gain: UnsafeMutablePointer<Float>, width: Int,
                                   epsilon: Float, into out: UnsafeMutablePointer<Float>) {
-        let meanSquare = GEMM.dot(x, x, count: width) / Float(width)
+        let meanSquare = VectorKernels.active.dot(x, x, width) / Float(width)
         let inverse = 1 / (meanSquare + epsilon).squareRoot()
         for i in 0..<width { out[i] = x[i] * inverse * gain[i] }
     }
@@ -196,6 +198,7 @@ public final class CPUBackend: Backend {
         let (width, d, kvWidth) = (qkv.rowWidth, shape.headDim, shape.kvWidth)
         let scale = 1 / Float(d).squareRoot()
         let (keys, values, queries, output) = (cache.keys.floats, cache.values.floats, qkv.floats, out.floats)
+        let kernels = VectorKernels.active
         // One task per (row, query head); each walks its sequence's pages once for scores and once for values.
         Parallel.forEach(qkv.rows * shape.queryHeads) { task in
             let (row, head) = task.quotientAndRemainder(dividingBy: shape.queryHeads)
@@ -208,7 +211,7 @@ public final class CPUBackend: Backend {
             var maxScore = -Float.infinity
             for p in first...position {
                 let slot = layout.slot(ofPosition: p, blockTable: sequence.blockTable)
-                let score = GEMM.dot(q, keys + slot * kvWidth + kvOffset, count: d) * scale
+                let score = kernels.dot(q, keys + slot * kvWidth + kvOffset, d) * scale
                 scores[p - first] = score
                 maxScore = max(maxScore, score)
             }
@@ -221,9 +224,7 @@ public final class CPUBackend: Backend {
             o.update(repeating: 0, count: d)
             for p in first...position {
                 let slot = layout.slot(ofPosition: p, blockTable: sequence.blockTable)
-                let weight = scores[p - first] / total
-                let v = values + slot * kvWidth + kvOffset
-                for i in 0..<d { o[i] += weight * v[i] }
+                kernels.axpy(d, scores[p - first] / total, values + slot * kvWidth + kvOffset, o)
             }
         }
     }

@@ -3,13 +3,15 @@ import Testing
 import TestSupport
 @testable import PunicaCPU
 
-/// Implementations under test: always the Swift one, plus BLAS when a library is installed.
-private let implementations: [GEMM.Implementation] = [.swift] + (BLAS.library.map { [.blas($0)] } ?? [])
+/// Implementations under test: the built-in one with every kernel variant this CPU runs (the Swift reference
+/// included), plus BLAS when a library is installed.
+private let implementations: [GEMM.Implementation] = VectorKernels.supported.map(GEMM.Implementation.builtin)
+    + (BLAS.library.map { [.blas($0)] } ?? [])
 
 extension GEMM.Implementation: CustomTestStringConvertible {
     public var testDescription: String {
         switch self {
-        case .swift: "swift"
+        case .builtin(let kernels): "built-in \(kernels.name)"
         case .blas(let library): "blas \(library.name)"
         }
     }
