@@ -1,3 +1,5 @@
+import PunicaCompute
+
 /// Single-precision matrix multiply: the one entry point the CPU backend uses for every product.
 ///
 /// Semantics: C[m,n] = alpha * op(A)[m,k] · op(B)[k,n] + beta * C, all row-major with leading dimensions.
@@ -70,8 +72,8 @@ enum GEMM {
                 rankUpdate(a: a, lda: lda, b: b, ldb: ldb, m: m, n: n, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc,
                            kernels: kernels)
             } else if isSkinny(m: m, transA: transA, lda: lda, transB: transB) {
-                skinny(x: a, ldx: lda, rows: m, w: b, ldw: ldb, n: n, k: k, alpha: alpha, beta: beta, y: c, ldy: ldc,
-                       kernels: kernels)
+                skinny(x: a, ldx: lda, rows: m, w: .float32(b), ldw: ldb, n: n, k: k, alpha: alpha, beta: beta, y: c,
+                       ldy: ldc, kernels: kernels)
             } else {
                 packedProduct(MatrixView(a, ld: lda, transposed: transA), MatrixView(b, ld: ldb, transposed: transB),
                               m: m, n: n, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc, kernels: kernels)
@@ -270,32 +272,62 @@ extension GEMM {
 // MARK: - Decode products
 
 extension GEMM {
+    /// W of a decode product: each row `ldw` elements apart.
+    enum WeightRows {
+        case float32(UnsafePointer<Float>)
+        case bfloat16(UnsafePointer<UInt16>)
+    }
+
+    /// y[m, n] = x[m, k]·Wᵀ (rows of x contiguous, of y `ldy` apart) for W [n, k] in bfloat16. Decode-sized
+    /// products widen W in registers (`skinny`, one pass over half the bytes); larger ones widen blocks of W's rows
+    /// to float32 and run the float32 product, the O(n·k) widening small against its O(m·n·k) multiply-adds.
+    static func sgemmBF16(
+        m: Int, n: Int, k: Int, x: UnsafePointer<Float>, w: UnsafePointer<UInt16>, y: UnsafeMutablePointer<Float>,
+        ldy: Int, kernels: VectorKernels = .active
+    ) {
+        guard m > 0, n > 0 else { return }
+        if m <= skinnyRows {
+            skinny(x: x, ldx: k, rows: m, w: .bfloat16(w), ldw: k, n: n, k: k, alpha: 1, beta: 0, y: y, ldy: ldy,
+                   kernels: kernels)
+            return
+        }
+        let blockRows = max(nr, (1 << 18) / max(k, 1))  // ≤ 1 MiB of widened W at a time
+        let block = UnsafeMutablePointer<Float>.allocate(capacity: min(n, blockRows) * k)
+        defer { block.deallocate() }
+        for first in stride(from: 0, to: n, by: blockRows) {
+            let count = min(blockRows, n - first)
+            HalfConversion.toFloat32(w + first * k, dtype: .bfloat16, count: count * k, into: block)
+            sgemm(transA: false, transB: true, m: m, n: count, k: k, alpha: 1, a: x, lda: k, b: block, ldb: k,
+                  beta: 0, c: y + first, ldc: ldy)
+        }
+    }
+
     /// y[r, j] = alpha·(x[r]·w[j]) + beta·y[r, j] for a few rows r. Decode steps live here: the cost is streaming W
     /// from memory, so each row of W is read once and multiplied into every row of x while it sits in L1; threads
     /// split W's rows.
     private static func skinny(
-        x: UnsafePointer<Float>, ldx: Int, rows: Int, w: UnsafePointer<Float>, ldw: Int, n: Int, k: Int, alpha: Float,
+        x: UnsafePointer<Float>, ldx: Int, rows: Int, w: WeightRows, ldw: Int, n: Int, k: Int, alpha: Float,
         beta: Float, y: UnsafeMutablePointer<Float>, ldy: Int, kernels: VectorKernels
     ) {
         let threads = usefulThreads(work: rows * n * k)
         Parallel.forEach(threads) { thread in
+            var sums = SIMD4<Float>()
             for j in share(thread, of: threads, extent: n, step: 1) {
-                let wRow = w + j * ldw
                 func write(_ sum: Float, row r: Int) {
                     let target = y + r * ldy + j
                     target.pointee = beta == 0 ? alpha * sum : alpha * sum + beta * target.pointee
                 }
-                if rows == 1 {
-                    write(kernels.dot(x, wRow, k), row: 0)
-                } else {
-                    var sums = SIMD4<Float>()
-                    for first in stride(from: 0, to: rows, by: 4) {
-                        let count = min(4, rows - first)
-                        withUnsafeMutableBytes(of: &sums) {
-                            kernels.dots4(x + first * ldx, ldx, count, wRow, k, $0.baseAddress!.assumingMemoryBound(to: Float.self))
+                for first in stride(from: 0, to: rows, by: 4) {
+                    let count = min(4, rows - first), xRows = x + first * ldx
+                    withUnsafeMutableBytes(of: &sums) {
+                        let out = $0.baseAddress!.assumingMemoryBound(to: Float.self)
+                        switch w {
+                        case .float32(let w) where count == 1: out[0] = kernels.dot(xRows, w + j * ldw, k)
+                        case .float32(let w): kernels.dots4(xRows, ldx, count, w + j * ldw, k, out)
+                        case .bfloat16(let w): kernels.dots4BF16(xRows, ldx, count, w + j * ldw, k, out)
                         }
-                        for r in 0..<count { write(sums[r], row: first + r) }
                     }
+                    for r in 0..<count { write(sums[r], row: first + r) }
                 }
             }
         }

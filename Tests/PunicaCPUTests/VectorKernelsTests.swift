@@ -34,7 +34,7 @@ private func dotProductsMatchDouble(kernels: VectorKernels) {
                     "dots4 rows=\(rows) n=\(count)")
             #expect(closeMismatch(Array(sumsBF16[..<rows]), referenceBF16, atol: tolerance(count), rtol: 1e-5) == nil,
                     "dots4BF16 rows=\(rows) n=\(count)")
-            #expect(sums[rows...].allSatisfy(\.isNaN), "dots4 wrote past rows=\(rows)")
+            #expect(sums[rows...].allSatisfy { $0.isNaN }, "dots4 wrote past rows=\(rows)")
         }
     }
 }
