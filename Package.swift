@@ -20,7 +20,8 @@ let package = Package(
     ],
     targets: [
         .target(name: "PunicaCompute"),
-        .target(name: "PunicaCPU", dependencies: ["PunicaCompute"]),
+        .target(name: "PunicaCPUKernels"),
+        .target(name: "PunicaCPU", dependencies: ["PunicaCompute", "PunicaCPUKernels"]),
         .target(name: "PunicaCUDA", dependencies: ["PunicaCompute"], resources: [
             .embedInCode("Kernels/common.cuh"), .embedInCode("Kernels/elementwise.cu"),
             .embedInCode("Kernels/attention.cu"), .embedInCode("Kernels/lora.cu"), .embedInCode("Kernels/sampling.cu"),

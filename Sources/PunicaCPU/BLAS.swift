@@ -74,8 +74,10 @@ public enum BLAS {
             dlclose(handle)
             throw .missingSgemm(path: path)
         }
+        // GEMM calls OpenBLAS from its own threads, one block of columns each: OpenBLAS's threads would spin
+        // between calls, competing with ours for the cores.
         if let setThreads = dlsym(handle, "openblas_set_num_threads") {
-            unsafeBitCast(setThreads, to: SetNumThreads.self)(Int32(Parallel.threadCount))
+            unsafeBitCast(setThreads, to: SetNumThreads.self)(1)
         }
         let config = dlsym(handle, "openblas_get_config")
             .flatMap { unsafeBitCast($0, to: GetConfig.self)() }

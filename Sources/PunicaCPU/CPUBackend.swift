@@ -28,13 +28,38 @@ final class CPUStorage: TensorStorage {
     deinit { if owner == nil { pointer.deallocate() } }
 }
 
+/// bfloat16 matrices as a bfloat16 checkpoint stores them (see `CPUBackend.init`): `matmul`, the LoRA shrink and
+/// `embedding` widen them as they read, so a decode step streams half the bytes. Activations stay float32.
+final class CPUBFloat16Storage: TensorStorage {
+    let pointer: UnsafeMutablePointer<UInt16>
+
+    init(bits: [UInt16]) {
+        pointer = .allocate(capacity: max(bits.count, 1))
+        pointer.initialize(from: bits, count: bits.count)
+    }
+
+    deinit { pointer.deallocate() }
+}
+
 extension Tensor {
     /// The float32 elements of a tensor made by `CPUBackend`.
     var floats: UnsafeMutablePointer<Float> {
         guard let storage = storage as? CPUStorage else {
-            preconditionFailure("tensor \(shape) was not made by the CPU backend")
+            preconditionFailure("tensor \(shape) (\(dtype)) is not float32 memory of the CPU backend")
         }
         return storage.pointer
+    }
+
+    /// The bfloat16 elements of a weight the CPU backend kept in bfloat16; nil for float32 tensors.
+    var bfloat16s: UnsafeMutablePointer<UInt16>? { (storage as? CPUBFloat16Storage)?.pointer }
+
+    /// Copies the elements, widened to float32, to `destination`.
+    func copyFloats(to destination: UnsafeMutablePointer<Float>) {
+        if let bits = bfloat16s {
+            HalfConversion.toFloat32(bits, dtype: .bfloat16, count: elementCount, into: destination)
+        } else {
+            destination.update(from: floats, count: elementCount)
+        }
     }
 }
 
@@ -72,12 +97,22 @@ extension StepPlan {
     }
 }
 
-/// The reference backend: float32 everywhere, plain loops that state each op's meaning, GEMMs through `GEMM`
+/// The reference backend: float32 activations, plain loops that state each op's meaning, GEMMs through `GEMM`
 /// (OpenBLAS when present). Rows are independent in every op but the GEMMs, so ops split rows across cores.
 public final class CPUBackend: Backend {
-    public init() {}
+    /// Whether matrices (2-D weights) of bfloat16 checkpoints, and random ones, stay bfloat16 in memory.
+    public let keepsBFloat16Weights: Bool
 
-    public var name: String { "cpu (\(BLAS.library?.name ?? "Swift GEMM"), \(Parallel.threadCount) threads)" }
+    /// `bfloat16Weights`: keep a bfloat16 checkpoint's matrices in bfloat16, as llama.cpp keeps a file's type
+    /// (half the memory and decode bytes; the same values, since widening bfloat16 is exact); false widens them to
+    /// float32 at load. Float16 and float32 checkpoints are always widened to float32.
+    public init(bfloat16Weights: Bool = true) {
+        keepsBFloat16Weights = bfloat16Weights
+    }
+
+    public var name: String {
+        "cpu (\(VectorKernels.active.name) kernels, \(BLAS.library?.name ?? "built-in GEMM"), \(Parallel.threadCount) threads)"
+    }
 
     // MARK: Memory
 
@@ -94,6 +129,10 @@ public final class CPUBackend: Backend {
     }
 
     public func weight(from source: UnsafeRawPointer, dtype: DType, shape: [Int]) -> Tensor {
+        if dtype == .bfloat16 && keepsBFloat16(shape) {
+            let bits = (0..<shape.reduce(1, *)).map { source.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self) }
+            return Tensor(shape: shape, dtype: .bfloat16, storage: CPUBFloat16Storage(bits: bits))
+        }
         let tensor = zeros(shape)
         HalfConversion.toFloat32(source, dtype: dtype, count: tensor.elementCount, into: tensor.floats)
         return tensor
@@ -115,23 +154,36 @@ public final class CPUBackend: Backend {
 
     public func randomWeight(shape: [Int], scale: Float, seed: UInt64) -> Tensor {
         var random = SplitMix64(seed: seed)
-        return float32(random.floats(shape.reduce(1, *), scale: scale), shape: shape)
+        let values = random.floats(shape.reduce(1, *), scale: scale)
+        // Random models stand in for bfloat16 checkpoints: their matrices are stored as a checkpoint's would be.
+        guard keepsBFloat16(shape) else { return float32(values, shape: shape) }
+        return Tensor(shape: shape, dtype: .bfloat16, storage: CPUBFloat16Storage(bits: values.map(HalfConversion.bfloat16)))
     }
+
+    private func keepsBFloat16(_ shape: [Int]) -> Bool { keepsBFloat16Weights && shape.count == 2 }
 
     public func concatenateRows(_ parts: [Tensor]) -> Tensor {
         let width = parts[0].rowWidth
         precondition(parts.allSatisfy { $0.rowWidth == width }, "concatenated tensors must share their row width")
-        let result = zeros([parts.reduce(0) { $0 + $1.rows }] + parts[0].shape.dropFirst())
+        let shape = [parts.reduce(0) { $0 + $1.rows }] + parts[0].shape.dropFirst()
+        if parts.allSatisfy({ $0.bfloat16s != nil }) {
+            let bits = parts.flatMap { UnsafeBufferPointer(start: $0.bfloat16s, count: $0.elementCount) }
+            return Tensor(shape: shape, dtype: .bfloat16, storage: CPUBFloat16Storage(bits: bits))
+        }
+        let result = zeros(shape)
         var offset = 0
         for part in parts {
-            (result.floats + offset).update(from: part.floats, count: part.elementCount)
+            part.copyFloats(to: result.floats + offset)
             offset += part.elementCount
         }
         return result
     }
 
     public func toHost(_ tensor: Tensor) -> [Float] {
-        Array(UnsafeBufferPointer(start: tensor.floats, count: tensor.elementCount))
+        [Float](unsafeUninitializedCapacity: tensor.elementCount) { buffer, count in
+            tensor.copyFloats(to: buffer.baseAddress!)
+            count = tensor.elementCount
+        }
     }
 
     public func plan(_ batch: StepBatch) -> StepPlan { CPUPlan(batch) }
@@ -145,7 +197,11 @@ public final class CPUBackend: Backend {
     public func embedding(table: Tensor, plan: StepPlan, out: Tensor) {
         let width = table.rowWidth
         for (row, token) in plan.batch.tokens.enumerated() {
-            (out.floats + row * width).update(from: table.floats + Int(token) * width, count: width)
+            if let bits = table.bfloat16s {
+                HalfConversion.toFloat32(bits + Int(token) * width, dtype: .bfloat16, count: width, into: out.floats + row * width)
+            } else {
+                (out.floats + row * width).update(from: table.floats + Int(token) * width, count: width)
+            }
         }
     }
 
@@ -169,7 +225,7 @@ public final class CPUBackend: Backend {
 
     private static func normalize(_ x: UnsafeMutablePointer<Float>, gain: UnsafeMutablePointer<Float>, width: Int,
                                   epsilon: Float, into out: UnsafeMutablePointer<Float>) {
-        let meanSquare = GEMM.dot(x, x, count: width) / Float(width)
+        let meanSquare = VectorKernels.active.dot(x, x, width) / Float(width)
         let inverse = 1 / (meanSquare + epsilon).squareRoot()
         for i in 0..<width { out[i] = x[i] * inverse * gain[i] }
     }
@@ -177,8 +233,18 @@ public final class CPUBackend: Backend {
     public func matmul(x: Tensor, weight: Tensor, out: Tensor) {
         let (rows, k, n) = (x.rows, x.rowWidth, weight.rows)
         precondition(weight.rowWidth == k && out.rowWidth == n, "matmul shapes: x \(x.shape), W \(weight.shape), out \(out.shape)")
-        GEMM.sgemm(transA: false, transB: true, m: rows, n: n, k: k, alpha: 1, a: x.floats, lda: k,
-                   b: weight.floats, ldb: k, beta: 0, c: out.floats, ldc: n)
+        product(x.floats, rows: rows, weight: weight, into: out.floats, ldy: n)
+    }
+
+    /// y[rows, W.rows] = x·Wᵀ (x's rows contiguous, y's `ldy` apart), for W in float32 or bfloat16.
+    private func product(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, into y: UnsafeMutablePointer<Float>, ldy: Int) {
+        let (n, k) = (weight.rows, weight.rowWidth)
+        if let bits = weight.bfloat16s {
+            GEMM.sgemmBF16(m: rows, n: n, k: k, x: x, w: bits, y: y, ldy: ldy)
+        } else {
+            GEMM.sgemm(transA: false, transB: true, m: rows, n: n, k: k, alpha: 1, a: x, lda: k, b: weight.floats, ldb: k,
+                       beta: 0, c: y, ldc: ldy)
+        }
     }
 
     public func addBias(x: Tensor, bias: Tensor) {
@@ -239,6 +305,7 @@ public final class CPUBackend: Backend {
         let (width, d, kvWidth) = (qkv.rowWidth, shape.headDim, shape.kvWidth)
         let (scale, softcap) = (shape.scale, shape.softcap)
         let (keys, values, queries, output) = (cache.keys.floats, cache.values.floats, qkv.floats, out.floats)
+        let kernels = VectorKernels.active
         // One task per (row, query head); each walks its sequence's pages once for scores and once for values.
         Parallel.forEach(qkv.rows * shape.queryHeads) { task in
             let (row, head) = task.quotientAndRemainder(dividingBy: shape.queryHeads)
@@ -251,7 +318,7 @@ public final class CPUBackend: Backend {
             var maxScore = -Float.infinity
             for p in first...position {
                 let slot = layout.slot(ofPosition: p, blockTable: sequence.blockTable)
-                var score = GEMM.dot(q, keys + slot * kvWidth + kvOffset, count: d) * scale
+                var score = kernels.dot(q, keys + slot * kvWidth + kvOffset, d) * scale
                 if let softcap { score = softcap * tanh(score / softcap) }
                 scores[p - first] = score
                 maxScore = max(maxScore, score)
@@ -265,9 +332,7 @@ public final class CPUBackend: Backend {
             o.update(repeating: 0, count: d)
             for p in first...position {
                 let slot = layout.slot(ofPosition: p, blockTable: sequence.blockTable)
-                let weight = scores[p - first] / total
-                let v = values + slot * kvWidth + kvOffset
-                for i in 0..<d { o[i] += weight * v[i] }
+                kernels.axpy(d, scores[p - first] / total, values + slot * kvWidth + kvOffset, o)
             }
         }
     }
@@ -312,9 +377,8 @@ public final class CPUBackend: Backend {
         let (inWidth, vWidth) = (x.rowWidth, v.rowWidth)
         for segment in plan.batch.loraSegments {
             guard let lora = projection.slots[segment.slot] else { continue }
-            GEMM.sgemm(transA: false, transB: true, m: segment.rows.count, n: lora.rank, k: inWidth, alpha: 1,
-                       a: x.floats + segment.rows.lowerBound * inWidth, lda: inWidth, b: lora.a.floats, ldb: inWidth,
-                       beta: 0, c: v.floats + segment.rows.lowerBound * vWidth, ldc: vWidth)
+            product(x.floats + segment.rows.lowerBound * inWidth, rows: segment.rows.count, weight: lora.a,
+                    into: v.floats + segment.rows.lowerBound * vWidth, ldy: vWidth)
         }
     }
 
@@ -344,10 +408,10 @@ public final class CPUBackend: Backend {
             guard let weights else { return nil }
             if slot < table.slots.count, let kept = table.slots[slot], kept.weights === weights { return kept }
             return (weights, weights.pieces.map { piece in
-                let (outputs, rank) = (piece.outputWidth, piece.rank)
+                let (outputs, rank, b) = (piece.outputWidth, piece.rank, toHost(piece.b))  // B may be bfloat16
                 let transposed = zeros([rank, outputs])
                 for o in 0..<outputs {
-                    for k in 0..<rank { transposed.floats[k * outputs + o] = piece.b.floats[o * rank + k] }
+                    for k in 0..<rank { transposed.floats[k * outputs + o] = b[o * rank + k] }
                 }
                 return transposed
             })

@@ -1,3 +1,5 @@
+import PunicaCompute
+
 /// Single-precision matrix multiply: the one entry point the CPU backend uses for every product.
 ///
 /// Semantics: C[m,n] = alpha * op(A)[m,k] · op(B)[k,n] + beta * C, all row-major with leading dimensions.
@@ -5,12 +7,13 @@
 /// common call: transB = true.) When beta == 0, C is only written, never read (it may hold garbage or NaN).
 enum GEMM {
     enum Implementation {
-        case swift
+        /// Blocking, packing and threads in Swift around the inner loops of one `VectorKernels` variant.
+        case builtin(VectorKernels)
         case blas(BLAS.Library)
     }
 
-    /// BLAS when one is loaded, else the built-in Swift implementation — except decode-sized products (a few rows
-    /// times a weight matrix), which always run in Swift: OpenBLAS 0.3.21's sgemm packs all of W on every call, so
+    /// BLAS when one is loaded, else the built-in implementation with the machine's best kernels — except decode-sized products (a few rows
+    /// times a weight matrix), which always run built-in: OpenBLAS 0.3.21's sgemm packs all of W on every call, so
     /// with W coming from DRAM (as in a decode step) `skinny` below is 5× faster at m = 1, 2-3× at m = 2-4 and
     /// 1.1-1.4× at m = 8 (one thread). Only a W that stays in L3 is faster in OpenBLAS (1.4× at m = 1 and m = 8).
     static func sgemm(
@@ -19,7 +22,7 @@ enum GEMM {
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         let implementation: Implementation = isSkinny(m: m, transA: transA, lda: lda, transB: transB) || isRankUpdate(m: m, k: k, transA: transA, transB: transB)
-            ? .swift : BLAS.library.map(Implementation.blas) ?? .swift
+            ? .builtin(.active) : BLAS.library.map(Implementation.blas) ?? .builtin(.active)
         sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
               beta: beta, c: c, ldc: ldc, using: implementation)
     }
@@ -51,18 +54,29 @@ enum GEMM {
 
         switch implementation {
         case .blas(let library):
-            library.sgemm(BLAS.rowMajor, transA ? BLAS.trans : BLAS.noTrans, transB ? BLAS.trans : BLAS.noTrans,
-                          Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
-        case .swift:
+            // One pool for all CPU work: OpenBLAS runs single-threaded (see `BLAS.load`) on our threads, each
+            // thread taking a block of C's columns (and reading only that block of B), as the packed product does.
+            let threads = usefulThreads(work: m * n * k)
+            let columnsPerTask = ((n + threads - 1) / threads + 15) / 16 * 16
+            let tasks = (n + columnsPerTask - 1) / columnsPerTask
+            Parallel.forEach(tasks) { task in
+                let first = task * columnsPerTask, width = min(columnsPerTask, n - first)
+                library.sgemm(BLAS.rowMajor, transA ? BLAS.trans : BLAS.noTrans, transB ? BLAS.trans : BLAS.noTrans,
+                              Int32(m), Int32(width), Int32(k), alpha, a, Int32(lda), b + first * (transB ? ldb : 1),
+                              Int32(ldb), beta, c + first, Int32(ldc))
+            }
+        case .builtin(let kernels):
             if k == 0 || alpha == 0 {
                 scale(c, rows: m, columns: n, ldc: ldc, by: beta)
             } else if isRankUpdate(m: m, k: k, transA: transA, transB: transB) {
-                rankUpdate(a: a, lda: lda, b: b, ldb: ldb, m: m, n: n, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc)
+                rankUpdate(a: a, lda: lda, b: b, ldb: ldb, m: m, n: n, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc,
+                           kernels: kernels)
             } else if isSkinny(m: m, transA: transA, lda: lda, transB: transB) {
-                skinny(x: a, ldx: lda, rows: m, w: b, ldw: ldb, n: n, k: k, alpha: alpha, beta: beta, y: c, ldy: ldc)
+                skinny(x: a, ldx: lda, rows: m, w: .float32(b), ldw: ldb, n: n, k: k, alpha: alpha, beta: beta, y: c,
+                       ldy: ldc, kernels: kernels)
             } else {
                 packedProduct(MatrixView(a, ld: lda, transposed: transA), MatrixView(b, ld: ldb, transposed: transB),
-                              m: m, n: n, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc)
+                              m: m, n: n, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc, kernels: kernels)
             }
         }
     }
@@ -86,9 +100,8 @@ extension MatrixView {
 
 // MARK: - Blocking
 
-// Micro-tile of C held in registers: mr rows × nr columns, one SIMD8 (two SSE registers) per row. On baseline
-// x86-64 (SSE, 16 registers) 4×8 runs as fast per flop as 6×8, the largest tile that fits, and wastes no rows
-// when m = 8. (Built with `-target-cpu haswell`, AVX registers make both ~2× faster and 6×8 25% faster than 4×8.)
+// Micro-tile of C held in registers (`VectorKernels.tile4x8`): mr rows × nr columns. On baseline x86-64 (SSE, 16
+// registers) 4×8 runs as fast per flop as 6×8, the largest tile that fits, and wastes no rows when m = 8.
 private let mr = 4
 private let nr = 8
 private typealias Row = SIMD8<Float>
@@ -117,7 +130,7 @@ extension GEMM {
     /// thread reads only its share of B (the weights); rows are split only when C is too narrow.
     private static func packedProduct(
         _ opA: MatrixView, _ opB: MatrixView, m: Int, n: Int, k: Int, alpha: Float, beta: Float,
-        c: UnsafeMutablePointer<Float>, ldc: Int
+        c: UnsafeMutablePointer<Float>, ldc: Int, kernels: VectorKernels
     ) {
         let threads = usefulThreads(work: m * n * k)
         let columnTasks = min(threads, (n + nr - 1) / nr)
@@ -126,14 +139,14 @@ extension GEMM {
             let (rowTask, columnTask) = task.quotientAndRemainder(dividingBy: columnTasks)
             productBlock(opA, opB, rows: share(rowTask, of: rowTasks, extent: m, step: mr),
                          columns: share(columnTask, of: columnTasks, extent: n, step: nr),
-                         k: k, alpha: alpha, beta: beta, c: c, ldc: ldc)
+                         k: k, alpha: alpha, beta: beta, c: c, ldc: ldc, kernels: kernels)
         }
     }
 
     /// C[rows, columns] = alpha · op(A)[rows, :] · op(B)[:, columns] + beta · C[rows, columns], on one thread.
     private static func productBlock(
         _ opA: MatrixView, _ opB: MatrixView, rows: Range<Int>, columns: Range<Int>, k: Int,
-        alpha: Float, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+        alpha: Float, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, kernels: VectorKernels
     ) {
         let packedA = UnsafeMutablePointer<Float>.allocate(capacity: mc * kc)
         let packedB = UnsafeMutablePointer<Float>.allocate(capacity: (nc + nr - 1) / nr * nr * kc)
@@ -152,7 +165,9 @@ extension GEMM {
                     pack(opA, rows: i0 ..< i0 + height, columns: p0 ..< p0 + depth, panelWidth: mr, into: packedA)
                     for j in stride(from: 0, to: width, by: nr) {
                         for i in stride(from: 0, to: height, by: mr) {
-                            microKernel(depth: depth, a: packedA + i * depth, b: packedB + j * depth, tile: tile)
+                            // Where the time goes for every product `skinny` doesn't take: 80-90% of it at
+                            // m ≥ 128; packing W takes most of the rest, and up to a third at m = 8.
+                            kernels.tile4x8(depth, packedA + i * depth, packedB + j * depth, tile)
                             store(tile, rows: min(mr, height - i), columns: min(nr, width - j),
                                   alpha: alpha, beta: blockBeta, c: c + (i0 + i) * ldc + j0 + j, ldc: ldc)
                         }
@@ -224,33 +239,6 @@ extension GEMM {
         store(3, transposed.highHalf.highHalf)
     }
 
-    /// tile[mr][nr] = Σ_p a[p][0..<mr] ⊗ b[p][0..<nr], with a = one packed A panel [depth][mr] and b = one packed
-    /// B panel [depth][nr]. Each step broadcasts one A element per row against one row of B.
-    /// Where the time goes for every product `skinny` doesn't take: 80-90% of it at m ≥ 128; packing W takes most
-    /// of the rest, and up to a third at m = 8.
-    /// Multiply then add, not fused: baseline x86-64 has no FMA, so `addingProduct` would call fmaf per lane.
-    @inline(__always)
-    private static func microKernel(
-        depth: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, tile: UnsafeMutablePointer<Float>
-    ) {
-        var c0 = Row(), c1 = Row(), c2 = Row(), c3 = Row()
-        var a = a, b = UnsafeRawPointer(b)
-        for _ in 0 ..< depth {
-            let row = b.loadUnaligned(as: Row.self)
-            c0 += a[0] * row
-            c1 += a[1] * row
-            c2 += a[2] * row
-            c3 += a[3] * row
-            a += mr
-            b += nr * MemoryLayout<Float>.stride
-        }
-        let out = UnsafeMutableRawPointer(tile), rowBytes = nr * MemoryLayout<Float>.stride
-        out.storeBytes(of: c0, toByteOffset: 0 * rowBytes, as: Row.self)
-        out.storeBytes(of: c1, toByteOffset: 1 * rowBytes, as: Row.self)
-        out.storeBytes(of: c2, toByteOffset: 2 * rowBytes, as: Row.self)
-        out.storeBytes(of: c3, toByteOffset: 3 * rowBytes, as: Row.self)
-    }
-
     /// C[0..<rows, 0..<columns] = alpha · tile + beta · C, not reading C when beta == 0.
     /// Full rows (columns == nr, all but the right edge) go as one SIMD row.
     private static func store(
@@ -284,104 +272,75 @@ extension GEMM {
 // MARK: - Decode products
 
 extension GEMM {
+    /// W of a decode product: each row `ldw` elements apart.
+    enum WeightRows {
+        case float32(UnsafePointer<Float>)
+        case bfloat16(UnsafePointer<UInt16>)
+    }
+
+    /// y[m, n] = x[m, k]·Wᵀ (rows of x contiguous, of y `ldy` apart) for W [n, k] in bfloat16. Decode-sized
+    /// products widen W in registers (`skinny`, one pass over half the bytes); larger ones widen blocks of W's rows
+    /// to float32 and run the float32 product, the O(n·k) widening small against its O(m·n·k) multiply-adds.
+    static func sgemmBF16(
+        m: Int, n: Int, k: Int, x: UnsafePointer<Float>, w: UnsafePointer<UInt16>, y: UnsafeMutablePointer<Float>,
+        ldy: Int, kernels: VectorKernels = .active
+    ) {
+        guard m > 0, n > 0 else { return }
+        if m <= skinnyRows {
+            skinny(x: x, ldx: k, rows: m, w: .bfloat16(w), ldw: k, n: n, k: k, alpha: 1, beta: 0, y: y, ldy: ldy,
+                   kernels: kernels)
+            return
+        }
+        let blockRows = max(nr, (1 << 18) / max(k, 1))  // ≤ 1 MiB of widened W at a time
+        let block = UnsafeMutablePointer<Float>.allocate(capacity: min(n, blockRows) * k)
+        defer { block.deallocate() }
+        for first in stride(from: 0, to: n, by: blockRows) {
+            let count = min(blockRows, n - first)
+            HalfConversion.toFloat32(w + first * k, dtype: .bfloat16, count: count * k, into: block)
+            sgemm(transA: false, transB: true, m: m, n: count, k: k, alpha: 1, a: x, lda: k, b: block, ldb: k,
+                  beta: 0, c: y + first, ldc: ldy)
+        }
+    }
+
     /// y[r, j] = alpha·(x[r]·w[j]) + beta·y[r, j] for a few rows r. Decode steps live here: the cost is streaming W
     /// from memory, so each row of W is read once and multiplied into every row of x while it sits in L1; threads
     /// split W's rows.
     private static func skinny(
-        x: UnsafePointer<Float>, ldx: Int, rows: Int, w: UnsafePointer<Float>, ldw: Int, n: Int, k: Int, alpha: Float,
-        beta: Float, y: UnsafeMutablePointer<Float>, ldy: Int
+        x: UnsafePointer<Float>, ldx: Int, rows: Int, w: WeightRows, ldw: Int, n: Int, k: Int, alpha: Float,
+        beta: Float, y: UnsafeMutablePointer<Float>, ldy: Int, kernels: VectorKernels
     ) {
         let threads = usefulThreads(work: rows * n * k)
         Parallel.forEach(threads) { thread in
+            var sums = SIMD4<Float>()
             for j in share(thread, of: threads, extent: n, step: 1) {
-                let wRow = w + j * ldw
                 func write(_ sum: Float, row r: Int) {
                     let target = y + r * ldy + j
                     target.pointee = beta == 0 ? alpha * sum : alpha * sum + beta * target.pointee
                 }
-                if rows == 1 {
-                    write(dot(x, wRow, count: k), row: 0)
-                } else {
-                    for first in stride(from: 0, to: rows, by: 4) {
-                        let count = min(4, rows - first)
-                        let sums = dots(x + first * ldx, ldx: ldx, rows: count, wRow, count: k)
-                        for r in 0..<count { write(sums[r], row: first + r) }
+                for first in stride(from: 0, to: rows, by: 4) {
+                    let count = min(4, rows - first), xRows = x + first * ldx
+                    withUnsafeMutableBytes(of: &sums) {
+                        let out = $0.baseAddress!.assumingMemoryBound(to: Float.self)
+                        switch w {
+                        case .float32(let w) where count == 1: out[0] = kernels.dot(xRows, w + j * ldw, k)
+                        case .float32(let w): kernels.dots4(xRows, ldx, count, w + j * ldw, k, out)
+                        case .bfloat16(let w): kernels.dots4BF16(xRows, ldx, count, w + j * ldw, k, out)
+                        }
                     }
+                    for r in 0..<count { write(sums[r], row: first + r) }
                 }
             }
         }
-    }
-
-    /// x·w over `count` elements (the m = 1 product; also attention scores and RMSNorm): two SIMD8 accumulators (four SSE addition chains) hide the
-    /// additions' latency, where `dots` with one row has one SIMD8 chain and ran 1.4× slower from L3.
-    @inline(__always)
-    static func dot(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, count: Int) -> Float {
-        func load(_ pointer: UnsafePointer<Float>) -> Row { UnsafeRawPointer(pointer).loadUnaligned(as: Row.self) }
-        let width = Row.scalarCount
-        var sum0 = Row(), sum1 = Row()
-        var i = 0
-        while i + 2 * width <= count {
-            sum0 += load(x + i) * load(w + i)
-            sum1 += load(x + i + width) * load(w + i + width)
-            i += 2 * width
-        }
-        var sum = (sum0 + sum1).sum()
-        while i < count {
-            sum += x[i] * w[i]
-            i += 1
-        }
-        return sum
     }
 
     /// c[r, :] = beta·c[r, :] + alpha·Σ_p a[r, p]·b[p, :], row by row.
     private static func rankUpdate(
         a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, m: Int, n: Int, k: Int, alpha: Float,
-        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, kernels: VectorKernels
     ) {
         scale(c, rows: m, columns: n, ldc: ldc, by: beta)
-        let width = Row.scalarCount
         for r in 0..<m {
-            let row = c + r * ldc
-            for p in 0..<k {
-                let factor = alpha * a[r * lda + p]
-                let source = b + p * ldb
-                var j = 0
-                while j + width <= n {
-                    let sum = UnsafeRawPointer(row + j).loadUnaligned(as: Row.self)
-                        + Row(repeating: factor) * UnsafeRawPointer(source + j).loadUnaligned(as: Row.self)
-                    UnsafeMutableRawPointer(row + j).storeBytes(of: sum, as: Row.self)
-                    j += width
-                }
-                while j < n {
-                    row[j] += factor * source[j]
-                    j += 1
-                }
-            }
+            for p in 0..<k { kernels.axpy(n, alpha * a[r * lda + p], b + p * ldb, c + r * ldc) }
         }
-    }
-
-    /// The dot products of up to four rows of x (stride `ldx`) with one row w, reading w once.
-    @inline(__always)
-    private static func dots(
-        _ x: UnsafePointer<Float>, ldx: Int, rows: Int, _ w: UnsafePointer<Float>, count: Int
-    ) -> SIMD4<Float> {
-        func load(_ pointer: UnsafePointer<Float>) -> Row { UnsafeRawPointer(pointer).loadUnaligned(as: Row.self) }
-        let width = Row.scalarCount
-        var sums = (Row(), Row(), Row(), Row())
-        var i = 0
-        while i + width <= count {
-            let wChunk = load(w + i)
-            sums.0 += load(x + i) * wChunk
-            if rows > 1 { sums.1 += load(x + ldx + i) * wChunk }
-            if rows > 2 { sums.2 += load(x + 2 * ldx + i) * wChunk }
-            if rows > 3 { sums.3 += load(x + 3 * ldx + i) * wChunk }
-            i += width
-        }
-        var result = SIMD4(sums.0.sum(), sums.1.sum(), sums.2.sum(), sums.3.sum())
-        while i < count {
-            for r in 0..<rows { result[r] += x[r * ldx + i] * w[i] }
-            i += 1
-        }
-        return result
     }
 }

@@ -111,7 +111,11 @@ public final class LlamaModel {
     public func makeKVCache(layout: PageLayout) -> KVCache { KVCache(layout: layout, config: config, backend: backend) }
 
     /// Bytes of one token's keys and values over every layer.
-    public var kvBytesPerToken: Int { 2 * config.layerCount * config.attention.kvWidth * embedding.dtype.byteSize }
+    public var kvBytesPerToken: Int { 2 * config.layerCount * config.attention.kvWidth * activationBytes }
+
+    /// Bytes of one element of the backend's activations and KV cache: the type norm gains are kept in on every
+    /// backend (matrices may be narrower, as bfloat16 ones on the CPU).
+    private var activationBytes: Int { finalNorm.dtype.byteSize }
 
     /// Device bytes a step of `rows` rows, `logitRows` of them sampled, allocates at its peak with LoRA of rank
     /// `loraRank`: `forward`'s buffers and the float32 logits sampling reads, doubled because pooled buffers are
@@ -120,7 +124,7 @@ public final class LlamaModel {
         let (hidden, attention, intermediate) = (config.hiddenSize, config.attention, config.intermediateSize)
         let rowElements = (config.sandwichNorms ? 5 : 4) * hidden + attention.qkvWidth + attention.queryWidth + 3 * intermediate
         let elements = rows * rowElements + logitRows * (hidden + config.vocabularySize)
-        return 2 * (elements * embedding.dtype.byteSize + 4 * (rows * loraRank + logitRows * config.vocabularySize))
+        return 2 * (elements * activationBytes + 4 * (rows * loraRank + logitRows * config.vocabularySize))
     }
 
     /// Device bytes of one adapter of rank `rank` on every projection of every layer.
@@ -129,7 +133,7 @@ public final class LlamaModel {
             let (outputs, inputs) = projection.weightShape(config)
             return total + rank * (inputs + outputs)
         }
-        return config.layerCount * perLayer * embedding.dtype.byteSize
+        return config.layerCount * perLayer * activationBytes
     }
 
     /// Runs one step (`backend.plan(batch)`) and returns the next-token logits of `batch.logitRows`:

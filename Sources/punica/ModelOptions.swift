@@ -19,6 +19,9 @@ struct DeviceOptions: ParsableArguments {
     @Option(help: "Storage type on cuda: float16 or bfloat16 (cpu computes in float32).")
     var dtype = "bfloat16"
 
+    @Flag(help: "On cpu, widen a bfloat16 checkpoint's weights to float32 at load (twice the memory and decode bytes; by default they stay bfloat16, as llama.cpp keeps a file's type).")
+    var cpuFloat32Weights = false
+
     var storageType: DType {
         get throws {
             switch dtype {
@@ -36,7 +39,7 @@ struct DeviceOptions: ParsableArguments {
 
     func makeBackend() throws -> Backend {
         switch device {
-        case "cpu": return CPUBackend()
+        case "cpu": return CPUBackend(bfloat16Weights: !cpuFloat32Weights)
         case "cuda": return try CUDABackend(dtype: storageType)
         default: throw ValidationError("--device \(device): expected cpu or cuda")
         }

@@ -3,13 +3,15 @@ import Testing
 import TestSupport
 @testable import PunicaCPU
 
-/// Implementations under test: always the Swift one, plus BLAS when a library is installed.
-private let implementations: [GEMM.Implementation] = [.swift] + (BLAS.library.map { [.blas($0)] } ?? [])
+/// Implementations under test: the built-in one with every kernel variant this CPU runs (the Swift reference
+/// included), plus BLAS when a library is installed.
+private let implementations: [GEMM.Implementation] = VectorKernels.supported.map(GEMM.Implementation.builtin)
+    + (BLAS.library.map { [.blas($0)] } ?? [])
 
 extension GEMM.Implementation: CustomTestStringConvertible {
     public var testDescription: String {
         switch self {
-        case .swift: "swift"
+        case .builtin(let kernels): "built-in \(kernels.name)"
         case .blas(let library): "blas \(library.name)"
         }
     }
@@ -105,4 +107,24 @@ private func mismatch(_ problem: Problem, _ implementation: GEMM.Implementation)
         }
     }
     return closeMismatch(c, expected, atol: 1e-6 * Float(k + 4), rtol: 1e-5)
+}
+
+/// y = x·Wᵀ with W kept in bfloat16, against the same product in Double on W widened: decode sizes (each kernel
+/// variant's bfloat16 dot products, tails included) and prefill sizes (W widened in blocks, then the float32 product).
+@Test(arguments: VectorKernels.supported, [(1, 37, 300), (3, 13, 29), (8, 40, 17), (9, 70, 65), (130, 1100, 33)])
+private func bfloat16ProductMatchesWidenedReference(kernels: VectorKernels, shape: (Int, Int, Int)) {
+    let (m, n, k) = shape, ldy = n + 2
+    var random = SplitMix64(seed: UInt64(m * 7919 + n * 31 + k))
+    let x = random.floats(m * k), w = random.floats(n * k).map(HalfConversion.bfloat16)
+    var y = [Float](repeating: .nan, count: m * ldy)
+    var expected = y
+    for i in 0..<m {
+        for j in 0..<n {
+            expected[i * ldy + j] = Float((0..<k).reduce(0.0) { $0 + Double(x[i * k + $1]) * Double(HalfConversion.float(bfloat16: w[j * k + $1])) })
+        }
+    }
+    GEMM.sgemmBF16(m: m, n: n, k: k, x: x, w: w, y: &y, ldy: ldy, kernels: kernels)
+    for i in 0..<m { for j in n..<ldy { #expect(y[i * ldy + j].isNaN, "padding of row \(i) written") } }
+    for i in 0..<m { for j in n..<ldy { (y[i * ldy + j], expected[i * ldy + j]) = (0, 0) } }
+    #expect(closeMismatch(y, expected, atol: 1e-6 * Float(k + 4), rtol: 1e-5) == nil)
 }

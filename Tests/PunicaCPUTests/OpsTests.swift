@@ -233,3 +233,33 @@ import TestSupport
         #expect(Array(backend.toHost(y)[2 * yWidth ..< 3 * yWidth]) == Array(yStart[2 * yWidth ..< 3 * yWidth]), "row 2 has no adapter")
     }
 }
+
+/// A bfloat16 checkpoint's matrices kept in bfloat16 give what widening them to float32 at load gives: the values
+/// are the same (widening is exact), so only the order of additions may differ.
+@Test func bfloat16WeightsMatchFloat32Weights() {
+    let (kept, widened) = (CPUBackend(bfloat16Weights: true), CPUBackend(bfloat16Weights: false))
+    var random = SplitMix64(seed: 11)
+    let (rows, k, n) = (3, 37, 21)
+    let bits = random.floats(n * k).map(HalfConversion.bfloat16), x = random.floats(rows * k)
+    func load(_ backend: CPUBackend, _ shape: [Int]) -> Tensor {
+        bits.withUnsafeBytes { backend.weight(from: $0.baseAddress!, dtype: .bfloat16, shape: shape) }
+    }
+    let (w, wide) = (load(kept, [n, k]), load(widened, [n, k]))
+    #expect(w.dtype == .bfloat16 && wide.dtype == .float32)
+    #expect(kept.toHost(w) == widened.toHost(wide))
+    // Norm gains (1-D) stay float32; fused projections keep bfloat16.
+    #expect(load(kept, [n * k]).dtype == .float32)
+    let fused = kept.concatenateRows([w, w])
+    #expect(fused.dtype == .bfloat16 && kept.toHost(fused) == widened.toHost(wide) + widened.toHost(wide))
+    #expect(kept.toHost(kept.concatenateRows([w, wide])) == widened.toHost(wide) + widened.toHost(wide))
+
+    for rowCount in [rows, 20] {  // the decode product and the widened-block one
+        let input = (0..<rowCount * k).map { x[$0 % x.count] }
+        let results = [(kept, w), (widened, wide)].map { backend, weight in
+            let out = backend.zeros([rowCount, n])
+            backend.matmul(x: backend.float32(input, shape: [rowCount, k]), weight: weight, out: out)
+            return backend.toHost(out)
+        }
+        #expect(closeMismatch(results[0], results[1], atol: 1e-5, rtol: 1e-5) == nil)
+    }
+}

@@ -1,0 +1,103 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import PunicaCompute
+import PunicaCPUKernels
+
+/// The inner loops of the CPU backend's hot ops — dot products (decode GEMV/GEMM, LoRA shrink, attention scores,
+/// RMSNorm), axpy (LoRA expand, attention values) and the packed GEMM's micro-kernel — in one table per variant:
+/// C variants for AVX-512, AVX2+FMA, NEON and the baseline (PunicaCPUKernels), chosen once at start-up from cpuid,
+/// plus a plain Swift reference the tests hold every variant to. The package itself targets baseline x86-64, so
+/// the same binary runs on any x86-64 CPU.
+struct VectorKernels: @unchecked Sendable {
+    typealias Dot = @convention(c) (UnsafePointer<Float>?, UnsafePointer<Float>?, Int) -> Float
+    typealias Dots4 = @convention(c) (UnsafePointer<Float>?, Int, Int, UnsafePointer<Float>?, Int,
+                                      UnsafeMutablePointer<Float>?) -> Void
+    typealias Dots4BF16 = @convention(c) (UnsafePointer<Float>?, Int, Int, UnsafePointer<UInt16>?, Int,
+                                          UnsafeMutablePointer<Float>?) -> Void
+    typealias Axpy = @convention(c) (Int, Float, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?) -> Void
+    typealias Tile4x8 = @convention(c) (Int, UnsafePointer<Float>?, UnsafePointer<Float>?,
+                                        UnsafeMutablePointer<Float>?) -> Void
+
+    let name: String
+    /// Σ x[i]·y[i] over `count` elements.
+    let dot: Dot
+    /// sums[r] = x[r·ldx ..< +count] · w for r < rows (1...4), reading w once.
+    let dots4: Dots4
+    /// `dots4` with w in bfloat16.
+    let dots4BF16: Dots4BF16
+    /// y[i] += a·x[i] over `count` elements: (count, a, x, y).
+    let axpy: Axpy
+    /// tile[4][8] = Σ_p a[p][0..<4] ⊗ b[p][0..<8]: (depth, a, b, tile).
+    let tile4x8: Tile4x8
+
+    /// Every variant this machine runs, best first, then the Swift reference.
+    static let supported: [VectorKernels] = {
+        var count = 0
+        let list = punica_kernels_supported(&count)!
+        return (0..<count).map { VectorKernels(list[$0]!.pointee) } + [reference]
+    }()
+
+    /// The variant in use: `PUNICA_CPU_KERNELS` (a name from `supported`) or else the best one.
+    static let active: VectorKernels = {
+        guard let requested = ProcessInfo.processInfo.environment["PUNICA_CPU_KERNELS"], !requested.isEmpty else {
+            return supported[0]
+        }
+        guard let chosen = supported.first(where: { $0.name == requested }) else {
+            fatalError("PUNICA_CPU_KERNELS=\(requested): this CPU runs \(supported.map(\.name).joined(separator: ", "))")
+        }
+        return chosen
+    }()
+
+    private init(name: String, dot: Dot, dots4: Dots4, dots4BF16: Dots4BF16, axpy: Axpy, tile4x8: Tile4x8) {
+        (self.name, self.dot, self.dots4, self.dots4BF16, self.axpy, self.tile4x8) =
+            (name, dot, dots4, dots4BF16, axpy, tile4x8)
+    }
+
+    private init(_ table: punica_kernels) {
+        self.init(name: String(cString: table.name), dot: table.dot, dots4: table.dots4,
+                  dots4BF16: table.dots4_bf16, axpy: table.axpy, tile4x8: table.tile4x8)
+    }
+}
+
+// MARK: - Swift reference
+
+extension VectorKernels {
+    /// Plain loops in the order a reader would write them.
+    static let reference = VectorKernels(
+        name: "swift",
+        dot: { x, y, count in
+            var sum: Float = 0
+            for i in 0..<count { sum += x![i] * y![i] }
+            return sum
+        },
+        dots4: { x, ldx, rows, w, count, sums in
+            for r in 0..<rows {
+                var sum: Float = 0
+                for i in 0..<count { sum += x![r * ldx + i] * w![i] }
+                sums![r] = sum
+            }
+        },
+        dots4BF16: { x, ldx, rows, w, count, sums in
+            for r in 0..<rows {
+                var sum: Float = 0
+                for i in 0..<count { sum += x![r * ldx + i] * HalfConversion.float(bfloat16: w![i]) }
+                sums![r] = sum
+            }
+        },
+        axpy: { count, a, x, y in
+            for i in 0..<count { y![i] += a * x![i] }
+        },
+        tile4x8: { depth, a, b, tile in
+            for r in 0..<4 {
+                for j in 0..<8 {
+                    var sum: Float = 0
+                    for p in 0..<depth { sum += a![p * 4 + r] * b![p * 8 + j] }
+                    tile![r * 8 + j] = sum
+                }
+            }
+        }
+    )
+}

@@ -1,0 +1,28 @@
+// Hot CPU kernels in one variant per vector unit, chosen at run time (the package itself targets baseline
+// x86-64, so the same binary runs everywhere). Every variant computes the same sums; only the order of the
+// additions differs. The Swift side (PunicaCPU/VectorKernels.swift) holds a plain reference with this shape.
+#ifndef PUNICA_CPU_KERNELS_H
+#define PUNICA_CPU_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct punica_kernels {
+    /// Short name for logs and test descriptions: "avx512", "avx2", "sse2", "neon".
+    const char *name;
+    /// Σ x[i]·y[i] over n elements.
+    float (*dot)(const float *x, const float *y, ptrdiff_t n);
+    /// sums[r] = Σ x[r·ldx + i]·w[i] for r < rows (1 ≤ rows ≤ 4), reading w once.
+    void (*dots4)(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const float *w, ptrdiff_t n, float *sums);
+    /// The same with w in bfloat16 (the high half of a float32), widened in registers.
+    void (*dots4_bf16)(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const uint16_t *w, ptrdiff_t n, float *sums);
+    /// y[i] += a·x[i] over n elements.
+    void (*axpy)(ptrdiff_t n, float a, const float *x, float *y);
+    /// tile[4][8] = Σ_p a[p][0..<4] ⊗ b[p][0..<8]: the packed GEMM's micro-kernel (a: [depth][4], b: [depth][8]).
+    void (*tile4x8)(ptrdiff_t depth, const float *a, const float *b, float *tile);
+} punica_kernels;
+
+/// The variants this CPU can run, best first, ending with the baseline (never empty). Sets *count.
+const punica_kernels *const *punica_kernels_supported(ptrdiff_t *count);
+
+#endif

@@ -1,0 +1,341 @@
+// Kernel variants: baseline (portable vector extensions: SSE2 on x86-64), AVX2+FMA and AVX-512 on x86-64 through
+// per-function target attributes, NEON on arm64. Shapes and meanings are in the header.
+#include "PunicaCPUKernels.h"
+
+
+static inline float widen_bf16(uint16_t value) {
+    uint32_t bits = (uint32_t)value << 16;
+    float result;
+    __builtin_memcpy(&result, &bits, sizeof result);
+    return result;
+}
+
+// MARK: - Baseline: 4-wide vectors, two chains for dot so the additions' latency hides.
+
+typedef float v4 __attribute__((vector_size(16), aligned(4)));
+
+static inline v4 load4(const float *p) { v4 v; __builtin_memcpy(&v, p, sizeof v); return v; }
+static inline void store4(float *p, v4 v) { __builtin_memcpy(p, &v, sizeof v); }
+static inline float sum4(v4 v) { return (v[0] + v[1]) + (v[2] + v[3]); }
+static inline v4 load4_bf16(const uint16_t *p) {
+    v4 v = {widen_bf16(p[0]), widen_bf16(p[1]), widen_bf16(p[2]), widen_bf16(p[3])};
+    return v;
+}
+
+static float dot_base(const float *x, const float *y, ptrdiff_t n) {
+    v4 s0 = {0}, s1 = {0};
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        s0 += load4(x + i) * load4(y + i);
+        s1 += load4(x + i + 4) * load4(y + i + 4);
+    }
+    float sum = sum4(s0 + s1);
+    for (; i < n; i++) sum += x[i] * y[i];
+    return sum;
+}
+
+#define DOTS4_BASE(NAME, WTYPE, LOAD, WIDEN)                                                                  \
+    static void NAME(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const WTYPE *w, ptrdiff_t n, float *sums) { \
+        v4 s[4] = {{0}, {0}, {0}, {0}};                                                                       \
+        ptrdiff_t i = 0;                                                                                      \
+        for (; i + 4 <= n; i += 4) {                                                                          \
+            v4 wv = LOAD(w + i);                                                                              \
+            for (ptrdiff_t r = 0; r < rows; r++) s[r] += load4(x + r * ldx + i) * wv;                         \
+        }                                                                                                     \
+        for (ptrdiff_t r = 0; r < rows; r++) {                                                                \
+            float sum = sum4(s[r]);                                                                           \
+            for (ptrdiff_t j = i; j < n; j++) sum += x[r * ldx + j] * WIDEN(w[j]);                            \
+            sums[r] = sum;                                                                                    \
+        }                                                                                                     \
+    }
+#define NO_WIDEN(value) (value)
+DOTS4_BASE(dots4_base, float, load4, NO_WIDEN)
+DOTS4_BASE(dots4_bf16_base, uint16_t, load4_bf16, widen_bf16)
+
+static void axpy_base(ptrdiff_t n, float a, const float *x, float *y) {
+    ptrdiff_t i = 0;
+    v4 av = {a, a, a, a};
+    for (; i + 4 <= n; i += 4) store4(y + i, load4(y + i) + av * load4(x + i));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static void tile4x8_base(ptrdiff_t depth, const float *a, const float *b, float *tile) {
+    v4 c[4][2] = {{{0}}};
+    for (ptrdiff_t p = 0; p < depth; p++, a += 4, b += 8) {
+        v4 b0 = load4(b), b1 = load4(b + 4);
+        for (int r = 0; r < 4; r++) {
+            v4 ar = {a[r], a[r], a[r], a[r]};
+            c[r][0] += ar * b0;
+            c[r][1] += ar * b1;
+        }
+    }
+    for (int r = 0; r < 4; r++) {
+        store4(tile + 8 * r, c[r][0]);
+        store4(tile + 8 * r + 4, c[r][1]);
+    }
+}
+
+static const punica_kernels baseline = {
+#if defined(__aarch64__)
+    "generic",
+#else
+    "sse2",
+#endif
+    dot_base, dots4_base, dots4_bf16_base, axpy_base, tile4x8_base,
+};
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+// MARK: - AVX2 + FMA: 8-wide, fused multiply-add, four chains for dot (FMA latency 4 × 2 ports would want 8;
+// from DRAM four is enough).
+
+#define AVX2 __attribute__((target("avx2,fma")))
+
+AVX2 static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AVX2 static inline __m256 load8_bf16_avx2(const uint16_t *p) {
+    __m128i raw = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+}
+
+AVX2 static float dot_avx2(const float *x, const float *y, ptrdiff_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    ptrdiff_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), s0);
+    float sum = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) sum += x[i] * y[i];
+    return sum;
+}
+
+#define DOTS4_AVX2(NAME, WTYPE, LOAD, WIDEN)                                                                  \
+    AVX2 static void NAME(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const WTYPE *w, ptrdiff_t n,        \
+                          float *sums) {                                                                      \
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;                                           \
+        const float *x1 = x + (rows > 1) * ldx, *x2 = x + (rows > 2) * 2 * ldx, *x3 = x + (rows > 3) * 3 * ldx; \
+        ptrdiff_t i = 0;                                                                                      \
+        for (; i + 8 <= n; i += 8) {                                                                          \
+            __m256 wv = LOAD(w + i);                                                                          \
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), wv, s0);                                             \
+            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x1 + i), wv, s1);                                            \
+            s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x2 + i), wv, s2);                                            \
+            s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x3 + i), wv, s3);                                            \
+        }                                                                                                     \
+        float out[4] = {hsum256(s0), hsum256(s1), hsum256(s2), hsum256(s3)};                                  \
+        for (ptrdiff_t r = 0; r < rows; r++) {                                                                \
+            for (ptrdiff_t j = i; j < n; j++) out[r] += x[r * ldx + j] * WIDEN(w[j]);                         \
+            sums[r] = out[r];                                                                                 \
+        }                                                                                                     \
+    }
+DOTS4_AVX2(dots4_avx2, float, _mm256_loadu_ps, NO_WIDEN)
+DOTS4_AVX2(dots4_bf16_avx2, uint16_t, load8_bf16_avx2, widen_bf16)
+
+AVX2 static void axpy_avx2(ptrdiff_t n, float a, const float *x, float *y) {
+    __m256 av = _mm256_set1_ps(a);
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+AVX2 static void tile4x8_avx2(ptrdiff_t depth, const float *a, const float *b, float *tile) {
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+    for (ptrdiff_t p = 0; p < depth; p++, a += 4, b += 8) {
+        __m256 row = _mm256_loadu_ps(b);
+        c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 0), row, c0);
+        c1 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 1), row, c1);
+        c2 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 2), row, c2);
+        c3 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 3), row, c3);
+    }
+    _mm256_storeu_ps(tile, c0);
+    _mm256_storeu_ps(tile + 8, c1);
+    _mm256_storeu_ps(tile + 16, c2);
+    _mm256_storeu_ps(tile + 24, c3);
+}
+
+static const punica_kernels avx2 = {"avx2", dot_avx2, dots4_avx2, dots4_bf16_avx2, axpy_avx2, tile4x8_avx2};
+
+// MARK: - AVX-512: 16-wide with masked tails (no scalar loop). The 4×8 tile stays on AVX2 registers.
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+
+AVX512 static inline __mmask16 tail_mask(ptrdiff_t left) { return (__mmask16)((1u << left) - 1); }
+
+AVX512 static inline __m512 load16_bf16_avx512(const uint16_t *p) {
+    __m256i raw = _mm256_loadu_si256((const __m256i *)p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+AVX512 static inline __m512 load16_bf16_masked(const uint16_t *p, __mmask16 mask) {
+    __m256i raw = _mm256_maskz_loadu_epi16(mask, p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+AVX512 static inline __m512 load16_masked(const float *p, __mmask16 mask) { return _mm512_maskz_loadu_ps(mask, p); }
+
+AVX512 static float dot_avx512(const float *x, const float *y, ptrdiff_t n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    ptrdiff_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(y + i + 16), s1);
+        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), _mm512_loadu_ps(y + i + 32), s2);
+        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(y + i + 48), s3);
+    }
+    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), s0);
+    if (i < n) {
+        __mmask16 mask = tail_mask(n - i);
+        s1 = _mm512_fmadd_ps(load16_masked(x + i, mask), load16_masked(y + i, mask), s1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+}
+
+#define DOTS4_AVX512(NAME, WTYPE, LOAD, LOAD_MASKED)                                                          \
+    AVX512 static void NAME(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const WTYPE *w, ptrdiff_t n,      \
+                            float *sums) {                                                                    \
+        __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;                                           \
+        const float *x1 = x + (rows > 1) * ldx, *x2 = x + (rows > 2) * 2 * ldx, *x3 = x + (rows > 3) * 3 * ldx; \
+        ptrdiff_t i = 0;                                                                                      \
+        for (; i + 16 <= n; i += 16) {                                                                        \
+            __m512 wv = LOAD(w + i);                                                                          \
+            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), wv, s0);                                             \
+            s1 = _mm512_fmadd_ps(_mm512_loadu_ps(x1 + i), wv, s1);                                            \
+            s2 = _mm512_fmadd_ps(_mm512_loadu_ps(x2 + i), wv, s2);                                            \
+            s3 = _mm512_fmadd_ps(_mm512_loadu_ps(x3 + i), wv, s3);                                            \
+        }                                                                                                     \
+        if (i < n) {                                                                                          \
+            __mmask16 mask = tail_mask(n - i);                                                                \
+            __m512 wv = LOAD_MASKED(w + i, mask);                                                             \
+            s0 = _mm512_fmadd_ps(load16_masked(x + i, mask), wv, s0);                                         \
+            s1 = _mm512_fmadd_ps(load16_masked(x1 + i, mask), wv, s1);                                        \
+            s2 = _mm512_fmadd_ps(load16_masked(x2 + i, mask), wv, s2);                                        \
+            s3 = _mm512_fmadd_ps(load16_masked(x3 + i, mask), wv, s3);                                        \
+        }                                                                                                     \
+        float out[4] = {_mm512_reduce_add_ps(s0), _mm512_reduce_add_ps(s1), _mm512_reduce_add_ps(s2),        \
+                        _mm512_reduce_add_ps(s3)};                                                            \
+        for (ptrdiff_t r = 0; r < rows; r++) sums[r] = out[r];                                                \
+    }
+DOTS4_AVX512(dots4_avx512, float, _mm512_loadu_ps, load16_masked)
+DOTS4_AVX512(dots4_bf16_avx512, uint16_t, load16_bf16_avx512, load16_bf16_masked)
+
+AVX512 static void axpy_avx512(ptrdiff_t n, float a, const float *x, float *y) {
+    __m512 av = _mm512_set1_ps(a);
+    ptrdiff_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    if (i < n) {
+        __mmask16 mask = tail_mask(n - i);
+        _mm512_mask_storeu_ps(y + i, mask, _mm512_fmadd_ps(av, load16_masked(x + i, mask), load16_masked(y + i, mask)));
+    }
+}
+
+static const punica_kernels avx512 = {"avx512", dot_avx512, dots4_avx512, dots4_bf16_avx512, axpy_avx512, tile4x8_avx2};
+
+const punica_kernels *const *punica_kernels_supported(ptrdiff_t *count) {
+    static const punica_kernels *list[3];
+    static ptrdiff_t listed = -1;
+    if (listed < 0) {  // the first call comes from a Swift lazy global (run once); repeating it is harmless
+        ptrdiff_t n = 0;
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
+            list[n++] = &avx512;
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) list[n++] = &avx2;
+        list[n++] = &baseline;
+        listed = n;
+    }
+    *count = listed;
+    return list;
+}
+
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+
+// MARK: - NEON (every arm64 CPU has it): 4-wide fused multiply-add, four chains for dot.
+
+static float dot_neon(const float *x, const float *y, ptrdiff_t n) {
+    float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
+    ptrdiff_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = vfmaq_f32(s0, vld1q_f32(x + i), vld1q_f32(y + i));
+        s1 = vfmaq_f32(s1, vld1q_f32(x + i + 4), vld1q_f32(y + i + 4));
+        s2 = vfmaq_f32(s2, vld1q_f32(x + i + 8), vld1q_f32(y + i + 8));
+        s3 = vfmaq_f32(s3, vld1q_f32(x + i + 12), vld1q_f32(y + i + 12));
+    }
+    for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(x + i), vld1q_f32(y + i));
+    float sum = vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));
+    for (; i < n; i++) sum += x[i] * y[i];
+    return sum;
+}
+
+static inline float32x4_t load4_bf16_neon(const uint16_t *p) {
+    return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16));
+}
+
+#define DOTS4_NEON(NAME, WTYPE, LOAD, WIDEN)                                                                  \
+    static void NAME(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const WTYPE *w, ptrdiff_t n, float *sums) { \
+        float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;                                           \
+        const float *x1 = x + (rows > 1) * ldx, *x2 = x + (rows > 2) * 2 * ldx, *x3 = x + (rows > 3) * 3 * ldx; \
+        ptrdiff_t i = 0;                                                                                      \
+        for (; i + 4 <= n; i += 4) {                                                                          \
+            float32x4_t wv = LOAD(w + i);                                                                     \
+            s0 = vfmaq_f32(s0, vld1q_f32(x + i), wv);                                                         \
+            s1 = vfmaq_f32(s1, vld1q_f32(x1 + i), wv);                                                        \
+            s2 = vfmaq_f32(s2, vld1q_f32(x2 + i), wv);                                                        \
+            s3 = vfmaq_f32(s3, vld1q_f32(x3 + i), wv);                                                        \
+        }                                                                                                     \
+        float out[4] = {vaddvq_f32(s0), vaddvq_f32(s1), vaddvq_f32(s2), vaddvq_f32(s3)};                      \
+        for (ptrdiff_t r = 0; r < rows; r++) {                                                                \
+            for (ptrdiff_t j = i; j < n; j++) out[r] += x[r * ldx + j] * WIDEN(w[j]);                         \
+            sums[r] = out[r];                                                                                 \
+        }                                                                                                     \
+    }
+DOTS4_NEON(dots4_neon, float, vld1q_f32, NO_WIDEN)
+DOTS4_NEON(dots4_bf16_neon, uint16_t, load4_bf16_neon, widen_bf16)
+
+static void axpy_neon(ptrdiff_t n, float a, const float *x, float *y) {
+    ptrdiff_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static void tile4x8_neon(ptrdiff_t depth, const float *a, const float *b, float *tile) {
+    float32x4_t c[4][2];
+    for (int r = 0; r < 4; r++) c[r][0] = c[r][1] = vdupq_n_f32(0);
+    for (ptrdiff_t p = 0; p < depth; p++, a += 4, b += 8) {
+        float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4), av = vld1q_f32(a);
+        c[0][0] = vfmaq_laneq_f32(c[0][0], b0, av, 0); c[0][1] = vfmaq_laneq_f32(c[0][1], b1, av, 0);
+        c[1][0] = vfmaq_laneq_f32(c[1][0], b0, av, 1); c[1][1] = vfmaq_laneq_f32(c[1][1], b1, av, 1);
+        c[2][0] = vfmaq_laneq_f32(c[2][0], b0, av, 2); c[2][1] = vfmaq_laneq_f32(c[2][1], b1, av, 2);
+        c[3][0] = vfmaq_laneq_f32(c[3][0], b0, av, 3); c[3][1] = vfmaq_laneq_f32(c[3][1], b1, av, 3);
+    }
+    for (int r = 0; r < 4; r++) {
+        vst1q_f32(tile + 8 * r, c[r][0]);
+        vst1q_f32(tile + 8 * r + 4, c[r][1]);
+    }
+}
+
+static const punica_kernels neon = {"neon", dot_neon, dots4_neon, dots4_bf16_neon, axpy_neon, tile4x8_neon};
+
+const punica_kernels *const *punica_kernels_supported(ptrdiff_t *count) {
+    static const punica_kernels *const list[] = {&neon, &baseline};
+    *count = 2;
+    return list;
+}
+
+#else
+
+const punica_kernels *const *punica_kernels_supported(ptrdiff_t *count) {
+    static const punica_kernels *const list[] = {&baseline};
+    *count = 1;
+    return list;
+}
+
+#endif

@@ -1,0 +1,73 @@
+import PunicaCompute
+import Testing
+import TestSupport
+@testable import PunicaCPU
+
+extension VectorKernels: CustomTestStringConvertible {
+    public var testDescription: String { name }
+}
+
+/// Lengths around every vector width's multiples (4, 8, 16, 32, 64) so each variant's main loop and tail both run.
+private let lengths = [0, 1, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 288, 769]
+
+private func tolerance(_ count: Int) -> Float { 1e-6 * Float(count + 4) }
+
+@Test(arguments: VectorKernels.supported)
+private func dotProductsMatchDouble(kernels: VectorKernels) {
+    var random = SplitMix64(seed: 7)
+    for count in lengths {
+        let ldx = count + 3
+        let x = random.floats(4 * ldx + 1), w = random.floats(count + 1)
+        let wBF16 = w.map(HalfConversion.bfloat16)
+        func expected(row: Int, _ weight: (Int) -> Float) -> Float {
+            Float((0..<count).reduce(0.0) { $0 + Double(x[row * ldx + $1]) * Double(weight($1)) })
+        }
+        #expect(closeMismatch([kernels.dot(x, w, count)], [expected(row: 0) { w[$0] }], atol: tolerance(count), rtol: 1e-5) == nil,
+                "dot n=\(count)")
+        for rows in 1...4 {
+            var sums = [Float](repeating: .nan, count: 4), sumsBF16 = sums
+            kernels.dots4(x, ldx, rows, w, count, &sums)
+            kernels.dots4BF16(x, ldx, rows, wBF16, count, &sumsBF16)
+            let reference = (0..<rows).map { r in expected(row: r) { w[$0] } }
+            let referenceBF16 = (0..<rows).map { r in expected(row: r) { HalfConversion.float(bfloat16: wBF16[$0]) } }
+            #expect(closeMismatch(Array(sums[..<rows]), reference, atol: tolerance(count), rtol: 1e-5) == nil,
+                    "dots4 rows=\(rows) n=\(count)")
+            #expect(closeMismatch(Array(sumsBF16[..<rows]), referenceBF16, atol: tolerance(count), rtol: 1e-5) == nil,
+                    "dots4BF16 rows=\(rows) n=\(count)")
+            #expect(sums[rows...].allSatisfy { $0.isNaN }, "dots4 wrote past rows=\(rows)")
+        }
+    }
+}
+
+@Test(arguments: VectorKernels.supported)
+private func axpyAddsAndLeavesTheRestAlone(kernels: VectorKernels) {
+    var random = SplitMix64(seed: 8)
+    for count in lengths {
+        let x = random.floats(count + 1)
+        var y = random.floats(count + 1)
+        let expected = (0..<count).map { y[$0] + 0.75 * x[$0] } + [y[count]]
+        kernels.axpy(count, 0.75, x, &y)
+        #expect(closeMismatch(y, expected, atol: 1e-6, rtol: 1e-6) == nil, "axpy n=\(count)")
+    }
+}
+
+@Test(arguments: VectorKernels.supported)
+private func tileMatchesDouble(kernels: VectorKernels) {
+    var random = SplitMix64(seed: 9)
+    for depth in [0, 1, 5, 33, 384] {
+        let a = random.floats(4 * depth + 1), b = random.floats(8 * depth + 1)
+        var tile = [Float](repeating: .nan, count: 32)
+        kernels.tile4x8(depth, a, b, &tile)
+        let expected = (0..<32).map { index in
+            let (r, j) = index.quotientAndRemainder(dividingBy: 8)
+            return Float((0..<depth).reduce(0.0) { $0 + Double(a[$1 * 4 + r]) * Double(b[$1 * 8 + j]) })
+        }
+        #expect(closeMismatch(tile, expected, atol: tolerance(depth), rtol: 1e-5) == nil, "tile depth=\(depth)")
+    }
+}
+
+@Test func everyMachineRunsTheBaselineAndTheReference() {
+    #expect(VectorKernels.supported.count >= 2)
+    #expect(VectorKernels.supported.last?.name == "swift")
+    #expect(VectorKernels.supported.contains { $0.name == VectorKernels.active.name })
+}
