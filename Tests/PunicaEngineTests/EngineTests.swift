@@ -106,6 +106,8 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
         let runner = ScriptedRunner()
         let engine = Engine(runner: runner, tokenizer: tokenizer)
         try await engine.registerAdapter(name: "x", directory: "/x")
+        // Loaded first, so the two requests meet in the batch however slowly the load thread runs.
+        _ = try await engine.complete([greedy("warm", [1], adapter: "x", maxTokens: 1)])
         let results = try await engine.complete([greedy("base", [1], maxTokens: 30), greedy("x", [1], adapter: "x", maxTokens: 4)])
         #expect(results[0].tokenIDs == Array(2...31))
         #expect(results[1].tokenIDs == [102, 203, 304, 405])
