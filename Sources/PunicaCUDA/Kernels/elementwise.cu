@@ -87,26 +87,28 @@ extern "C" __global__ void add_rms_norm(scalar_t* __restrict__ residual, const s
     normalize_row(row, weight, out + offset, width, eps, squares);
 }
 
-// out[t, i] = silu(gate_up[t, i]) * gate_up[t, I + i]. grid: (ceil(I / 256), T), block: 256.
-extern "C" __global__ void silu_mul(const scalar_t* __restrict__ gate_up, scalar_t* __restrict__ out, int half_width) {
-    wait_for_previous_kernel();
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= half_width) return;
-    const size_t row = blockIdx.y;
-    const float gate = to_float(gate_up[row * 2 * half_width + i]);
-    const float up = to_float(gate_up[row * 2 * half_width + half_width + i]);
-    from_float(&out[row * half_width + i], gate / (1.f + __expf(-gate)) * up);
-}
-
-// out[t, i] = gelu_tanh(gate_up[t, i]) * gate_up[t, I + i] (Gemma's GeGLU). grid: (ceil(I / 256), T), block: 256.
-extern "C" __global__ void gelu_tanh_mul(const scalar_t* __restrict__ gate_up, scalar_t* __restrict__ out, int half_width) {
-    wait_for_previous_kernel();
+// out[t, i] = act(gate_up[t, i]) * gate_up[t, I + i]: SiLU (SwiGLU) or tanh GELU (Gemma's GeGLU).
+// grid: (ceil(I / 256), T), block: 256.
+template <bool GELU_TANH>
+__device__ __forceinline__ void gated_mul(const scalar_t* __restrict__ gate_up, scalar_t* __restrict__ out, int half_width) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= half_width) return;
     const size_t row = blockIdx.y;
     const float x = to_float(gate_up[row * 2 * half_width + i]);
     const float up = to_float(gate_up[row * 2 * half_width + half_width + i]);
-    from_float(&out[row * half_width + i], 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))) * up);
+    const float activated = GELU_TANH ? 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)))
+                                      : x / (1.f + __expf(-x));
+    from_float(&out[row * half_width + i], activated * up);
+}
+
+extern "C" __global__ void silu_mul(const scalar_t* __restrict__ gate_up, scalar_t* __restrict__ out, int half_width) {
+    wait_for_previous_kernel();
+    gated_mul<false>(gate_up, out, half_width);
+}
+
+extern "C" __global__ void gelu_tanh_mul(const scalar_t* __restrict__ gate_up, scalar_t* __restrict__ out, int half_width) {
+    wait_for_previous_kernel();
+    gated_mul<true>(gate_up, out, half_width);
 }
 
 // x[i] *= factor in place. grid: ceil(count / 256), block: 256.
