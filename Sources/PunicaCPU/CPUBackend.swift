@@ -427,10 +427,10 @@ public final class CPUBackend: Backend {
         }
     }
 
-    public func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> [Int] {
+    public func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> SampledTokens {
         precondition(choices.count == logits.rows, "one choice per logits row")
         let width = logits.rowWidth
-        return choices.enumerated().map { row, choice in choice.pick(UnsafeBufferPointer(start: logits.floats + row * width, count: width)) }
+        return SampledTokens(choices.enumerated().map { row, choice in choice.pick(UnsafeBufferPointer(start: logits.floats + row * width, count: width)) })
     }
 
     /// Runs `body` for every row, split across cores when there is enough work to pay for it.

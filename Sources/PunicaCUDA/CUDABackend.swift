@@ -270,6 +270,8 @@ public final class CUDABackend: Backend {
     /// Uploads whose copy may still be running, each holding its host memory until its event completes.
     private var uploads: [(done: OpaquePointer?, source: HostBuffer)] = []
     let memory: DeviceMemory
+    /// Adapters' host copies and sampled tokens' way back.
+    let pinned: PinnedMemory
     let kernels: KernelLibrary
     let blas: CUBLAS
     private let blasWorkspace: Tensor
@@ -308,6 +310,7 @@ public final class CUDABackend: Backend {
         self.stream = stream
         self.dtype = dtype
         memory = DeviceMemory(driver: driver)
+        pinned = PinnedMemory(driver: driver, context: context, keptBytes: 1 << 30)
         let architecture = "sm_\(computeCapability.major)\(computeCapability.minor)\(computeCapability.major == 9 ? "a" : "")"
         kernels = try KernelLibrary(driver: driver, architecture: architecture, dtype: dtype)
         let workspaceBytes = 32 << 20
@@ -394,15 +397,7 @@ public final class CUDABackend: Backend {
 
     public var weightDType: DType { dtype }
 
-    public func hostBuffer(bytes: Int) throws -> HostBuffer {
-        makeCurrent()
-        var pointer: UnsafeMutableRawPointer?
-        try driver.call("cuMemHostAlloc(\(bytes) bytes)", driver.cuMemHostAlloc(&pointer, max(bytes, 1), 0))
-        return HostBuffer(pointer: pointer!, byteCount: bytes) { [driver, context] in
-            _ = driver.cuCtxSetCurrent(context)  // freed on whichever thread drops it
-            _ = driver.cuMemFreeHost($0)
-        }
-    }
+    public func hostBuffer(bytes: Int) throws -> HostBuffer { try pinned.take(bytes: bytes) }
 
     public func weights(slab: HostBuffer, views: [(offset: Int, shape: [Int])]) -> [Tensor] {
         precondition(!memory.recording, "no uploads inside a recorded step")
@@ -696,10 +691,10 @@ public final class CUDABackend: Backend {
                block: 128)
     }
 
-    public func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> [Int] {
+    public func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> SampledTokens {
         precondition(choices.count == logits.rows, "one choice per logits row")
         let (rows, vocab) = (logits.rows, logits.rowWidth)
-        guard rows > 0 else { return [] }
+        guard rows > 0 else { return SampledTokens([]) }
         // The kernels read float32 and the penalties write: a widened copy, so `logits` stays as it was.
         let widened = allocate([rows, vocab], dtype: .float32, pooled: true)
         if logits.dtype == .float32 {
@@ -729,12 +724,25 @@ public final class CUDABackend: Backend {
         let tokens = allocate([rows], dtype: .float32, pooled: true)  // int32 results: 4 bytes each
         launch(SampleRows(logits: widened.address, params: metadata.address, out: tokens.address, vocab: Int32(vocab)),
                grid: (rows, 1, 1), block: 1024)
-        var values = [Int32](repeating: 0, count: rows)
+        return readBack(tokens, rows: rows)
+    }
+
+    /// `rows` int32 token ids copied behind the stream's work into pinned memory; reading them waits for the copy's
+    /// event, so the host can prepare the next step while this one runs.
+    private func readBack(_ tokens: Tensor, rows: Int) -> SampledTokens {
+        var host: HostBuffer?
+        var done: OpaquePointer?
         must { () throws(CUDAError) in
-            try driver.call("cuMemcpyDtoHAsync_v2", values.withUnsafeMutableBytes { driver.cuMemcpyDtoHAsync($0.baseAddress!, tokens.address, $0.count, stream) })
-            try driver.call("cuStreamSynchronize", driver.cuStreamSynchronize(stream))
+            host = try pinned.take(bytes: 4 * rows)
+            try driver.call("cuMemcpyDtoHAsync_v2", driver.cuMemcpyDtoHAsync(host!.pointer, tokens.address, 4 * rows, stream))
+            try driver.call("cuEventCreate", driver.cuEventCreate(&done, 2))  // CU_EVENT_DISABLE_TIMING
+            try driver.call("cuEventRecord", driver.cuEventRecord(done, stream))
         }
-        return values.map(Int.init)
+        let copy = PendingCopy(event: done, into: host!, driver: driver)
+        return SampledTokens(ready: { copy.isDone }, wait: {
+            copy.wait()
+            return UnsafeBufferPointer(start: copy.host.pointer.assumingMemoryBound(to: Int32.self), count: rows).map(Int.init)
+        })
     }
 
     public func gatherLogitRows(x: Tensor, plan: StepPlan, out: Tensor) {

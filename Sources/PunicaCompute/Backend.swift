@@ -154,6 +154,7 @@ public protocol Backend: AnyObject {
     /// Semantics: `choices[i].pick` of each row (greedy, temperature, top-k, top-p, repetition penalty): sampling
     /// where the logits are, so only token ids reach the host. A row whose penalized logits hold a NaN or +∞, or are
     /// all −∞, gives `TokenChoice.nonFinite` (-1) instead of a token, on every backend; the caller ends that row's
-    /// request and the other rows are unaffected. logits: [rows, vocab]; the tensor is left unchanged.
-    func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> [Int]
+    /// request and the other rows are unaffected. logits: [rows, vocab]; the tensor is left unchanged. Returns at
+    /// once where the device runs behind the host; reading the ids waits for them.
+    func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> SampledTokens
 }

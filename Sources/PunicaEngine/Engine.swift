@@ -25,6 +25,9 @@ public struct EngineConfiguration: Sendable {
     /// Decode steps recorded at start-up and replayed (CUDA graphs) where the backend can; off: every step eager
     /// (vLLM's `--enforce-eager`).
     public var recordDecodeSteps = true
+    /// Schedule each step while the device runs the one before (vLLM's async scheduling); off: one step at a time,
+    /// to measure what overlapping gains.
+    public var scheduleAhead = true
     /// Requests in the batch at once, and tokens one step computes (chunked prefill budget).
     public var maxRunningRequests = 64
     public var maxTokensPerStep = 512
@@ -221,6 +224,39 @@ public final class Engine: GenerationService, @unchecked Sendable {
 
     // MARK: The step loop (its own thread)
 
+    /// A step the runner has queued, with what taking in its tokens needs.
+    private struct LaunchedStep {
+        let output: StepOutput
+        /// The requests that sample, in logit-row order.
+        let sampled: [Int]
+        /// Prompt positions whose logits follow the sampled rows': (handle, position).
+        let scored: [(handle: Int, position: Int)]
+        let sequences: Int, tokens: Int
+    }
+
+    /// A step scheduled and laid out but not yet run.
+    private struct PreparedStep {
+        var batch: StepBatch
+        /// The requests that sample, in logit-row order, with their context once the step has run.
+        let sampled: [(handle: Int, contextLength: Int)]
+        /// Per sampled request, how it picks; nil for a request whose choice needs the token the step in flight is
+        /// sampling for it (penalties read every token).
+        var choices: [TokenChoice?]
+        let returnLogits: [Bool]
+        let scored: [(handle: Int, position: Int)]
+        /// Rows whose input is the token the step in flight is sampling for this request.
+        let fed: [(row: Int, handle: Int)]
+        let sequences: Int
+    }
+
+    /// The step the device is running, whose tokens are not taken in yet.
+    private var inFlight: LaunchedStep?
+
+    /// While the device runs a step, the next is scheduled and laid out on the host (vLLM's async scheduling,
+    /// SGLang's overlap scheduler): each request in flight counts on one more token, the rows that need it wait only
+    /// for the copy of the sampled ids, and the tokens are streamed once the next step is queued. A request that
+    /// stops on the token just read leaves a wasted row in the step behind it, which is dropped. Where the runner
+    /// computes in place (the CPU), tokens are back before the next step is scheduled and nothing runs ahead.
     private func stepLoop() {
         while true {
             let commands = inbox.update { commands -> [Command] in
@@ -228,11 +264,19 @@ public final class Engine: GenerationService, @unchecked Sendable {
                 return commands
             }
             commands.forEach(handle)
-            if scheduler.isIdle && !drainWaiters.isEmpty {
+            if let step = inFlight, step.output.tokens.isReady || !configuration.scheduleAhead {
+                inFlight = nil
+                complete(step)
+            }
+            if inFlight == nil && scheduler.isIdle && !drainWaiters.isEmpty {
                 drainWaiters.forEach { $0.resume() }
                 return
             }
-            if !step() {
+            let previous = inFlight
+            inFlight = prepare().map { launch($0, after: previous) }
+            if let previous {
+                complete(previous)
+            } else if inFlight == nil {
                 publishStats()  // loads started or done, adapters unregistered: shown while nothing runs
                 wake.wait()
             }
@@ -276,19 +320,21 @@ public final class Engine: GenerationService, @unchecked Sendable {
         }
     }
 
-    /// Schedules and runs one step; false when there was nothing to run.
-    private func step() -> Bool {
+    /// Schedules the next step and lays out its batch; nil when there is nothing to run.
+    private func prepare() -> PreparedStep? {
         perform(residency.plan(running: Set(scheduler.running.compactMap(\.adapter)), waiting: scheduler.waiting.compactMap(\.adapter)))
         let work = scheduler.schedule(readyAdapters: residency.ready)
-        guard !work.isEmpty else { return false }
+        guard !work.isEmpty else { return nil }
 
         // Rows grouped by adapter slot, so each adapter's rows form one segment; base-only rows first.
         let ordered = work.sorted { (slotOf($0.id) ?? -1, $0.id) < (slotOf($1.id) ?? -1, $1.id) }
         var tokens: [Int32] = []
         var sequences: [StepBatch.Sequence] = []
         var segments: [LoRASegment] = []
-        var sampled: [Int] = []
+        var sampled: [(handle: Int, contextLength: Int)] = []
+        var choices: [TokenChoice?] = []
         var logitRows: [Int] = []
+        var fed: [(row: Int, handle: Int)] = []
         // Prompt rows whose logits score the next prompt token, for requests asking for prompt logprobs: after the
         // sampled rows in the output, with (handle, position) of each.
         var promptRows: [Int] = []
@@ -297,47 +343,91 @@ public final class Engine: GenerationService, @unchecked Sendable {
             let request = requests[item.id]!
             let rows = tokens.count ..< tokens.count + item.count
             let first = item.contextLength - item.count
-            tokens += request.tokens[first ..< item.contextLength].map(Int32.init)
+            // Known tokens, then at most one that the step in flight is sampling.
+            let known = min(item.contextLength, request.tokens.count)
+            tokens += request.tokens[min(first, known) ..< known].map(Int32.init)
+            let pending = item.contextLength - max(first, known)
+            precondition(pending <= 1 && (pending == 0 || inFlight?.sampled.contains(item.id) == true),
+                         "only the step in flight samples a token a step needs")
+            if pending == 1 {
+                fed.append((tokens.count, item.id))
+                tokens.append(0)
+            }
             sequences.append(StepBatch.Sequence(rows: rows, contextLength: item.contextLength, blockTable: item.pages))
             if let slot = slotOf(item.id) { segments.append(rows: rows, slot: slot) }
             if item.samples {
                 logitRows.append(rows.upperBound - 1)
-                sampled.append(item.id)
+                sampled.append((item.id, item.contextLength))
+                choices.append(pending == 1 && request.request.sampling.penalizesHistory ? nil : request.nextChoice(unknown: pending))
             }
             for position in request.unscoredPromptPositions(first ..< item.contextLength) {
                 promptRows.append(rows.lowerBound + position - first)
                 scored.append((item.id, position))
             }
         }
-        let live = sampled.map { requests[$0]! }
-        let output = runner.run(StepBatch(tokens: tokens, sequences: sequences, loraSegments: segments, logitRows: logitRows + promptRows),
-                                choices: live.map { $0.nextChoice() } + scored.map { _ in .greedy },
-                                returnLogits: live.map { $0.request.sampling.logprobs > 0 } + scored.map { _ in true })
-        for (index, (handle, position)) in scored.enumerated() {
-            requests[handle]!.score(position: position, logits: output.logits[sampled.count + index]!)
+        return PreparedStep(batch: StepBatch(tokens: tokens, sequences: sequences, loraSegments: segments, logitRows: logitRows + promptRows),
+                            sampled: sampled, choices: choices,
+                            returnLogits: sampled.map { requests[$0.handle]!.request.sampling.logprobs > 0 } + scored.map { _ in true },
+                            scored: scored, fed: fed, sequences: work.count)
+    }
+
+    /// Fills in what the step in flight sampled (waiting for its ids only when some row needs them) and queues the step.
+    private func launch(_ step: PreparedStep, after previous: LaunchedStep?) -> LaunchedStep {
+        var (batch, choices) = (step.batch, step.choices)
+        if let previous, !step.fed.isEmpty {
+            let ids = previous.output.tokens.ids
+            let rowOf = Dictionary(uniqueKeysWithValues: previous.sampled.enumerated().map { ($1, $0) })
+            for (row, handle) in step.fed {
+                // An id outside the vocabulary (a row that could not be sampled) ends its request when read; its row
+                // here is dropped, but must still index the embedding table.
+                let token = ids[rowOf[handle]!]
+                batch.tokens[row] = Int32((0..<runner.vocabularySize).contains(token) ? token : 0)
+                if let index = step.sampled.firstIndex(where: { $0.handle == handle }), choices[index] == nil {
+                    choices[index] = requests[handle]!.nextChoice(after: token)
+                }
+            }
         }
-        for (row, handle) in sampled.enumerated() {
+        let output = runner.run(batch, choices: choices.map { $0! } + step.scored.map { _ in .greedy }, returnLogits: step.returnLogits)
+        // The token this step samples joins each request's known tokens now, so the next step can be scheduled
+        // before it is read, unless it is the request's last (its length limit).
+        for (handle, contextLength) in step.sampled {
+            let sampling = requests[handle]!.request.sampling
+            let total = contextLength + 1, prompt = requests[handle]!.request.promptIDs.count
+            if total - prompt < sampling.maxTokens && total < maxContextLength { scheduler.appendToken(id: handle) }
+        }
+        return LaunchedStep(output: output, sampled: step.sampled.map(\.handle), scored: step.scored, sequences: step.sequences,
+                            tokens: batch.rowCount)
+    }
+
+    /// Takes in a step's tokens: scores prompt positions, streams each sampled token, ends requests that are done.
+    /// A request that ended while the step ran (cancelled, or stopped by the token before) has its row dropped.
+    private func complete(_ step: LaunchedStep) {
+        let ids = step.output.tokens.ids
+        for (index, (handle, position)) in step.scored.enumerated() {
+            requests[handle]?.score(position: position, logits: step.output.logits[step.sampled.count + index]!)
+        }
+        for (row, handle) in step.sampled.enumerated() {
+            guard let request = requests[handle] else { continue }
             // An id outside the vocabulary (`TokenChoice.nonFinite`) means this row's logits could not be sampled:
             // a corrupt adapter or weight. Only this request ends; the rest of the batch is unaffected.
-            guard (0..<runner.vocabularySize).contains(output.tokens[row]) else {
-                finish(handle, .error, message: output.tokens[row] == TokenChoice.nonFinite
-                    ? "the model produced non-finite logits (NaN or infinity)\(live[row].request.adapter.map { " with adapter \"\($0)\"" } ?? "")"
-                    : "the backend returned token id \(output.tokens[row]), outside the vocabulary of \(runner.vocabularySize)")
+            guard (0..<runner.vocabularySize).contains(ids[row]) else {
+                finish(handle, .error, message: ids[row] == TokenChoice.nonFinite
+                    ? "the model produced non-finite logits (NaN or infinity)\(request.request.adapter.map { " with adapter \"\($0)\"" } ?? "")"
+                    : "the backend returned token id \(ids[row]), outside the vocabulary of \(runner.vocabularySize)")
                 continue
             }
-            live[row].reportPromptLogprobs()
+            request.reportPromptLogprobs()
             // `max_tokens` 0 (scoring a prompt): the sampled token is dropped.
-            if live[row].request.sampling.maxTokens == 0 {
+            if request.request.sampling.maxTokens == 0 {
                 finish(handle, .length)
                 continue
             }
-            let outcome = live[row].accept(output.tokens[row], logits: output.logits[row], eos: eos, contextLimit: maxContextLength)
-            scheduler.appendToken(id: handle)
-            if let reason = outcome { finish(handle, reason) }
+            if let reason = request.accept(ids[row], logits: step.output.logits[row], eos: eos, contextLimit: maxContextLength) {
+                finish(handle, reason)
+            }
         }
-        throughput.record(tokens: sampled.count, at: ContinuousClock.now)
-        publishStats(step: (sequences: work.count, tokens: tokens.count))
-        return true
+        throughput.record(tokens: step.sampled.count, at: ContinuousClock.now)
+        publishStats(step: (sequences: step.sequences, tokens: step.tokens))
     }
 
     private func slotOf(_ handle: Int) -> Int? { requests[handle]?.request.adapter.flatMap { residency.slot(of: $0) } }
@@ -357,6 +447,9 @@ public final class Engine: GenerationService, @unchecked Sendable {
             case let .dropHost(name):
                 hostAdapters[name] = nil
             case let .evict(slot):
+                // The step in flight may still read the slot (a row of a request that just ended): its memory goes
+                // once that step is done.
+                _ = inFlight?.output.tokens.ids
                 runner.setSlot(slot, to: nil)
             case let .upload(name, slot):
                 guard let adapter = hostAdapters[name] else { preconditionFailure("residency uploads \(name) only from its host copy") }
@@ -448,8 +541,11 @@ private final class LiveRequest {
         continuation.yield(.prompt(logprobs: promptLogprobs.map { $0! }))
     }
 
-    /// How the step picks this request's next token.
-    func nextChoice() -> TokenChoice { sampler.choice(history: tokens) }
+    /// How the step picks this request's next token, the last `unknown` tokens of its history still being sampled.
+    func nextChoice(unknown: Int) -> TokenChoice { sampler.choice(history: tokens, unknown: unknown) }
+
+    /// How the step picks this request's next token once `pending`, sampled but not yet taken in, is known.
+    func nextChoice(after pending: Int) -> TokenChoice { sampler.choice(history: tokens + [pending]) }
 
     /// Takes the step's token (and its raw logits when logprobs were asked for) and streams it; returns a finish
     /// reason when the request is done.
@@ -500,27 +596,6 @@ private struct ThroughputWindow {
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
         return seconds > 0 ? Double(samples.dropFirst().reduce(0) { $0 + $1.tokens }) / seconds : 0
     }
-}
-
-/// A value behind a mutex, for the little state callers share with the step loop.
-final class Locked<Value>: @unchecked Sendable {
-    private var value: Value
-    private var mutex = pthread_mutex_t()
-
-    init(_ value: Value) {
-        self.value = value
-        pthread_mutex_init(&mutex, nil)
-    }
-
-    deinit { pthread_mutex_destroy(&mutex) }
-
-    func update<Result, Failure: Error>(_ body: (inout Value) throws(Failure) -> Result) throws(Failure) -> Result {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return try body(&value)
-    }
-
-    func read<Result>(_ body: (Value) -> Result) -> Result { update { body($0) } }
 }
 
 /// A detached OS thread: the step loop blocks between steps, so it must not occupy a shared executor's thread.

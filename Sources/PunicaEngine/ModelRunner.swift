@@ -21,15 +21,18 @@ public protocol ModelRunner: AnyObject {
     func setSlot(_ slot: Int, to adapter: HostAdapter?)
     /// Runs one step and picks the next token of each of `batch.logitRows` with `choices` (one each). Rows whose
     /// `returnLogits` is true also bring their raw logits back (for logprobs); the others never leave the device.
+    /// On a device that runs behind the host it returns once the step is queued (unless logits come back) and the
+    /// output's tokens arrive later.
     func run(_ batch: StepBatch, choices: [TokenChoice], returnLogits: [Bool]) -> StepOutput
 }
 
-/// What a step gives the engine: per logit row, its token and, where asked for, its logits ([vocabularySize]).
+/// What a step gives the engine: per logit row, its token (padding rows of a replayed step may follow) and, where
+/// asked for, its logits ([vocabularySize]).
 public struct StepOutput {
-    public var tokens: [Int]
+    public var tokens: SampledTokens
     public var logits: [[Float]?]
 
-    public init(tokens: [Int], logits: [[Float]?]) {
+    public init(tokens: SampledTokens, logits: [[Float]?]) {
         self.tokens = tokens
         self.logits = logits
     }
@@ -97,7 +100,7 @@ public final class LlamaRunner: ModelRunner {
         let all = returnLogits.contains(true) ? model.backend.toHost(logits) : []
         // A replay's logits have a row per recorded row: the padding rows' tokens are drawn greedily and dropped.
         let padding = Array(repeating: TokenChoice.greedy, count: logits.rows - choices.count)
-        return StepOutput(tokens: Array(model.backend.sample(logits, choices + padding).prefix(choices.count)),
+        return StepOutput(tokens: model.backend.sample(logits, choices + padding),
                           logits: returnLogits.enumerated().map { row, wanted in
                               wanted ? Array(all[row * vocabulary ..< (row + 1) * vocabulary]) : nil
                           })

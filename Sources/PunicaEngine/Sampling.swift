@@ -44,6 +44,9 @@ public struct SamplingParameters: Sendable, Equatable {
 
     public static let maxLogprobs = 20
 
+    /// Whether the choice of a token depends on which tokens came before (the penalties), not only on how many.
+    public var penalizesHistory: Bool { repetitionPenalty != 1 || presencePenalty != 0 || frequencyPenalty != 0 }
+
     /// Checks every field against its limits.
     public func validate() throws(RequestError) {
         func check(_ ok: Bool, _ field: String, _ rule: String, _ value: Any) throws(RequestError) {
@@ -135,11 +138,14 @@ public struct Sampler {
         random = SplitMix64(seed: parameters.seed ?? UInt64.random(in: .min ... .max))
     }
 
-    /// The next token's choice; `history` is the prompt plus the tokens generated so far.
-    public mutating func choice(history: [Int]) -> TokenChoice {
+    /// The next token's choice; `history` is the prompt plus the tokens generated so far, but for the last
+    /// `unknown` of them, still being sampled by a step in flight: their number is all a choice needs unless the
+    /// parameters penalize history.
+    public mutating func choice(history: [Int], unknown: Int = 0) -> TokenChoice {
         let p = parameters
+        precondition(unknown == 0 || !p.penalizesHistory, "penalties read every token of the history")
         var bias = Dictionary(uniqueKeysWithValues: p.logitBias.map { (Int32($0.key), $0.value) })
-        if history.count - promptLength < p.minTokens {
+        if history.count + unknown - promptLength < p.minTokens {
             for token in endTokens { bias[Int32(token)] = -.infinity }
         }
         var subtracted: [Int32: Float] = [:]

@@ -123,7 +123,7 @@ struct BenchForward: ParsableCommand {
             let replayed = newTokens == 1 ? (try? recordings?.logits(stepBatch)) ?? nil : nil
             let logits = replayed ?? model.forward(model.backend.plan(stepBatch), cache: cache, adapters: resident)
             hostTime += clock.now - start
-            for (index, token) in model.backend.sample(logits, Array(repeating: .greedy, count: batch)).enumerated() { tokens[index].append(Int32(token)) }
+            for (index, token) in model.backend.sample(logits, Array(repeating: .greedy, count: batch)).ids.enumerated() { tokens[index].append(Int32(token)) }
         }
         let prefill = clock.measure { step(newTokens: promptTokens, context: promptTokens) }
         let hostAfterPrefill = hostTime

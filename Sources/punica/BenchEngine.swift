@@ -26,6 +26,7 @@ struct BenchEngine: AsyncParsableCommand {
     @Option(help: "Tokens generated per request.") var maxTokens = 32
     @Option(help: "Where random adapters are written (reused across runs).") var cache = "/tmp/punica-bench-adapters"
     @Flag(help: "Run every step eagerly: no recorded decode steps (CUDA graphs).") var enforceEager = false
+    @Flag(help: "One step at a time: no scheduling while the device runs the step before.") var noScheduleAhead = false
 
     func run() async throws {
         let (model, tokenizer, _) = try modelOptions.load()
@@ -33,6 +34,7 @@ struct BenchEngine: AsyncParsableCommand {
         configuration.adapterSlots = max(1, distinct.max() ?? 1)
         configuration.maxRunningRequests = max(1, concurrency.max() ?? 1)
         configuration.recordDecodeSteps = !enforceEager
+        configuration.scheduleAhead = !noScheduleAhead
         let engine = try Engine(model: model, tokenizer: tokenizer, configuration: configuration)
         print(engine.kvCacheSummary)
         // Every registered name is validated; they share a few directories, so writing them stays cheap.
@@ -52,7 +54,8 @@ struct BenchEngine: AsyncParsableCommand {
         }
         print("backend: \(model.backend.name); \(modelOptions.model) (\(model.config.parameterCount / 1_000_000)M parameters); "
               + "\(engine.adapterNames().count) adapters registered in \(fixed(registration.seconds, 2)) s; "
-              + "prompt \(promptTokens), \(maxTokens) new tokens per request, rank \(rank)")
+              + "prompt \(promptTokens), \(maxTokens) new tokens per request, rank \(rank); "
+              + (noScheduleAhead ? "one step at a time" : "each step scheduled while the one before runs"))
         print("| concurrent | distinct adapters | tokens/s | mean step ms | steps | warm-up s (adapter loads) |")
         print("|---|---|---|---|---|---|")
         var random = SplitMix64(seed: 1)

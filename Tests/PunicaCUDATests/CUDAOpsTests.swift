@@ -347,8 +347,8 @@ extension CUDATests {
             }
             // A step whose rows all sit in unfinished prompt chunks has no logit rows: nothing to sample or copy.
             let empty = pair.gpu.zeros([0, vocab])
-            #expect(pair.gpu.sample(empty, []).isEmpty && pair.gpu.toHost(empty).isEmpty)
-            let expected = pair.cpu.sample(logits.0, choices), sampled = pair.gpu.sample(logits.1, choices)
+            #expect(pair.gpu.sample(empty, []).ids.isEmpty && pair.gpu.toHost(empty).isEmpty)
+            let expected = pair.cpu.sample(logits.0, choices).ids, sampled = pair.gpu.sample(logits.1, choices).ids
             for row in 0..<rows { #expect(sampled[row] == expected[row], "row \(row), \(choices[row]) \(dtype)") }
             #expect(pair.gpu.toHost(logits.1) == cpuLogits, "sampling must leave the logits as they were")
         }
@@ -378,7 +378,7 @@ extension CUDATests {
             let flat = rows.flatMap { row in choices.flatMap { _ in row } }, choiceOfRow = rows.flatMap { _ in choices }
             let logits = flat.withUnsafeBytes { (pair.cpu.weight(from: $0.baseAddress!, dtype: .float32, shape: [choiceOfRow.count, vocab]),
                                                  pair.gpu.weight(from: $0.baseAddress!, dtype: .float32, shape: [choiceOfRow.count, vocab])) }
-            let expected = pair.cpu.sample(logits.0, choiceOfRow), sampled = pair.gpu.sample(logits.1, choiceOfRow)
+            let expected = pair.cpu.sample(logits.0, choiceOfRow).ids, sampled = pair.gpu.sample(logits.1, choiceOfRow).ids
             for row in choiceOfRow.indices {
                 let masked = row / choices.count == 3
                 #expect((expected[row] == TokenChoice.nonFinite) != masked, "row \(row)")
@@ -463,7 +463,7 @@ extension CUDATests {
                                  logitRows: sequences.map { $0.rows.upperBound - 1 })
             }
             let prefill = batch(newTokens: 6)
-            var next = gpu.sample(fixture.model.forward(gpu.plan(prefill), cache: caches.0, adapters: resident), Array(repeating: .greedy, count: 5))
+            var next = gpu.sample(fixture.model.forward(gpu.plan(prefill), cache: caches.0, adapters: resident), Array(repeating: .greedy, count: 5)).ids
             _ = fixture.model.forward(gpu.plan(prefill), cache: caches.1, adapters: resident)
             for step in 0..<10 {
                 for (index, token) in next.enumerated() { tokens[index].append(Int32(token)) }
@@ -475,8 +475,8 @@ extension CUDATests {
                 let expected = gpu.toHost(eager), actual = Array(gpu.toHost(replayed).prefix(5 * vocabulary))
                 let mismatch = closeMismatch(actual, expected, atol: 2e-2, rtol: 2e-3)
                 #expect(mismatch == nil, "step \(step): \(mismatch ?? "")")
-                next = gpu.sample(eager, Array(repeating: .greedy, count: 5))
-                let fromReplay = Array(gpu.sample(replayed, Array(repeating: .greedy, count: 8)).prefix(5))
+                next = gpu.sample(eager, Array(repeating: .greedy, count: 5)).ids
+                let fromReplay = Array(gpu.sample(replayed, Array(repeating: .greedy, count: 8)).ids.prefix(5))
                 #expect(fromReplay == next, "step \(step)")
             }
             #expect(recordings.count == 1, "one recording (size 8, with LoRA), made once and replayed ten times")

@@ -10,7 +10,7 @@ import TestSupport
 /// A scripted model: the next token is the row's token + 1 (+ 100 × (slot + 1) for an adapter's rows), so every
 /// output is predictable. A step takes `stepDelay` and, when `gateSteps` is set, waits for `allowSteps(_:)`; adapter
 /// loads take `loadDelay`, or wait for `releaseLoads()` when `holdLoads` is set. The gates make tests independent of
-/// how busy the machine is.
+/// how busy the machine is. With `runsAhead` its tokens come back as a GPU's do: not ready until read.
 final class ScriptedRunner: ModelRunner, @unchecked Sendable {
     let vocabularySize = 605
     let maxPositions = 256
@@ -22,14 +22,17 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
     let stepDelay: Double
     let holdLoads: Bool
     let gateSteps: Bool
+    let runsAhead: Bool
     private let loadGate = DispatchSemaphore(value: 0)
     private let stepGate = DispatchSemaphore(value: 0)
     private(set) var steps: [StepBatch] = []
     /// The adapter of each slot, as the engine set them.
     private(set) var slotNames: [String?] = [nil, nil]
 
-    init(pageCount: Int = 64, loadDelay: Double = 0, stepDelay: Double = 0.001, holdLoads: Bool = false, gateSteps: Bool = false) {
+    init(pageCount: Int = 64, loadDelay: Double = 0, stepDelay: Double = 0.001, holdLoads: Bool = false, gateSteps: Bool = false,
+         runsAhead: Bool = false) {
         self.pageCount = pageCount
+        self.runsAhead = runsAhead
         self.loadDelay = loadDelay
         self.stepDelay = stepDelay
         self.holdLoads = holdLoads
@@ -74,7 +77,8 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
             logits[(Int(batch.tokens[row]) + 1 + (slot.map { 100 * ($0 + 1) } ?? 0)) % vocabularySize] = 10
             return logits
         }
-        return StepOutput(tokens: zip(logits, choices).map { logits, choice in logits.withUnsafeBufferPointer { choice.pick($0) } },
+        let ids = zip(logits, choices).map { logits, choice in logits.withUnsafeBufferPointer { choice.pick($0) } }
+        return StepOutput(tokens: runsAhead ? SampledTokens(ready: { false }, wait: { ids }) : SampledTokens(ids),
                           logits: zip(logits, returnLogits).map { $1 ? $0 : nil })
     }
 }
@@ -114,6 +118,39 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
         #expect(runner.steps.contains { $0.sequences.count == 2 && $0.loraSegments.count == 1 })
         #expect(engine.stats().kvPagesUsed == 0)
         await engine.drain()
+    }
+
+    /// The engine schedules each step while the one before runs (its tokens not read yet): the same tokens, texts
+    /// and finish reasons as one step at a time, across adapters, length limits, stop strings, stop tokens and
+    /// history penalties.
+    @Test func schedulingAheadOfTheDeviceChangesNoOutput() async throws {
+        func run(runsAhead: Bool) async throws -> ([Completion], rows: Int) {
+            let runner = ScriptedRunner(runsAhead: runsAhead)
+            let engine = Engine(runner: runner, tokenizer: tokenizer)
+            try await engine.registerAdapter(name: "x", directory: "/x")
+            _ = try await engine.complete([greedy("warm", [1], adapter: "x", maxTokens: 1)])
+            let a = tokenizer.encode("a", addSpecialTokens: false)
+            var stopToken = greedy("stop-token", [40], maxTokens: 20)
+            stopToken.sampling.stopTokenIDs = [45]
+            var penalized = greedy("penalized", [7, 8], adapter: "x", maxTokens: 6)
+            penalized.sampling.repetitionPenalty = 1.5
+            penalized.sampling.minTokens = 3
+            let results = try await engine.complete([greedy("long", [1], maxTokens: 30), greedy("x", [3, 4, 5], adapter: "x", maxTokens: 7),
+                                                     greedy("stop", a, maxTokens: 12, stop: ["de"]), stopToken, penalized,
+                                                     greedy("one", [9], maxTokens: 1)])
+            #expect(engine.stats().kvPagesUsed == 0)
+            await engine.drain()
+            return (results, runner.steps.reduce(0) { $0 + $1.rowCount })
+        }
+        let (inPlace, rowsInPlace) = try await run(runsAhead: false)
+        let (ahead, rowsAhead) = try await run(runsAhead: true)
+        #expect(ahead.map(\.tokenIDs) == inPlace.map(\.tokenIDs))
+        #expect(ahead.map(\.text) == inPlace.map(\.text))
+        #expect(ahead.map(\.finishReason) == inPlace.map(\.finishReason))
+        #expect(inPlace[3].finishReason == .stop && inPlace[3].tokenIDs.last == 45 && inPlace[2].finishReason == .stop)
+        // Scheduled ahead, each request that stopped on a token it could not foresee (the stop string, the stop
+        // token) had a row in the step after, dropped; a length limit is foreseen and costs nothing.
+        #expect(rowsAhead == rowsInPlace + 2)
     }
 
     @Test func stopStringsCutTheTextAndAreNeverStreamed() async throws {

@@ -1,0 +1,13 @@
+import PunicaCompute
+import Testing
+import TestSupport
+
+extension CUDATests {
+    /// The engine on the GPU, where it schedules each step while the one before runs and reads sampled tokens back
+    /// behind the step: the same tokens as each request alone.
+    @Suite struct CUDAEngineTests {
+        @Test(arguments: [DType.float16, .bfloat16]) func sixtyFourRequestsOverEightAdaptersMatchTheirSoloRuns(dtype: DType) async throws {
+            try await BatchingInvariance.sixtyFourRequestsOverEightAdaptersMatchTheirSoloRuns(on: GPU.backends[dtype]!)
+        }
+    }
+}
