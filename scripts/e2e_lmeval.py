@@ -99,7 +99,7 @@ def write_task(directory):
 
 
 def run_lm_eval(task_dir, output_dir, model, model_args, *options):
-    """lm-eval's command line on the task; its logged samples by doc_id and the task's scores."""
+    """lm-eval's command line on the task: its logged samples by doc_id, the task's scores and lm-eval's log."""
     environment = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                        OPENAI_API_KEY=API_KEY, TOKENIZERS_PARALLELISM="false")
     command = [sys.executable, "-m", "lm_eval", "run", "--model", model,
@@ -114,9 +114,9 @@ def run_lm_eval(task_dir, output_dir, model, model_args, *options):
     [results_path] = output_dir.rglob("results_*.json")
     samples = {sample["doc_id"]: sample for sample in map(json.loads, samples_path.read_text().splitlines())}
     scores = json.loads(results_path.read_text())["results"][TASK]
-    print(f"  lm_eval --model {model}: acc {scores['acc,none']:.4f}, acc_norm {scores['acc_norm,none']:.4f} "
+    print(f"  lm_eval --model {model} ({', '.join(model_args)}): acc {scores['acc,none']:.4f}, acc_norm {scores['acc_norm,none']:.4f} "
           f"({time.monotonic() - started:.0f} s)")
-    return samples, scores
+    return samples, scores, result.stdout + result.stderr
 
 
 def choice_scores(sample):
@@ -156,17 +156,22 @@ def main():
             server.wait_until_healthy()
             for name, peft in [("models", None), ("scripture", model_dir / "adapters" / "scripture")]:
                 print(f"{name} ({count} items, 4 choices each):")
-                served, served_scores = run_lm_eval(scratch, scratch / f"{name}-punica", "local-completions", {
-                    "model": name, "base_url": f"{server.url}/v1/completions", "tokenizer": model_dir})
                 # lm-eval's API models send no BOS by default (add_bos_token=False); its hf model would follow the
                 # tokenizer, which adds one, so it is told the same to score the same tokens.
-                reference, reference_scores = run_lm_eval(scratch, scratch / f"{name}-hf", "hf", {
+                reference, reference_scores, _ = run_lm_eval(scratch, scratch / f"{name}-hf", "hf", {
                     "pretrained": model_dir, "dtype": "float32", "add_bos_token": False, **({"peft": peft} if peft else {})},
                     "--device", "cpu")
-                largest = compare(name, served, reference, count)
-                for metric in ("acc,none", "acc_norm,none"):
-                    check(served_scores[metric] == reference_scores[metric], f"{name}: {metric} {served_scores} vs {reference_scores}")
-                print(f"ok {name}: acc and acc_norm identical, max |Δ log-likelihood| {largest:.2e} over {4 * count} choices")
+                # lm-eval tokenizes with the model directory's tokenizer, or (when /tokenizer_info answers: here the
+                # key lets it in) through the server's /tokenize.
+                for client, backend, options in [("local tokenizer", "huggingface", {"tokenizer": model_dir}),
+                                                 ("server's tokenizer", "remote", {"auth_token": API_KEY})]:
+                    served, served_scores, log = run_lm_eval(scratch, scratch / f"{name}-punica-{backend}", "local-completions",
+                                                             {"model": name, "base_url": f"{server.url}/v1/completions", **options})
+                    check(f"Using tokenizer {backend}" in log, f"{name}, {client}: lm-eval did not pick the {backend} tokenizer")
+                    largest = compare(f"{name}, {client}", served, reference, count)
+                    for metric in ("acc,none", "acc_norm,none"):
+                        check(served_scores[metric] == reference_scores[metric], f"{name}, {client}: {metric} {served_scores} vs {reference_scores}")
+                    print(f"ok {name}, {client}: acc and acc_norm identical, max |Δ log-likelihood| {largest:.2e} over {4 * count} choices")
         except Exception:
             print(f"--- punica serve log ({server.log_path}) ---\n" + server.log_path.read_text()[-6000:], file=sys.stderr)
             raise
