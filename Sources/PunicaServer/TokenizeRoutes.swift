@@ -48,23 +48,16 @@ struct DetokenizeResponse: Encodable {
 struct TokenizerInfoResponse: Encodable {
     /// `bos_token`, `eos_token`, `unk_token`, `pad_token`… as their texts, only those the model has.
     let specialTokens: [String: String]
+    /// The longest context the server takes (prompt and generated tokens).
     let model_max_length: Int
     /// The default chat template's source, when the model has one.
     let chat_template: String?
 
     func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: Key.self)
-        for (name, text) in specialTokens { try container.encode(text, forKey: Key(name)) }
-        try container.encode(model_max_length, forKey: Key("model_max_length"))
-        try container.encodeIfPresent(chat_template, forKey: Key("chat_template"))
-    }
-
-    private struct Key: CodingKey {
-        let stringValue: String
-        init(_ name: String) { stringValue = name }
-        init?(stringValue: String) { self.init(stringValue) }
-        var intValue: Int? { nil }
-        init?(intValue: Int) { nil }
+        var container = encoder.container(keyedBy: AnyKey.self)
+        for (name, text) in specialTokens { try container.encode(text, forKey: AnyKey(stringValue: name)) }
+        try container.encode(model_max_length, forKey: AnyKey(stringValue: "model_max_length"))
+        try container.encodeIfPresent(chat_template, forKey: AnyKey(stringValue: "chat_template"))
     }
 }
 
@@ -73,7 +66,6 @@ extension OpenAIServer {
         jsonResponse(TokenizerInfoResponse(specialTokens: specialTokens, model_max_length: service.maxContextLength,
                                            chat_template: service.tokenizer.chatTemplates["default"]))
     }
-
 
     func tokenize(_ request: Request) async throws -> Response {
         var request = request
