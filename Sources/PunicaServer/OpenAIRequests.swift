@@ -44,13 +44,6 @@ struct GenerationOptions: Decodable {
         let type: String
     }
 
-    private struct AnyKey: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
-
     private enum CodingKeys: String, CodingKey {
         case model, max_tokens, max_completion_tokens, temperature, top_p, top_k, min_p, seed, stop, stop_token_ids, n, stream,
              stream_options, ignore_eos, presence_penalty, frequency_penalty, repetition_penalty, logit_bias, min_tokens,
@@ -383,4 +376,12 @@ struct StringOrList: Decodable {
             throw FieldRule.error("must be a string or a list of strings", decoder)
         }
     }
+}
+
+/// A JSON object's key by its name, for objects whose keys are not fixed.
+struct AnyKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
 }

@@ -61,6 +61,9 @@ public struct OpenAIServer: Sendable {
     let configuration: ServerConfiguration
     let logger: Logger
     let metrics = ServerMetrics()
+    /// `bos_token`, `eos_token`… as tokenizer_config.json names them, else (BOS, EOS) the texts of the ids found
+    /// elsewhere: the chat template's variables and /tokenizer_info's fields.
+    let specialTokens: [String: String]
     /// Parsed once: a model without a usable template still serves completions; chat requests get the error.
     let chatTemplate: Result<ChatTemplate, ChatTemplateError>
     let adapterRoots: AdapterRoots
@@ -73,12 +76,12 @@ public struct OpenAIServer: Sendable {
         self.logger = logger
         let tokenizer = service.tokenizer
         let tokens = TokenText(tokenizer: tokenizer)
+        var specialTokens = tokenizer.specialTokenTexts
+        if specialTokens["bos_token"] == nil { specialTokens["bos_token"] = tokenizer.bosTokenID.map(tokens.text) }
+        if specialTokens["eos_token"] == nil { specialTokens["eos_token"] = tokenizer.eosTokenIDs.first.map(tokens.text) }
+        self.specialTokens = specialTokens
         chatTemplate = Result { () throws(ChatTemplateError) in
-            // bos_token/eos_token as tokenizer_config.json names them, else the texts of the ids found elsewhere.
-            var specialTokens = tokenizer.specialTokenTexts
-            if specialTokens["bos_token"] == nil { specialTokens["bos_token"] = tokenizer.bosTokenID.map(tokens.text) }
-            if specialTokens["eos_token"] == nil { specialTokens["eos_token"] = tokenizer.eosTokenIDs.first.map(tokens.text) }
-            return try ChatTemplate(templates: tokenizer.chatTemplates, source: tokenizer.chatTemplateSource, specialTokens: specialTokens)
+            try ChatTemplate(templates: tokenizer.chatTemplates, source: tokenizer.chatTemplateSource, specialTokens: specialTokens)
         }
         adapterRoots = try AdapterRoots(configuration.adapterRoots)
         adapterDirectories = AdapterDirectories(configuration.adapterDirectories)
@@ -114,6 +117,7 @@ public struct OpenAIServer: Sendable {
         if let key = configuration.apiKey { tokenizer.add(middleware: APIKeyMiddleware(key: key)) }
         tokenizer.post("tokenize") { request, _ in try await tokenize(request) }
         tokenizer.post("detokenize") { request, _ in try await detokenize(request) }
+        tokenizer.get("tokenizer_info") { _, _ in tokenizerInfo() }
         return router
     }
 

@@ -6,7 +6,8 @@ import Foundation
 import Hummingbird
 import PunicaEngine
 
-// vLLM's `/tokenize` and `/detokenize`, so clients can count tokens as the server does.
+// vLLM's `/tokenize`, `/detokenize` and `/tokenizer_info`, so clients can count tokens as the server does (lm-eval's
+// `local-completions` tokenizes through them when /tokenizer_info answers, needing no tokenizer of its own).
 
 /// `POST /tokenize`: `prompt` (a completion's text) or `messages` (rendered by the chat template, as chat requests are).
 struct TokenizeRequest: Decodable {
@@ -43,7 +44,29 @@ struct DetokenizeResponse: Encodable {
     let prompt: String
 }
 
+/// `GET /tokenizer_info`: what of tokenizer_config.json the server uses (vLLM returns the whole of it).
+struct TokenizerInfoResponse: Encodable {
+    /// `bos_token`, `eos_token`, `unk_token`, `pad_token`… as their texts, only those the model has.
+    let specialTokens: [String: String]
+    /// The longest context the server takes (prompt and generated tokens).
+    let model_max_length: Int
+    /// The default chat template's source, when the model has one.
+    let chat_template: String?
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: AnyKey.self)
+        for (name, text) in specialTokens { try container.encode(text, forKey: AnyKey(stringValue: name)) }
+        try container.encode(model_max_length, forKey: AnyKey(stringValue: "model_max_length"))
+        try container.encodeIfPresent(chat_template, forKey: AnyKey(stringValue: "chat_template"))
+    }
+}
+
 extension OpenAIServer {
+    func tokenizerInfo() -> Response {
+        jsonResponse(TokenizerInfoResponse(specialTokens: specialTokens, model_max_length: service.maxContextLength,
+                                           chat_template: service.tokenizer.chatTemplates["default"]))
+    }
+
     func tokenize(_ request: Request) async throws -> Response {
         var request = request
         let data = try await bodyData(from: &request)

@@ -167,6 +167,23 @@ import Testing
         }
     }
 
+    /// vLLM's /tokenizer_info: lm-eval's `local-completions` asks it for `eos_token` and, when it answers, tokenizes
+    /// through /tokenize (its bos_token_id is the first id of `bos_token`, its eos_token_id that of `eos_token`).
+    @Test func tokenizerInfoNamesTheSpecialTokens() async throws {
+        let fake = FakeGenerationService()
+        try await withServer(fake) { client in
+            let json = try await client.get("/tokenizer_info").json
+            #expect(json["bos_token"] as? String == "<s>" && json["eos_token"] as? String == "</s>" && json["unk_token"] as? String == "<unk>")
+            #expect(json["pad_token"] == nil, "the bundled tokenizer has none")
+            #expect(json["model_max_length"] as? Int == fake.maxContextLength)
+            #expect(json["chat_template"] as? String == fake.tokenizer.chatTemplates["default"] && json["chat_template"] != nil)
+            for (field, id) in [("bos_token", fake.tokenizer.bosTokenID), ("eos_token", fake.tokenizer.eosTokenIDs.first)] {
+                let text = try #require(json[field] as? String)
+                #expect(fake.tokenizer.encode(text, addSpecialTokens: false) == [try #require(id)], "\(field) encodes to its id")
+            }
+        }
+    }
+
     /// A loglikelihood through `/v1/completions` (lm-evaluation-harness's request, token-id prompts) on a real
     /// engine: each prompt token's logprob is the log-softmax of transformers' logits at the position before it,
     /// and the generated token's logprob is the generation's own.
