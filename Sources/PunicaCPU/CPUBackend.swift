@@ -73,7 +73,7 @@ final class TransposedB {
 
 /// The CPU step plan: the batch plus the per-row facts every layer needs.
 final class CPUPlan: StepPlan {
-    let batch: StepBatch
+    private(set) var batch: StepBatch
     /// [T]: position of each row.
     let positions: [Int32]
     /// [T]: index into `batch.sequences` of each row's sequence.
@@ -88,6 +88,9 @@ final class CPUPlan: StepPlan {
         }
         self.sequenceOfRow = sequenceOfRow
     }
+
+    /// Sets a row's input token (`Backend.feed`).
+    func feed(row: Int, token: Int32) { batch.tokens[row] = token }
 }
 
 extension StepPlan {
@@ -418,6 +421,11 @@ public final class CPUBackend: Backend {
         }
         table.version = projection.version
         return table
+    }
+
+    public func feed(_ fed: FedTokens, plan: StepPlan) {
+        let ids = fed.source.ids
+        for (row, index) in fed.rows { plan.cpu.feed(row: row, token: Int32(max(ids[index], 0))) }
     }
 
     public func gatherLogitRows(x: Tensor, plan: StepPlan, out: Tensor) {

@@ -739,10 +739,19 @@ public final class CUDABackend: Backend {
             try driver.call("cuEventRecord", driver.cuEventRecord(done, stream))
         }
         let copy = PendingCopy(event: done, into: host!, driver: driver)
-        return SampledTokens(ready: { copy.isDone }, wait: {
+        return SampledTokens(device: tokens, ready: { copy.isDone }, wait: {
             copy.wait()
             return UnsafeBufferPointer(start: copy.host.pointer.assumingMemoryBound(to: Int32.self), count: rows).map(Int.init)
         })
+    }
+
+    public func feed(_ fed: FedTokens, plan: StepPlan) {
+        guard !fed.rows.isEmpty else { return }
+        guard let sampled = fed.source.device else { preconditionFailure("fed tokens come from this backend's sample") }
+        let cuda = plan.cuda
+        let pairs = upload(fed.rows.flatMap { [Int32($0.row), Int32($0.index)] })
+        launch(FeedTokens(sampled: sampled.address, pairs: pairs.address, count: Int32(fed.rows.count), tokens: cuda.address(cuda.tokens)),
+               grid: ((fed.rows.count + 127) / 128, 1, 1), block: 128)
     }
 
     public func gatherLogitRows(x: Tensor, plan: StepPlan, out: Tensor) {

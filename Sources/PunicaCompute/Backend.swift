@@ -148,6 +148,11 @@ public protocol Backend: AnyObject {
     /// its pieces, y[rows, outputOffset ..< +out] += v[rows, rankOffset ..< +r] · B[slot]ᵀ. y: [T, out total].
     func loraExpand(v: Tensor, projection: LoRAProjection, plan: StepPlan, y: Tensor)
 
+    /// Semantics: the input token of each row `fed.rows[i].row` of the plan becomes `fed.source.ids[fed.rows[i].index]`,
+    /// a negative id (`TokenChoice.nonFinite`) becoming 0, without waiting for the ids to reach the host. Before the
+    /// step's first op.
+    func feed(_ fed: FedTokens, plan: StepPlan)
+
     /// Semantics: out[i, :] = x[batch.logitRows[i], :]. out: [logitRows.count, H].
     func gatherLogitRows(x: Tensor, plan: StepPlan, out: Tensor)
 

@@ -236,7 +236,7 @@ public final class Engine: GenerationService, @unchecked Sendable {
 
     /// A step scheduled and laid out but not yet run.
     private struct PreparedStep {
-        var batch: StepBatch
+        let batch: StepBatch
         /// The requests that sample, in logit-row order, with their context once the step has run.
         let sampled: [(handle: Int, contextLength: Int)]
         /// Per sampled request, how it picks; nil for a request whose choice needs the token the step in flight is
@@ -253,8 +253,8 @@ public final class Engine: GenerationService, @unchecked Sendable {
     private var inFlight: LaunchedStep?
 
     /// While the device runs a step, the next is scheduled and laid out on the host (vLLM's async scheduling,
-    /// SGLang's overlap scheduler): each request in flight counts on one more token, the rows that need it wait only
-    /// for the copy of the sampled ids, and the tokens are streamed once the next step is queued. A request that
+    /// SGLang's overlap scheduler): each request in flight counts on one more token, the rows that need it take it
+    /// on the device, the next step is queued before the one in flight ends, and its tokens are streamed after. A request that
     /// stops on the token just read leaves a wasted row in the step behind it, which is dropped. Where the runner
     /// computes in place (the CPU), tokens are back before the next step is scheduled and nothing runs ahead.
     private func stepLoop() {
@@ -371,23 +371,20 @@ public final class Engine: GenerationService, @unchecked Sendable {
                             scored: scored, fed: fed, sequences: work.count)
     }
 
-    /// Fills in what the step in flight sampled (waiting for its ids only when some row needs them) and queues the step.
+    /// Queues the step. Rows whose input the step in flight is still sampling take it on the device, so nothing
+    /// waits for that step; only penalized choices wait, for the ids they read.
     private func launch(_ step: PreparedStep, after previous: LaunchedStep?) -> LaunchedStep {
-        var (batch, choices) = (step.batch, step.choices)
+        var choices = step.choices
+        var fed: FedTokens?
         if let previous, !step.fed.isEmpty {
-            let ids = previous.output.tokens.ids
             let rowOf = Dictionary(uniqueKeysWithValues: previous.sampled.enumerated().map { ($1, $0) })
-            for (row, handle) in step.fed {
-                // An id outside the vocabulary (a row that could not be sampled) ends its request when read; its row
-                // here is dropped, but must still index the embedding table.
-                let token = ids[rowOf[handle]!]
-                batch.tokens[row] = Int32((0..<runner.vocabularySize).contains(token) ? token : 0)
-                if let index = step.sampled.firstIndex(where: { $0.handle == handle }), choices[index] == nil {
-                    choices[index] = requests[handle]!.nextChoice(after: token)
-                }
+            fed = FedTokens(source: previous.output.tokens, rows: step.fed.map { ($0.row, rowOf[$0.handle]!) })
+            for (index, (handle, _)) in step.sampled.enumerated() where choices[index] == nil {
+                choices[index] = requests[handle]!.nextChoice(after: previous.output.tokens.ids[rowOf[handle]!])
             }
         }
-        let output = runner.run(batch, choices: choices.map { $0! } + step.scored.map { _ in .greedy }, returnLogits: step.returnLogits)
+        let output = runner.run(step.batch, fed: fed, choices: choices.map { $0! } + step.scored.map { _ in .greedy },
+                                returnLogits: step.returnLogits)
         // The token this step samples joins each request's known tokens now, so the next step can be scheduled
         // before it is read, unless it is the request's last (its length limit).
         for (handle, contextLength) in step.sampled {
@@ -396,7 +393,7 @@ public final class Engine: GenerationService, @unchecked Sendable {
             if total - prompt < sampling.maxTokens && total < maxContextLength { scheduler.appendToken(id: handle) }
         }
         return LaunchedStep(output: output, sampled: step.sampled.map(\.handle), scored: step.scored, sequences: step.sequences,
-                            tokens: batch.rowCount)
+                            tokens: step.batch.rowCount)
     }
 
     /// Takes in a step's tokens: scores prompt positions, streams each sampled token, ends requests that are done.

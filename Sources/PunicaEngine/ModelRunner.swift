@@ -22,8 +22,8 @@ public protocol ModelRunner: AnyObject {
     /// Runs one step and picks the next token of each of `batch.logitRows` with `choices` (one each). Rows whose
     /// `returnLogits` is true also bring their raw logits back (for logprobs); the others never leave the device.
     /// On a device that runs behind the host it returns once the step is queued (unless logits come back) and the
-    /// output's tokens arrive later.
-    func run(_ batch: StepBatch, choices: [TokenChoice], returnLogits: [Bool]) -> StepOutput
+    /// output's tokens arrive later; `fed` rows take their input from the step before's tokens as the device has them.
+    func run(_ batch: StepBatch, fed: FedTokens?, choices: [TokenChoice], returnLogits: [Bool]) -> StepOutput
 }
 
 /// What a step gives the engine: per logit row, its token (padding rows of a replayed step may follow) and, where
@@ -94,8 +94,12 @@ public final class LlamaRunner: ModelRunner {
         resident.update(adapters)
     }
 
-    public func run(_ batch: StepBatch, choices: [TokenChoice], returnLogits: [Bool]) -> StepOutput {
-        let logits = replayed(batch) ?? model.forward(model.backend.plan(batch), cache: cache, adapters: resident)
+    public func run(_ batch: StepBatch, fed: FedTokens?, choices: [TokenChoice], returnLogits: [Bool]) -> StepOutput {
+        let logits = replayed(batch, fed: fed) ?? {
+            let plan = model.backend.plan(batch)
+            if let fed { model.backend.feed(fed, plan: plan) }
+            return model.forward(plan, cache: cache, adapters: resident)
+        }()
         let vocabulary = logits.rowWidth
         let all = returnLogits.contains(true) ? model.backend.toHost(logits) : []
         // A replay's logits have a row per recorded row: the padding rows' tokens are drawn greedily and dropped.
@@ -107,9 +111,9 @@ public final class LlamaRunner: ModelRunner {
     }
 
     /// The step's logits from a recording, or nil to run it eagerly. A recording that fails turns recordings off.
-    private func replayed(_ batch: StepBatch) -> Tensor? {
+    private func replayed(_ batch: StepBatch, fed: FedTokens?) -> Tensor? {
         do {
-            return try recordings?.logits(batch)
+            return try recordings?.logits(batch, fed: fed)
         } catch {
             recordings = nil
             return nil

@@ -63,8 +63,8 @@ public final class RecordedDecodeSteps {
     public var count: Int { recorded.count }
 
     /// Runs `batch` as a replay and returns its logits, one row per recorded row (the batch's rows first); nil when
-    /// no recording can run it.
-    public func logits(_ batch: StepBatch) throws -> Tensor? {
+    /// no recording can run it. `fed` rows take their tokens from the step before (`Backend.feed`).
+    public func logits(_ batch: StepBatch, fed: FedTokens? = nil) throws -> Tensor? {
         guard batch.isDecodeOnly, let rows = sizes.first(where: { $0 >= batch.rowCount }),
               batch.sequences.allSatisfy({ $0.blockTable.count <= maxPages }) else { return nil }
         let context = batch.sequences.map(\.contextLength).max() ?? 1
@@ -72,6 +72,7 @@ public final class RecordedDecodeSteps {
                       variant: recorder.recordingVariant(rows: rows, maxContext: context, attention: model.config.attention))
         let (plan, step) = try recording(key)
         recorder.refill(plan, with: batch.padded(toRows: rows))
+        if let fed { model.backend.feed(fed, plan: plan) }
         if key.withLoRA { recorder.prepare(adapters.allProjections) }
         step.replay()
         return step.output

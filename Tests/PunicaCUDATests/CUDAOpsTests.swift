@@ -100,6 +100,22 @@ extension CUDATests {
             pair.cpu.gatherLogitRows(x: x.cpu, plan: plans.0, out: gathered.cpu)
             pair.gpu.gatherLogitRows(x: x.gpu, plan: plans.1, out: gathered.gpu)
             pair.expectClose(gathered, atol: 0, "gather_rows")
+
+            // Rows fed from a step before's sampled ids, on the device (one a NaN row's sentinel, fed as 0): the
+            // embedding reads them, not the placeholders.
+            var sampledLogits = [Float](repeating: 0, count: 3 * 10)
+            (sampledLogits[7], sampledLogits[10 + 5], sampledLogits[20 + 2]) = (9, 9, .nan)
+            let logits = sampledLogits.withUnsafeBytes { (pair.cpu.weight(from: $0.baseAddress!, dtype: .float32, shape: [3, 10]),
+                                                          pair.gpu.weight(from: $0.baseAddress!, dtype: .float32, shape: [3, 10])) }
+            let sampled = (pair.cpu.sample(logits.0, Array(repeating: .greedy, count: 3)), pair.gpu.sample(logits.1, Array(repeating: .greedy, count: 3)))
+            let rowsFed = [(row: 1, index: 0), (row: 6, index: 1), (row: 3, index: 2)]
+            let fedPlans = (pair.cpu.plan(batch), pair.gpu.plan(batch))
+            pair.cpu.feed(FedTokens(source: sampled.0, rows: rowsFed), plan: fedPlans.0)
+            pair.gpu.feed(FedTokens(source: sampled.1, rows: rowsFed), plan: fedPlans.1)
+            #expect(fedPlans.0.batch.tokens == [3, 7, 9, 0, 1, 4, 5])
+            pair.cpu.embedding(table: table.cpu, plan: fedPlans.0, out: out.cpu)
+            pair.gpu.embedding(table: table.gpu, plan: fedPlans.1, out: out.gpu)
+            pair.expectClose(out, atol: 0, "embedding of fed tokens")
         }
 
         /// Qwen2's q|k|v bias and Qwen3's per-head q/k norm on a fused q|k|v row (head dims 64 and 128).

@@ -67,7 +67,12 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
 
     func setSlot(_ slot: Int, to adapter: HostAdapter?) { slotNames[slot] = adapter?.name }
 
-    func run(_ batch: StepBatch, choices: [TokenChoice], returnLogits: [Bool]) -> StepOutput {
+    func run(_ batch: StepBatch, fed: FedTokens?, choices: [TokenChoice], returnLogits: [Bool]) -> StepOutput {
+        var batch = batch
+        if let fed {
+            let ids = fed.source.ids
+            for (row, index) in fed.rows { batch.tokens[row] = Int32(max(ids[index], 0)) }
+        }
         if gateSteps { stepGate.wait() }
         Thread.sleep(forTimeInterval: stepDelay)
         steps.append(batch)
@@ -78,7 +83,7 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
             return logits
         }
         let ids = zip(logits, choices).map { logits, choice in logits.withUnsafeBufferPointer { choice.pick($0) } }
-        return StepOutput(tokens: runsAhead ? SampledTokens(ready: { false }, wait: { ids }) : SampledTokens(ids),
+        return StepOutput(tokens: runsAhead ? SampledTokens(device: nil, ready: { false }, wait: { ids }) : SampledTokens(ids),
                           logits: zip(logits, returnLogits).map { $1 ? $0 : nil })
     }
 }

@@ -40,8 +40,8 @@ import TestSupport
 
         func setSlot(_ slot: Int, to adapter: HostAdapter?) { inner.setSlot(slot, to: adapter) }
 
-        func run(_ batch: StepBatch, choices: [TokenChoice], returnLogits: [Bool]) -> StepOutput {
-            inner.run(batch, choices: choices, returnLogits: returnLogits)
+        func run(_ batch: StepBatch, fed: FedTokens?, choices: [TokenChoice], returnLogits: [Bool]) -> StepOutput {
+            inner.run(batch, fed: fed, choices: choices, returnLogits: returnLogits)
         }
     }
 

@@ -25,8 +25,10 @@ public enum BatchingInvariance {
         }
         let model = try LlamaModel(directory: directory, backend: backend)
         let tokenizer = try Tokenizer(directory: directory)
-        func engine(kvCacheTokens: Int) async throws -> Engine {
+        // Alone, each request runs one step at a time, so scheduling ahead (a GPU's) is checked against it too.
+        func engine(kvCacheTokens: Int, scheduleAhead: Bool) async throws -> Engine {
             var configuration = EngineConfiguration()
+            configuration.scheduleAhead = scheduleAhead
             configuration.pageSize = 4
             configuration.kvCacheTokens = kvCacheTokens
             configuration.adapterSlots = 3
@@ -49,7 +51,7 @@ public enum BatchingInvariance {
         }
         let cancelled = Set((0..<10).map { _ in "r\(Int.random(in: 0..<64, using: &random))" })
 
-        let shared = try await engine(kvCacheTokens: 200)
+        let shared = try await engine(kvCacheTokens: 200, scheduleAhead: true)
         let streams = try requests.map { try shared.submit($0) }
         for id in cancelled { shared.cancel(id: id) }
         var batched: [String: (tokens: [Int], reason: FinishReason)] = [:]
@@ -66,7 +68,7 @@ public enum BatchingInvariance {
         #expect(shared.stats().kvPagesUsed == 0 && shared.stats().running == 0 && shared.stats().waiting == 0)
         await shared.drain()
 
-        let solo = try await engine(kvCacheTokens: 64)
+        let solo = try await engine(kvCacheTokens: 64, scheduleAhead: false)
         for request in requests where batched[request.id]?.reason != .cancelled {
             let alone = try await solo.complete([request])[0]
             #expect(batched[request.id]?.tokens == alone.tokenIDs, "\(request.id) on \(request.adapter ?? "the base model")")

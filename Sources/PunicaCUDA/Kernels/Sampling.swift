@@ -10,3 +10,10 @@ struct SampleRows: KernelParameters {
     var logits: UInt64 = 0, params: UInt64 = 0, out: UInt64 = 0
     var vocab: Int32 = 0
 }
+
+struct FeedTokens: KernelParameters {
+    static let kernel = "feed_tokens"
+    var sampled: UInt64 = 0, pairs: UInt64 = 0
+    var count: Int32 = 0
+    var tokens: UInt64 = 0
+}

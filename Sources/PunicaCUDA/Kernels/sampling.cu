@@ -207,3 +207,13 @@ extern "C" __global__ void sample_rows(const float* __restrict__ logits, const S
         out[blockIdx.x] = drawn;
     }
 }
+
+// A step fed by the one before it, queued before that one has finished: tokens[pairs[2i]] = sampled[pairs[2i + 1]],
+// a negative id (a row that could not be sampled, whose request ends when the ids are read) becoming 0 so the row
+// still indexes the embedding table. grid: ceil(count / 128); block: 128.
+extern "C" __global__ void feed_tokens(const int* __restrict__ sampled, const int* __restrict__ pairs, int count,
+                                       int* __restrict__ tokens) {
+    wait_for_previous_kernel();
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) tokens[pairs[2 * i]] = max(sampled[pairs[2 * i + 1]], 0);
+}
