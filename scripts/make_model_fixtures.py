@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Make the tiny model + LoRA reference fixtures the Swift engine is tested against.
 
-WHAT IT MAKES (under Tests/Fixtures/models/, about 6.9 MB in all; see "Size" below):
+WHAT IT MAKES (under Tests/Fixtures/models/, about 8 MB in all; see "Size" below):
 
   llama-gqa/        LlamaForCausalLM, hidden 64, intermediate 176, 2 layers, 4 heads, 2 KV heads (GQA),
                     vocab 768, rope_theta 1e4 with llama3 rope scaling (factor 8, low 1, high 4,
