@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Make the tiny model + LoRA reference fixtures the Swift engine is tested against.
 
-WHAT IT MAKES (under Tests/Fixtures/models/, about 6.9 MB in all; see "Size" below):
+WHAT IT MAKES (under Tests/Fixtures/models/, about 8 MB in all; see "Size" below):
 
   llama-gqa/        LlamaForCausalLM, hidden 64, intermediate 176, 2 layers, 4 heads, 2 KV heads (GQA),
                     vocab 768, rope_theta 1e4 with llama3 rope scaling (factor 8, low 1, high 4,
@@ -34,6 +34,14 @@ WHAT IT MAKES (under Tests/Fixtures/models/, about 6.9 MB in all; see "Size" bel
                     fused qkv_proj and gate_up_proj, sliding_window 7 on every layer (checked to change the
                     logits), rope_theta 1e4 (no scaling), untied, float32.
       adapters/alpha  r=4, lora_alpha=8, qkv_proj o_proj                          scale 2
+      adapters/beta   r=8, lora_alpha=8, use_rslora, qkv_proj o_proj gate_up_proj down_proj   scale 2.828
+  phi3-longrope/    Phi3ForCausalLM as phi3-fused without a sliding window, with LongRoPE as Phi-3-128k / Phi-3.5 write it:
+                    rope_scaling {"type": "longrope", short_factor, long_factor} (8 factors each, head_dim 16),
+                    original_max_position_embeddings 4 at the top level, max_position_embeddings 256. Every sequence
+                    (prompts 5+) is longer than 4, so transformers uses long_factor at every position, as punica
+                    does for a model whose max_position_embeddings exceeds the original; the default attention
+                    factor sqrt(1 + ln(256/4) / ln 4) = 2 scales cos and sin.
+      adapters/alpha  r=4, lora_alpha=8, qkv_proj gate_up_proj                    scale 2
       adapters/beta   r=8, lora_alpha=8, use_rslora, qkv_proj o_proj gate_up_proj down_proj   scale 2.828
   gemma2-softcap/   Gemma2ForCausalLM, hidden 64, 4 heads of head_dim 16, 2 KV heads, intermediate 128, 2 layers,
                     vocab 768, query_pre_attn_scalar 24, attn_logit_softcapping 1.5, final_logit_softcapping 30,
@@ -81,8 +89,8 @@ Other versions may give slightly different float bits or config keys; compare, d
 
 Size: the model dims, f32 llama weights and f32 logits at every prompt position are fixed by the spec;
 llama-gqa and mistral-bf16 together come to about 2.2 MB (weights 1.26 MB, logits 0.56 MB, adapters 0.22 MB,
-expected.json 0.1 MB, tokenizer files 0.03 MB); qwen2-bias-window, qwen3-qknorm, phi3-fused, gemma2-softcap and
-gemma3-local-rope about 1 MB each.
+expected.json 0.1 MB, tokenizer files 0.03 MB); qwen2-bias-window, qwen3-qknorm, phi3-fused, phi3-longrope,
+gemma2-softcap and gemma3-local-rope about 1 MB each.
 """
 
 import argparse
@@ -218,6 +226,26 @@ def phi3_spec():
         ])
 
 
+def phi3_longrope_spec():
+    # LongRoPE: distinct short and long factors (long ones well away from 1); original context 4, shorter than every
+    # prompt, so transformers' pick (long_factor) is the one punica makes for max_position_embeddings 256 > 4.
+    cfg = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, vocab_size=768, max_position_embeddings=256, original_max_position_embeddings=4,
+               rms_norm_eps=1e-5, sliding_window=None, tie_word_embeddings=False, pad_token_id=None)
+    rope_scaling = {"type": "longrope",
+                    "short_factor": [1.0, 1.02, 1.05, 1.1, 1.2, 1.35, 1.5, 1.8],
+                    "long_factor": [1.0, 1.3, 1.9, 2.8, 4.1, 6.0, 8.7, 12.5]}
+    return dict(
+        name="phi3-longrope", cls=Phi3ForCausalLM, config_cls=Phi3Config, cfg=cfg,
+        rope_theta=1e4, rope_scaling=rope_scaling, classic_rope_keys=True,
+        save_dtype=torch.float32, max_shard_size=None, tokenizer="sentencepiece",
+        adapters=[
+            dict(name="alpha", r=4, lora_alpha=8, use_rslora=False, target_modules=["qkv_proj", "gate_up_proj"], f16=False),
+            dict(name="beta", r=8, lora_alpha=8, use_rslora=True,
+                 target_modules=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"], f16=False),
+        ])
+
+
 def gemma2_spec():
     # Embedding x sqrt(hidden), (1 + w) norms, sandwich norms, GeGLU, query_pre_attn_scalar 24 != head_dim 16,
     # soft-caps small enough to bite (attention 1.5, final 30), layer 0 sliding (window 6), layer 1 global; tied.
@@ -256,7 +284,7 @@ def gemma3_spec():
         ])
 
 
-SPECS = (llama_spec, mistral_spec, qwen2_spec, qwen3_spec, phi3_spec, gemma2_spec, gemma3_spec)
+SPECS = (llama_spec, mistral_spec, qwen2_spec, qwen3_spec, phi3_spec, phi3_longrope_spec, gemma2_spec, gemma3_spec)
 
 
 def rope_config(spec):
@@ -526,6 +554,24 @@ def window_effect(out, prompts, cases):
     return diff
 
 
+@torch.no_grad()
+def longrope_effect(out, prompts, cases):
+    """Max |logit difference| over the longest base case with LongRoPE's attention factor set to 1, and with the
+    short factors in place of the long ones: proves the fixture exercises both."""
+    base = max((c for c in cases if c["adapter"] is None), key=lambda c: len(prompts[c["prompt_index"]]))
+    seq = torch.tensor([prompts[base["prompt_index"]] + base["greedy"]])
+    m = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager")
+    rot = m.model.rotary_emb
+    ref = m(input_ids=seq, use_cache=False).logits[0]
+    scaling, rot.attention_scaling = rot.attention_scaling, 1.0
+    unscaled = float((m(input_ids=seq, use_cache=False).logits[0] - ref).abs().max())
+    rot.attention_scaling = scaling
+    rot.long_inv_freq = rot.original_inv_freq.clone()   # what the short factors give (set at init)
+    short = float((m(input_ids=seq, use_cache=False).logits[0] - ref).abs().max())
+    assert unscaled > 0.1 and short > 0.1, (unscaled, short)
+    return unscaled, short
+
+
 def run_prompt(pm, prompt, names):
     """All cases of one prompt; returns (cases, logits, min margin, why-rejected list)."""
     cases, logits, why = [], {}, []
@@ -640,6 +686,9 @@ def make(spec, start_seed):
     if spec["cfg"].get("use_sliding_window") or spec["cfg"].get("sliding_window"):
         print(f"[{spec['name']}] sliding window changes the longest base case's logits by up to "
               f"{window_effect(out, r['prompts'], r['cases']):.3f}")
+    if (spec["rope_scaling"] or {}).get("type") == "longrope":
+        print(f"[{spec['name']}] attention factor 1 changes the longest base case's logits by up to %.3f, short factors "
+              f"by up to %.3f" % longrope_effect(out, r["prompts"], r["cases"]))
     cfg_json, rope = describe_config(out)
     live = r["pm"].base_model.model.config
     # What the reloaded model actually uses for RoPE (transformers >= 5 normalizes into rope_parameters).

@@ -42,6 +42,20 @@ tokenizer.json + tokenizer_config.json + generation_config.json + golden.json, e
   sentencepiece-nested/            Same as sentencepiece/ with the normalizer written as nested Sequences
                                    (Sequence[Sequence[Prepend("▁")], Sequence[], Replace(" ", "▁")]).
 
+  Two more BPE models, trained the same way on CORPUS, in the pipelines of newer families:
+
+  bytelevel-qwen2/                 Qwen2 / Qwen2.5 / Qwen3 style. NFC normalizer, Split pre-tokenizer with Qwen2's
+                                   regex (Llama 3's with one digit per word) + ByteLevel(add_prefix_space=False,
+                                   use_regex=False), ByteLevel post-processor only (no BOS), ByteLevel decoder,
+                                   model fields continuing_subword_prefix "" and end_of_word_suffix "", byte_fallback
+                                   false, ignore_merges false. Specials <|endoftext|> <|im_start|> <|im_end|>;
+                                   tokenizer_config: bos_token null, eos <|im_end|>, pad <|endoftext|>.
+  sentencepiece-gemma/             Gemma style. <pad> <eos> <bos> <unk> <mask> at ids 0-4, <start_of_turn> <end_of_turn>,
+                                   then the 256 <0xNN> byte-fallback tokens and BPE pieces with "▁" for spaces but no
+                                   dummy prefix: normalizer Replace(" ", "▁") only, no pre-tokenizer, decoder
+                                   Sequence[Replace("▁", " "), ByteFallback, Fuse] (no Strip), TemplateProcessing
+                                   that adds <bos>; unk <unk>, fuse_unk, byte_fallback.
+
   golden.json: {"versions": {...}, "cases": [{"text", "ids", "decoded", "decoded_with_specials"}, ...]}
   for every string in TEXTS: ids = tokenizer(text)["input_ids"] (special tokens added as transformers
   adds them), decoded = tokenizer.decode(ids, skip_special_tokens=True), decoded_with_specials likewise
@@ -70,6 +84,7 @@ OUT_ROOT = os.path.join(REPO, "Tests", "Fixtures", "tokenizers")
 
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                   r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
 
 CORPUS = """\
 The quick brown fox jumps over the lazy dog. It's the fox's third jump today, and they're all tired;
@@ -149,14 +164,22 @@ TEXTS = [
     "trailing newline\n",
     "    indented code block",
     "x" * 40 + " " + "ab" * 20,
+    # Canonically equivalent spellings that NFC changes: decomposed accents, a mark reordered before composing,
+    # Hangul jamo (L V T, and an LV syllable + T), the Angstrom and Kelvin signs, a CJK compatibility ideograph;
+    # the ligature ﬁ and fullwidth digits stay (NFKC would change them).
+    "cafe\u0301 na\u0131\u0308ve re\u0301sume\u0301 A\u030a o\u0302\u0301",
+    "D\u0307\u0323 q\u0307\u0323 \u1e0a\u0323",
+    "\u1100\u1161\u11a8 \uac00\u11a8 \u1112\u1161\u11ab\u1100\u116e\u11a8\u110b\u1165",
+    "\u212b \u212a \uf900 \ufb01 \uff11\uff12\uff13 2\u2075",
 ]
 
 
-def train_bytelevel_model():
-    """Returns (vocab, merges) of a byte-level BPE trained on CORPUS with the Llama-3 split."""
+def train_bytelevel_model(pattern=LLAMA3_PATTERN, normalizer=None):
+    """Returns (vocab, merges) of a byte-level BPE trained on CORPUS with the split `pattern`."""
     tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizer
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated"),
+        pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     trainer = trainers.BpeTrainer(vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
@@ -166,19 +189,78 @@ def train_bytelevel_model():
     return model["vocab"], model["merges"]
 
 
-def train_sentencepiece_model():
-    """Returns (vocab, merges) in Llama-2 layout: <unk> <s> </s>, the 256 <0xNN> tokens, then BPE pieces."""
+def train_sentencepiece_model(specials=("<unk>", "<s>", "</s>"), prepend_scheme="always"):
+    """Returns (vocab, merges) in SentencePiece layout: `specials` (Llama 2: <unk> <s> </s>), the 256 <0xNN>
+    tokens, then BPE pieces ("▁" before each word but the first when `prepend_scheme` is "never", as Gemma)."""
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=prepend_scheme, split=True)
     trainer = trainers.BpeTrainer(vocab_size=341, show_progress=False)
     tok.train_from_iterator(CORPUS.splitlines(keepends=True), trainer)
     model = json.loads(tok.to_str())["model"]
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    vocab = {token: i for i, token in enumerate(specials)}
     for byte in range(256):
         vocab[f"<0x{byte:02X}>"] = len(vocab)
     for piece, _ in sorted(model["vocab"].items(), key=lambda item: item[1]):
         vocab.setdefault(piece, len(vocab))
     return vocab, model["merges"]
+
+
+def qwen2_tokenizer(vocab, merges):
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(m) for m in merges], ignore_merges=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    return tok
+
+
+def qwen2_configs(tok):
+    tokenizer_config = {
+        "tokenizer_class": "Qwen2Tokenizer",
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "errors": "replace",
+        "add_prefix_space": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 32768,
+    }
+    end_of_text, im_end = tok.token_to_id("<|endoftext|>"), tok.token_to_id("<|im_end|>")
+    return tokenizer_config, {"bos_token_id": end_of_text, "eos_token_id": [im_end, end_of_text]}
+
+
+def gemma_tokenizer(vocab, merges):
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(m) for m in merges], unk_token="<unk>", fuse_unk=True,
+                               byte_fallback=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok.add_special_tokens(GEMMA_SPECIALS)
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A <bos> $B:1",
+                                                       special_tokens=[("<bos>", 2)])
+    return tok
+
+
+def gemma_configs():
+    tokenizer_config = {
+        "tokenizer_class": "GemmaTokenizer",
+        "bos_token": "<bos>",
+        "eos_token": "<eos>",
+        "pad_token": "<pad>",
+        "unk_token": "<unk>",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 8192,
+    }
+    return tokenizer_config, {"bos_token_id": 2, "eos_token_id": [1, 6], "pad_token_id": 0}
+
+
+GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>"]
 
 
 def bytelevel_tokenizer(vocab, merges, gpt2, smollm2=False):
@@ -343,6 +425,13 @@ def main():
             {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}
         write_fixture(name, sentencepiece_tokenizer(vocab, merges, style), *sentencepiece_configs(style),
                       normalizer=nested if style == "nested" else None)
+
+    vocab, merges = train_bytelevel_model(QWEN2_PATTERN, normalizers.NFC())
+    write_fixture("bytelevel-qwen2", qwen2_tokenizer(vocab, merges), *qwen2_configs(qwen2_tokenizer(vocab, merges)),
+                  model_fields={"continuing_subword_prefix": "", "end_of_word_suffix": ""})
+
+    vocab, merges = train_sentencepiece_model(GEMMA_SPECIALS, prepend_scheme="never")
+    write_fixture("sentencepiece-gemma", gemma_tokenizer(vocab, merges), *gemma_configs())
 
 
 if __name__ == "__main__":

@@ -270,7 +270,7 @@ public final class CPUBackend: Backend {
         }
     }
 
-    public func rope(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, plan: StepPlan) {
+    public func rope(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, scale: Float, plan: StepPlan) {
         let positions = plan.cpu.positions
         let (width, half, data, frequencies) = (qkv.rowWidth, shape.headDim / 2, qkv.floats, inverseFrequencies.floats)
         // q heads then k heads sit side by side at the start of each fused row.
@@ -279,7 +279,7 @@ public final class CPUBackend: Backend {
             let position = Float(positions[row])
             for i in 0..<half {
                 let angle = position * frequencies[i]
-                let (cosine, sine) = (cos(angle), sin(angle))
+                let (cosine, sine) = (scale * cos(angle), scale * sin(angle))
                 for head in 0..<rotatedHeads {
                     let x = data + row * width + head * shape.headDim
                     let (first, second) = (x[i], x[i + half])

@@ -575,10 +575,10 @@ public final class CUDABackend: Backend {
                grid: (qkv.rows, shape.queryHeads + shape.kvHeads, 1), block: 32)
     }
 
-    public func rope(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, plan: StepPlan) {
+    public func rope(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, scale: Float, plan: StepPlan) {
         let cuda = plan.cuda
         launch(Rope(qkv: qkv.address, positions: cuda.address(cuda.positions), inverseFrequencies: inverseFrequencies.address,
-                    qkvWidth: Int32(qkv.rowWidth), headDim: Int32(shape.headDim)),
+                    qkvWidth: Int32(qkv.rowWidth), headDim: Int32(shape.headDim), scale: scale),
                grid: (qkv.rows, shape.queryHeads + shape.kvHeads, 1), block: shape.headDim / 2)
     }
 

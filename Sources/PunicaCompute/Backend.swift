@@ -114,9 +114,10 @@ public protocol Backend: AnyObject {
     func headRMSNorm(qkv: Tensor, shape: AttentionShape, queryWeight: Tensor, keyWeight: Tensor, epsilon: Float)
 
     /// Semantics: rotates the q and k heads of each fused q|k|v row in place by its position (rotate-half layout,
-    /// as HF Llama): for head dims i < d/2, angle = position * inverseFrequencies[i],
+    /// as HF Llama): for head dims i < d/2, angle = position * inverseFrequencies[i], cos = scale·cos(angle),
+    /// sin = scale·sin(angle) (`scale`: LongRoPE's attention factor, else 1),
     /// (x[i], x[i + d/2]) ← (x[i]·cos − x[i + d/2]·sin, x[i + d/2]·cos + x[i]·sin). qkv: [T, qkvWidth].
-    func rope(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, plan: StepPlan)
+    func rope(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, scale: Float, plan: StepPlan)
 
     /// Semantics: writes the k and v heads of every row into the cache slot of its position (`PageLayout`).
     func appendKV(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan)

@@ -16,6 +16,7 @@ public final class KVCache {
 struct LayerWeights {
     let attention: AttentionShape   // with this layer's sliding window
     let inverseFrequencies: Tensor  // [headDim / 2], this layer's RoPE (Gemma 3's sliding layers have their own)
+    let ropeScale: Float            // cos and sin times this (LongRoPE's attention factor)
     let inputNorm: Tensor   // [H]
     let qkv: Tensor         // [qWidth + 2·kvWidth, H]
     let qkvBias: Tensor?    // [qWidth + 2·kvWidth] (Qwen2)
@@ -89,6 +90,7 @@ public final class LlamaModel {
             return LayerWeights(
                 attention: config.attention(layer: layer),
                 inverseFrequencies: frequencies[config.rope(layer: layer)]!,
+                ropeScale: config.rope(layer: layer).attentionScaling,
                 inputNorm: try weight(prefix + "input_layernorm.weight", [hidden]),
                 qkv: try projection(FusedProjection.qkv.parts(config), layer: layer),
                 qkvBias: config.qkvBias ? backend.concatenateRows(try FusedProjection.qkv.parts(config).map { part in
@@ -183,7 +185,7 @@ public final class LlamaModel {
             if let norm = layer.queryKeyNorm {
                 backend.headRMSNorm(qkv: qkv, shape: attention, queryWeight: norm.query, keyWeight: norm.key, epsilon: eps)
             }
-            backend.rope(qkv: qkv, shape: attention, inverseFrequencies: layer.inverseFrequencies, plan: plan)
+            backend.rope(qkv: qkv, shape: attention, inverseFrequencies: layer.inverseFrequencies, scale: layer.ropeScale, plan: plan)
             backend.appendKV(qkv: qkv, shape: attention, cache: kv, layout: cache.layout, plan: plan)
             backend.attention(qkv: qkv, shape: attention, cache: kv, layout: cache.layout, plan: plan, out: attended)
             linear(attended, layer.o, .o, layer: index, into: projected)

@@ -18,6 +18,9 @@ public struct RoPE: Sendable, Hashable {
         case linear(factor: Double)
         /// Llama 3.1: low frequencies divided by `factor`, high ones kept, a smooth ramp between.
         case llama3(factor: Double, lowFrequencyFactor: Double, highFrequencyFactor: Double, originalContext: Double)
+        /// LongRoPE (Phi-3 128k, Phi-3.5): each frequency divided by its own factor, cos and sin multiplied by
+        /// `attentionFactor`. `factors` is the one set the model runs with (`ModelConfig` picks short or long).
+        case longrope(factors: [Double], attentionFactor: Double)
     }
 
     public let theta: Double
@@ -44,8 +47,17 @@ public struct RoPE: Sendable, Hashable {
                 if wavelength > originalContext / low { return Float(base / factor) }
                 let smooth = (originalContext / wavelength - low) / (high - low)
                 return Float((1 - smooth) * base / factor + smooth * base)
+            case let .longrope(factors, _):
+                return Float(base / factors[i])
             }
         }
+    }
+
+    /// What cos and sin of every angle are multiplied by (transformers' `attention_scaling`): LongRoPE's
+    /// attention factor, 1 for the other scalings.
+    public var attentionScaling: Float {
+        guard case let .longrope(_, attentionFactor) = scaling else { return 1 }
+        return Float(attentionFactor)
     }
 }
 
@@ -279,22 +291,28 @@ public struct ModelConfig: Sendable {
             throw ModelError.unsupported(path: path, field: "rope_parameters", value: "per layer type (\(ropeByLayerType.keys.sorted()))",
                                          supported: "one set of parameters (per layer type only for Gemma3ForCausalLM)")
         }
+        // Where a LongRoPE reads its pretraining context: transformers lets a top-level original_max_position_embeddings
+        // override rope_scaling's, and Phi3Config always has one (4096 by default).
+        let context = RoPEContext(headDim: headDim, maxPositions: raw.max_position_embeddings ?? 4096,
+                                  originalMaxPositions: raw.original_max_position_embeddings ?? (architecture == .phi3 ? 4096 : nil))
         let thetaField: String
         switch (architecture, ropeByLayerType) {
         case (.gemma3, let byType?):
             // transformers 5: {"full_attention": {...}, "sliding_attention": {...}}.
-            rope = try Self.rope(byType["full_attention"], field: "rope_parameters.full_attention", theta: raw.rope_theta ?? 1e6, path: path)
+            rope = try Self.rope(byType["full_attention"], field: "rope_parameters.full_attention", theta: raw.rope_theta ?? 1e6,
+                                 context: context, path: path)
             slidingRoPE = try Self.rope(byType["sliding_attention"], field: "rope_parameters.sliding_attention",
-                                        theta: raw.rope_local_base_freq ?? 1e4, path: path)
+                                        theta: raw.rope_local_base_freq ?? 1e4, context: context, path: path)
             thetaField = "rope_parameters.full_attention.rope_theta"
         case (.gemma3, nil):
             // Hub configs: rope_theta and rope_scaling for the global layers, rope_local_base_freq for the sliding ones.
-            rope = try Self.rope(raw.rope_scaling, field: "rope_scaling", theta: raw.rope_theta ?? 1e6, path: path)
+            rope = try Self.rope(raw.rope_scaling, field: "rope_scaling", theta: raw.rope_theta ?? 1e6, context: context, path: path)
             slidingRoPE = RoPE(theta: raw.rope_local_base_freq ?? 1e4, scaling: .none)
             thetaField = "rope_theta"
         default:
             let field = raw.rope_parameters != nil ? "rope_parameters" : "rope_scaling"
-            rope = try Self.rope(raw.rope_parameters ?? raw.rope_scaling, field: field, theta: raw.rope_theta ?? 10000, path: path)
+            rope = try Self.rope(raw.rope_parameters ?? raw.rope_scaling, field: field, theta: raw.rope_theta ?? 10000, context: context,
+                                 path: path)
             slidingRoPE = nil
             thetaField = raw.rope_parameters != nil ? "rope_parameters.rope_theta" : "rope_theta"
         }
@@ -314,9 +332,28 @@ public struct ModelConfig: Sendable {
                                                   "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM",
                                                   "gemma2": "Gemma2ForCausalLM", "gemma3_text": "Gemma3ForCausalLM"]
 
+    /// What a RoPE needs from the rest of config.json: the head dim (LongRoPE has a factor per rotated pair), the
+    /// context served and the pretraining context that overrides the RoPE parameters' own.
+    private struct RoPEContext {
+        let headDim: Int
+        let maxPositions: Int
+        let originalMaxPositions: Int?
+    }
+
     /// One RoPE from `rope_scaling` (classic configs, with `theta` from rope_theta) or `rope_parameters`
     /// (transformers 5), `field` naming it in errors.
-    private static func rope(_ parameters: RawConfig.RopeParameters?, field: String, theta fallback: Double, path: String) throws -> RoPE {
+    ///
+    /// LongRoPE has two factor sets; transformers picks per forward pass, `long_factor` when the sequence is longer
+    /// than `original_max_position_embeddings`, for every position. A serving engine cannot follow it: the keys in the
+    /// KV cache were rotated with the set of the step that wrote them, so switching mid-sequence would leave them
+    /// wrong (re-rotating them all is a full prefill). As vLLM does, one set serves every position of every
+    /// sequence: `long_factor` when the model serves contexts beyond `original_max_position_embeddings`
+    /// (`max_position_embeddings` is larger), `short_factor` otherwise. transformers gives the same logits whenever
+    /// its pick is the same: sequences longer than the original context in a long-context model, or any sequence in
+    /// a model that does not extend it. (For a long-context model, sequences within the original context run with
+    /// the long factors here and the short ones in transformers.)
+    private static func rope(_ parameters: RawConfig.RopeParameters?, field: String, theta fallback: Double, context: RoPEContext,
+                             path: String) throws -> RoPE {
         let theta = parameters?.rope_theta ?? fallback
         let type = parameters?.rope_type ?? parameters?.type ?? "default"
         guard theta > 0, theta.isFinite else {
@@ -345,8 +382,28 @@ public struct ModelConfig: Sendable {
                 lowFrequencyFactor: try required(parameters?.low_freq_factor, "low_freq_factor"),
                 highFrequencyFactor: try required(parameters?.high_freq_factor, "high_freq_factor"),
                 originalContext: try required(parameters?.original_max_position_embeddings.map(Double.init), "original_max_position_embeddings")))
+        case "longrope", "su":  // "su": its name in early Phi-3 configs
+            func factors(_ values: [Double]?, _ name: String) throws -> [Double] {
+                func invalid(_ reason: String) -> ModelError { .invalidValue(path: path, field: "\(field).\(name)", reason: reason) }
+                let pairs = context.headDim / 2
+                guard let values else { throw invalid("is missing: rope_type \"\(type)\" needs one factor per rotated pair (head_dim / 2 = \(pairs))") }
+                guard values.count == pairs else { throw invalid("holds \(values.count) factors, but head_dim / 2 is \(pairs) (one per rotated pair)") }
+                guard values.allSatisfy({ $0 > 0 && $0.isFinite }) else { throw invalid("must hold positive numbers") }
+                return values
+            }
+            let (short, long) = (try factors(parameters?.short_factor, "short_factor"), try factors(parameters?.long_factor, "long_factor"))
+            let originalField = context.originalMaxPositions != nil ? "original_max_position_embeddings" : "\(field).original_max_position_embeddings"
+            let original = context.originalMaxPositions ?? parameters?.original_max_position_embeddings ?? context.maxPositions
+            // log(original) divides the default attention factor.
+            guard original >= 2 else {
+                throw ModelError.invalidValue(path: path, field: originalField, reason: "must be at least 2 for rope_type \"\(type)\", found \(original)")
+            }
+            let factor = try parameters?.factor.map { try required($0, "factor") } ?? Double(context.maxPositions) / Double(original)
+            let attentionFactor = try parameters?.attention_factor.map { try required($0, "attention_factor") }
+                ?? (factor <= 1 ? 1 : (1 + log(factor) / log(Double(original))).squareRoot())
+            return RoPE(theta: theta, scaling: .longrope(factors: context.maxPositions > original ? long : short, attentionFactor: attentionFactor))
         default:
-            throw ModelError.unsupported(path: path, field: "\(field).rope_type", value: "\"\(type)\"", supported: "default, linear, llama3")
+            throw ModelError.unsupported(path: path, field: "\(field).rope_type", value: "\"\(type)\"", supported: "default, linear, llama3, longrope (su)")
         }
     }
 }
@@ -424,6 +481,7 @@ struct RawConfig: Decodable {
     var query_pre_attn_scalar: Double? = nil
     var sliding_window_pattern: Int? = nil
     var rope_local_base_freq: Double? = nil
+    var original_max_position_embeddings: Int? = nil
     var use_bidirectional_attention: Bool? = nil
     var bos_token_id: Int? = nil
     var eos_token_id: OneOrMany? = nil
@@ -437,6 +495,9 @@ struct RawConfig: Decodable {
         var high_freq_factor: Double?
         var original_max_position_embeddings: Int?
         var partial_rotary_factor: Double?
+        var short_factor: [Double]?
+        var long_factor: [Double]?
+        var attention_factor: Double?
     }
 }
 

@@ -105,7 +105,7 @@ import TestSupport
 
     /// Three sequences at different stages (prefill from scratch, a prefill chunk after cached tokens, decode),
     /// pages shuffled, GQA 4:2: rope → append → attention equals dense causal attention over the whole history;
-    /// with and without a sliding window, and with Gemma 2's score scale and soft-cap.
+    /// with and without a sliding window, and with Gemma 2's score scale and soft-cap; cos and sin scaled (LongRoPE).
     @Test(arguments: [(nil, false), (3, false), (3, true)] as [(Int?, Bool)])
     func pagedAttentionMatchesDenseCausalAttention(slidingWindow: Int?, scaledAndCapped: Bool) {
         var random = SplitMix64(seed: 3)
@@ -113,6 +113,7 @@ import TestSupport
                                    scale: scaledAndCapped ? 0.6 : nil, softcap: scaledAndCapped ? 0.8 : nil)
         let layout = PageLayout(pageSize: 2, pageCount: 16)
         let frequencies = (0..<shape.headDim / 2).map { Float(1 / pow(100.0, Double(2 * $0) / Double(shape.headDim))) }
+        let ropeScale: Float = 1.25
         let cache = KVCacheLayer(keys: backend.zeros([16, 2, 2, 8]), values: backend.zeros([16, 2, 2, 8]))
         let pages = Array(1..<16).map(Int32.init).shuffled(using: &random)
         let tables = [Array(pages[0..<3]), Array(pages[3..<7]), Array(pages[7..<11])]
@@ -130,11 +131,11 @@ import TestSupport
             let plan = backend.plan(batch)
             let qkv = tensor(rows.flatMap { $0 }, [rows.count, shape.qkvWidth])
             let out = backend.zeros([rows.count, shape.queryWidth])
-            backend.rope(qkv: qkv, shape: shape, inverseFrequencies: tensor(frequencies, [frequencies.count]), plan: plan)
+            backend.rope(qkv: qkv, shape: shape, inverseFrequencies: tensor(frequencies, [frequencies.count]), scale: ropeScale, plan: plan)
             let rotated = backend.toHost(qkv)
             for (row, position) in batch.positions.enumerated() {
                 #expect(closeMismatch(Array(rotated[row * shape.qkvWidth ..< row * shape.qkvWidth + shape.queryWidth + shape.kvWidth]),
-                                      ropeReference(rows[row], position: Int(position), shape: shape, frequencies: frequencies),
+                                      ropeReference(rows[row], position: Int(position), shape: shape, frequencies: frequencies, scale: ropeScale),
                                       atol: 1e-5) == nil)
             }
             backend.appendKV(qkv: qkv, shape: shape, cache: cache, layout: layout, plan: plan)
@@ -153,13 +154,14 @@ import TestSupport
         }
     }
 
-    private func ropeReference(_ row: [Float], position: Int, shape: AttentionShape, frequencies: [Float]) -> [Float] {
+    private func ropeReference(_ row: [Float], position: Int, shape: AttentionShape, frequencies: [Float], scale: Float) -> [Float] {
         let half = shape.headDim / 2
         return (0..<shape.queryHeads + shape.kvHeads).flatMap { head -> [Float] in
             let x = row[head * shape.headDim ..< (head + 1) * shape.headDim].map(Double.init)
             return (0..<shape.headDim).map { i in
                 let angle = Double(Float(position) * frequencies[i % half])
-                return Float(i < half ? x[i] * cos(angle) - x[i + half] * sin(angle) : x[i] * cos(angle) + x[i - half] * sin(angle))
+                let (cosine, sine) = (Double(scale) * cos(angle), Double(scale) * sin(angle))
+                return Float(i < half ? x[i] * cosine - x[i + half] * sine : x[i] * cosine + x[i - half] * sine)
             }
         }
     }

@@ -190,8 +190,9 @@ extension CUDATests {
                 let batch = StepBatch(tokens: [Int32](repeating: 0, count: rows), sequences: sequences, loraSegments: [], logitRows: [])
                 let plans = (pair.cpu.plan(batch), pair.gpu.plan(batch))
                 let qkv = pair.tensors([rows, shape.qkvWidth]), out = pair.zeros([rows, shape.queryWidth])
-                pair.cpu.rope(qkv: qkv.cpu, shape: shape, inverseFrequencies: inverse.0, plan: plans.0)
-                pair.gpu.rope(qkv: qkv.gpu, shape: shape, inverseFrequencies: inverse.1, plan: plans.1)
+                // cos and sin scaled as LongRoPE's attention factor does.
+                pair.cpu.rope(qkv: qkv.cpu, shape: shape, inverseFrequencies: inverse.0, scale: 1.2, plan: plans.0)
+                pair.gpu.rope(qkv: qkv.gpu, shape: shape, inverseFrequencies: inverse.1, scale: 1.2, plan: plans.1)
                 pair.expectClose(qkv, atol: 2e-2, "rope")
                 pair.cpu.appendKV(qkv: qkv.cpu, shape: shape, cache: caches.0, layout: layout, plan: plans.0)
                 pair.gpu.appendKV(qkv: qkv.gpu, shape: shape, cache: caches.1, layout: layout, plan: plans.1)

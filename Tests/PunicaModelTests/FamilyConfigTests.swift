@@ -78,6 +78,38 @@ import Testing
         #expect(mistral.slidingRoPE == nil && mistral.rope(layer: 0) == mistral.rope)
     }
 
+    /// Phi-3 128k / Phi-3.5's LongRoPE: one factor set for every position, long when the model serves more than its
+    /// original context (see `ModelConfig`), cos and sin scaled by the attention factor; "su" is the old name.
+    @Test func phi3LongRoPEPicksOneFactorSet() throws {
+        let short = (0..<8).map { 1 + Double($0) / 10 }, long = (0..<8).map { 1 + Double($0) }
+        func parse(_ fields: [String: Any]) throws -> RoPE {
+            try Self.parse(["architectures": ["Phi3ForCausalLM"], "rope_theta": 1e4].merging(fields) { $1 }).rope
+        }
+        let scaling: [String: Any] = ["type": "longrope", "short_factor": short, "long_factor": long]
+        let extended = try parse(["max_position_embeddings": 131072, "original_max_position_embeddings": 4096, "rope_scaling": scaling])
+        let attentionFactor = (1 + log(32.0) / log(4096.0)).squareRoot()
+        #expect(extended.scaling == .longrope(factors: long, attentionFactor: attentionFactor))
+        #expect(extended.attentionScaling == Float(attentionFactor) && extended.attentionScaling > 1)
+        #expect(extended.inverseFrequencies(headDim: 16) == (0..<8).map { Float(1 / pow(1e4, Double(2 * $0) / 16) / long[$0]) })
+        // Serving no more than the original context: the short factors, attention factor 1 (factor 4096 / 4096).
+        let original = try parse(["max_position_embeddings": 4096, "original_max_position_embeddings": 4096, "rope_scaling": scaling])
+        #expect(original.scaling == .longrope(factors: short, attentionFactor: 1) && original.attentionScaling == 1)
+        #expect(try parse(["max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
+                           "rope_scaling": scaling.merging(["type": "su"]) { $1 }]) == extended)
+        // As in transformers, Phi-3's top-level original_max_position_embeddings (4096 when absent) overrides
+        // rope_scaling's; explicit factor and attention_factor are used as given.
+        let phi3Default = try parse(["max_position_embeddings": 8192,
+                                     "rope_scaling": scaling.merging(["original_max_position_embeddings": 8192]) { $1 }])
+        #expect(phi3Default.scaling == .longrope(factors: long, attentionFactor: (1 + log(2.0) / log(4096.0)).squareRoot()))
+        let explicit = try parse(["max_position_embeddings": 8192, "original_max_position_embeddings": 4096,
+                                  "rope_scaling": scaling.merging(["factor": 16.0, "attention_factor": 1.5]) { $1 }])
+        #expect(explicit.scaling == .longrope(factors: long, attentionFactor: 1.5))
+        // Other architectures read rope_parameters' original_max_position_embeddings (transformers 5), else serve no more.
+        let llama = try Self.parse(["architectures": ["LlamaForCausalLM"], "max_position_embeddings": 8192, "rope_parameters": [
+            "rope_type": "longrope", "rope_theta": 1e4, "short_factor": short, "long_factor": long, "original_max_position_embeddings": 8192]])
+        #expect(llama.rope.scaling == .longrope(factors: short, attentionFactor: 1))
+    }
+
     @Test func refusedFieldsAreNamed() {
         func message(_ fields: [String: Any]) -> String {
             do {
@@ -97,7 +129,7 @@ import Testing
         #expect(partial.contains("partial_rotary_factor") && partial.contains("0.75"))
         let longrope = message(["architectures": ["Phi3ForCausalLM"],
                                 "rope_scaling": ["type": "longrope", "short_factor": [1.0], "long_factor": [1.0]]])
-        #expect(longrope.contains("rope_scaling.rope_type") && longrope.contains("longrope"))
+        #expect(longrope.contains("rope_scaling.short_factor") && longrope.contains("head_dim / 2 is 8"))
         let activation = message(["architectures": ["Gemma2ForCausalLM"], "hidden_activation": "gelu"])
         #expect(activation.contains("hidden_activation") && activation.contains("gelu_pytorch_tanh"))
         let cap = message(["architectures": ["Gemma2ForCausalLM"], "attn_logit_softcapping": -1])

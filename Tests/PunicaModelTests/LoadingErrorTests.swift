@@ -63,7 +63,7 @@ import TestSupport
     @Test func unsupportedRopeScalingIsNamed() throws {
         try editConfig { $0["rope_scaling"] = ["rope_type": "yarn", "factor": 4.0] }
         #expect(loadModel() == .unsupported(path: directory + "/config.json", field: "rope_scaling.rope_type", value: "\"yarn\"",
-                                            supported: "default, linear, llama3"))
+                                            supported: "default, linear, llama3, longrope (su)"))
     }
 
     @Test func incompleteLlama3ScalingIsNamed() throws {
@@ -104,6 +104,14 @@ import TestSupport
         ("rope_scaling", ["rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 4.0,
                           "original_max_position_embeddings": 8192] as Any,
          "rope_scaling.high_freq_factor", "(4.0) must be greater than low_freq_factor (4.0)"),
+        // LongRoPE: a factor per rotated pair (head_dim 4 here: 2), both sets, positive.
+        ("rope_scaling", ["type": "longrope", "short_factor": [1.0], "long_factor": [1.0, 2.0]] as Any,
+         "rope_scaling.short_factor", "holds 1 factors, but head_dim / 2 is 2"),
+        ("rope_scaling", ["rope_type": "longrope", "short_factor": [1.0, 1.0]] as Any, "rope_scaling.long_factor", "is missing"),
+        ("rope_scaling", ["rope_type": "su", "short_factor": [1.0, 0.0], "long_factor": [1.0, 2.0]] as Any,
+         "rope_scaling.short_factor", "must hold positive numbers"),
+        ("rope_scaling", ["rope_type": "longrope", "short_factor": [1.0, 1.0], "long_factor": [1.0, 2.0], "attention_factor": 0.0] as Any,
+         "rope_scaling.attention_factor", "must be a positive number"),
     ])
     func outOfRangeConfigValuesAreNamed(field: String, value: Any, reported: String, reason: String) throws {
         try editConfig { $0[field] = value }

@@ -46,7 +46,7 @@ struct ErrorTests {
 
     /// Each supported component rejects what it does not implement, naming the field.
     @Test(arguments: [
-        ("normalizer", #"{"type": "NFC"}"#, "normalizer.type"),
+        ("normalizer", #"{"type": "NFKC"}"#, "normalizer.type"),
         ("normalizer", #"{"type": "Replace", "pattern": {"Regex": " +"}, "content": " "}"#, "normalizer.pattern"),
         ("pre_tokenizer", #"{"type": "Sequence", "pretokenizers": [{"type": "Punctuation"}]}"#,
          "pre_tokenizer.pretokenizers[0].type"),

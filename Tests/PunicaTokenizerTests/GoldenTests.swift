@@ -12,7 +12,7 @@ import Testing
 struct GoldenTests {
     static let fixtures = [
         "bytelevel", "bytelevel-gpt2", "bytelevel-smollm2", "sentencepiece", "sentencepiece-metaspace",
-        "sentencepiece-metaspace-split", "sentencepiece-unk", "sentencepiece-nested",
+        "sentencepiece-metaspace-split", "sentencepiece-unk", "sentencepiece-nested", "bytelevel-qwen2", "sentencepiece-gemma",
     ]
 
     @Test(arguments: fixtures)

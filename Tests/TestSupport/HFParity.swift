@@ -14,7 +14,7 @@ import Testing
 /// Checks a backend's whole forward pass against the transformers + PEFT references, with the tolerances of its
 /// number format.
 public enum HFParity {
-    public static let models = ["llama-gqa", "mistral-bf16", "qwen2-bias-window", "qwen3-qknorm", "phi3-fused", "gemma2-softcap", "gemma3-local-rope"]
+    public static let models = ["llama-gqa", "mistral-bf16", "qwen2-bias-window", "qwen3-qknorm", "phi3-fused", "phi3-longrope", "gemma2-softcap", "gemma3-local-rope"]
 
     /// Every case of the reference (each prompt × base and each adapter) runs as one sequence of a single mixed
     /// prefill step; logits at every prompt position match transformers + PEFT.

@@ -68,6 +68,7 @@ struct Rope: KernelParameters {
     static let kernel = "rope"
     var qkv: UInt64 = 0, positions: UInt64 = 0, inverseFrequencies: UInt64 = 0
     var qkvWidth: Int32 = 0, headDim: Int32 = 0
+    var scale: Float = 0
 }
 
 struct AppendKV: KernelParameters {

@@ -149,14 +149,16 @@ extern "C" __global__ void head_rms_norm(scalar_t* __restrict__ qkv, const scala
     for (int i = threadIdx.x; i < head_dim; i += 32) from_float(&x[i], round_to_scalar(to_float(x[i]) * inverse) * to_float(weight[i]));
 }
 
-// Rotates the q and k heads of each fused q|k|v row by its position (rotate-half layout).
-// grid: (T, rotated heads), block: head_dim / 2, one rotated pair per thread.
+// Rotates the q and k heads of each fused q|k|v row by its position (rotate-half layout), cos and sin times
+// `scale` (LongRoPE's attention factor, else 1). grid: (T, rotated heads), block: head_dim / 2, one rotated pair per thread.
 extern "C" __global__ void rope(scalar_t* __restrict__ qkv, const int* __restrict__ positions,
-                                const float* __restrict__ inverse_frequencies, int qkv_width, int head_dim) {
+                                const float* __restrict__ inverse_frequencies, int qkv_width, int head_dim, float scale) {
     wait_for_previous_kernel();
     const int half = head_dim / 2, i = threadIdx.x;
     float sine, cosine;
     sincosf((float)positions[blockIdx.x] * inverse_frequencies[i], &sine, &cosine);
+    sine *= scale;
+    cosine *= scale;
     scalar_t* x = qkv + (size_t)blockIdx.x * qkv_width + blockIdx.y * head_dim;
     const float first = to_float(x[i]), second = to_float(x[i + half]);
     from_float(&x[i], first * cosine - second * sine);
