@@ -241,7 +241,7 @@ public final class Engine: GenerationService, @unchecked Sendable {
         let sampled: [(handle: Int, contextLength: Int)]
         /// Per sampled request, how it picks; nil for a request whose choice needs the token the step in flight is
         /// sampling for it (penalties read every token).
-        var choices: [TokenChoice?]
+        let choices: [TokenChoice?]
         let returnLogits: [Bool]
         let scored: [(handle: Int, position: Int)]
         /// Rows whose input is the token the step in flight is sampling for this request.
@@ -254,9 +254,9 @@ public final class Engine: GenerationService, @unchecked Sendable {
 
     /// While the device runs a step, the next is scheduled and laid out on the host (vLLM's async scheduling,
     /// SGLang's overlap scheduler): each request in flight counts on one more token, the rows that need it take it
-    /// on the device, the next step is queued before the one in flight ends, and its tokens are streamed after. A request that
-    /// stops on the token just read leaves a wasted row in the step behind it, which is dropped. Where the runner
-    /// computes in place (the CPU), tokens are back before the next step is scheduled and nothing runs ahead.
+    /// on the device, the next step is queued before the one in flight ends, and its tokens are streamed after. A
+    /// request that stops on the token just read leaves a wasted row in the step behind it, which is dropped. Where
+    /// the runner computes in place (the CPU), tokens are back before the next step is scheduled: nothing runs ahead.
     private func stepLoop() {
         while true {
             let commands = inbox.update { commands -> [Command] in
@@ -387,10 +387,8 @@ public final class Engine: GenerationService, @unchecked Sendable {
                                 returnLogits: step.returnLogits)
         // The token this step samples joins each request's known tokens now, so the next step can be scheduled
         // before it is read, unless it is the request's last (its length limit).
-        for (handle, contextLength) in step.sampled {
-            let sampling = requests[handle]!.request.sampling
-            let total = contextLength + 1, prompt = requests[handle]!.request.promptIDs.count
-            if total - prompt < sampling.maxTokens && total < maxContextLength { scheduler.appendToken(id: handle) }
+        for (handle, contextLength) in step.sampled where !requests[handle]!.reachesLength(tokens: contextLength + 1, contextLimit: maxContextLength) {
+            scheduler.appendToken(id: handle)
         }
         return LaunchedStep(output: output, sampled: step.sampled.map(\.handle), scored: step.scored, sequences: step.sequences,
                             tokens: step.batch.rowCount)
@@ -538,6 +536,12 @@ private final class LiveRequest {
         continuation.yield(.prompt(logprobs: promptLogprobs.map { $0! }))
     }
 
+    /// Whether the request is done by length once it has `tokens` tokens (prompt included): `max_tokens` generated or
+    /// the context full.
+    func reachesLength(tokens: Int, contextLimit: Int) -> Bool {
+        tokens - request.promptIDs.count >= request.sampling.maxTokens || tokens >= contextLimit
+    }
+
     /// How the step picks this request's next token, the last `unknown` tokens of its history still being sampled.
     func nextChoice(unknown: Int) -> TokenChoice { sampler.choice(history: tokens, unknown: unknown) }
 
@@ -561,7 +565,7 @@ private final class LiveRequest {
             delta = appended
             if stopped {
                 reason = .stop
-            } else if generatedCount >= parameters.maxTokens || tokens.count >= contextLimit {
+            } else if reachesLength(tokens: tokens.count, contextLimit: contextLimit) {
                 reason = .length
                 delta += text.finish()
             }
