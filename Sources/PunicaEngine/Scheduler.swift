@@ -5,6 +5,12 @@
 /// token at a time. Waiting requests are admitted first come, first served, while there is room in the batch, in the
 /// budget and in the KV cache, and once their adapter is resident. When pages run out, the newest running request is
 /// preempted: its pages are freed and it waits at the front of the queue to be recomputed, so nothing fails.
+///
+/// Requests of one prompt group (a prompt's `n` choices) share its prefill: the first admitted computes the prompt;
+/// one admitted while a member runs takes, once steps before have written them, the member's full pages below the
+/// prompt's last token (the allocator counting each holder) and computes only the rest. The last prompt token is each
+/// request's own: its logits pick the first token, and its page is written on by decoding. A shared page is thus
+/// full in every holder and never written again; it is free once its last holder is done.
 public struct Scheduler: Sendable {
     public struct Configuration: Sendable {
         public var maxRunning: Int
@@ -21,6 +27,10 @@ public struct Scheduler: Sendable {
         public let id: Int
         /// Adapter the request uses, nil for the base model; the caller's key, opaque here.
         public let adapter: String?
+        /// The prompt group, nil when it shares nothing; the caller's key, opaque here.
+        public let group: String?
+        /// Tokens of the prompt in the full pages below its last token: what a member of its group shares.
+        public let prefixTokens: Int
         /// Tokens known so far: the prompt plus every generated token.
         public var knownTokens: Int
         /// Tokens already in the KV cache.
@@ -47,6 +57,8 @@ public struct Scheduler: Sendable {
     public private(set) var allocator: BlockAllocator
     public private(set) var waiting: [Entry] = []
     public private(set) var running: [Entry] = []
+    /// Prompt tokens taken from a group member's pages instead of computed, all requests so far.
+    public private(set) var sharedPromptTokens = 0
 
     public init(configuration: Configuration, pageSize: Int, pageCount: Int) {
         self.configuration = configuration
@@ -58,10 +70,11 @@ public struct Scheduler: Sendable {
 
     public var isIdle: Bool { waiting.isEmpty && running.isEmpty }
 
-    /// Queues a request; `knownTokens` is its prompt length.
-    public mutating func add(id: Int, adapter: String?, knownTokens: Int) {
+    /// Queues a request; `knownTokens` is its prompt length. Requests of one `group` must have the same prompt.
+    public mutating func add(id: Int, adapter: String?, knownTokens: Int, group: String? = nil) {
         precondition(knownTokens > 0, "a request needs at least one token")
-        waiting.append(Entry(id: id, adapter: adapter, knownTokens: knownTokens))
+        let prefix = (knownTokens - 1) / pageSize * pageSize
+        waiting.append(Entry(id: id, adapter: adapter, group: prefix > 0 ? group : nil, prefixTokens: prefix, knownTokens: knownTokens))
     }
 
     /// A sampled token joined request `id`'s known tokens.
@@ -109,16 +122,37 @@ public struct Scheduler: Sendable {
                 position += 1
                 continue
             }
-            let count = min(entry.knownTokens, budget)
-            guard let pages = allocator.allocate(pagesNeeded(forTokens: count)) else { break }
+            guard let shared = sharedPages(for: entry, scheduled: work) else {
+                position += 1  // a member of its group is still computing them
+                continue
+            }
+            let prefix = shared.count * pageSize
+            let count = min(entry.knownTokens - prefix, budget)
+            guard let pages = allocator.allocate(pagesNeeded(forTokens: prefix + count) - shared.count) else { break }
+            allocator.share(shared)
+            sharedPromptTokens += prefix
             var admitted = waiting.remove(at: position)
-            admitted.pages = pages
+            admitted.pages = shared + pages
+            admitted.computedTokens = prefix
             budget -= count
             work.append(take(&admitted, count: count))
             running.append(admitted)
         }
         verifyInvariants()
         return work
+    }
+
+    /// The pages a waiting request takes from a running member of its group, whose KV before this step (less what
+    /// `scheduled` computes) covers the request's prefix; empty when no member runs (it computes its prompt itself),
+    /// nil while the members running have not computed the prefix yet (it waits for them).
+    private func sharedPages(for entry: Entry, scheduled: [Work]) -> [Int32]? {
+        guard entry.group != nil else { return [] }
+        let members = running.filter { $0.group == entry.group && $0.adapter == entry.adapter }
+        if members.isEmpty { return [] }
+        let donor = members.first { member in
+            member.computedTokens - (scheduled.first { $0.id == member.id }?.count ?? 0) >= entry.prefixTokens
+        }
+        return donor.map { Array($0.pages.prefix(entry.prefixTokens / pageSize)) }
     }
 
     /// Advances the entry's computed tokens and describes the work.
@@ -151,13 +185,22 @@ public struct Scheduler: Sendable {
         waiting.insert(entry, at: 0)
     }
 
-    /// Every page is owned by at most one request, and the allocator agrees on how many are in use.
+    /// The allocator counts each page's owners; a page owned twice is full (in the KV cache) in each owner, so none
+    /// writes it again.
     public func verifyInvariants() {
         #if DEBUG
-        let owned = (running + waiting).flatMap(\.pages)
-        precondition(Set(owned).count == owned.count, "a KV page is owned twice")
-        precondition(owned.count == allocator.usedCount, "KV pages leaked: \(allocator.usedCount) in use, \(owned.count) owned")
         precondition(waiting.allSatisfy { $0.pages.isEmpty }, "a waiting request holds pages")
+        var owners: [Int32: Int] = [:]
+        for entry in running {
+            precondition(Set(entry.pages).count == entry.pages.count, "a request owns a KV page twice")
+            for (index, page) in entry.pages.enumerated() {
+                owners[page, default: 0] += 1
+                precondition(allocator.holderCount(page) == 1 || entry.computedTokens >= (index + 1) * pageSize,
+                             "a shared KV page is not full in request \(entry.id)")
+            }
+        }
+        precondition(owners.count == allocator.usedCount, "KV pages leaked: \(allocator.usedCount) in use, \(owners.count) owned")
+        precondition(owners.allSatisfy { allocator.holderCount($0.key) == $0.value }, "a KV page's holders are miscounted")
         #endif
     }
 }
