@@ -290,7 +290,9 @@ public final class Engine: GenerationService, @unchecked Sendable {
             nextHandle += 1
             requests[handle] = request
             handleOfID[request.request.id] = handle
-            scheduler.add(id: handle, adapter: request.request.adapter, knownTokens: request.tokens.count)
+            // Scoring the prompt takes every prompt position's logits: such a request computes them all itself.
+            let group = request.request.sampling.promptLogprobs == nil ? request.request.promptGroup : nil
+            scheduler.add(id: handle, adapter: request.request.adapter, knownTokens: request.tokens.count, group: group)
         case let .cancel(id):
             if let handle = handleOfID[id] { finish(handle, .cancelled) }
         case let .adapterRegistered(name):
@@ -469,7 +471,8 @@ public final class Engine: GenerationService, @unchecked Sendable {
         var perAdapter: [String: Int] = [:]
         for request in requests.values { perAdapter[request.request.adapter ?? "", default: 0] += 1 }
         let rate = throughput.tokensPerSecond(at: ContinuousClock.now)
-        let (running, waiting, used) = (scheduler.running.count, scheduler.waiting.count, scheduler.allocator.usedCount)
+        let (running, waiting, used, shared) = (scheduler.running.count, scheduler.waiting.count, scheduler.allocator.usedCount,
+                                                scheduler.sharedPromptTokens)
         let runningAdapters = Set(scheduler.running.compactMap(\.adapter)), waitingAdapters = Set(scheduler.waiting.compactMap(\.adapter))
         // Copied only when residency changed: it lists every registered adapter.
         if residency.version != publishedResidency.version {
@@ -480,6 +483,7 @@ public final class Engine: GenerationService, @unchecked Sendable {
             stats.running = running
             stats.waiting = waiting
             stats.kvPagesUsed = used
+            stats.sharedPromptTokens = shared
             stats.requestsPerAdapter = perAdapter
             stats.runningAdapters = runningAdapters
             stats.waitingAdapters = waitingAdapters

@@ -7,12 +7,17 @@ public struct EngineRequest: Sendable {
     public var promptIDs: [Int]
     public var adapter: String?
     public var sampling: SamplingParameters
+    /// Requests of one group (a prompt's `n` choices: the same prompt and adapter) share the prompt's prefill: one
+    /// computes its KV, the others take the full pages of it and compute only the rest. nil: shares nothing.
+    public var promptGroup: String?
 
-    public init(id: String, promptIDs: [Int], adapter: String? = nil, sampling: SamplingParameters = SamplingParameters()) {
+    public init(id: String, promptIDs: [Int], adapter: String? = nil, sampling: SamplingParameters = SamplingParameters(),
+                promptGroup: String? = nil) {
         self.id = id
         self.promptIDs = promptIDs
         self.adapter = adapter
         self.sampling = sampling
+        self.promptGroup = promptGroup
     }
 }
 
@@ -72,6 +77,8 @@ public struct EngineStats: Sendable, Equatable {
     public var steps: Int
     public var lastStepSequences: Int
     public var lastStepTokens: Int
+    /// Prompt tokens not computed, their KV pages shared within a prompt group (`EngineRequest.promptGroup`), so far.
+    public var sharedPromptTokens: Int
     /// Adapters past registered (loading, on host, resident in a slot: `AdapterResidency`), and the bytes of the host tier.
     public var adapterStates: [String: AdapterResidency.State]
     public var adapterHostBytes: Int
@@ -79,7 +86,7 @@ public struct EngineStats: Sendable, Equatable {
     public init(running: Int, waiting: Int, kvPagesUsed: Int, kvPagesTotal: Int, pageSize: Int = 16, adapterSlots: Int = 0,
                 requestsPerAdapter: [String: Int], runningAdapters: Set<String> = [], waitingAdapters: Set<String> = [],
                 adapterStates: [String: AdapterResidency.State] = [:], adapterHostBytes: Int = 0,
-                generatedTokensPerSecond: Double, steps: Int, lastStepSequences: Int, lastStepTokens: Int) {
+                generatedTokensPerSecond: Double, steps: Int, lastStepSequences: Int, lastStepTokens: Int, sharedPromptTokens: Int = 0) {
         self.running = running
         self.waiting = waiting
         self.kvPagesUsed = kvPagesUsed
@@ -95,6 +102,7 @@ public struct EngineStats: Sendable, Equatable {
         self.steps = steps
         self.lastStepSequences = lastStepSequences
         self.lastStepTokens = lastStepTokens
+        self.sharedPromptTokens = sharedPromptTokens
     }
 }
 

@@ -203,6 +203,53 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
         await engine.drain()
     }
 
+    /// The tokens of each of `requests`, submitted while the runner holds its steps, so they meet in the first ones.
+    func gatedTokens(_ runner: ScriptedRunner, _ engine: Engine, _ requests: [EngineRequest]) async throws -> [[Int]] {
+        let streams = try requests.map { try engine.submit($0) }
+        runner.allowSteps(1000)
+        var tokens: [[Int]] = []
+        for stream in streams {
+            var ids: [Int] = []
+            for await case let .token(id, _, _, _) in stream { ids.append(id) }
+            tokens.append(ids)
+        }
+        return tokens
+    }
+
+    /// Four choices of a 10-token prompt in one group (pages of 4): the first computes the prompt, the others take
+    /// its two full pages and compute only its last two tokens, and each generates what it generates alone.
+    @Test func aPromptGroupComputesItsSharedPagesOnce() async throws {
+        let runner = ScriptedRunner(gateSteps: true)
+        let engine = Engine(runner: runner, tokenizer: tokenizer)
+        let requests = (0..<4).map { choice in
+            var request = greedy("c\(choice)", Array(1...10), maxTokens: 3)
+            request.promptGroup = "g"
+            return request
+        }
+        #expect(try await gatedTokens(runner, engine, requests) == Array(repeating: [11, 12, 13], count: 4))
+        // 10 prompt rows, 2 for each other choice, and two decoding rows for each choice: 24 (48 apart).
+        let rows = runner.steps.reduce(0) { $0 + $1.rowCount }
+        #expect(rows == 24)
+        #expect(engine.stats().sharedPromptTokens == 24 && engine.stats().kvPagesUsed == 0)
+        await engine.drain()
+    }
+
+    /// Prompt logprobs take every prompt position's logits: a group asking for them computes each prompt in full.
+    @Test func aGroupScoringItsPromptSharesNothing() async throws {
+        let runner = ScriptedRunner(gateSteps: true)
+        let engine = Engine(runner: runner, tokenizer: tokenizer)
+        let requests = (0..<2).map { choice in
+            var request = greedy("c\(choice)", Array(1...10), maxTokens: 1)
+            request.promptGroup = "g"
+            request.sampling.promptLogprobs = 0
+            return request
+        }
+        #expect(try await gatedTokens(runner, engine, requests) == [[11], [11]])
+        let rows = runner.steps.reduce(0) { $0 + $1.rowCount }
+        #expect(engine.stats().sharedPromptTokens == 0 && rows == 20)
+        await engine.drain()
+    }
+
     @Test func aConsumerThatStopsListeningCancelsItsRequest() async throws {
         let engine = Engine(runner: ScriptedRunner(), tokenizer: tokenizer)
         let task = Task {

@@ -79,3 +79,103 @@ public enum BatchingInvariance {
         try? FileManager.default.removeItem(atPath: scratch)
     }
 }
+
+extension BatchingInvariance {
+    /// A prompt's choices sharing its prefill (`EngineRequest.promptGroup`) generate exactly what they generate as
+    /// independent requests, greedy and seeded, on the base model and an adapter, tokens and logprobs, while the
+    /// prompt's full pages below its last token are computed once.
+    public static func promptGroupsMatchIndependentRequests(on backend: Backend) async throws {
+        let directory = Fixtures.path("models/llama-gqa")
+        let model = try LlamaModel(directory: directory, backend: backend)
+        let runner = GatedRunner(LlamaRunner(model: model, pageSize: 4, pageCount: 129, adapterSlots: 2))
+        let engine = Engine(runner: runner, tokenizer: try Tokenizer(directory: directory))
+        try await engine.registerAdapter(name: "alpha", directory: "\(directory)/adapters/alpha")
+        func choices(group: Bool) -> [EngineRequest] {
+            // 21 and 23 tokens: 20 in full pages below the last.
+            let prompts: [(length: Int, adapter: String?, temperature: Float)] = [(21, nil, 0), (23, "alpha", 1)]
+            return prompts.enumerated().flatMap { prompt, spec in
+                let ids = (0..<spec.length).map { (position: Int) -> Int in 3 + (position * 37 + prompt * 11) % 590 }
+                return (0..<4).map { (choice: Int) -> EngineRequest in
+                    var sampling = SamplingParameters()
+                    sampling.temperature = spec.temperature
+                    sampling.seed = UInt64(5 + choice)
+                    sampling.maxTokens = 8
+                    sampling.ignoreEOS = true
+                    sampling.logprobs = 3
+                    return EngineRequest(id: "\(group)-\(prompt)-\(choice)", promptIDs: ids, adapter: spec.adapter, sampling: sampling,
+                                         promptGroup: group ? "p\(prompt)" : nil)
+                }
+            }
+        }
+        /// Each request's events, all submitted before the runner is opened.
+        func events(_ requests: [EngineRequest]) async throws -> [[GenerationEvent]] {
+            let streams = try requests.map { try engine.submit($0) }
+            runner.open()
+            var events: [[GenerationEvent]] = []
+            for stream in streams { events.append(await stream.reduce(into: []) { $0.append($1) }) }
+            return events
+        }
+        var warm = choices(group: false)[4]
+        warm.sampling.maxTokens = 1
+        _ = try await events([warm])  // the adapter loaded, so each group's choices meet in the first steps
+        let before = runner.rows
+        runner.hold()
+        let grouped = try await events(choices(group: true))
+        let groupedRows = runner.rows - before
+        let independent = try await events(choices(group: false))
+        let independentRows = runner.rows - before - groupedRows
+        // The same tokens, texts and usage; logprobs to float rounding (steps of other row counts sum in other orders).
+        typealias Token = (id: Int, text: String, logprob: TokenLogprob?, top: [TokenLogprob])
+        func tokens(_ events: [GenerationEvent]) -> [Token] {
+            events.compactMap { if case let .token(id, text, logprob, top) = $0 { (id, text, logprob, top) } else { nil } }
+        }
+        func close(_ a: [TokenLogprob], _ b: [TokenLogprob]) -> Bool {
+            a.map(\.id) == b.map(\.id) && zip(a, b).allSatisfy { abs($0.logprob - $1.logprob) < 1e-4 }
+        }
+        for (apart, together) in zip(independent, grouped) {
+            let (a, b) = (tokens(apart), tokens(together))
+            #expect(a.map(\.id) == b.map(\.id) && a.map(\.text) == b.map(\.text) && apart.last == together.last)
+            #expect(zip(a, b).allSatisfy { close([$0.logprob!] + $0.top, [$1.logprob!] + $1.top) })
+        }
+        let ids = grouped.map { tokens($0).map(\.id) }
+        #expect(ids.allSatisfy { $0.count == 8 } && Set(ids[4...]).count > 1, "seeded choices differ")
+        #expect(engine.stats().sharedPromptTokens == 2 * 3 * 20)
+        #expect(independentRows - groupedRows == 2 * 3 * 20, "the shared tokens are computed once")
+        #expect(engine.stats().kvPagesUsed == 0)
+        await engine.drain()
+    }
+}
+
+/// A runner whose steps wait from `hold()` until `open()`, and which counts the token rows it computes.
+final class GatedRunner: ModelRunner, @unchecked Sendable {
+    private let runner: ModelRunner
+    private let gate = NSCondition()
+    private var held = false
+    /// Token rows of the steps run so far (read between steps).
+    private(set) var rows = 0
+
+    init(_ runner: ModelRunner) { self.runner = runner }
+
+    func hold() { gate.withLock { held = true } }
+
+    func open() {
+        gate.withLock { held = false }
+        gate.broadcast()
+    }
+
+    var vocabularySize: Int { runner.vocabularySize }
+    var maxPositions: Int { runner.maxPositions }
+    var eosTokenIDs: [Int] { runner.eosTokenIDs }
+    var pageSize: Int { runner.pageSize }
+    var pageCount: Int { runner.pageCount }
+    var adapterSlotCount: Int { runner.adapterSlotCount }
+    func validateAdapter(directory: String) throws { try runner.validateAdapter(directory: directory) }
+    func loadAdapter(name: String, directory: String) throws -> HostAdapter { try runner.loadAdapter(name: name, directory: directory) }
+    func setSlot(_ slot: Int, to adapter: HostAdapter?) { runner.setSlot(slot, to: adapter) }
+
+    func run(_ batch: StepBatch, fed: FedTokens?, choices: [TokenChoice], returnLogits: [Bool]) -> StepOutput {
+        gate.withLock { while held { gate.wait() } }
+        rows += batch.rowCount
+        return runner.run(batch, fed: fed, choices: choices, returnLogits: returnLogits)
+    }
+}
