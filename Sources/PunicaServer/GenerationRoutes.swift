@@ -68,13 +68,15 @@ extension OpenAIServer {
             var sampling = try options.sampling(maxTokens: maxTokens, logprobs: logprobs)
             sampling.promptLogprobs = promptLogprobs
             promptTokens += promptIDs.count
+            // The prompt's choices share its prefill, grouped under the first one's id.
+            let group = bestOf > 1 ? engineID(identity, choice: choices.count) : nil
             for sibling in 0..<bestOf {
                 let choice = choices.count
                 let builder = CompletionBuilder(identity: identity, index: choice, topCount: body.logprobs,
                                                 echo: body.echo ? (promptText, promptIDs) : nil, promptTopCount: body.prompt_logprobs,
                                                 tokens: TokenText(tokenizer: service.tokenizer))
                 choices.append((EngineRequest(id: engineID(identity, choice: choice), promptIDs: promptIDs, adapter: adapter,
-                                              sampling: sampling.sibling(sibling)), builder))
+                                              sampling: sampling.sibling(sibling), promptGroup: group), builder))
             }
         }
         return PreparedGeneration(identity: identity, choices: choices, promptTokens: promptTokens, stream: options.streams, n: n, bestOf: bestOf)
@@ -98,7 +100,8 @@ extension OpenAIServer {
         let identity = ResponseIdentity(id: "chatcmpl-\(Self.randomID())", created: unixTime(), model: options.model, includeUsage: options.includesUsage)
         let topCount = body.logprobs == true ? body.top_logprobs ?? 0 : nil
         let choices = (0..<n).map { choice in
-            (request: EngineRequest(id: engineID(identity, choice: choice), promptIDs: promptIDs, adapter: adapter, sampling: sampling.sibling(choice)),
+            (request: EngineRequest(id: engineID(identity, choice: choice), promptIDs: promptIDs, adapter: adapter, sampling: sampling.sibling(choice),
+                                    promptGroup: n > 1 ? identity.id : nil),
              builder: ChatBuilder(identity: identity, index: choice, topCount: topCount, tokens: TokenText(tokenizer: service.tokenizer)))
         }
         return PreparedGeneration(identity: identity, choices: choices, promptTokens: promptIDs.count, stream: options.streams, n: n, bestOf: n)

@@ -12,7 +12,8 @@ import Testing
 @Suite struct CompletionFeatureTests {
     func choices(_ json: JSON) throws -> [JSON] { try #require(json["choices"] as? [JSON]) }
 
-    /// Each prompt of a list gets `n` choices, indexed prompt-major; the usage counts each prompt once.
+    /// Each prompt of a list gets `n` choices, indexed prompt-major, grouped to share the prompt's prefill (under the
+    /// first choice's id); the usage counts each prompt once.
     @Test func promptListsAndNAreIndependentChoices() async throws {
         let fake = FakeGenerationService()
         try await withServer(fake) { client in
@@ -24,6 +25,8 @@ import Testing
             #expect(fake.submitted.map(\.promptIDs) == [first, first, second, second])
             #expect(Set(fake.submitted.map(\.id)).count == 4, "each choice is its own engine request")
             #expect(fake.submitted.map(\.sampling.seed) == [5, 6, 5, 6], "a prompt's choices draw from their own seeds")
+            let leaders = [0, 0, 2, 2].map { fake.submitted[$0].id }
+            #expect(fake.submitted.map(\.promptGroup) == leaders)
             #expect(json["usage"] as? [String: Int] == ["prompt_tokens": first.count + second.count, "completion_tokens": 8,
                                                        "total_tokens": first.count + second.count + 8])
         }
@@ -55,6 +58,7 @@ import Testing
             let json = try await client.post("/v1/completions", #"{"model": "base", "prompt": [[8], [9, 10]], "max_tokens": 1}"#).json
             #expect(try choices(json).count == 2)
             #expect(fake.submitted.map(\.promptIDs) == [[5, 6, 7], [8], [9, 10]])
+            #expect(fake.submitted.allSatisfy { $0.promptGroup == nil }, "one choice shares with none")
         }
     }
 
@@ -126,6 +130,8 @@ import Testing
             let chat = try await client.post("/v1/chat/completions",
                                              #"{"model": "base", "messages": [{"role": "user", "content": "Hi"}], "n": 2, "max_tokens": 2}"#).json
             #expect(try choices(chat).map { $0["index"] as? Int } == [0, 1])
+            let group = fake.submitted.suffix(2).map(\.promptGroup)
+            #expect(group == [chat["id"] as? String, chat["id"] as? String])
         }
     }
 

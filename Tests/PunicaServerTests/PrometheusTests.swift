@@ -128,6 +128,17 @@ struct Exposition {
         #expect(abs(try #require(samples.samples("punica_time_to_first_token_seconds_sum").first).value - 100.3015) < 1e-9)
     }
 
+    @Test func sharedPromptTokensAreTheEnginesTotal() async throws {
+        let metrics = ServerMetrics()
+        var stats = Self.stats()
+        for total in [40, 100] {
+            stats.sharedPromptTokens = total
+            let samples = try Exposition(await metrics.exposition(stats: stats, adapters: [], baseModel: "base"))
+            #expect(samples.types["punica_prompt_tokens_shared_total"] == "counter")
+            #expect(samples.samples("punica_prompt_tokens_shared_total").map(\.value) == [Double(total)])
+        }
+    }
+
     @Test func labelValuesAreEscaped() async throws {
         let name = "a\"b\\c\nd"
         let text = await ServerMetrics().exposition(stats: Self.stats(), adapters: [name], baseModel: "base")
