@@ -104,7 +104,7 @@ final class CUDAPlan: StepPlan {
     let loraSmallTileCount: Int
     /// Rows of the longest CUDA-core tile this step (1 when every such segment is a decode row), and of the longest tile.
     let loraLongestTile: Int, loraLongestAnyTile: Int
-    /// TILE_ROWS in lora.cu, the longest CUDA-core tile: the shrink keeps one accumulator per (row, rank row) pair in registers.
+    /// The longest CUDA-core tile: shorter tiles make more blocks while few rows share an adapter.
     static let loraTileRows = 16
     /// The shortest segment the tensor-core shrink takes: one 16-row mma block.
     static let loraMMASegmentRows = 16
@@ -669,26 +669,28 @@ public final class CUDABackend: Backend {
                    grid: (mmaTiles, rankChunks, (x.rowWidth + kSplit - 1) / kSplit), block: 128)
         }
         guard cuda.loraSmallTileCount > 0 else { return }
-        // More rank rows per block read x once for all of them, but fewer blocks: stop at two per multiprocessor
-        // among the blocks within the adapters' ranks (a recorded grid's blocks past them return at once).
-        var ranksPerBlock = 1
-        while 2 * ranksPerBlock * cuda.loraLongestTile <= CUDAPlan.loraTileRows
-            && cuda.loraSmallTileCount * ((projection.maxRank + 2 * ranksPerBlock - 1) / (2 * ranksPerBlock)) >= 2 * multiprocessorCount {
-            ranksPerBlock *= 2
+        // A block per tile and SHRINK_RANKS rank rows.
+        func shrink<Rows: SGMVTileRows>(_: Rows.Type) {
+            launch(SGMVShrink<Rows>(x: x.address, v: v.address, slots: slots, tileStart: tileStart, tileEnd: tileEnd, tileSlot: tileSlot,
+                                    inWidth: Int32(x.rowWidth), vWidth: Int32(v.rowWidth)),
+                   grid: (cuda.loraSmallTileCount, (ranks + SGMVShrink<Rows>.ranksPerBlock - 1) / SGMVShrink<Rows>.ranksPerBlock, 1),
+                   block: SGMVShrink<Rows>.threads)
         }
-        launch(SGMVShrink(x: x.address, v: v.address, slots: slots, tileStart: tileStart, tileEnd: tileEnd, tileSlot: tileSlot,
-                          inWidth: Int32(x.rowWidth), vWidth: Int32(v.rowWidth), ranksPerBlock: Int32(ranksPerBlock)),
-               grid: (cuda.loraSmallTileCount, (ranks + ranksPerBlock - 1) / ranksPerBlock, 1), block: 256)
+        if cuda.loraLongestTile == 1 { shrink(SGMVOneRow.self) } else { shrink(SGMVFourRows.self) }
     }
 
     public func loraExpand(v: Tensor, projection: LoRAProjection, plan: StepPlan, y: Tensor) {
         let cuda = plan.cuda
         guard cuda.loraTileCount > 0 else { return }
-        launch(SGMVExpand(v: v.address, y: y.address, slots: loraTable(projection).buffer.address, tileStart: cuda.address(cuda.tileStart),
-                          tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), vWidth: Int32(v.rowWidth),
-                          yWidth: Int32(y.rowWidth)),
-               grid: (cuda.loraTileCount, (y.rowWidth + 127) / 128, (cuda.loraLongestAnyTile + SGMVExpand.rowsPerBlock - 1) / SGMVExpand.rowsPerBlock),
-               block: 128)
+        let slots = loraTable(projection).buffer.address
+        // A block per tile, 128 output columns and `Rows.rows` of the tile's rows.
+        func expand<Rows: SGMVTileRows>(_: Rows.Type) {
+            launch(SGMVExpand<Rows>(v: v.address, y: y.address, slots: slots, tileStart: cuda.address(cuda.tileStart),
+                                    tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), vWidth: Int32(v.rowWidth),
+                                    yWidth: Int32(y.rowWidth)),
+                   grid: (cuda.loraTileCount, (y.rowWidth + 127) / 128, (cuda.loraLongestAnyTile + Rows.rows - 1) / Rows.rows), block: 128)
+        }
+        if cuda.loraLongestAnyTile == 1 { expand(SGMVOneRow.self) } else { expand(SGMVFourRows.self) }
     }
 
     public func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> SampledTokens {

@@ -15,7 +15,8 @@ public enum KernelSources {
         ("attention.cu", PackageResources.attention_cu,
          [AttentionTiles<AttentionRows64>.self, AttentionTiles<AttentionRows16>.self, AttentionTiles<AttentionRows64D256>.self,
           AttentionTiles<AttentionRows16D256>.self, AttentionMerge.self]),
-        ("lora.cu", PackageResources.lora_cu, [SGMVShrink.self, SGMVShrinkMMA.self, SGMVExpand.self]),
+        ("lora.cu", PackageResources.lora_cu, [SGMVShrink<SGMVOneRow>.self, SGMVShrink<SGMVFourRows>.self, SGMVShrinkMMA.self,
+                                                    SGMVExpand<SGMVOneRow>.self, SGMVExpand<SGMVFourRows>.self]),
         ("sampling.cu", PackageResources.sampling_cu, [AdjustLogits.self, SampleRows.self, FeedTokens.self]),
     ]
     static let headers = ["common.cuh": String(decoding: PackageResources.common_cuh, as: UTF8.self)]

@@ -291,7 +291,7 @@ extension CUDATests {
         /// SGMV against the CPU reference: adapters of ranks 1, 7, 16, 64 and 256 in one launch, a slot
         /// without the projection, base-only rows between segments, empty segments, and a fused output of three pieces
         /// (as q|k|v, widths not multiples of 8). Segments of 1, 15, 16, 17, 100 and 4 300 rows (one 16-row tile, tiles
-        /// with a partial last one, many tiles); decode-sized steps of one-row tiles. Input widths
+        /// with a partial last one, many tiles); decode-sized steps of one-row tiles; 300 short segments in multi-row tiles. Input widths
         /// on the 16-byte path (256, 11008, 14336) and off it (4100).
         @Test(arguments: dtypes, [256, 4100, 11008, 14336])
         func loraShrinkExpandMixedRanks(dtype: DType, inWidth: Int) {
@@ -321,7 +321,9 @@ extension CUDATests {
             let identical = [LoRASegment(rows: 0..<64, slot: 4)]
             // A prefill-sized segment: 269 tiles of one adapter, then a short one.
             let prefill = [LoRASegment(rows: 0..<4300, slot: 5), LoRASegment(rows: 4301..<4310, slot: 1)]
-            for segments in inWidth == 256 ? [long, short, identical, prefill] : [long, short, identical] {
+            // Enough short segments that their tiles keep several rows (the shrink's and expand's multi-row entry points).
+            let manyShort = (0..<300).map { LoRASegment(rows: 3 * $0 ..< 3 * $0 + 1 + $0 % 3, slot: $0 % ranks.count) }
+            for segments in inWidth == 256 ? [long, short, identical, prefill, manyShort] : [long, short, identical, manyShort] {
                 runShrinkExpand(&pair, projections: projections, segments: segments, inWidth: inWidth, widths: widths)
             }
         }

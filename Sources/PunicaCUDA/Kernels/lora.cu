@@ -1,66 +1,96 @@
 #include "common.cuh"
 
-// Punica's SGMV for one (fused) projection. The host cuts every segment (rows sharing one adapter) into tiles of at
-// most TILE_ROWS rows: tile i covers rows [tile_start[i], tile_end[i]) with the adapter in slot tile_slot[i]. `slots`
-// holds every resident adapter's weights for this projection (see common.cuh). Accumulators are float32 registers,
-// so each adapter weight is read from memory once per tile.
-#define TILE_ROWS 16
+// Punica's SGMV for one (fused) projection. The host cuts every segment (rows sharing one adapter) into tiles: tile i
+// covers rows [tile_start[i], tile_end[i]) with the adapter in slot tile_slot[i]. `slots` holds every resident
+// adapter's weights for this projection (see common.cuh). Accumulators are float32 registers, so each adapter weight
+// is read from memory once per tile.
 
 // Shrink: v[rows, r] = x[rows] · A[r]ᵀ for r < rank, in float32.
-// grid: (tiles, ceil(max rank / ranks_per_block)); block: 256. A block computes the (row, rank row) pairs of one tile
-// and `ranks_per_block` rank rows, at most TILE_ROWS pairs; the host picks as many rank rows per block as keeps the
-// grid at two blocks per multiprocessor or more. Threads stride the input width 16 bytes at a time.
-extern "C" __global__ void sgmv_shrink(const scalar_t* __restrict__ x, float* __restrict__ v, const LoraSlot* __restrict__ slots,
-                                       const int* __restrict__ tile_start, const int* __restrict__ tile_end,
-                                       const int* __restrict__ tile_slot, int in_width, int v_width, int ranks_per_block) {
-    wait_for_previous_kernel();
+// grid: (tiles, ceil(ranks / SHRINK_RANKS)); block: SHRINK_THREADS. A block takes SHRINK_RANKS rank rows of one tile, its rows
+// ROWS at a time: each pass loads ROWS x rows and SHRINK_RANKS A rows 16 bytes at a time per thread and keeps all their
+// products in registers, so x and A are each read once per pass. Two entry points: ROWS = 1 for steps whose tiles are
+// single rows (decode, every recorded step: most of a multi-LoRA server's steps), 4 for longer tiles.
+#define SHRINK_RANKS 4
+#define SHRINK_THREADS 256  // a constant stride lets the compiler overlap the loads of consecutive steps
+template <int ROWS>
+__device__ __forceinline__ void shrink_tile(const scalar_t* __restrict__ x, float* __restrict__ v, const LoraSlot* __restrict__ slots,
+                                            const int* __restrict__ tile_start, const int* __restrict__ tile_end,
+                                            const int* __restrict__ tile_slot, int in_width, int v_width) {
     const LoraSlot& slot = slots[tile_slot[blockIdx.x]];
-    const scalar_t* a = slot.a;
-    const int first_rank = blockIdx.y * ranks_per_block;
-    if (a == nullptr || first_rank >= slot.rank) return;
-    const int first = tile_start[blockIdx.x], rows = tile_end[blockIdx.x] - first;
-    const int ranks = min(ranks_per_block, slot.rank - first_rank), pairs = rows * ranks;
-    const scalar_t* xs = x + (size_t)first * in_width;
-    a += (size_t)first_rank * in_width;
-    // Pair p is (row p / ranks, rank row first_rank + p % ranks).
-    float sum[TILE_ROWS] = {};
-    if (in_width % 8 == 0) {
-        float aa[8], xa[8];
-        for (int i = threadIdx.x * 8; i < in_width; i += blockDim.x * 8) {
+    const int first_rank = blockIdx.y * SHRINK_RANKS;
+    if (slot.a == nullptr || first_rank >= slot.rank) return;
+    const int ranks = min(SHRINK_RANKS, slot.rank - first_rank);
+    const scalar_t* a = slot.a + (size_t)first_rank * in_width;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    __shared__ float partial[ROWS * SHRINK_RANKS][SHRINK_THREADS / 32];
+    for (int first = tile_start[blockIdx.x], end = tile_end[blockIdx.x]; first < end; first += ROWS) {
+        const int rows = min(ROWS, end - first);
+        const scalar_t* xs = x + (size_t)first * in_width;
+        float sum[ROWS][SHRINK_RANKS] = {};
+        if (in_width % 8 == 0) {
+#pragma unroll (ROWS == 1 ? 2 : 1)  // a single row has the registers to overlap two steps' loads
+            for (int i = threadIdx.x * 8; i < in_width; i += SHRINK_THREADS * 8) {
+                // Rows past the tile load its last row again (unconditional loads stay in flight together); unused.
+                float xa[ROWS][8];
 #pragma unroll
-            for (int p = 0; p < TILE_ROWS; ++p) {
-                if (p < pairs) {
-                    load8(xs + (size_t)(p / ranks) * in_width + i, xa);
-                    load8(a + (size_t)(p % ranks) * in_width + i, aa);
+                for (int row = 0; row < ROWS; ++row) load8(xs + (size_t)min(row, rows - 1) * in_width + i, xa[row]);
 #pragma unroll
-                    for (int e = 0; e < 8; ++e) sum[p] += xa[e] * aa[e];
+                for (int r = 0; r < SHRINK_RANKS; ++r) {
+                    if (r < ranks) {
+                        float aa[8];
+                        load8(a + (size_t)r * in_width + i, aa);
+#pragma unroll
+                        for (int row = 0; row < ROWS; ++row) {
+#pragma unroll
+                            for (int e = 0; e < 8; ++e) sum[row][r] += xa[row][e] * aa[e];
+                        }
+                    }
+                }
+            }
+        } else {  // rows not 16-byte aligned (no model has such widths; tests do)
+            for (int i = threadIdx.x; i < in_width; i += SHRINK_THREADS) {
+#pragma unroll
+                for (int row = 0; row < ROWS; ++row) {
+#pragma unroll
+                    for (int r = 0; r < SHRINK_RANKS; ++r) {
+                        if (row < rows && r < ranks) sum[row][r] += to_float(xs[(size_t)row * in_width + i]) * to_float(a[(size_t)r * in_width + i]);
+                    }
                 }
             }
         }
-    } else {
-        for (int i = threadIdx.x; i < in_width; i += blockDim.x) {
+        // Block reduction of every (row, rank) sum: warps first, then one partial per warp in shared memory.
 #pragma unroll
-            for (int p = 0; p < TILE_ROWS; ++p) {
-                if (p < pairs) sum[p] += to_float(xs[(size_t)(p / ranks) * in_width + i]) * to_float(a[(size_t)(p % ranks) * in_width + i]);
+        for (int row = 0; row < ROWS; ++row) {
+#pragma unroll
+            for (int r = 0; r < SHRINK_RANKS; ++r) {
+                const float s = warp_sum(sum[row][r]);
+                if (lane == 0) partial[row * SHRINK_RANKS + r][warp] = s;
             }
         }
-    }
-    // Block reduction of every pair's sum: warps first, then one partial per warp in shared memory.
-    __shared__ float partial[TILE_ROWS][8];
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+        __syncthreads();
+        const int row = threadIdx.x / SHRINK_RANKS, r = threadIdx.x % SHRINK_RANKS;
+        if (row < rows && r < ranks) {
+            float total = 0.f;
 #pragma unroll
-    for (int p = 0; p < TILE_ROWS; ++p) {
-        if (p < pairs) {
-            const float s = warp_sum(sum[p]);
-            if (lane == 0) partial[p][warp] = s;
+            for (int w = 0; w < SHRINK_THREADS / 32; ++w) total += partial[threadIdx.x][w];
+            v[(size_t)(first + row) * v_width + first_rank + r] = total;
         }
+        __syncthreads();  // partial is reused by the next pass
     }
-    __syncthreads();
-    if (threadIdx.x < pairs) {
-        float total = 0.f;
-        for (int w = 0; w < blockDim.x / 32; ++w) total += partial[threadIdx.x][w];
-        v[(size_t)(first + threadIdx.x / ranks) * v_width + first_rank + threadIdx.x % ranks] = total;
-    }
+}
+
+extern "C" __global__ void sgmv_shrink(const scalar_t* __restrict__ x, float* __restrict__ v, const LoraSlot* __restrict__ slots,
+                                       const int* __restrict__ tile_start, const int* __restrict__ tile_end,
+                                       const int* __restrict__ tile_slot, int in_width, int v_width) {
+    wait_for_previous_kernel();
+    shrink_tile<4>(x, v, slots, tile_start, tile_end, tile_slot, in_width, v_width);
+}
+
+extern "C" __global__ void sgmv_shrink_row(const scalar_t* __restrict__ x, float* __restrict__ v, const LoraSlot* __restrict__ slots,
+                                           const int* __restrict__ tile_start, const int* __restrict__ tile_end,
+                                           const int* __restrict__ tile_slot, int in_width, int v_width) {
+    wait_for_previous_kernel();
+    shrink_tile<1>(x, v, slots, tile_start, tile_end, tile_slot, in_width, v_width);
 }
 
 // Shrink on tensor cores, for segments of 16 rows or more (prefill chunks, many decode rows on one adapter): the
@@ -161,15 +191,14 @@ extern "C" __global__ void sgmv_shrink_mma(const scalar_t* __restrict__ x, float
 }
 
 // Expand: y[rows, c] += v[rows, rank_offset ..< +rank] · B[c - output_offset] for the piece whose output columns
-// hold c. grid: (tiles, ceil(y_width / 128), ceil(longest tile / EXPAND_ROWS)); block: 128, one thread per output
-// column, reading its row of B (rank contiguous scalars) 16 bytes at a time, for EXPAND_ROWS rows of the tile
-// (blockIdx.z picks which): few accumulators keep registers, and so occupancy, and a long tile (the tensor-core
-// shrink's 64 rows) still spreads over many blocks.
-#define EXPAND_ROWS 4
-extern "C" __global__ void sgmv_expand(const float* __restrict__ v, scalar_t* __restrict__ y, const LoraSlot* __restrict__ slots,
-                                       const int* __restrict__ tile_start, const int* __restrict__ tile_end,
-                                       const int* __restrict__ tile_slot, int v_width, int y_width) {
-    wait_for_previous_kernel();
+// hold c. grid: (tiles, ceil(y_width / 128), ceil(longest tile / ROWS)); block: 128, one thread per output column,
+// reading its row of B (rank contiguous scalars) 16 bytes at a time, for ROWS rows of the tile (blockIdx.z picks
+// which): few accumulators keep registers, and so occupancy, and a long tile (the tensor-core shrink's 64 rows) still
+// spreads over many blocks. Entry points for ROWS = 1 (single-row tiles, as the shrink) and 4.
+template <int ROWS>
+__device__ __forceinline__ void expand_tile(const float* __restrict__ v, scalar_t* __restrict__ y, const LoraSlot* __restrict__ slots,
+                                            const int* __restrict__ tile_start, const int* __restrict__ tile_end,
+                                            const int* __restrict__ tile_slot, int v_width, int y_width) {
     // A reference, not a copy: indexing a local copy's pieces by a run-time index would put it in local memory.
     const LoraSlot& slot = slots[tile_slot[blockIdx.x]];
     const int column = blockIdx.y * blockDim.x + threadIdx.x;
@@ -182,38 +211,51 @@ extern "C" __global__ void sgmv_expand(const float* __restrict__ v, scalar_t* __
     const LoraPiece& piece = slot.pieces[found];
     const int rank = piece.rank;
     const scalar_t* b = piece.b + (size_t)(column - piece.output_offset) * rank;
-    const int first = tile_start[blockIdx.x] + blockIdx.z * EXPAND_ROWS, end = tile_end[blockIdx.x];
-    if (first < end) {
-        const int rows = min(EXPAND_ROWS, end - first);
-        const float* vs = v + (size_t)first * v_width + piece.rank_offset;
-        float sum[EXPAND_ROWS] = {};
-        if (rank % 8 == 0) {
-            float bb[8];
-            for (int k = 0; k < rank; k += 8) {
-                load8(b + k, bb);
+    const int first = tile_start[blockIdx.x] + blockIdx.z * ROWS, end = tile_end[blockIdx.x];
+    if (first >= end) return;
+    const int rows = min(ROWS, end - first);
+    const float* vs = v + (size_t)first * v_width + piece.rank_offset;
+    float sum[ROWS] = {};
+    if (rank % 8 == 0) {
+        float bb[8];
+        for (int k = 0; k < rank; k += 8) {
+            load8(b + k, bb);
 #pragma unroll
-                for (int row = 0; row < EXPAND_ROWS; ++row) {
-                    if (row < rows) {
+            for (int row = 0; row < ROWS; ++row) {
+                if (row < rows) {
 #pragma unroll
-                        for (int e = 0; e < 8; ++e) sum[row] += vs[(size_t)row * v_width + k + e] * bb[e];
-                    }
-                }
-            }
-        } else {
-            for (int k = 0; k < rank; ++k) {
-                const float bk = to_float(b[k]);
-#pragma unroll
-                for (int row = 0; row < EXPAND_ROWS; ++row) {
-                    if (row < rows) sum[row] += vs[(size_t)row * v_width + k] * bk;
+                    for (int e = 0; e < 8; ++e) sum[row] += vs[(size_t)row * v_width + k + e] * bb[e];
                 }
             }
         }
+    } else {
+        for (int k = 0; k < rank; ++k) {
+            const float bk = to_float(b[k]);
 #pragma unroll
-        for (int row = 0; row < EXPAND_ROWS; ++row) {
-            if (row < rows) {
-                scalar_t* target = y + (size_t)(first + row) * y_width + column;
-                from_float(target, to_float(*target) + sum[row]);
+            for (int row = 0; row < ROWS; ++row) {
+                if (row < rows) sum[row] += vs[(size_t)row * v_width + k] * bk;
             }
         }
     }
+#pragma unroll
+    for (int row = 0; row < ROWS; ++row) {
+        if (row < rows) {
+            scalar_t* target = y + (size_t)(first + row) * y_width + column;
+            from_float(target, to_float(*target) + sum[row]);
+        }
+    }
+}
+
+extern "C" __global__ void sgmv_expand(const float* __restrict__ v, scalar_t* __restrict__ y, const LoraSlot* __restrict__ slots,
+                                       const int* __restrict__ tile_start, const int* __restrict__ tile_end,
+                                       const int* __restrict__ tile_slot, int v_width, int y_width) {
+    wait_for_previous_kernel();
+    expand_tile<4>(v, y, slots, tile_start, tile_end, tile_slot, v_width, y_width);
+}
+
+extern "C" __global__ void sgmv_expand_row(const float* __restrict__ v, scalar_t* __restrict__ y, const LoraSlot* __restrict__ slots,
+                                           const int* __restrict__ tile_start, const int* __restrict__ tile_end,
+                                           const int* __restrict__ tile_slot, int v_width, int y_width) {
+    wait_for_previous_kernel();
+    expand_tile<1>(v, y, slots, tile_start, tile_end, tile_slot, v_width, y_width);
 }
