@@ -9,5 +9,10 @@ extension CUDATests {
         @Test(arguments: [DType.float16, .bfloat16]) func sixtyFourRequestsOverEightAdaptersMatchTheirSoloRuns(dtype: DType) async throws {
             try await BatchingInvariance.sixtyFourRequestsOverEightAdaptersMatchTheirSoloRuns(on: GPU.backends[dtype]!)
         }
+
+        /// A prompt's `n` choices attending over the KV pages they share (float16: logprobs to its rounding).
+        @Test func promptGroupsMatchIndependentRequests() async throws {
+            try await BatchingInvariance.promptGroupsMatchIndependentRequests(on: GPU.backends[.float16]!, logprobTolerance: 2e-2)
+        }
     }
 }
