@@ -55,12 +55,18 @@ tokenizer.json + tokenizer_config.json + generation_config.json + golden.json, e
                                    dummy prefix: normalizer Replace(" ", "▁") only, no pre-tokenizer, decoder
                                    Sequence[Replace("▁", " "), ByteFallback, Fuse] (no Strip), TemplateProcessing
                                    that adds <bos>; unk <unk>, fuse_unk, byte_fallback.
+  sentencepiece-gemma3/            Gemma 3 style: as sentencepiece-gemma/ plus the pre-tokenizer Gemma 3's tokenizer.json
+                                   has, Split(" ", "merged_with_previous") (a no-op after the normalizer's Replace).
 
   golden.json: {"versions": {...}, "cases": [{"text", "ids", "decoded", "decoded_with_specials"}, ...]}
   for every string in TEXTS: ids = tokenizer(text)["input_ids"] (special tokens added as transformers
   adds them), decoded = tokenizer.decode(ids, skip_special_tokens=True), decoded_with_specials likewise
   with skip_special_tokens=False. The tokenizer is transformers' AutoTokenizer loaded back from the
   written directory, and its ids are checked against the `tokenizers` library's own Tokenizer.
+
+  split-words.json: {"versions", "texts", "cases": [{"pre_tokenizer", "words"}, ...]}: the Split pre-tokenizer
+  with each pattern of SPLIT_PATTERNS, each behavior and invert false/true (and one Sequence with Metaspace), and
+  for each of SPLIT_TEXTS the words the library's pre_tokenize_str returns.
 
 RUN IT (a few seconds, from anywhere):
     pip install tokenizers transformers
@@ -234,10 +240,12 @@ def qwen2_configs(tok):
     return tokenizer_config, {"bos_token_id": end_of_text, "eos_token_id": [im_end, end_of_text]}
 
 
-def gemma_tokenizer(vocab, merges):
+def gemma_tokenizer(vocab, merges, gemma3=False):
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(m) for m in merges], unk_token="<unk>", fuse_unk=True,
                                byte_fallback=True))
     tok.normalizer = normalizers.Replace(" ", "▁")
+    if gemma3:
+        tok.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous", invert=False)
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
     tok.add_special_tokens(GEMMA_SPECIALS)
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A <bos> $B:1",
@@ -406,6 +414,27 @@ def write_fixture(name, tok, tokenizer_config, generation_config, legacy_merges=
     print(f"{name}: vocab {tok.get_vocab_size(with_added_tokens=True)}; {sizes}")
 
 
+SPLIT_PATTERNS = [" ", "--", Regex(LLAMA3_PATTERN)]
+SPLIT_TEXTS = ["the-final--countdown", "  a  b c ", "nodelimiter", " ", "   ", "--a---b--", "x - y -- z",
+               "é ü  日本\t\n ", "don't  stop 123", ""]
+
+
+def write_split_words():
+    versions = {"python": platform.python_version(), "tokenizers": tokenizers.__version__}
+    splits = [pre_tokenizers.Split(pattern, behavior=behavior, invert=invert) for pattern in SPLIT_PATTERNS
+              for behavior in ("removed", "isolated", "merged_with_previous", "merged_with_next", "contiguous")
+              for invert in (False, True)]
+    # Removed drops the leading spaces, so the first word no longer starts the input: no "▁" for it.
+    splits.append(pre_tokenizers.Sequence([pre_tokenizers.Split(" ", behavior="removed"),
+                                           pre_tokenizers.Metaspace(prepend_scheme="first", split=False)]))
+    cases = [{"pre_tokenizer": json.loads(split.__getstate__()),
+              "words": [[word for word, _ in split.pre_tokenize_str(text)] for text in SPLIT_TEXTS]}
+             for split in splits]
+    write_json(os.path.join(OUT_ROOT, "split-words.json"), {"versions": versions, "texts": SPLIT_TEXTS, "cases": cases},
+               indent=1)
+    print(f"split-words.json: {len(cases)} pre-tokenizers x {len(SPLIT_TEXTS)} texts")
+
+
 def main():
     vocab, merges = train_bytelevel_model()
     for name, gpt2 in (("bytelevel", False), ("bytelevel-gpt2", True)):
@@ -432,6 +461,9 @@ def main():
 
     vocab, merges = train_sentencepiece_model(GEMMA_SPECIALS, prepend_scheme="never")
     write_fixture("sentencepiece-gemma", gemma_tokenizer(vocab, merges), *gemma_configs())
+    write_fixture("sentencepiece-gemma3", gemma_tokenizer(vocab, merges, gemma3=True), *gemma_configs())
+
+    write_split_words()
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 /// tokenizer.json `pre_tokenizer`: splits normalized text into the words BPE encodes one at a time, and for
-/// byte-level models spells them in byte characters. Supported: `Split` with the GPT-2 or Llama-3 regex
-/// (behavior Isolated), `ByteLevel`, `Metaspace`, `Digits` (SmolLM2), and a `Sequence` of those.
+/// byte-level models spells them in byte characters. Supported: `Split` on a literal string or on the GPT-2,
+/// Llama-3 or Qwen2 regex (every behavior, `invert`), `ByteLevel`, `Metaspace`, `Digits` (SmolLM2), and a
+/// `Sequence` of those.
 struct PreTokenizer: Sendable {
     private enum Step: Sendable {
-        /// Llama-3: the regex's matches become the words.
-        case split(WordPattern)
+        /// Llama-3 and Qwen2: the regex's matches become the words; Gemma 3: each " " ends a word.
+        case split(Split)
         /// Optionally " " before the text, optionally the GPT-2 split, then each word spelled in byte characters.
         case byteLevel(addPrefixSpace: Bool, pattern: WordPattern?)
         /// Spaces become `replacement`, which may also be put in front; with `split`, each one starts a word.
@@ -31,16 +32,7 @@ struct PreTokenizer: Sendable {
         steps = try list.map { step in
             switch try step["type"].string() {
             case "Split":
-                let pattern = step["pattern"]
-                guard let regex = try pattern["Regex"].optionalString(), let wordPattern = WordPattern(regex: regex)
-                else { throw pattern.unsupported(supported: "{\"Regex\": the GPT-2 or the Llama-3 pattern}") }
-                guard try step["behavior"].string() == "Isolated" else {
-                    throw step["behavior"].unsupported(supported: "\"Isolated\"")
-                }
-                guard try !step["invert"].bool(default: false) else {
-                    throw step["invert"].unsupported(supported: "false")
-                }
-                return .split(wordPattern)
+                return .split(try Split(step))
             case "ByteLevel":
                 return .byteLevel(addPrefixSpace: try step["add_prefix_space"].bool(default: true),
                                   pattern: try step["use_regex"].bool(default: true) ? .gpt2 : nil)
@@ -67,8 +59,11 @@ struct PreTokenizer: Sendable {
 
     private func split(_ piece: Piece, by step: Step) -> [Piece] {
         switch step {
-        case .split(let pattern):
-            return pieces(pattern.words(in: piece.text[...]).map(Array.init), from: piece)
+        case .split(let split):
+            // A word starts the input only where it starts the piece (Removed may drop what came before).
+            return split.words(in: piece.text).map {
+                Piece(text: Array($0), atInputStart: piece.atInputStart && $0.startIndex == piece.text.startIndex)
+            }
         case .byteLevel(let addPrefixSpace, let pattern):
             var text = piece.text
             if addPrefixSpace && text.first != " " { text.insert(" ", at: 0) }
@@ -106,6 +101,99 @@ struct PreTokenizer: Sendable {
     /// `words` as pieces of `piece`: only the first can start the input.
     private func pieces(_ words: [[Unicode.Scalar]], from piece: Piece) -> [Piece] {
         words.enumerated().map { Piece(text: $1, atInputStart: piece.atInputStart && $0 == 0) }
+    }
+}
+
+/// The `Split` pre-tokenizer, as the `tokenizers` library does it: the text is cut into the pattern's matches
+/// and the stretches between them, `invert` swaps which is which, then `behavior` says what becomes of the
+/// matches. Splitting "the-final--countdown" on "-":
+///   Removed             "the" "final" "countdown"
+///   Isolated            "the" "-" "final" "-" "-" "countdown"
+///   MergedWithPrevious  "the-" "final-" "-" "countdown"    (a match joins the stretch before it)
+///   MergedWithNext      "the" "-final" "-" "-countdown"    (a match joins the stretch after it)
+///   Contiguous          "the" "-" "final" "--" "countdown" (adjacent matches are one word)
+struct Split: Sendable {
+    enum Pattern: Sendable {
+        /// `{"String": ...}`: each occurrence, left to right, without overlaps.
+        case literal([Unicode.Scalar])
+        /// `{"Regex": ...}`, one WordPattern knows: its matches cover the text, so nothing lies between them.
+        case regex(WordPattern)
+    }
+
+    enum Behavior: String, Sendable {
+        case removed = "Removed", isolated = "Isolated", mergedWithPrevious = "MergedWithPrevious"
+        case mergedWithNext = "MergedWithNext", contiguous = "Contiguous"
+    }
+
+    let pattern: Pattern
+    let behavior: Behavior
+    let invert: Bool
+
+    /// `step` is one `Split` object of tokenizer.json's `pre_tokenizer`.
+    init(_ step: JSONField) throws {
+        let field = step["pattern"]
+        if let literal = try field["String"].optionalString(), !literal.isEmpty {
+            pattern = .literal(Array(literal.unicodeScalars))
+        } else if let regex = try field["Regex"].optionalString(), let wordPattern = WordPattern(regex: regex) {
+            pattern = .regex(wordPattern)
+        } else {
+            throw field.unsupported(supported: "{\"String\": a non-empty string} or {\"Regex\": the GPT-2, Llama-3 or Qwen2 pattern}")
+        }
+        guard let behavior = Behavior(rawValue: try step["behavior"].string()) else {
+            throw step["behavior"].unsupported(supported: "\"Removed\", \"Isolated\", \"MergedWithPrevious\", "
+                                               + "\"MergedWithNext\", \"Contiguous\"")
+        }
+        self.behavior = behavior
+        invert = try step["invert"].bool(default: false)
+    }
+
+    /// The words of `text`, as slices of it; none is empty.
+    func words(in text: [Unicode.Scalar]) -> [ArraySlice<Unicode.Scalar>] {
+        var words: [Range<Int>] = []
+        var previousIsMatch = false
+        for (range, found) in segments(text) {
+            let isMatch = found != invert
+            if behavior == .removed && isMatch { continue }
+            // Whether this segment extends the last word. A match merges with a neighbouring stretch, not with a
+            // neighbouring match (after `invert`, stretches may touch: each stays apart then).
+            let joinsPrevious = switch behavior {
+            case .removed, .isolated: false
+            case .mergedWithPrevious: isMatch && !previousIsMatch   // a stretch, then the match after it
+            case .mergedWithNext: !isMatch && previousIsMatch       // a match, then the stretch after it
+            case .contiguous: isMatch == previousIsMatch            // touching matches, or touching stretches
+            }
+            if joinsPrevious, let last = words.last {
+                words[words.count - 1] = last.lowerBound..<range.upperBound
+            } else {
+                words.append(range)
+            }
+            previousIsMatch = isMatch
+        }
+        return words.map { text[$0] }
+    }
+
+    /// `text` cut into consecutive non-empty ranges, each with whether it is a match of the pattern.
+    private func segments(_ text: [Unicode.Scalar]) -> [(Range<Int>, isMatch: Bool)] {
+        switch pattern {
+        case .regex(let wordPattern):
+            return wordPattern.words(in: text[...]).map { ($0.indices, true) }
+        case .literal(let literal):
+            var segments: [(Range<Int>, isMatch: Bool)] = []
+            var stretchStart = 0
+            var index = 0
+            while index < text.count {
+                guard text[index...].starts(with: literal) else {
+                    index += 1
+                    continue
+                }
+                if stretchStart < index { segments.append((stretchStart..<index, false)) }
+                segments.append((index..<index + literal.count, true))
+                index += literal.count
+                stretchStart = index
+            }
+            if stretchStart < text.count { segments.append((stretchStart..<text.count, false)) }
+            return segments
+        }
     }
 }
 

@@ -52,6 +52,10 @@ struct ErrorTests {
          "pre_tokenizer.pretokenizers[0].type"),
         ("pre_tokenizer", #"{"type": "Split", "pattern": {"Regex": "\\d+"}, "behavior": "Isolated"}"#,
          "pre_tokenizer.pattern"),
+        ("pre_tokenizer", #"{"type": "Split", "pattern": {"String": ""}, "behavior": "Isolated"}"#,
+         "pre_tokenizer.pattern"),
+        ("pre_tokenizer", #"{"type": "Split", "pattern": {"String": " "}, "behavior": "Merged"}"#,
+         "pre_tokenizer.behavior"),
         ("decoder", #"{"type": "CTC"}"#, "decoder.type"),
         ("decoder", #"{"type": "Sequence", "decoders": [{"type": "Fuse"}, {"type": "Replace", "#
             + #""pattern": {"String": "_"}, "content": " "}]}"#, "decoder.decoders[1].type"),

@@ -13,6 +13,7 @@ struct GoldenTests {
     static let fixtures = [
         "bytelevel", "bytelevel-gpt2", "bytelevel-smollm2", "sentencepiece", "sentencepiece-metaspace",
         "sentencepiece-metaspace-split", "sentencepiece-unk", "sentencepiece-nested", "bytelevel-qwen2", "sentencepiece-gemma",
+        "sentencepiece-gemma3",
     ]
 
     @Test(arguments: fixtures)
