@@ -3,7 +3,7 @@
 // Punica's SGMV for one (fused) projection. The host cuts every segment (rows sharing one adapter) into tiles: tile i
 // covers rows [tile_start[i], tile_end[i]) with the adapter in slot tile_slot[i]. `slots` holds every resident
 // adapter's weights for this projection (see common.cuh). Accumulators are float32 registers, so each adapter weight
-// is read from memory once per tile.
+// is read from memory once per block pass (a tile, or 4 of its rows), not once per row.
 
 // Shrink: v[rows, r] = x[rows] · A[r]ᵀ for r < rank, in float32.
 // grid: (tiles, ceil(ranks / SHRINK_RANKS)); block: SHRINK_THREADS. A block takes SHRINK_RANKS rank rows of one tile, its rows
