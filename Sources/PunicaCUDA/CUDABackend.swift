@@ -35,7 +35,8 @@ final class CUDAStorage: TensorStorage {
 }
 
 /// cuMemAlloc is slow and synchronizing, so per-step buffers are recycled by power-of-two size class. Reuse is safe
-/// without events because every kernel runs on the backend's one stream, in order.
+/// without events because every kernel runs on the backend's one stream, in order (LoRA shrinks, on a stream of their
+/// own, touch only their projection's input and `v`, which live through the step, and the step stream waits for them).
 ///
 /// Buffers allocated while a step is recorded come from a pool of their own: a replay writes them at any later time,
 /// so no eager step may ever get one. Recordings share that pool, as their replays run one at a time.
@@ -267,6 +268,11 @@ public final class CUDABackend: Backend {
     let stream: OpaquePointer?
     /// Adapter uploads: their copies run beside the step's kernels, and `stream` waits for them by event.
     private let loaderStream: OpaquePointer?
+    /// LoRA shrinks run here, beside their projection's base GEMM (both only read its input): `shrinkIssued` forks
+    /// it from `stream`, and the expand after waits for `shrinkDone`. PUNICA_SHRINK_STREAM=0 keeps them on `stream`.
+    private let shrinkStream: OpaquePointer?
+    private let shrinkIssued: OpaquePointer?, shrinkDone: OpaquePointer?
+    private var shrinkRunning = false
     /// Uploads whose copy may still be running, each holding its host memory until its event completes.
     private var uploads: [(done: OpaquePointer?, source: HostBuffer)] = []
     let memory: DeviceMemory
@@ -305,6 +311,13 @@ public final class CUDABackend: Backend {
         var loaderStream: OpaquePointer?
         try driver.call("cuStreamCreate", driver.cuStreamCreate(&loaderStream, 1))
         self.loaderStream = loaderStream
+        var shrinkStream: OpaquePointer?, shrinkIssued: OpaquePointer?, shrinkDone: OpaquePointer?
+        if ProcessInfo.processInfo.environment["PUNICA_SHRINK_STREAM"] != "0" {
+            try driver.call("cuStreamCreate", driver.cuStreamCreate(&shrinkStream, 1))
+            try driver.call("cuEventCreate", driver.cuEventCreate(&shrinkIssued, 2))  // CU_EVENT_DISABLE_TIMING
+            try driver.call("cuEventCreate", driver.cuEventCreate(&shrinkDone, 2))
+        }
+        (self.shrinkStream, self.shrinkIssued, self.shrinkDone) = (shrinkStream, shrinkIssued, shrinkDone)
         self.driver = driver
         self.context = context
         self.stream = stream
@@ -341,10 +354,10 @@ public final class CUDABackend: Backend {
         zeroed(allocate(shape, dtype: dtype, pooled: false))
     }
 
-    @discardableResult private func zeroed(_ tensor: Tensor) -> Tensor {
+    @discardableResult private func zeroed(_ tensor: Tensor, on target: OpaquePointer? = nil) -> Tensor {
         let bytes = tensor.elementCount * tensor.dtype.byteSize
         guard bytes > 0 else { return tensor }
-        must { () throws(CUDAError) in try driver.call("cuMemsetD8Async", driver.cuMemsetD8Async(tensor.address, 0, bytes, stream)) }
+        must { () throws(CUDAError) in try driver.call("cuMemsetD8Async", driver.cuMemsetD8Async(tensor.address, 0, bytes, target ?? stream)) }
         return tensor
     }
 
@@ -447,6 +460,7 @@ public final class CUDABackend: Backend {
 
     public func toHost(_ tensor: Tensor) -> [Float] {
         makeCurrent()
+        joinShrinkStream()
         let count = tensor.elementCount
         guard count > 0 else { return [] }
         let widened = tensor.dtype == .float32 ? tensor : allocate([count], dtype: .float32, pooled: true)
@@ -475,6 +489,7 @@ public final class CUDABackend: Backend {
     /// Waits for every queued kernel.
     public func synchronize() {
         makeCurrent()
+        joinShrinkStream()
         must { () throws(CUDAError) in try driver.call("cuStreamSynchronize", driver.cuStreamSynchronize(stream)) }
     }
 
@@ -512,9 +527,9 @@ public final class CUDABackend: Backend {
 
     // MARK: Launching
 
-    /// Launches a kernel on the stream with `sharedBytes` of dynamic shared memory. An empty grid (a step with no
-    /// logit rows, say) launches nothing: CUDA refuses zero-sized grids.
-    func launch<P: KernelParameters>(_ parameters: P, grid: (Int, Int, Int), block: Int, sharedBytes: Int = 0) {
+    /// Launches a kernel on `target` (default: the step stream) with `sharedBytes` of dynamic shared memory. An empty
+    /// grid (a step with no logit rows, say) launches nothing: CUDA refuses zero-sized grids.
+    func launch<P: KernelParameters>(_ parameters: P, grid: (Int, Int, Int), block: Int, sharedBytes: Int = 0, on target: OpaquePointer? = nil) {
         guard grid.0 > 0, grid.1 > 0, grid.2 > 0 else { return }
         makeCurrent()
         let kernel = kernels[P.self]
@@ -530,7 +545,7 @@ public final class CUDABackend: Backend {
             var pointers = kernel.parameterOffsets.map { UnsafeMutableRawPointer?(raw.baseAddress! + $0) }
             return withUnsafeMutablePointer(to: &attribute) { attribute in
                 var config = LaunchConfig(gridX: UInt32(grid.0), gridY: UInt32(grid.1), gridZ: UInt32(grid.2), blockX: UInt32(block), blockY: 1,
-                                          blockZ: 1, sharedBytes: UInt32(sharedBytes), stream: stream, attributes: attribute,
+                                          blockZ: 1, sharedBytes: UInt32(sharedBytes), stream: target ?? stream, attributes: attribute,
                                           attributeCount: programmaticLaunch ? 1 : 0)
                 return driver.cuLaunchKernelEx(&config, kernel.function, &pointers, nil)
             }
@@ -654,35 +669,57 @@ public final class CUDABackend: Backend {
         // A recorded step's tables change under it: its grid covers every rank `v` holds (blocks past a slot's rank
         // return at once).
         let ranks = cuda.fixed == nil ? projection.maxRank : v.rowWidth
-        let mmaTiles = cuda.loraTileCount - cuda.loraSmallTileCount
-        if mmaTiles > 0 {
-            // Split the input width until there are two blocks per multiprocessor (each split at least 128 wide); the
-            // splits add into v, so it starts at zero.
-            let rankChunks = (ranks + SGMVShrinkMMA.rankChunk - 1) / SGMVShrinkMMA.rankChunk
-            let splits = max(1, min((x.rowWidth + 127) / 128, (2 * multiprocessorCount + mmaTiles * rankChunks - 1) / (mmaTiles * rankChunks)))
-            let step = SGMVShrinkMMA.kStep
-            let kSplit = ((x.rowWidth + splits - 1) / splits + step - 1) / step * step
-            zeroed(v)
-            let offset = UInt64(4 * cuda.loraSmallTileCount)
-            launch(SGMVShrinkMMA(x: x.address, v: v.address, slots: slots, tileStart: tileStart + offset, tileEnd: tileEnd + offset,
-                                 tileSlot: tileSlot + offset, inWidth: Int32(x.rowWidth), vWidth: Int32(v.rowWidth), kSplit: Int32(kSplit)),
-                   grid: (mmaTiles, rankChunks, (x.rowWidth + kSplit - 1) / kSplit), block: 128)
+        onShrinkStream { target in
+            let mmaTiles = cuda.loraTileCount - cuda.loraSmallTileCount
+            if mmaTiles > 0 {
+                // Split the input width until there are two blocks per multiprocessor (each split at least 128 wide); the
+                // splits add into v, so it starts at zero.
+                let rankChunks = (ranks + SGMVShrinkMMA.rankChunk - 1) / SGMVShrinkMMA.rankChunk
+                let splits = max(1, min((x.rowWidth + 127) / 128, (2 * multiprocessorCount + mmaTiles * rankChunks - 1) / (mmaTiles * rankChunks)))
+                let step = SGMVShrinkMMA.kStep
+                let kSplit = ((x.rowWidth + splits - 1) / splits + step - 1) / step * step
+                zeroed(v, on: target)
+                let offset = UInt64(4 * cuda.loraSmallTileCount)
+                launch(SGMVShrinkMMA(x: x.address, v: v.address, slots: slots, tileStart: tileStart + offset, tileEnd: tileEnd + offset,
+                                     tileSlot: tileSlot + offset, inWidth: Int32(x.rowWidth), vWidth: Int32(v.rowWidth), kSplit: Int32(kSplit)),
+                       grid: (mmaTiles, rankChunks, (x.rowWidth + kSplit - 1) / kSplit), block: 128, on: target)
+            }
+            // A block per tile and SHRINK_RANKS rank rows.
+            func shrink<Rows: SGMVTileRows>(_: Rows.Type) {
+                launch(SGMVShrink<Rows>(x: x.address, v: v.address, slots: slots, tileStart: tileStart, tileEnd: tileEnd, tileSlot: tileSlot,
+                                        inWidth: Int32(x.rowWidth), vWidth: Int32(v.rowWidth)),
+                       grid: (cuda.loraSmallTileCount, (ranks + SGMVShrink<Rows>.ranksPerBlock - 1) / SGMVShrink<Rows>.ranksPerBlock, 1),
+                       block: SGMVShrink<Rows>.threads, on: target)
+            }
+            if cuda.loraSmallTileCount > 0 { if cuda.loraLongestTile == 1 { shrink(SGMVOneRow.self) } else { shrink(SGMVFourRows.self) } }
         }
-        guard cuda.loraSmallTileCount > 0 else { return }
-        // A block per tile and SHRINK_RANKS rank rows.
-        func shrink<Rows: SGMVTileRows>(_: Rows.Type) {
-            launch(SGMVShrink<Rows>(x: x.address, v: v.address, slots: slots, tileStart: tileStart, tileEnd: tileEnd, tileSlot: tileSlot,
-                                    inWidth: Int32(x.rowWidth), vWidth: Int32(v.rowWidth)),
-                   grid: (cuda.loraSmallTileCount, (ranks + SGMVShrink<Rows>.ranksPerBlock - 1) / SGMVShrink<Rows>.ranksPerBlock, 1),
-                   block: SGMVShrink<Rows>.threads)
+    }
+
+    /// Runs `body`'s launches on the shrink stream, forked from the step stream here; the next loraExpand (or host
+    /// read, or the end of a recording) joins it.
+    private func onShrinkStream(_ body: (OpaquePointer?) -> Void) {
+        guard let shrinkStream else { return body(stream) }
+        must { () throws(CUDAError) in
+            try driver.call("cuEventRecord", driver.cuEventRecord(shrinkIssued, stream))
+            try driver.call("cuStreamWaitEvent", driver.cuStreamWaitEvent(shrinkStream, shrinkIssued, 0))
         }
-        if cuda.loraLongestTile == 1 { shrink(SGMVOneRow.self) } else { shrink(SGMVFourRows.self) }
+        body(shrinkStream)
+        must { () throws(CUDAError) in try driver.call("cuEventRecord", driver.cuEventRecord(shrinkDone, shrinkStream)) }
+        shrinkRunning = true
+    }
+
+    /// The step stream waits for the last shrink.
+    private func joinShrinkStream() {
+        guard shrinkRunning else { return }
+        must { () throws(CUDAError) in try driver.call("cuStreamWaitEvent", driver.cuStreamWaitEvent(stream, shrinkDone, 0)) }
+        shrinkRunning = false
     }
 
     public func loraExpand(v: Tensor, projection: LoRAProjection, plan: StepPlan, y: Tensor) {
         let cuda = plan.cuda
         guard cuda.loraTileCount > 0 else { return }
         let slots = loraTable(projection).buffer.address
+        joinShrinkStream()
         // A block per tile, 128 output columns and `Rows.rows` of the tile's rows.
         func expand<Rows: SGMVTileRows>(_: Rows.Type) {
             launch(SGMVExpand<Rows>(v: v.address, y: y.address, slots: slots, tileStart: cuda.address(cuda.tileStart),
@@ -809,6 +846,7 @@ extension CUDABackend: StepRecorder {
         try driver.call("cuStreamBeginCapture_v2", driver.cuStreamBeginCapture(stream, 2))
         memory.recording = true
         let output = body()
+        joinShrinkStream()
         memory.recording = false
         var graph: OpaquePointer?
         try driver.call("cuStreamEndCapture", driver.cuStreamEndCapture(stream, &graph))

@@ -143,6 +143,8 @@ public protocol Backend: AnyObject {
 
     /// SGMV shrink. Semantics: for each LoRA segment (rows, slot) whose adapter targets this projection,
     /// v[rows, 0..<rank] = x[rows] · A[slot]ᵀ. Other rows of v are left as they are. x: [T, in], v: [T, ≥ max rank].
+    /// It may run beside the ops issued after it, up to the next loraExpand or host read, which see v complete: those
+    /// ops must not write x or v.
     func loraShrink(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor)
 
     /// SGMV expand. Semantics: for each LoRA segment (rows, slot) whose adapter targets this projection and each of

@@ -155,12 +155,13 @@ public final class LlamaModel {
         let v = backend.float32Zeros([rows, max(adapters.maxRank, 1)])  // LoRA shrink output
         let normedOutput = config.sandwichNorms ? backend.zeros([rows, hidden]) : nil
 
-        // y = x·Wᵀ for every row, then each adapter's segment adds its low-rank delta (Punica's SGMV).
+        // y = x·Wᵀ for every row, then each adapter's segment adds its low-rank delta (Punica's SGMV). The shrink is
+        // issued first: it reads only x, so a backend may run it beside the base GEMM.
         func linear(_ input: Tensor, _ weight: Tensor, _ fused: FusedProjection, layer: Int, into output: Tensor) {
+            let lora = adapters.projection(layer: layer, fused).flatMap { plan.runsLoRA($0) ? $0 : nil }
+            if let lora { backend.loraShrink(x: input, projection: lora, plan: plan, v: v) }
             backend.matmul(x: input, weight: weight, out: output)
-            guard let lora = adapters.projection(layer: layer, fused), plan.runsLoRA(lora) else { return }
-            backend.loraShrink(x: input, projection: lora, plan: plan, v: v)
-            backend.loraExpand(v: v, projection: lora, plan: plan, y: output)
+            if let lora { backend.loraExpand(v: v, projection: lora, plan: plan, y: output) }
         }
 
         // A sublayer's output as it joins the residual stream: RMS-normalized first where the layer has that norm.

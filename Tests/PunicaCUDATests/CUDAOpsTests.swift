@@ -202,6 +202,26 @@ extension CUDATests {
             }
         }
 
+        /// RoPE at positions of 32 k and 128 k contexts, float16 (bfloat16 rounding would hide it): angles of up to 10⁵
+        /// radians, where a fast-math sine (__sinf) is off by ~1e-2 and the CPU's precise one is not.
+        @Test func ropeAtLongContextPositions() {
+            var pair = Pair(.float16, seed: 5)
+            let shape = AttentionShape(queryHeads: 4, kvHeads: 2, headDim: 128, slidingWindow: nil)
+            let layout = PageLayout(pageSize: 1024, pageCount: 200)
+            let frequencies = (0..<shape.headDim / 2).map { Float(1 / pow(500000.0, Double(2 * $0) / Double(shape.headDim))) }
+            let inverse = (pair.cpu.float32(frequencies, shape: [frequencies.count]), pair.gpu.float32(frequencies, shape: [frequencies.count]))
+            let sequences = [131_068, 32_760].enumerated().map { index, cached in
+                StepBatch.Sequence(rows: 4 * index ..< 4 * index + 4, contextLength: cached + 4,
+                                   blockTable: (0..<layout.pagesNeeded(forTokens: cached + 4)).map { Int32($0) })
+            }
+            let batch = StepBatch(tokens: [Int32](repeating: 0, count: 8), sequences: sequences, loraSegments: [], logitRows: [])
+            let plans = (pair.cpu.plan(batch), pair.gpu.plan(batch))
+            let qkv = pair.tensors([8, shape.qkvWidth])
+            pair.cpu.rope(qkv: qkv.cpu, shape: shape, inverseFrequencies: inverse.0, scale: 1, plan: plans.0)
+            pair.gpu.rope(qkv: qkv.gpu, shape: shape, inverseFrequencies: inverse.1, scale: 1, plan: plans.1)
+            pair.expectClose(qkv, atol: 3e-3, "rope at positions 32 760 and 131 068")
+        }
+
         /// One attention step against the CPU reference: `sequences` are (cached tokens, new rows) over pages in shuffled
         /// order. Caches are filled first by appendKV in steps of at most 4096 rows (no attention), then one step appends
         /// the new rows and runs attention, so a 32 k context costs the reference only its final rows.

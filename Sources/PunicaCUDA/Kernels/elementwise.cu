@@ -151,14 +151,17 @@ extern "C" __global__ void head_rms_norm(scalar_t* __restrict__ qkv, const scala
 
 // Rotates the q and k heads of each fused q|k|v row by its position (rotate-half layout), cos and sin times
 // `scale` (LongRoPE's attention factor, else 1). grid: (T, rotated heads), block: head_dim / 2, one rotated pair per thread.
+// The angle is a float product, as transformers computes it; its sine and cosine are taken in double, which
+// --use_fast_math leaves precise (its float sincosf becomes __sincosf, off by ~1e-3 at angles of a few thousand,
+// i.e. at long contexts), then rounded to float.
 extern "C" __global__ void rope(scalar_t* __restrict__ qkv, const int* __restrict__ positions,
                                 const float* __restrict__ inverse_frequencies, int qkv_width, int head_dim, float scale) {
     wait_for_previous_kernel();
     const int half = head_dim / 2, i = threadIdx.x;
-    float sine, cosine;
-    sincosf((float)positions[blockIdx.x] * inverse_frequencies[i], &sine, &cosine);
-    sine *= scale;
-    cosine *= scale;
+    const float angle = (float)positions[blockIdx.x] * inverse_frequencies[i];
+    double precise_sine, precise_cosine;
+    sincos((double)angle, &precise_sine, &precise_cosine);
+    const float sine = (float)precise_sine * scale, cosine = (float)precise_cosine * scale;
     scalar_t* x = qkv + (size_t)blockIdx.x * qkv_width + blockIdx.y * head_dim;
     const float first = to_float(x[i]), second = to_float(x[i + half]);
     from_float(&x[i], first * cosine - second * sine);
