@@ -10,9 +10,11 @@ extension CUDATests {
             try await BatchingInvariance.sixtyFourRequestsOverEightAdaptersMatchTheirSoloRuns(on: GPU.backends[dtype]!)
         }
 
-        /// A prompt's `n` choices attending over the KV pages they share (float16: logprobs to its rounding).
+        /// A prompt's `n` choices attending over the KV pages they share (float16: logprobs to its rounding, which moves
+        /// them by up to 0.06 at these logits (HFParity); 0.030 measured on an H200 between grouped and independent steps).
         @Test func promptGroupsMatchIndependentRequests() async throws {
-            try await BatchingInvariance.promptGroupsMatchIndependentRequests(on: GPU.backends[.float16]!, logprobTolerance: 2e-2)
+            try await BatchingInvariance.promptGroupsMatchIndependentRequests(on: GPU.backends[.float16]!, logprobTolerance: 0.06,
+                                                                          exactTopOrder: false)
         }
     }
 }

@@ -84,8 +84,10 @@ extension BatchingInvariance {
     /// A prompt's choices sharing its prefill (`EngineRequest.promptGroup`) generate exactly what they generate as
     /// independent requests, greedy and seeded, on the base model and an adapter, tokens and logprobs, while the
     /// prompt's full pages below its last token are computed once. Logprobs agree within `logprobTolerance` (steps of
-    /// other row counts sum in other orders).
-    public static func promptGroupsMatchIndependentRequests(on backend: Backend, logprobTolerance: Float = 1e-4) async throws {
+    /// other row counts sum in other orders); top tokens in the same order where `exactTopOrder` (in reduced precision
+    /// near-tied runners-up may swap, so only the tokens both list are compared).
+    public static func promptGroupsMatchIndependentRequests(on backend: Backend, logprobTolerance: Float = 1e-4,
+                                                            exactTopOrder: Bool = true) async throws {
         let directory = Fixtures.path("models/llama-gqa")
         let model = try LlamaModel(directory: directory, backend: backend)
         let runner = GatedRunner(LlamaRunner(model: model, pageSize: 4, pageCount: 129, adapterSlots: 2))
@@ -130,13 +132,16 @@ extension BatchingInvariance {
         func tokens(_ events: [GenerationEvent]) -> [Token] {
             events.compactMap { if case let .token(id, text, logprob, top) = $0 { (id, text, logprob, top) } else { nil } }
         }
-        func close(_ a: [TokenLogprob], _ b: [TokenLogprob]) -> Bool {
-            a.map(\.id) == b.map(\.id) && zip(a, b).allSatisfy { abs($0.logprob - $1.logprob) < logprobTolerance }
-        }
         for (apart, together) in zip(independent, grouped) {
             let (a, b) = (tokens(apart), tokens(together))
             #expect(a.map(\.id) == b.map(\.id) && a.map(\.text) == b.map(\.text) && apart.last == together.last)
-            #expect(zip(a, b).allSatisfy { close([$0.logprob!] + $0.top, [$1.logprob!] + $1.top) })
+            for (x, y) in zip(a, b) {
+                if exactTopOrder { #expect(x.top.map(\.id) == y.top.map(\.id), "top tokens") }
+                let common = x.top.filter { entry in y.top.contains { $0.id == entry.id } }
+                let mismatch = closeMismatch([x.logprob!.logprob] + common.map { entry in y.top.first { $0.id == entry.id }!.logprob },
+                                             [y.logprob!.logprob] + common.map(\.logprob), atol: logprobTolerance)
+                #expect(common.count >= x.top.count - 1 && mismatch == nil, "logprobs: \(mismatch ?? "\(x.top) vs \(y.top)")")
+            }
         }
         let ids = grouped.map { tokens($0).map(\.id) }
         #expect(ids.allSatisfy { $0.count == 8 } && Set(ids[4...]).count > 1, "seeded choices differ")
