@@ -270,7 +270,13 @@ public final class CPUBackend: Backend {
         }
     }
 
-    public func rope(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, scale: Float, plan: StepPlan) {
+    public func ropeAppendKV(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, scale: Float, cache: KVCacheLayer,
+                             layout: PageLayout, plan: StepPlan) {
+        rope(qkv: qkv, shape: shape, inverseFrequencies: inverseFrequencies, scale: scale, plan: plan)
+        appendKV(qkv: qkv, shape: shape, cache: cache, layout: layout, plan: plan)
+    }
+
+    private func rope(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, scale: Float, plan: StepPlan) {
         let positions = plan.cpu.positions
         let (width, half, data, frequencies) = (qkv.rowWidth, shape.headDim / 2, qkv.floats, inverseFrequencies.floats)
         // q heads then k heads sit side by side at the start of each fused row.
@@ -290,7 +296,7 @@ public final class CPUBackend: Backend {
         }
     }
 
-    public func appendKV(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan) {
+    private func appendKV(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan) {
         let cpu = plan.cpu
         let (width, kvWidth) = (qkv.rowWidth, shape.kvWidth)
         for row in 0..<qkv.rows {

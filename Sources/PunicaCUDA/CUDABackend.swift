@@ -94,21 +94,41 @@ final class CUDAPlan: StepPlan {
     private(set) var batch: StepBatch
     let buffer: Tensor
     let maxPages: Int
-    /// LoRA segments cut into tiles, SGMV's grid. A segment of at least `loraMMASegmentRows` rows (prefill, or many
-    /// rows on one adapter) is a small GEMM: tiles of `SGMVShrinkMMA.tileRows` for the tensor-core shrink, after the others. A
-    /// shorter one goes to the CUDA-core shrink in tiles of at most `loraTileRows` rows; steps with few rows per adapter
-    /// get shorter tiles, down to one row, until there are two tiles per multiprocessor: more blocks, each re-reading
-    /// its adapter from L2. The expand covers every tile. A fixed plan has one-row tiles, one per row, those past the
-    /// segments empty, and no tensor-core tiles.
-    let loraTileCount: Int
-    /// The first `loraSmallTileCount` tiles are the CUDA-core shrink's; the rest the tensor-core shrink's.
-    let loraSmallTileCount: Int
-    /// Rows of the longest CUDA-core tile this step (1 when every such segment is a decode row), and of the longest tile.
-    let loraLongestTile: Int, loraLongestAnyTile: Int
+    /// The tiles of the plan's table (index ranges) that one way of running a step's SGMV launches.
+    struct LoRAGrid {
+        /// The CUDA-core shrink's tiles, the longest `shrinkRows` rows (1: the one-row entry point).
+        var shrink: Range<Int>, shrinkRows: Int
+        /// The tensor-core shrink's and expand's tiles, of `SGMVShrinkMMA.tileRows` rows.
+        var tensorCore: Range<Int>
+        /// The CUDA-core expand's tiles, of at most `expandRows` rows: 1 when every segment it covers is one row, else 4
+        /// (a block per tile and 128 output columns, so no block is launched for rows a tile lacks).
+        var expand: Range<Int>, expandRows: Int
+    }
+    /// LoRA segments cut into tiles, two ways. On CUDA cores alone: the shrink takes tiles of at most `loraTileRows`
+    /// rows, shorter while that gives fewer than two tiles per multiprocessor (more blocks, each re-reading its
+    /// adapter from L2), the expand tiles of up to 4 rows. With tensor cores: segments of at least
+    /// `tensorCoreSegmentRows` rows (prefill, many rows on one adapter) are small GEMMs, in tiles of
+    /// `SGMVShrinkMMA.tileRows` rows for the tensor-core shrink and expand; the others as on CUDA cores. A fixed plan
+    /// has one-row tiles, one per row (those past the segments empty), shared by shrink and expand, and no tensor-core
+    /// tiles.
+    let loraOnCUDACores: LoRAGrid, loraWithTensorCores: LoRAGrid
+    /// Rows of the segments the tensor-core kernels would take.
+    let loraTensorCoreRows: Int
     /// The longest CUDA-core tile: shorter tiles make more blocks while few rows share an adapter.
     static let loraTileRows = 16
-    /// The shortest segment the tensor-core shrink takes: one 16-row mma block.
-    static let loraMMASegmentRows = 16
+    /// The shortest segment the tensor-core kernels take: one 16-row mma block.
+    static let tensorCoreSegmentRows = 16
+    /// Tensor cores pay once their segments' rows × the projection's rank reach this: below it their fixed cost
+    /// (zeroing v, split-K atomics, few blocks) loses to the CUDA-core kernels (`punica bench lora` on an H200, 4096
+    /// wide: rank 16 wins on CUDA cores at 256 rows of one adapter, 14 against 19 µs; rank 64 on tensor cores from 128,
+    /// 18 against 23 µs; docs/PERFORMANCE.md).
+    static let tensorCoreWork = 8192
+
+    /// The grid for a projection whose adapters have ranks up to `rank`.
+    func loraGrid(rank: Int) -> LoRAGrid {
+        loraTensorCoreRows * rank >= Self.tensorCoreWork ? loraWithTensorCores : loraOnCUDACores
+    }
+
     let fixed: (rows: Int, withLoRA: Bool, attentionSplits: Int)?
     /// Element offsets of each section in `buffer`.
     let tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows: Int
@@ -116,19 +136,28 @@ final class CUDAPlan: StepPlan {
     /// An eager step's plan.
     init(_ batch: StepBatch, backend: CUDABackend) {
         let maxPages = max(1, batch.sequences.map(\.blockTable.count).max() ?? 1)
-        let long = batch.loraSegments.filter { $0.rows.count >= Self.loraMMASegmentRows }
-        let short = batch.loraSegments.filter { $0.rows.count < Self.loraMMASegmentRows }
-        var tileRows = Self.loraTileRows
-        while tileRows > 1 && Self.tiles(short, rows: tileRows).count < 2 * backend.multiprocessorCount { tileRows /= 2 }
-        let small = Self.tiles(short, rows: tileRows)
-        let tiles = small + Self.tiles(long, rows: SGMVShrinkMMA.tileRows)
-        let sections = Self.sections(batch, maxPages: maxPages, tiles: tiles, tileCapacity: tiles.count)
+        let long = batch.loraSegments.filter { $0.rows.count >= Self.tensorCoreSegmentRows }
+        let short = batch.loraSegments.filter { $0.rows.count < Self.tensorCoreSegmentRows }
+        var table: [(start: Int, end: Int, slot: Int)] = []
+        func append(_ tiles: [(start: Int, end: Int, slot: Int)]) -> Range<Int> {
+            table += tiles
+            return table.count - tiles.count ..< table.count
+        }
+        // The CUDA-core grid of `segments`, with `tensorCore` tiles for the rest.
+        func grid(_ segments: [LoRASegment], tensorCore: Range<Int>) -> LoRAGrid {
+            var tileRows = Self.loraTileRows
+            while tileRows > 1 && Self.tiles(segments, rows: tileRows).count < 2 * backend.multiprocessorCount { tileRows /= 2 }
+            let shrink = Self.tiles(segments, rows: tileRows)
+            let expandRows = segments.allSatisfy { $0.rows.count == 1 } ? SGMVOneRow.rows : SGMVFourRows.rows
+            return LoRAGrid(shrink: append(shrink), shrinkRows: shrink.map { $0.end - $0.start }.max() ?? 1, tensorCore: tensorCore,
+                            expand: append(Self.tiles(segments, rows: expandRows)), expandRows: expandRows)
+        }
+        loraOnCUDACores = grid(batch.loraSegments, tensorCore: 0..<0)
+        loraWithTensorCores = long.isEmpty ? loraOnCUDACores : grid(short, tensorCore: append(Self.tiles(long, rows: SGMVShrinkMMA.tileRows)))
+        loraTensorCoreRows = long.reduce(0) { $0 + $1.rows.count }
+        let sections = Self.sections(batch, maxPages: maxPages, tiles: table, tileCapacity: table.count)
         self.batch = batch
         self.maxPages = maxPages
-        loraTileCount = tiles.count
-        loraSmallTileCount = small.count
-        loraLongestTile = small.map { $0.end - $0.start }.max() ?? 1
-        loraLongestAnyTile = tiles.map { $0.end - $0.start }.max() ?? 1
         fixed = nil
         (tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows) = Self.offsets(sections.map(\.count))
         buffer = backend.upload(Array(sections.joined()))
@@ -138,9 +167,9 @@ final class CUDAPlan: StepPlan {
     init(fixedRows rows: Int, maxPages: Int, withLoRA: Bool, attentionSplits: Int, backend: CUDABackend) {
         batch = StepBatch(tokens: [], sequences: [], loraSegments: [], logitRows: [])
         self.maxPages = maxPages
-        loraTileCount = rows
-        loraSmallTileCount = rows
-        (loraLongestTile, loraLongestAnyTile) = (1, 1)
+        loraOnCUDACores = LoRAGrid(shrink: 0..<rows, shrinkRows: 1, tensorCore: 0..<0, expand: 0..<rows, expandRows: SGMVOneRow.rows)
+        loraWithTensorCores = loraOnCUDACores
+        loraTensorCoreRows = 0
         fixed = (rows, withLoRA, attentionSplits)
         let sizes = [rows, rows, rows, rows * maxPages, rows, rows, rows, rows]
         (tokens, positions, rowSequence, blockTables, tileStart, tileEnd, tileSlot, logitRows) = Self.offsets(sizes)
@@ -590,20 +619,14 @@ public final class CUDABackend: Backend {
                grid: (qkv.rows, shape.queryHeads + shape.kvHeads, 1), block: 32)
     }
 
-    public func rope(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, scale: Float, plan: StepPlan) {
+    public func ropeAppendKV(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, scale: Float, cache: KVCacheLayer,
+                             layout: PageLayout, plan: StepPlan) {
         let cuda = plan.cuda
-        launch(Rope(qkv: qkv.address, positions: cuda.address(cuda.positions), inverseFrequencies: inverseFrequencies.address,
-                    qkvWidth: Int32(qkv.rowWidth), headDim: Int32(shape.headDim), scale: scale),
+        launch(RopeAppendKV(qkv: qkv.address, keys: cache.keys.address, values: cache.values.address, positions: cuda.address(cuda.positions),
+                            rowSequence: cuda.address(cuda.rowSequence), blockTables: cuda.address(cuda.blockTables),
+                            inverseFrequencies: inverseFrequencies.address, maxPages: Int32(cuda.maxPages), pageSize: Int32(layout.pageSize),
+                            qkvWidth: Int32(qkv.rowWidth), queryHeads: Int32(shape.queryHeads), headDim: Int32(shape.headDim), scale: scale),
                grid: (qkv.rows, shape.queryHeads + shape.kvHeads, 1), block: shape.headDim / 2)
-    }
-
-    public func appendKV(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan) {
-        let cuda = plan.cuda
-        launch(AppendKV(qkv: qkv.address, keys: cache.keys.address, values: cache.values.address, positions: cuda.address(cuda.positions),
-                        rowSequence: cuda.address(cuda.rowSequence), blockTables: cuda.address(cuda.blockTables),
-                        maxPages: Int32(cuda.maxPages), pageSize: Int32(layout.pageSize), qkvWidth: Int32(qkv.rowWidth),
-                        queryWidth: Int32(shape.queryWidth), kvWidth: Int32(shape.kvWidth)),
-               grid: (qkv.rows, 1, 1), block: 256)
     }
 
     /// Tensor-core attention over the step's work items (attention.cu): the 64-row tiles, the 16-row tiles, then the
@@ -663,35 +686,38 @@ public final class CUDABackend: Backend {
 
     public func loraShrink(x: Tensor, projection: LoRAProjection, plan: StepPlan, v: Tensor) {
         let cuda = plan.cuda
-        guard cuda.loraTileCount > 0 else { return }
-        let slots = loraTable(projection).buffer.address
-        let (tileStart, tileEnd, tileSlot) = (cuda.address(cuda.tileStart), cuda.address(cuda.tileEnd), cuda.address(cuda.tileSlot))
         // A recorded step's tables change under it: its grid covers every rank `v` holds (blocks past a slot's rank
         // return at once).
         let ranks = cuda.fixed == nil ? projection.maxRank : v.rowWidth
+        let grid = cuda.loraGrid(rank: ranks)
+        guard !grid.shrink.isEmpty || !grid.tensorCore.isEmpty else { return }
+        let slots = loraTable(projection).buffer.address
+        func tiles(_ range: Range<Int>) -> (start: UInt64, end: UInt64, slot: UInt64) {
+            (cuda.address(cuda.tileStart + range.lowerBound), cuda.address(cuda.tileEnd + range.lowerBound), cuda.address(cuda.tileSlot + range.lowerBound))
+        }
         onShrinkStream { target in
-            let mmaTiles = cuda.loraTileCount - cuda.loraSmallTileCount
-            if mmaTiles > 0 {
+            if !grid.tensorCore.isEmpty {
                 // Split the input width until there are two blocks per multiprocessor (each split at least 128 wide); the
                 // splits add into v, so it starts at zero.
+                let (count, (start, end, slot)) = (grid.tensorCore.count, tiles(grid.tensorCore))
                 let rankChunks = (ranks + SGMVShrinkMMA.rankChunk - 1) / SGMVShrinkMMA.rankChunk
-                let splits = max(1, min((x.rowWidth + 127) / 128, (2 * multiprocessorCount + mmaTiles * rankChunks - 1) / (mmaTiles * rankChunks)))
+                let splits = max(1, min((x.rowWidth + 127) / 128, (2 * multiprocessorCount + count * rankChunks - 1) / (count * rankChunks)))
                 let step = SGMVShrinkMMA.kStep
                 let kSplit = ((x.rowWidth + splits - 1) / splits + step - 1) / step * step
                 zeroed(v, on: target)
-                let offset = UInt64(4 * cuda.loraSmallTileCount)
-                launch(SGMVShrinkMMA(x: x.address, v: v.address, slots: slots, tileStart: tileStart + offset, tileEnd: tileEnd + offset,
-                                     tileSlot: tileSlot + offset, inWidth: Int32(x.rowWidth), vWidth: Int32(v.rowWidth), kSplit: Int32(kSplit)),
-                       grid: (mmaTiles, rankChunks, (x.rowWidth + kSplit - 1) / kSplit), block: 128, on: target)
+                launch(SGMVShrinkMMA(x: x.address, v: v.address, slots: slots, tileStart: start, tileEnd: end, tileSlot: slot,
+                                     inWidth: Int32(x.rowWidth), vWidth: Int32(v.rowWidth), kSplit: Int32(kSplit)),
+                       grid: (count, rankChunks, (x.rowWidth + kSplit - 1) / kSplit), block: 128, on: target)
             }
             // A block per tile and SHRINK_RANKS rank rows.
             func shrink<Rows: SGMVTileRows>(_: Rows.Type) {
-                launch(SGMVShrink<Rows>(x: x.address, v: v.address, slots: slots, tileStart: tileStart, tileEnd: tileEnd, tileSlot: tileSlot,
+                let (start, end, slot) = tiles(grid.shrink)
+                launch(SGMVShrink<Rows>(x: x.address, v: v.address, slots: slots, tileStart: start, tileEnd: end, tileSlot: slot,
                                         inWidth: Int32(x.rowWidth), vWidth: Int32(v.rowWidth)),
-                       grid: (cuda.loraSmallTileCount, (ranks + SGMVShrink<Rows>.ranksPerBlock - 1) / SGMVShrink<Rows>.ranksPerBlock, 1),
+                       grid: (grid.shrink.count, (ranks + SGMVShrink<Rows>.ranksPerBlock - 1) / SGMVShrink<Rows>.ranksPerBlock, 1),
                        block: SGMVShrink<Rows>.threads, on: target)
             }
-            if cuda.loraSmallTileCount > 0 { if cuda.loraLongestTile == 1 { shrink(SGMVOneRow.self) } else { shrink(SGMVFourRows.self) } }
+            if !grid.shrink.isEmpty { if grid.shrinkRows == 1 { shrink(SGMVOneRow.self) } else { shrink(SGMVFourRows.self) } }
         }
     }
 
@@ -717,17 +743,28 @@ public final class CUDABackend: Backend {
 
     public func loraExpand(v: Tensor, projection: LoRAProjection, plan: StepPlan, y: Tensor) {
         let cuda = plan.cuda
-        guard cuda.loraTileCount > 0 else { return }
+        let grid = cuda.loraGrid(rank: cuda.fixed == nil ? projection.maxRank : v.rowWidth)  // as loraShrink's
+        guard !grid.expand.isEmpty || !grid.tensorCore.isEmpty else { return }
         let slots = loraTable(projection).buffer.address
         joinShrinkStream()
-        // A block per tile, 128 output columns and `Rows.rows` of the tile's rows.
-        func expand<Rows: SGMVTileRows>(_: Rows.Type) {
-            launch(SGMVExpand<Rows>(v: v.address, y: y.address, slots: slots, tileStart: cuda.address(cuda.tileStart),
-                                    tileEnd: cuda.address(cuda.tileEnd), tileSlot: cuda.address(cuda.tileSlot), vWidth: Int32(v.rowWidth),
-                                    yWidth: Int32(y.rowWidth)),
-                   grid: (cuda.loraTileCount, (y.rowWidth + 127) / 128, (cuda.loraLongestAnyTile + Rows.rows - 1) / Rows.rows), block: 128)
+        if !grid.tensorCore.isEmpty {
+            let first = grid.tensorCore.lowerBound
+            launch(SGMVExpandMMA(v: v.address, y: y.address, slots: slots, tileStart: cuda.address(cuda.tileStart + first),
+                                 tileEnd: cuda.address(cuda.tileEnd + first), tileSlot: cuda.address(cuda.tileSlot + first),
+                                 vWidth: Int32(v.rowWidth), yWidth: Int32(y.rowWidth)),
+                   grid: (grid.tensorCore.count, (y.rowWidth + SGMVExpandMMA.columns - 1) / SGMVExpandMMA.columns, SGMVShrinkMMA.tileRows / 16),
+                   block: 128)
         }
-        if cuda.loraLongestAnyTile == 1 { expand(SGMVOneRow.self) } else { expand(SGMVFourRows.self) }
+        guard !grid.expand.isEmpty else { return }
+        // A block per tile (of at most `Rows.rows` rows) and 128 output columns.
+        func expand<Rows: SGMVTileRows>(_: Rows.Type) {
+            let first = grid.expand.lowerBound
+            launch(SGMVExpand<Rows>(v: v.address, y: y.address, slots: slots, tileStart: cuda.address(cuda.tileStart + first),
+                                    tileEnd: cuda.address(cuda.tileEnd + first), tileSlot: cuda.address(cuda.tileSlot + first),
+                                    vWidth: Int32(v.rowWidth), yWidth: Int32(y.rowWidth)),
+                   grid: (grid.expand.count, (y.rowWidth + 127) / 128, 1), block: 128)
+        }
+        if grid.expandRows == 1 { expand(SGMVOneRow.self) } else { expand(SGMVFourRows.self) }
     }
 
     public func sample(_ logits: Tensor, _ choices: [TokenChoice]) -> SampledTokens {

@@ -10,13 +10,13 @@ public enum KernelSources {
     /// Each source file with the parameters of the kernels it defines.
     static let files: [(name: String, source: [UInt8], kernels: [any KernelParameters.Type])] = [
         ("elementwise.cu", PackageResources.elementwise_cu,
-         [Embedding.self, GatherRows.self, RMSNorm.self, AddRMSNorm.self, SiluMul.self, GeluTanhMul.self, Scale.self, Softcap.self, AddBias.self, HeadRMSNorm.self, Rope.self, AppendKV.self, ToFloat32.self,
+         [Embedding.self, GatherRows.self, RMSNorm.self, AddRMSNorm.self, SiluMul.self, GeluTanhMul.self, Scale.self, Softcap.self, AddBias.self, HeadRMSNorm.self, RopeAppendKV.self, ToFloat32.self,
           FillUniform.self]),
         ("attention.cu", PackageResources.attention_cu,
          [AttentionTiles<AttentionRows64>.self, AttentionTiles<AttentionRows16>.self, AttentionTiles<AttentionRows64D256>.self,
           AttentionTiles<AttentionRows16D256>.self, AttentionMerge.self]),
         ("lora.cu", PackageResources.lora_cu, [SGMVShrink<SGMVOneRow>.self, SGMVShrink<SGMVFourRows>.self, SGMVShrinkMMA.self,
-                                                    SGMVExpand<SGMVOneRow>.self, SGMVExpand<SGMVFourRows>.self]),
+                                                    SGMVExpand<SGMVOneRow>.self, SGMVExpand<SGMVFourRows>.self, SGMVExpandMMA.self]),
         ("sampling.cu", PackageResources.sampling_cu, [AdjustLogits.self, SampleRows.self, FeedTokens.self]),
     ]
     static let headers = ["common.cuh": String(decoding: PackageResources.common_cuh, as: UTF8.self)]

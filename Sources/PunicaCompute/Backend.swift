@@ -116,11 +116,11 @@ public protocol Backend: AnyObject {
     /// Semantics: rotates the q and k heads of each fused q|k|v row in place by its position (rotate-half layout,
     /// as HF Llama): for head dims i < d/2, angle = position * inverseFrequencies[i], cos = scale·cos(angle),
     /// sin = scale·sin(angle) (`scale`: LongRoPE's attention factor, else 1),
-    /// (x[i], x[i + d/2]) ← (x[i]·cos − x[i + d/2]·sin, x[i + d/2]·cos + x[i]·sin). qkv: [T, qkvWidth].
-    func rope(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, scale: Float, plan: StepPlan)
-
-    /// Semantics: writes the k and v heads of every row into the cache slot of its position (`PageLayout`).
-    func appendKV(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan)
+    /// (x[i], x[i + d/2]) ← (x[i]·cos − x[i + d/2]·sin, x[i + d/2]·cos + x[i]·sin); then writes the rotated k heads
+    /// and the v heads of every row into the cache slot of its position (`PageLayout`). One op, so a GPU passes over
+    /// each row once. qkv: [T, qkvWidth].
+    func ropeAppendKV(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, scale: Float, cache: KVCacheLayer,
+                      layout: PageLayout, plan: StepPlan)
 
     /// Semantics: causal grouped-query attention of each row's q heads over its sequence's cached keys and values
     /// at positions ≤ its own (and within the sliding window), softmax(cap(q·kᵀ · shape.scale))·v, cap(s) =

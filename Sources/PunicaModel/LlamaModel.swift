@@ -186,8 +186,8 @@ public final class LlamaModel {
             if let norm = layer.queryKeyNorm {
                 backend.headRMSNorm(qkv: qkv, shape: attention, queryWeight: norm.query, keyWeight: norm.key, epsilon: eps)
             }
-            backend.rope(qkv: qkv, shape: attention, inverseFrequencies: layer.inverseFrequencies, scale: layer.ropeScale, plan: plan)
-            backend.appendKV(qkv: qkv, shape: attention, cache: kv, layout: cache.layout, plan: plan)
+            backend.ropeAppendKV(qkv: qkv, shape: attention, inverseFrequencies: layer.inverseFrequencies, scale: layer.ropeScale, cache: kv,
+                                 layout: cache.layout, plan: plan)
             backend.attention(qkv: qkv, shape: attention, cache: kv, layout: cache.layout, plan: plan, out: attended)
             linear(attended, layer.o, .o, layer: index, into: projected)
             added = sublayerOutput(projected, norm: layer.attentionOutputNorm)

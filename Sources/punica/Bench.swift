@@ -146,12 +146,27 @@ struct BenchLoRA: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "LoRA ranks.") var rank: [Int] = [16, 64]
     @Option(parsing: .upToNextOption, help: "Rows (tokens) of the batch.") var batch: [Int] = [1, 8, 32, 64, 128, 256]
     @Option(parsing: .upToNextOption, help: "Adapter popularities.") var popularity: [Popularity] = Popularity.allCases
-    @Option(help: "Timed iterations per configuration (median reported).") var iterations = 50
+    @Option(help: "Timed replays per configuration (median reported).") var iterations = 50
+
+    /// Calls per recording: one call's launches alone would leave the replay's start and end in the timing.
+    static let repeats = 20
+
+    /// Microseconds of one call of `body` on the GPU alone, as vLLM times its ops: `repeats` calls recorded as one CUDA
+    /// graph (after an eager call that sets up what they need), replayed. `output`: a tensor the calls write.
+    func replayedMicroseconds(_ gpu: CUDABackend, output: Tensor, _ body: () -> Void) throws -> Double {
+        body()
+        let recording = try gpu.record {
+            for _ in 0..<Self.repeats { body() }
+            return output
+        }
+        return median(try gpu.eventTimes(iterations: iterations, warmup: 3) { recording.replay() }) / Double(Self.repeats)
+    }
 
     func run() throws {
         let gpu = try CUDABackend(dtype: try DeviceOptions.parse(["--dtype", dtype]).storageType)
         let bandwidth = try gpu.measureCopyBandwidth()
-        print("device: \(gpu.name); copy bandwidth \(fixed(bandwidth / 1e12, 2)) TB/s (read + write); median of \(iterations) CUDA-event timings")
+        print("device: \(gpu.name); copy bandwidth \(fixed(bandwidth / 1e12, 2)) TB/s (read + write); µs: \(Self.repeats) calls recorded as "
+              + "one CUDA graph, median of \(iterations) replays (CUDA events), divided by \(Self.repeats)")
         print("vLLM: 0.33's Triton lora_shrink + lora_expand measured on an NVIDIA H200 as CUDA-graph replays, float16, 4096×4096 only "
               + "(../shared/ARCHITECTURE.md); not re-measured by this command")
         print("| in×out | rank | batch | popularity | adapters | µs | roofline µs | × roofline | base GEMM µs | vLLM µs (H200) | × vLLM |")
@@ -173,7 +188,7 @@ struct BenchLoRA: ParsableCommand {
                 for rows in batch {
                     let x = gpu.randomWeight(shape: [rows, inWidth], scale: 1, seed: 3), y = gpu.zeros([rows, outWidth])
                     let v = gpu.float32Zeros([rows, r])
-                    let baseTimes = try gpu.eventTimes(iterations: iterations, warmup: 5) { gpu.matmul(x: x, weight: weight, out: y) }
+                    let baseMicroseconds = try replayedMicroseconds(gpu, output: y) { gpu.matmul(x: x, weight: weight, out: y) }
                     for workload in popularity {
                         let counts = workload.requestsPerAdapter(rows)
                         var segments: [LoRASegment] = []
@@ -182,7 +197,7 @@ struct BenchLoRA: ParsableCommand {
                             segments.append(LoRASegment(rows: start ..< start + count, slot: slot))
                         }
                         let plan = gpu.plan(StepBatch(tokens: [Int32](repeating: 0, count: rows), sequences: [], loraSegments: segments, logitRows: []))
-                        let times = try gpu.eventTimes(iterations: iterations, warmup: 5) {
+                        let measured = try replayedMicroseconds(gpu, output: y) {
                             gpu.loraShrink(x: x, projection: table, plan: plan, v: v)
                             gpu.loraExpand(v: v, projection: table, plan: plan, y: y)
                         }
@@ -191,10 +206,9 @@ struct BenchLoRA: ParsableCommand {
                         let activationBytes: Int = 2 * rows * inWidth + 8 * rows * r + 4 * rows * outWidth
                         let bytes = adapterBytes + activationBytes
                         let roofline = Double(bytes) / bandwidth * 1e6
-                        let measured = median(times)
                         let peer = inWidth == 4096 && outWidth == 4096 ? vLLMMeasured[r]?[rows]?[workload] : nil
                         print("| \(inWidth)×\(outWidth) | \(r) | \(rows) | \(workload.rawValue) | \(counts.count) | \(fixed(measured, 1)) | "
-                              + "\(fixed(roofline, 1)) | \(fixed(measured / roofline, 2)) | \(fixed(median(baseTimes), 1)) | "
+                              + "\(fixed(roofline, 1)) | \(fixed(measured / roofline, 2)) | \(fixed(baseMicroseconds, 1)) | "
                               + "\(peer.map { fixed($0, 1) } ?? "—") | \(peer.map { fixed(measured / $0, 2) } ?? "—") |")
                     }
                 }

@@ -131,14 +131,14 @@ import TestSupport
             let plan = backend.plan(batch)
             let qkv = tensor(rows.flatMap { $0 }, [rows.count, shape.qkvWidth])
             let out = backend.zeros([rows.count, shape.queryWidth])
-            backend.rope(qkv: qkv, shape: shape, inverseFrequencies: tensor(frequencies, [frequencies.count]), scale: ropeScale, plan: plan)
+            backend.ropeAppendKV(qkv: qkv, shape: shape, inverseFrequencies: tensor(frequencies, [frequencies.count]), scale: ropeScale,
+                                 cache: cache, layout: layout, plan: plan)
             let rotated = backend.toHost(qkv)
             for (row, position) in batch.positions.enumerated() {
                 #expect(closeMismatch(Array(rotated[row * shape.qkvWidth ..< row * shape.qkvWidth + shape.queryWidth + shape.kvWidth]),
                                       ropeReference(rows[row], position: Int(position), shape: shape, frequencies: frequencies, scale: ropeScale),
                                       atol: 1e-5) == nil)
             }
-            backend.appendKV(qkv: qkv, shape: shape, cache: cache, layout: layout, plan: plan)
             backend.attention(qkv: qkv, shape: shape, cache: cache, layout: layout, plan: plan, out: out)
             let actual = backend.toHost(out)
             for (index, sequence) in sequences.enumerated() {

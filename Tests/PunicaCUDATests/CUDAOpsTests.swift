@@ -191,11 +191,11 @@ extension CUDATests {
                 let plans = (pair.cpu.plan(batch), pair.gpu.plan(batch))
                 let qkv = pair.tensors([rows, shape.qkvWidth]), out = pair.zeros([rows, shape.queryWidth])
                 // cos and sin scaled as LongRoPE's attention factor does.
-                pair.cpu.rope(qkv: qkv.cpu, shape: shape, inverseFrequencies: inverse.0, scale: 1.2, plan: plans.0)
-                pair.gpu.rope(qkv: qkv.gpu, shape: shape, inverseFrequencies: inverse.1, scale: 1.2, plan: plans.1)
+                pair.cpu.ropeAppendKV(qkv: qkv.cpu, shape: shape, inverseFrequencies: inverse.0, scale: 1.2, cache: caches.0, layout: layout, plan: plans.0)
+                pair.gpu.ropeAppendKV(qkv: qkv.gpu, shape: shape, inverseFrequencies: inverse.1, scale: 1.2, cache: caches.1, layout: layout, plan: plans.1)
                 pair.expectClose(qkv, atol: 2e-2, "rope")
-                pair.cpu.appendKV(qkv: qkv.cpu, shape: shape, cache: caches.0, layout: layout, plan: plans.0)
-                pair.gpu.appendKV(qkv: qkv.gpu, shape: shape, cache: caches.1, layout: layout, plan: plans.1)
+                pair.expectClose((caches.0.keys, caches.1.keys), atol: 2e-2, "rotated keys in the cache")
+                pair.expectClose((caches.0.values, caches.1.values), atol: 2e-2, "values in the cache")
                 pair.cpu.attention(qkv: qkv.cpu, shape: shape, cache: caches.0, layout: layout, plan: plans.0, out: out.cpu)
                 pair.gpu.attention(qkv: qkv.gpu, shape: shape, cache: caches.1, layout: layout, plan: plans.1, out: out.gpu)
                 pair.expectClose(out, atol: 2e-2, "attention step with \(rows) rows")
@@ -207,23 +207,29 @@ extension CUDATests {
         @Test func ropeAtLongContextPositions() {
             var pair = Pair(.float16, seed: 5)
             let shape = AttentionShape(queryHeads: 4, kvHeads: 2, headDim: 128, slidingWindow: nil)
-            let layout = PageLayout(pageSize: 1024, pageCount: 200)
+            // Only the pages the rows write exist: the last page of each block table is page 1 or 2, the others page 0.
+            let layout = PageLayout(pageSize: 1024, pageCount: 3)
+            let cacheShape = [layout.pageCount, layout.pageSize, shape.kvHeads, shape.headDim]
+            let caches = (KVCacheLayer(keys: pair.cpu.zeros(cacheShape), values: pair.cpu.zeros(cacheShape)),
+                          KVCacheLayer(keys: pair.gpu.zeros(cacheShape), values: pair.gpu.zeros(cacheShape)))
             let frequencies = (0..<shape.headDim / 2).map { Float(1 / pow(500000.0, Double(2 * $0) / Double(shape.headDim))) }
             let inverse = (pair.cpu.float32(frequencies, shape: [frequencies.count]), pair.gpu.float32(frequencies, shape: [frequencies.count]))
             let sequences = [131_068, 32_760].enumerated().map { index, cached in
-                StepBatch.Sequence(rows: 4 * index ..< 4 * index + 4, contextLength: cached + 4,
-                                   blockTable: (0..<layout.pagesNeeded(forTokens: cached + 4)).map { Int32($0) })
+                let pages = layout.pagesNeeded(forTokens: cached + 4)
+                return StepBatch.Sequence(rows: 4 * index ..< 4 * index + 4, contextLength: cached + 4,
+                                          blockTable: (0..<pages).map { $0 == pages - 1 ? Int32(index + 1) : 0 })
             }
             let batch = StepBatch(tokens: [Int32](repeating: 0, count: 8), sequences: sequences, loraSegments: [], logitRows: [])
             let plans = (pair.cpu.plan(batch), pair.gpu.plan(batch))
             let qkv = pair.tensors([8, shape.qkvWidth])
-            pair.cpu.rope(qkv: qkv.cpu, shape: shape, inverseFrequencies: inverse.0, scale: 1, plan: plans.0)
-            pair.gpu.rope(qkv: qkv.gpu, shape: shape, inverseFrequencies: inverse.1, scale: 1, plan: plans.1)
+            pair.cpu.ropeAppendKV(qkv: qkv.cpu, shape: shape, inverseFrequencies: inverse.0, scale: 1, cache: caches.0, layout: layout, plan: plans.0)
+            pair.gpu.ropeAppendKV(qkv: qkv.gpu, shape: shape, inverseFrequencies: inverse.1, scale: 1, cache: caches.1, layout: layout, plan: plans.1)
             pair.expectClose(qkv, atol: 3e-3, "rope at positions 32 760 and 131 068")
+            pair.expectClose((caches.0.keys, caches.1.keys), atol: 3e-3, "rotated keys at positions 32 760 and 131 068")
         }
 
         /// One attention step against the CPU reference: `sequences` are (cached tokens, new rows) over pages in shuffled
-        /// order. Caches are filled first by appendKV in steps of at most 4096 rows (no attention), then one step appends
+        /// order. Caches are filled first by ropeAppendKV in steps of at most 4096 rows (no attention), then one step appends
         /// the new rows and runs attention, so a 32 k context costs the reference only its final rows.
         struct AttentionCase: CustomTestStringConvertible, Sendable {
             let name: String
@@ -269,8 +275,10 @@ extension CUDATests {
                           KVCacheLayer(keys: pair.gpu.zeros(cacheShape), values: pair.gpu.zeros(cacheShape)))
             var pages = Array(1..<Int32(layout.pageCount)).shuffled(using: &pair.random)
             let tables = totals.map { tokens in (0..<layout.pagesNeeded(forTokens: tokens)).map { _ in pages.removeLast() } }
+            let frequencies = (0..<shape.headDim / 2).map { Float(1 / pow(10000.0, Double(2 * $0) / Double(shape.headDim))) }
+            let inverse = (pair.cpu.float32(frequencies, shape: [frequencies.count]), pair.gpu.float32(frequencies, shape: [frequencies.count]))
 
-            // One step over `pieces` (sequence, first position, rows): appendKV on both backends, then attention compared.
+            // One step over `pieces` (sequence, first position, rows): ropeAppendKV on both backends, then attention compared.
             func step(_ pieces: [(sequence: Int, first: Int, rows: Int)], attend: Bool) {
                 var sequences: [StepBatch.Sequence] = []
                 var rows = 0
@@ -281,8 +289,8 @@ extension CUDATests {
                 let batch = StepBatch(tokens: [Int32](repeating: 0, count: rows), sequences: sequences, loraSegments: [], logitRows: [])
                 let plans = (pair.cpu.plan(batch), pair.gpu.plan(batch))
                 let qkv = pair.tensors([rows, shape.qkvWidth])
-                pair.cpu.appendKV(qkv: qkv.cpu, shape: shape, cache: caches.0, layout: layout, plan: plans.0)
-                pair.gpu.appendKV(qkv: qkv.gpu, shape: shape, cache: caches.1, layout: layout, plan: plans.1)
+                pair.cpu.ropeAppendKV(qkv: qkv.cpu, shape: shape, inverseFrequencies: inverse.0, scale: 1, cache: caches.0, layout: layout, plan: plans.0)
+                pair.gpu.ropeAppendKV(qkv: qkv.gpu, shape: shape, inverseFrequencies: inverse.1, scale: 1, cache: caches.1, layout: layout, plan: plans.1)
                 guard attend else { return }
                 let out = pair.zeros([rows, shape.queryWidth])
                 pair.cpu.attention(qkv: qkv.cpu, shape: shape, cache: caches.0, layout: layout, plan: plans.0, out: out.cpu)
@@ -343,8 +351,17 @@ extension CUDATests {
             let prefill = [LoRASegment(rows: 0..<4300, slot: 5), LoRASegment(rows: 4301..<4310, slot: 1)]
             // Enough short segments that their tiles keep several rows (the shrink's and expand's multi-row entry points).
             let manyShort = (0..<300).map { LoRASegment(rows: 3 * $0 ..< 3 * $0 + 1 + $0 % 3, slot: $0 % ranks.count) }
-            for segments in inWidth == 256 ? [long, short, identical, prefill, manyShort] : [long, short, identical, manyShort] {
+            // Long segments of the odd ranks: the tensor-core kernels' ranks that are no multiple of 16 (or of 8).
+            let longOddRanks = [LoRASegment(rows: 0..<130, slot: 1), LoRASegment(rows: 130..<300, slot: 0)]
+            let cases = [long, short, identical, manyShort, longOddRanks] + (inWidth == 256 ? [prefill] : [])
+            for segments in cases {
                 runShrinkExpand(&pair, projections: projections, segments: segments, inWidth: inWidth, widths: widths)
+            }
+            // Ranks up to 16 only (48 stacked): long segments of fewer than 8192 / 48 rows in all stay on the CUDA-core
+            // kernels (too little work for the tensor cores': CUDAPlan.tensorCoreWork).
+            let lowRanks = (projections.0.map { ($0?.rank ?? 0) <= 48 ? $0 : nil }, projections.1.map { ($0?.rank ?? 0) <= 48 ? $0 : nil })
+            for segments in [long, [LoRASegment(rows: 0..<64, slot: 2)], [LoRASegment(rows: 0..<130, slot: 1)]] {
+                runShrinkExpand(&pair, projections: lowRanks, segments: segments, inWidth: inWidth, widths: widths)
             }
         }
 

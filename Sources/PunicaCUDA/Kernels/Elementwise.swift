@@ -64,17 +64,12 @@ struct HeadRMSNorm: KernelParameters {
     var eps: Float = 0
 }
 
-struct Rope: KernelParameters {
-    static let kernel = "rope"
-    var qkv: UInt64 = 0, positions: UInt64 = 0, inverseFrequencies: UInt64 = 0
-    var qkvWidth: Int32 = 0, headDim: Int32 = 0
-    var scale: Float = 0
-}
-
-struct AppendKV: KernelParameters {
-    static let kernel = "append_kv"
+struct RopeAppendKV: KernelParameters {
+    static let kernel = "rope_append_kv"
     var qkv: UInt64 = 0, keys: UInt64 = 0, values: UInt64 = 0, positions: UInt64 = 0, rowSequence: UInt64 = 0, blockTables: UInt64 = 0
-    var maxPages: Int32 = 0, pageSize: Int32 = 0, qkvWidth: Int32 = 0, queryWidth: Int32 = 0, kvWidth: Int32 = 0
+    var inverseFrequencies: UInt64 = 0
+    var maxPages: Int32 = 0, pageSize: Int32 = 0, qkvWidth: Int32 = 0, queryHeads: Int32 = 0, headDim: Int32 = 0
+    var scale: Float = 0
 }
 
 struct ToFloat32: KernelParameters {

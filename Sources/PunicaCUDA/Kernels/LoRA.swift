@@ -40,3 +40,11 @@ struct SGMVShrinkMMA: KernelParameters {
     var x: UInt64 = 0, v: UInt64 = 0, slots: UInt64 = 0, tileStart: UInt64 = 0, tileEnd: UInt64 = 0, tileSlot: UInt64 = 0
     var inWidth: Int32 = 0, vWidth: Int32 = 0, kSplit: Int32 = 0
 }
+
+struct SGMVExpandMMA: KernelParameters {
+    static let kernel = "sgmv_expand_mma"
+    /// EXPAND_COLUMNS in lora.cu: output columns of a block (of 16 rows of one of the tensor-core shrink's tiles).
+    static let columns = 128
+    var v: UInt64 = 0, y: UInt64 = 0, slots: UInt64 = 0, tileStart: UInt64 = 0, tileEnd: UInt64 = 0, tileSlot: UInt64 = 0
+    var vWidth: Int32 = 0, yWidth: Int32 = 0
+}

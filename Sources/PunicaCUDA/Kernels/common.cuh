@@ -39,6 +39,12 @@ __device__ __forceinline__ void load8(const scalar_t* p, float* out) {
     for (int i = 0; i < 8; ++i) out[i] = to_float(s[i]);
 }
 
+// Eight float32 from a 16-byte aligned address.
+__device__ __forceinline__ void load_float8(const float* p, float* out) {
+    const float4 low = reinterpret_cast<const float4*>(p)[0], high = reinterpret_cast<const float4*>(p)[1];
+    out[0] = low.x, out[1] = low.y, out[2] = low.z, out[3] = low.w, out[4] = high.x, out[5] = high.y, out[6] = high.z, out[7] = high.w;
+}
+
 // Eight floats rounded to scalars and stored as one 16-byte write.
 __device__ __forceinline__ void store8(scalar_t* p, const float* values) {
     uint4 raw;

@@ -149,37 +149,41 @@ extern "C" __global__ void head_rms_norm(scalar_t* __restrict__ qkv, const scala
     for (int i = threadIdx.x; i < head_dim; i += 32) from_float(&x[i], round_to_scalar(to_float(x[i]) * inverse) * to_float(weight[i]));
 }
 
-// Rotates the q and k heads of each fused q|k|v row by its position (rotate-half layout), cos and sin times
-// `scale` (LongRoPE's attention factor, else 1). grid: (T, rotated heads), block: head_dim / 2, one rotated pair per thread.
+// Rotates the q and k heads of each fused q|k|v row in place by its position (rotate-half layout), cos and sin times
+// `scale` (LongRoPE's attention factor, else 1), and writes the rotated k heads and the v heads into the cache slot of
+// the row's position: one pass over the row. grid: (T, q heads + kv heads), block: head_dim / 2, one rotated pair per
+// thread; a kv head's block also copies that head of v.
 // The angle is a float product, as transformers computes it; its sine and cosine are taken in double, which
 // --use_fast_math leaves precise (its float sincosf becomes __sincosf, off by ~1e-3 at angles of a few thousand,
 // i.e. at long contexts), then rounded to float.
-extern "C" __global__ void rope(scalar_t* __restrict__ qkv, const int* __restrict__ positions,
-                                const float* __restrict__ inverse_frequencies, int qkv_width, int head_dim, float scale) {
+extern "C" __global__ void rope_append_kv(scalar_t* __restrict__ qkv, scalar_t* __restrict__ keys, scalar_t* __restrict__ values,
+                                          const int* __restrict__ positions, const int* __restrict__ row_sequence,
+                                          const int* __restrict__ block_tables, const float* __restrict__ inverse_frequencies,
+                                          int max_pages, int page_size, int qkv_width, int query_heads, int head_dim, float scale) {
     wait_for_previous_kernel();
-    const int half = head_dim / 2, i = threadIdx.x;
-    const float angle = (float)positions[blockIdx.x] * inverse_frequencies[i];
+    const int half = head_dim / 2, i = threadIdx.x, head = blockIdx.y, position = positions[blockIdx.x];
+    const float angle = (float)position * inverse_frequencies[i];
     double precise_sine, precise_cosine;
     sincos((double)angle, &precise_sine, &precise_cosine);
     const float sine = (float)precise_sine * scale, cosine = (float)precise_cosine * scale;
-    scalar_t* x = qkv + (size_t)blockIdx.x * qkv_width + blockIdx.y * head_dim;
+    scalar_t* row = qkv + (size_t)blockIdx.x * qkv_width;
+    scalar_t* x = row + head * head_dim;
     const float first = to_float(x[i]), second = to_float(x[i + half]);
-    from_float(&x[i], first * cosine - second * sine);
-    from_float(&x[i + half], second * cosine + first * sine);
-}
-
-// Writes each row's k and v heads into the cache slot of its position. grid: T, block: 256.
-extern "C" __global__ void append_kv(const scalar_t* __restrict__ qkv, scalar_t* __restrict__ keys, scalar_t* __restrict__ values,
-                                     const int* __restrict__ positions, const int* __restrict__ row_sequence,
-                                     const int* __restrict__ block_tables, int max_pages, int page_size, int qkv_width,
-                                     int query_width, int kv_width) {
-    wait_for_previous_kernel();
-    const int position = positions[blockIdx.x];
+    scalar_t rotated_first, rotated_second;
+    from_float(&rotated_first, first * cosine - second * sine);
+    from_float(&rotated_second, second * cosine + first * sine);
+    x[i] = rotated_first;
+    x[i + half] = rotated_second;
+    if (head < query_heads) return;
+    // Cache rows are [kv heads, head_dim]; v heads follow the k heads in the fused row.
+    const int kv_heads = gridDim.y - query_heads, kv_head = head - query_heads;
     const int* table = block_tables + (size_t)row_sequence[blockIdx.x] * max_pages;
-    const size_t slot = ((size_t)table[position / page_size] * page_size + position % page_size) * kv_width;
-    const scalar_t* row = qkv + (size_t)blockIdx.x * qkv_width + query_width;
-    copy_row(row, keys + slot, kv_width);
-    copy_row(row + kv_width, values + slot, kv_width);
+    const size_t slot = ((size_t)table[position / page_size] * page_size + position % page_size) * kv_heads * head_dim + kv_head * head_dim;
+    const scalar_t* v = row + (query_heads + kv_heads + kv_head) * head_dim;
+    keys[slot + i] = rotated_first;
+    keys[slot + i + half] = rotated_second;
+    values[slot + i] = v[i];
+    values[slot + i + half] = v[i + half];
 }
 
 // Widens a tensor to float32 for the host. grid: ceil(count / 256), block: 256.

@@ -191,10 +191,10 @@ extern "C" __global__ void sgmv_shrink_mma(const scalar_t* __restrict__ x, float
 }
 
 // Expand: y[rows, c] += v[rows, rank_offset ..< +rank] · B[c - output_offset] for the piece whose output columns
-// hold c. grid: (tiles, ceil(y_width / 128), ceil(longest tile / ROWS)); block: 128, one thread per output column,
-// reading its row of B (rank contiguous scalars) 16 bytes at a time, for ROWS rows of the tile (blockIdx.z picks
-// which): few accumulators keep registers, and so occupancy, and a long tile (the tensor-core shrink's 64 rows) still
-// spreads over many blocks. Entry points for ROWS = 1 (single-row tiles, as the shrink) and 4.
+// hold c. grid: (tiles, ceil(y_width / 128)); block: 128, one thread per output column, reading its row of B (rank
+// contiguous scalars) 16 bytes at a time, for the tile's rows (at most ROWS: the host cuts segments so): few
+// accumulators keep registers, and so occupancy, and a long segment still spreads over many blocks. Entry points for
+// ROWS = 1 (single-row tiles, as the shrink) and 4.
 template <int ROWS>
 __device__ __forceinline__ void expand_tile(const float* __restrict__ v, scalar_t* __restrict__ y, const LoraSlot* __restrict__ slots,
                                             const int* __restrict__ tile_start, const int* __restrict__ tile_end,
@@ -211,20 +211,21 @@ __device__ __forceinline__ void expand_tile(const float* __restrict__ v, scalar_
     const LoraPiece& piece = slot.pieces[found];
     const int rank = piece.rank;
     const scalar_t* b = piece.b + (size_t)(column - piece.output_offset) * rank;
-    const int first = tile_start[blockIdx.x] + blockIdx.z * ROWS, end = tile_end[blockIdx.x];
-    if (first >= end) return;
-    const int rows = min(ROWS, end - first);
+    const int first = tile_start[blockIdx.x], rows = min(ROWS, tile_end[blockIdx.x] - first);
+    if (rows <= 0) return;
     const float* vs = v + (size_t)first * v_width + piece.rank_offset;
     float sum[ROWS] = {};
-    if (rank % 8 == 0) {
-        float bb[8];
+    if (rank % 8 == 0 && v_width % 4 == 0 && piece.rank_offset % 4 == 0) {
+        // Every thread of the block reads the same v: 16-byte loads, 4 times fewer than scalar ones.
+        float bb[8], vv[8];
         for (int k = 0; k < rank; k += 8) {
             load8(b + k, bb);
 #pragma unroll
             for (int row = 0; row < ROWS; ++row) {
                 if (row < rows) {
+                    load_float8(vs + (size_t)row * v_width + k, vv);
 #pragma unroll
-                    for (int e = 0; e < 8; ++e) sum[row] += vs[(size_t)row * v_width + k + e] * bb[e];
+                    for (int e = 0; e < 8; ++e) sum[row] += vv[e] * bb[e];
                 }
             }
         }
@@ -258,4 +259,95 @@ extern "C" __global__ void sgmv_expand_row(const float* __restrict__ v, scalar_t
                                            const int* __restrict__ tile_slot, int v_width, int y_width) {
     wait_for_previous_kernel();
     expand_tile<1>(v, y, slots, tile_start, tile_end, tile_slot, v_width, y_width);
+}
+
+// Expand on tensor cores, for the tensor-core shrink's tiles: y[rows, c] += v[rows, rank_offset ..< +rank] · B[c]ᵀ,
+// summed over the slot's pieces (each contributes only to its own output columns: B rows of other columns load as
+// zeros). grid: (tiles, ceil(y_width / EXPAND_COLUMNS), MMA_TILE_ROWS / 16); block: 128 = 4 warps on the tile's 16
+// rows blockIdx.z·16 ..< +16, warp w on the block's columns 32w ..< 32w + 32 (4 column blocks of mma.sync m16n8k16),
+// MMA_K ranks at a time through shared memory: many small blocks, as the y tile each reads and writes is the bulk of
+// the bytes. v is float32: it enters the MMA as two 16-bit parts, high = round(v) and low = round(v - high), so the
+// products keep about twice the 16-bit precision (well below the output's rounding, as the CUDA-core expand's
+// float32). Rows past the tile and ranks past the piece's rank load as zeros and are never written.
+#define EXPAND_COLUMNS 128
+extern "C" __global__ void sgmv_expand_mma(const float* __restrict__ v, scalar_t* __restrict__ y, const LoraSlot* __restrict__ slots,
+                                           const int* __restrict__ tile_start, const int* __restrict__ tile_end,
+                                           const int* __restrict__ tile_slot, int v_width, int y_width) {
+    wait_for_previous_kernel();
+    const LoraSlot& slot = slots[tile_slot[blockIdx.x]];
+    const int first = tile_start[blockIdx.x] + blockIdx.z * 16, rows = min(16, tile_end[blockIdx.x] - first);
+    const int first_column = blockIdx.y * EXPAND_COLUMNS;
+    if (slot.a == nullptr || rows <= 0) return;
+    __shared__ __align__(16) scalar_t v_high[16 * MMA_STRIDE], v_low[16 * MMA_STRIDE];
+    __shared__ __align__(16) scalar_t b_tile[EXPAND_COLUMNS * MMA_STRIDE];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    float acc[4][4] = {};
+    for (int p = 0; p < slot.piece_count; ++p) {
+        const LoraPiece& piece = slot.pieces[p];
+        // The piece's columns within this block's (the same for every thread, so the barriers below are reached by all).
+        const int from = max(first_column, piece.output_offset);
+        const int to = min(min(first_column + EXPAND_COLUMNS, piece.output_offset + piece.output_width), y_width);
+        if (from >= to) continue;
+        for (int k0 = 0; k0 < piece.rank; k0 += MMA_K) {
+            __syncthreads();  // the previous step's tiles are read
+            for (int i = threadIdx.x; i < 16 * MMA_K; i += blockDim.x) {
+                const int r = i / MMA_K, k = i % MMA_K;
+                const float value = r < rows && k0 + k < piece.rank ? v[(size_t)(first + r) * v_width + piece.rank_offset + k0 + k] : 0.f;
+                scalar_t high;
+                from_float(&high, value);
+                v_high[r * MMA_STRIDE + k] = high;
+                from_float(&v_low[r * MMA_STRIDE + k], value - to_float(high));
+            }
+            if (piece.rank % 8 == 0) {  // B rows 16-byte aligned: 8 ranks per copy, whole copies in or past the rank
+                constexpr int CHUNKS = MMA_K / 8;
+                for (int i = threadIdx.x; i < EXPAND_COLUMNS * CHUNKS; i += blockDim.x) {
+                    const int c = i / CHUNKS, k = k0 + (i % CHUNKS) * 8, column = first_column + c;
+                    const bool valid = column >= from && column < to && k < piece.rank;
+                    cp_async16(&b_tile[c * MMA_STRIDE + (i % CHUNKS) * 8],
+                               valid ? piece.b + (size_t)(column - piece.output_offset) * piece.rank + k : piece.b, valid);
+                }
+                cp_async_commit();
+                cp_async_wait<0>();
+            } else {
+                for (int i = threadIdx.x; i < EXPAND_COLUMNS * MMA_K; i += blockDim.x) {
+                    const int c = i / MMA_K, k = i % MMA_K, column = first_column + c;
+                    const bool valid = column >= from && column < to && k0 + k < piece.rank;
+                    b_tile[c * MMA_STRIDE + k] = valid ? piece.b[(size_t)(column - piece.output_offset) * piece.rank + k0 + k] : scalar_t(0.f);
+                }
+            }
+            __syncthreads();
+#pragma unroll
+            for (int kk = 0; kk < MMA_K / 16; ++kk) {
+                unsigned high[4], low[4];
+                ldmatrix_x4(high, v_high + (lane % 16) * MMA_STRIDE + kk * 16 + (lane / 16) * 8);
+                ldmatrix_x4(low, v_low + (lane % 16) * MMA_STRIDE + kk * 16 + (lane / 16) * 8);
+#pragma unroll
+                for (int jp = 0; jp < 2; ++jp) {
+                    unsigned b[4];  // as the shrink's B operand: the columns' B rows are its columns
+                    ldmatrix_x4(b, b_tile + (warp * 32 + jp * 16 + lane % 8 + (lane / 16) * 8) * MMA_STRIDE + kk * 16 + ((lane / 8) % 2) * 8);
+                    mma_m16n8k16(acc[2 * jp], high, b[0], b[1], scalar_t());
+                    mma_m16n8k16(acc[2 * jp + 1], high, b[2], b[3], scalar_t());
+                    mma_m16n8k16(acc[2 * jp], low, b[0], b[1], scalar_t());
+                    mma_m16n8k16(acc[2 * jp + 1], low, b[2], b[3], scalar_t());
+                }
+            }
+        }
+    }
+    // C fragments: acc[j] holds rows g (0, 1) and g + 8 (2, 3), columns 8j + 2t and 8j + 2t + 1 of the warp's 32.
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int row = g + 8 * (e / 2), column = first_column + warp * 32 + 8 * j + 2 * t + e % 2;
+            bool targeted = false;  // columns of no piece keep their bits
+            for (int p = 0; p < slot.piece_count; ++p) {
+                targeted |= column >= slot.pieces[p].output_offset && column < slot.pieces[p].output_offset + slot.pieces[p].output_width;
+            }
+            if (row < rows && column < y_width && targeted) {
+                scalar_t* target = y + (size_t)(first + row) * y_width + column;
+                from_float(target, to_float(*target) + acc[j][e]);
+            }
+        }
+    }
 }
