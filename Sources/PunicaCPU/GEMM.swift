@@ -324,6 +324,7 @@ extension GEMM {
                         switch w {
                         case .float32(let w) where count == 1: out[0] = kernels.dot(xRows, w + j * ldw, k)
                         case .float32(let w): kernels.dots4(xRows, ldx, count, w + j * ldw, k, out)
+                        case .bfloat16(let w) where count == 1: out[0] = kernels.dotBF16(xRows, w + j * ldw, k)
                         case .bfloat16(let w): kernels.dots4BF16(xRows, ldx, count, w + j * ldw, k, out)
                         }
                     }

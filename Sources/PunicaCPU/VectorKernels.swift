@@ -13,6 +13,7 @@ import PunicaCPUKernels
 /// the same binary runs on any x86-64 CPU.
 struct VectorKernels: @unchecked Sendable {
     typealias Dot = @convention(c) (UnsafePointer<Float>?, UnsafePointer<Float>?, Int) -> Float
+    typealias DotBF16 = @convention(c) (UnsafePointer<Float>?, UnsafePointer<UInt16>?, Int) -> Float
     typealias Dots4 = @convention(c) (UnsafePointer<Float>?, Int, Int, UnsafePointer<Float>?, Int,
                                       UnsafeMutablePointer<Float>?) -> Void
     typealias Dots4BF16 = @convention(c) (UnsafePointer<Float>?, Int, Int, UnsafePointer<UInt16>?, Int,
@@ -24,6 +25,8 @@ struct VectorKernels: @unchecked Sendable {
     let name: String
     /// Σ x[i]·y[i] over `count` elements.
     let dot: Dot
+    /// `dot` with y in bfloat16 (a decode row's GEMV over bfloat16 weights).
+    let dotBF16: DotBF16
     /// sums[r] = x[r·ldx ..< +count] · w for r < rows (1...4), reading w once.
     let dots4: Dots4
     /// `dots4` with w in bfloat16.
@@ -51,13 +54,13 @@ struct VectorKernels: @unchecked Sendable {
         return chosen
     }()
 
-    private init(name: String, dot: Dot, dots4: Dots4, dots4BF16: Dots4BF16, axpy: Axpy, tile4x8: Tile4x8) {
-        (self.name, self.dot, self.dots4, self.dots4BF16, self.axpy, self.tile4x8) =
-            (name, dot, dots4, dots4BF16, axpy, tile4x8)
+    private init(name: String, dot: Dot, dotBF16: DotBF16, dots4: Dots4, dots4BF16: Dots4BF16, axpy: Axpy, tile4x8: Tile4x8) {
+        (self.name, self.dot, self.dotBF16, self.dots4, self.dots4BF16, self.axpy, self.tile4x8) =
+            (name, dot, dotBF16, dots4, dots4BF16, axpy, tile4x8)
     }
 
     private init(_ table: punica_kernels) {
-        self.init(name: String(cString: table.name), dot: table.dot, dots4: table.dots4,
+        self.init(name: String(cString: table.name), dot: table.dot, dotBF16: table.dot_bf16, dots4: table.dots4,
                   dots4BF16: table.dots4_bf16, axpy: table.axpy, tile4x8: table.tile4x8)
     }
 }
@@ -71,6 +74,11 @@ extension VectorKernels {
         dot: { x, y, count in
             var sum: Float = 0
             for i in 0..<count { sum += x![i] * y![i] }
+            return sum
+        },
+        dotBF16: { x, y, count in
+            var sum: Float = 0
+            for i in 0..<count { sum += x![i] * HalfConversion.float(bfloat16: y![i]) }
             return sum
         },
         dots4: { x, ldx, rows, w, count, sums in

@@ -22,17 +22,18 @@ static inline v4 load4_bf16(const uint16_t *p) {
     return v;
 }
 
-static float dot_base(const float *x, const float *y, ptrdiff_t n) {
-    v4 s0 = {0}, s1 = {0};
-    ptrdiff_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        s0 += load4(x + i) * load4(y + i);
-        s1 += load4(x + i + 4) * load4(y + i + 4);
+#define DOT_BASE(NAME, WTYPE, LOAD, WIDEN)                                                                    \
+    static float NAME(const float *x, const WTYPE *y, ptrdiff_t n) {                                          \
+        v4 s0 = {0}, s1 = {0};                                                                                \
+        ptrdiff_t i = 0;                                                                                      \
+        for (; i + 8 <= n; i += 8) {                                                                          \
+            s0 += load4(x + i) * LOAD(y + i);                                                                 \
+            s1 += load4(x + i + 4) * LOAD(y + i + 4);                                                         \
+        }                                                                                                     \
+        float sum = sum4(s0 + s1);                                                                            \
+        for (; i < n; i++) sum += x[i] * WIDEN(y[i]);                                                         \
+        return sum;                                                                                           \
     }
-    float sum = sum4(s0 + s1);
-    for (; i < n; i++) sum += x[i] * y[i];
-    return sum;
-}
 
 #define DOTS4_BASE(NAME, WTYPE, LOAD, WIDEN)                                                                  \
     static void NAME(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const WTYPE *w, ptrdiff_t n, float *sums) { \
@@ -49,6 +50,8 @@ static float dot_base(const float *x, const float *y, ptrdiff_t n) {
         }                                                                                                     \
     }
 #define NO_WIDEN(value) (value)
+DOT_BASE(dot_base, float, load4, NO_WIDEN)
+DOT_BASE(dot_bf16_base, uint16_t, load4_bf16, widen_bf16)
 DOTS4_BASE(dots4_base, float, load4, NO_WIDEN)
 DOTS4_BASE(dots4_bf16_base, uint16_t, load4_bf16, widen_bf16)
 
@@ -81,7 +84,7 @@ static const punica_kernels baseline = {
 #else
     "sse2",
 #endif
-    dot_base, dots4_base, dots4_bf16_base, axpy_base, tile4x8_base,
+    dot_base, dot_bf16_base, dots4_base, dots4_bf16_base, axpy_base, tile4x8_base,
 };
 
 #if defined(__x86_64__)
@@ -104,20 +107,23 @@ AVX2 static inline __m256 load8_bf16_avx2(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
 }
 
-AVX2 static float dot_avx2(const float *x, const float *y, ptrdiff_t n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    ptrdiff_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), s3);
+#define DOT_AVX2(NAME, WTYPE, LOAD, WIDEN)                                                                    \
+    AVX2 static float NAME(const float *x, const WTYPE *y, ptrdiff_t n) {                                     \
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;                                           \
+        ptrdiff_t i = 0;                                                                                      \
+        for (; i + 32 <= n; i += 32) {                                                                        \
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), LOAD(y + i), s0);                                    \
+            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), LOAD(y + i + 8), s1);                            \
+            s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), LOAD(y + i + 16), s2);                          \
+            s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), LOAD(y + i + 24), s3);                          \
+        }                                                                                                     \
+        for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), LOAD(y + i), s0);             \
+        float sum = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));                     \
+        for (; i < n; i++) sum += x[i] * WIDEN(y[i]);                                                         \
+        return sum;                                                                                           \
     }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), s0);
-    float sum = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) sum += x[i] * y[i];
-    return sum;
-}
+DOT_AVX2(dot_avx2, float, _mm256_loadu_ps, NO_WIDEN)
+DOT_AVX2(dot_bf16_avx2, uint16_t, load8_bf16_avx2, widen_bf16)
 
 #define DOTS4_AVX2(NAME, WTYPE, LOAD, WIDEN)                                                                  \
     AVX2 static void NAME(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const WTYPE *w, ptrdiff_t n,        \
@@ -163,7 +169,7 @@ AVX2 static void tile4x8_avx2(ptrdiff_t depth, const float *a, const float *b, f
     _mm256_storeu_ps(tile + 24, c3);
 }
 
-static const punica_kernels avx2 = {"avx2", dot_avx2, dots4_avx2, dots4_bf16_avx2, axpy_avx2, tile4x8_avx2};
+static const punica_kernels avx2 = {"avx2", dot_avx2, dot_bf16_avx2, dots4_avx2, dots4_bf16_avx2, axpy_avx2, tile4x8_avx2};
 
 // MARK: - AVX-512: 16-wide with masked tails (no scalar loop). The 4×8 tile stays on AVX2 registers.
 
@@ -181,22 +187,25 @@ AVX512 static inline __m512 load16_bf16_masked(const uint16_t *p, __mmask16 mask
 }
 AVX512 static inline __m512 load16_masked(const float *p, __mmask16 mask) { return _mm512_maskz_loadu_ps(mask, p); }
 
-AVX512 static float dot_avx512(const float *x, const float *y, ptrdiff_t n) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    ptrdiff_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(y + i + 16), s1);
-        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), _mm512_loadu_ps(y + i + 32), s2);
-        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(y + i + 48), s3);
+#define DOT_AVX512(NAME, WTYPE, LOAD, LOAD_MASKED)                                                            \
+    AVX512 static float NAME(const float *x, const WTYPE *y, ptrdiff_t n) {                                   \
+        __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;                                           \
+        ptrdiff_t i = 0;                                                                                      \
+        for (; i + 64 <= n; i += 64) {                                                                        \
+            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), LOAD(y + i), s0);                                    \
+            s1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), LOAD(y + i + 16), s1);                          \
+            s2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), LOAD(y + i + 32), s2);                          \
+            s3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), LOAD(y + i + 48), s3);                          \
+        }                                                                                                     \
+        for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), LOAD(y + i), s0);           \
+        if (i < n) {                                                                                          \
+            __mmask16 mask = tail_mask(n - i);                                                                \
+            s1 = _mm512_fmadd_ps(load16_masked(x + i, mask), LOAD_MASKED(y + i, mask), s1);                   \
+        }                                                                                                     \
+        return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));             \
     }
-    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), s0);
-    if (i < n) {
-        __mmask16 mask = tail_mask(n - i);
-        s1 = _mm512_fmadd_ps(load16_masked(x + i, mask), load16_masked(y + i, mask), s1);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-}
+DOT_AVX512(dot_avx512, float, _mm512_loadu_ps, load16_masked)
+DOT_AVX512(dot_bf16_avx512, uint16_t, load16_bf16_avx512, load16_bf16_masked)
 
 #define DOTS4_AVX512(NAME, WTYPE, LOAD, LOAD_MASKED)                                                          \
     AVX512 static void NAME(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const WTYPE *w, ptrdiff_t n,      \
@@ -236,7 +245,7 @@ AVX512 static void axpy_avx512(ptrdiff_t n, float a, const float *x, float *y) {
     }
 }
 
-static const punica_kernels avx512 = {"avx512", dot_avx512, dots4_avx512, dots4_bf16_avx512, axpy_avx512, tile4x8_avx2};
+static const punica_kernels avx512 = {"avx512", dot_avx512, dot_bf16_avx512, dots4_avx512, dots4_bf16_avx512, axpy_avx512, tile4x8_avx2};
 
 const punica_kernels *const *punica_kernels_supported(ptrdiff_t *count) {
     static const punica_kernels *list[3];
@@ -260,24 +269,27 @@ const punica_kernels *const *punica_kernels_supported(ptrdiff_t *count) {
 
 // MARK: - NEON (every arm64 CPU has it): 4-wide fused multiply-add, four chains for dot.
 
-static float dot_neon(const float *x, const float *y, ptrdiff_t n) {
-    float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
-    ptrdiff_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        s0 = vfmaq_f32(s0, vld1q_f32(x + i), vld1q_f32(y + i));
-        s1 = vfmaq_f32(s1, vld1q_f32(x + i + 4), vld1q_f32(y + i + 4));
-        s2 = vfmaq_f32(s2, vld1q_f32(x + i + 8), vld1q_f32(y + i + 8));
-        s3 = vfmaq_f32(s3, vld1q_f32(x + i + 12), vld1q_f32(y + i + 12));
-    }
-    for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(x + i), vld1q_f32(y + i));
-    float sum = vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));
-    for (; i < n; i++) sum += x[i] * y[i];
-    return sum;
-}
-
 static inline float32x4_t load4_bf16_neon(const uint16_t *p) {
     return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16));
 }
+
+#define DOT_NEON(NAME, WTYPE, LOAD, WIDEN)                                                                    \
+    static float NAME(const float *x, const WTYPE *y, ptrdiff_t n) {                                          \
+        float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;                                           \
+        ptrdiff_t i = 0;                                                                                      \
+        for (; i + 16 <= n; i += 16) {                                                                        \
+            s0 = vfmaq_f32(s0, vld1q_f32(x + i), LOAD(y + i));                                                \
+            s1 = vfmaq_f32(s1, vld1q_f32(x + i + 4), LOAD(y + i + 4));                                        \
+            s2 = vfmaq_f32(s2, vld1q_f32(x + i + 8), LOAD(y + i + 8));                                        \
+            s3 = vfmaq_f32(s3, vld1q_f32(x + i + 12), LOAD(y + i + 12));                                      \
+        }                                                                                                     \
+        for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(x + i), LOAD(y + i));                         \
+        float sum = vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));                              \
+        for (; i < n; i++) sum += x[i] * WIDEN(y[i]);                                                         \
+        return sum;                                                                                           \
+    }
+DOT_NEON(dot_neon, float, vld1q_f32, NO_WIDEN)
+DOT_NEON(dot_bf16_neon, uint16_t, load4_bf16_neon, widen_bf16)
 
 #define DOTS4_NEON(NAME, WTYPE, LOAD, WIDEN)                                                                  \
     static void NAME(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const WTYPE *w, ptrdiff_t n, float *sums) { \
@@ -322,7 +334,7 @@ static void tile4x8_neon(ptrdiff_t depth, const float *a, const float *b, float 
     }
 }
 
-static const punica_kernels neon = {"neon", dot_neon, dots4_neon, dots4_bf16_neon, axpy_neon, tile4x8_neon};
+static const punica_kernels neon = {"neon", dot_neon, dot_bf16_neon, dots4_neon, dots4_bf16_neon, axpy_neon, tile4x8_neon};
 
 const punica_kernels *const *punica_kernels_supported(ptrdiff_t *count) {
     static const punica_kernels *const list[] = {&neon, &baseline};

@@ -24,6 +24,8 @@ private func dotProductsMatchDouble(kernels: VectorKernels) {
         }
         #expect(closeMismatch([kernels.dot(x, w, count)], [expected(row: 0) { w[$0] }], atol: tolerance(count), rtol: 1e-5) == nil,
                 "dot n=\(count)")
+        #expect(closeMismatch([kernels.dotBF16(x, wBF16, count)], [expected(row: 0) { HalfConversion.float(bfloat16: wBF16[$0]) }],
+                              atol: tolerance(count), rtol: 1e-5) == nil, "dotBF16 n=\(count)")
         for rows in 1...4 {
             var sums = [Float](repeating: .nan, count: 4), sumsBF16 = sums
             kernels.dots4(x, ldx, rows, w, count, &sums)
