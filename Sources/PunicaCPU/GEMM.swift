@@ -310,13 +310,29 @@ extension GEMM {
         beta: Float, y: UnsafeMutablePointer<Float>, ldy: Int, kernels: VectorKernels
     ) {
         let threads = usefulThreads(work: rows * n * k)
+        func write(_ sum: Float, row r: Int, column j: Int) {
+            let target = y + r * ldy + j
+            target.pointee = beta == 0 ? alpha * sum : alpha * sum + beta * target.pointee
+        }
         Parallel.forEach(threads) { thread in
-            var sums = SIMD4<Float>()
-            for j in share(thread, of: threads, extent: n, step: 1) {
-                func write(_ sum: Float, row r: Int) {
-                    let target = y + r * ldy + j
-                    target.pointee = beta == 0 ? alpha * sum : alpha * sum + beta * target.pointee
+            let columns = share(thread, of: threads, extent: n, step: 1)
+            if rows == 1 {
+                // One decode row: a call per block of W's rows (per row, the call would cost a fair part of a short row's dot).
+                let block = 64
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: block) { sums in
+                    for start in stride(from: columns.lowerBound, to: columns.upperBound, by: block) {
+                        let count = min(block, columns.upperBound - start)
+                        switch w {
+                        case .float32(let w): kernels.gemv(x, w + start * ldw, ldw, count, k, sums.baseAddress)
+                        case .bfloat16(let w): kernels.gemvBF16(x, w + start * ldw, ldw, count, k, sums.baseAddress)
+                        }
+                        for i in 0..<count { write(sums[i], row: 0, column: start + i) }
+                    }
                 }
+                return
+            }
+            var sums = SIMD4<Float>()
+            for j in columns {
                 for first in stride(from: 0, to: rows, by: 4) {
                     let count = min(4, rows - first), xRows = x + first * ldx
                     withUnsafeMutableBytes(of: &sums) {
@@ -328,7 +344,7 @@ extension GEMM {
                         case .bfloat16(let w): kernels.dots4BF16(xRows, ldx, count, w + j * ldw, k, out)
                         }
                     }
-                    for r in 0..<count { write(sums[r], row: first + r) }
+                    for r in 0..<count { write(sums[r], row: first + r, column: j) }
                 }
             }
         }

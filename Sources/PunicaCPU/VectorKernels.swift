@@ -14,6 +14,9 @@ import PunicaCPUKernels
 struct VectorKernels: @unchecked Sendable {
     typealias Dot = @convention(c) (UnsafePointer<Float>?, UnsafePointer<Float>?, Int) -> Float
     typealias DotBF16 = @convention(c) (UnsafePointer<Float>?, UnsafePointer<UInt16>?, Int) -> Float
+    typealias Gemv = @convention(c) (UnsafePointer<Float>?, UnsafePointer<Float>?, Int, Int, Int, UnsafeMutablePointer<Float>?) -> Void
+    typealias GemvBF16 = @convention(c) (UnsafePointer<Float>?, UnsafePointer<UInt16>?, Int, Int, Int,
+                                         UnsafeMutablePointer<Float>?) -> Void
     typealias Dots4 = @convention(c) (UnsafePointer<Float>?, Int, Int, UnsafePointer<Float>?, Int,
                                       UnsafeMutablePointer<Float>?) -> Void
     typealias Dots4BF16 = @convention(c) (UnsafePointer<Float>?, Int, Int, UnsafePointer<UInt16>?, Int,
@@ -27,6 +30,10 @@ struct VectorKernels: @unchecked Sendable {
     let dot: Dot
     /// `dot` with y in bfloat16 (a decode row's GEMV over bfloat16 weights).
     let dotBF16: DotBF16
+    /// y[j] = x · w[j·ldw ..< +count] for j < rows: (x, w, ldw, rows, count, y), one call per block of weight rows.
+    let gemv: Gemv
+    /// `gemv` with w in bfloat16.
+    let gemvBF16: GemvBF16
     /// sums[r] = x[r·ldx ..< +count] · w for r < rows (1...4), reading w once.
     let dots4: Dots4
     /// `dots4` with w in bfloat16.
@@ -54,13 +61,15 @@ struct VectorKernels: @unchecked Sendable {
         return chosen
     }()
 
-    private init(name: String, dot: Dot, dotBF16: DotBF16, dots4: Dots4, dots4BF16: Dots4BF16, axpy: Axpy, tile4x8: Tile4x8) {
-        (self.name, self.dot, self.dotBF16, self.dots4, self.dots4BF16, self.axpy, self.tile4x8) =
-            (name, dot, dotBF16, dots4, dots4BF16, axpy, tile4x8)
+    private init(name: String, dot: Dot, dotBF16: DotBF16, gemv: Gemv, gemvBF16: GemvBF16, dots4: Dots4, dots4BF16: Dots4BF16,
+                 axpy: Axpy, tile4x8: Tile4x8) {
+        (self.name, self.dot, self.dotBF16, self.gemv, self.gemvBF16, self.dots4, self.dots4BF16, self.axpy, self.tile4x8) =
+            (name, dot, dotBF16, gemv, gemvBF16, dots4, dots4BF16, axpy, tile4x8)
     }
 
     private init(_ table: punica_kernels) {
-        self.init(name: String(cString: table.name), dot: table.dot, dotBF16: table.dot_bf16, dots4: table.dots4,
+        self.init(name: String(cString: table.name), dot: table.dot, dotBF16: table.dot_bf16, gemv: table.gemv,
+                  gemvBF16: table.gemv_bf16, dots4: table.dots4,
                   dots4BF16: table.dots4_bf16, axpy: table.axpy, tile4x8: table.tile4x8)
     }
 }
@@ -80,6 +89,20 @@ extension VectorKernels {
             var sum: Float = 0
             for i in 0..<count { sum += x![i] * HalfConversion.float(bfloat16: y![i]) }
             return sum
+        },
+        gemv: { x, w, ldw, rows, count, y in
+            for j in 0..<rows {
+                var sum: Float = 0
+                for i in 0..<count { sum += x![i] * w![j * ldw + i] }
+                y![j] = sum
+            }
+        },
+        gemvBF16: { x, w, ldw, rows, count, y in
+            for j in 0..<rows {
+                var sum: Float = 0
+                for i in 0..<count { sum += x![i] * HalfConversion.float(bfloat16: w![j * ldw + i]) }
+                y![j] = sum
+            }
         },
         dots4: { x, ldx, rows, w, count, sums in
             for r in 0..<rows {

@@ -10,6 +10,13 @@ static inline float widen_bf16(uint16_t value) {
     return result;
 }
 
+// y[j] = dot(x, w + j·ldw, n) for j < rows: a decode row against a block of weight rows in one call, so the calls'
+// overhead is paid once per block, not per row (rows of 288 weights take tens of nanoseconds each).
+#define GEMV(ATTRIBUTES, NAME, DOT, WTYPE)                                                                    \
+    ATTRIBUTES static void NAME(const float *x, const WTYPE *w, ptrdiff_t ldw, ptrdiff_t rows, ptrdiff_t n, float *y) { \
+        for (ptrdiff_t j = 0; j < rows; j++) y[j] = DOT(x, w + j * ldw, n);                                  \
+    }
+
 // MARK: - Baseline: 4-wide vectors, two chains for dot so the additions' latency hides.
 
 typedef float v4 __attribute__((vector_size(16), aligned(4)));
@@ -52,6 +59,8 @@ static inline v4 load4_bf16(const uint16_t *p) {
 #define NO_WIDEN(value) (value)
 DOT_BASE(dot_base, float, load4, NO_WIDEN)
 DOT_BASE(dot_bf16_base, uint16_t, load4_bf16, widen_bf16)
+GEMV(, gemv_base, dot_base, float)
+GEMV(, gemv_bf16_base, dot_bf16_base, uint16_t)
 DOTS4_BASE(dots4_base, float, load4, NO_WIDEN)
 DOTS4_BASE(dots4_bf16_base, uint16_t, load4_bf16, widen_bf16)
 
@@ -84,7 +93,7 @@ static const punica_kernels baseline = {
 #else
     "sse2",
 #endif
-    dot_base, dot_bf16_base, dots4_base, dots4_bf16_base, axpy_base, tile4x8_base,
+    dot_base, dot_bf16_base, gemv_base, gemv_bf16_base, dots4_base, dots4_bf16_base, axpy_base, tile4x8_base,
 };
 
 #if defined(__x86_64__)
@@ -124,6 +133,8 @@ AVX2 static inline __m256 load8_bf16_avx2(const uint16_t *p) {
     }
 DOT_AVX2(dot_avx2, float, _mm256_loadu_ps, NO_WIDEN)
 DOT_AVX2(dot_bf16_avx2, uint16_t, load8_bf16_avx2, widen_bf16)
+GEMV(AVX2, gemv_avx2, dot_avx2, float)
+GEMV(AVX2, gemv_bf16_avx2, dot_bf16_avx2, uint16_t)
 
 #define DOTS4_AVX2(NAME, WTYPE, LOAD, WIDEN)                                                                  \
     AVX2 static void NAME(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const WTYPE *w, ptrdiff_t n,        \
@@ -169,7 +180,7 @@ AVX2 static void tile4x8_avx2(ptrdiff_t depth, const float *a, const float *b, f
     _mm256_storeu_ps(tile + 24, c3);
 }
 
-static const punica_kernels avx2 = {"avx2", dot_avx2, dot_bf16_avx2, dots4_avx2, dots4_bf16_avx2, axpy_avx2, tile4x8_avx2};
+static const punica_kernels avx2 = {"avx2", dot_avx2, dot_bf16_avx2, gemv_avx2, gemv_bf16_avx2, dots4_avx2, dots4_bf16_avx2, axpy_avx2, tile4x8_avx2};
 
 // MARK: - AVX-512: 16-wide with masked tails (no scalar loop). The 4×8 tile stays on AVX2 registers.
 
@@ -206,6 +217,8 @@ AVX512 static inline __m512 load16_masked(const float *p, __mmask16 mask) { retu
     }
 DOT_AVX512(dot_avx512, float, _mm512_loadu_ps, load16_masked)
 DOT_AVX512(dot_bf16_avx512, uint16_t, load16_bf16_avx512, load16_bf16_masked)
+GEMV(AVX512, gemv_avx512, dot_avx512, float)
+GEMV(AVX512, gemv_bf16_avx512, dot_bf16_avx512, uint16_t)
 
 #define DOTS4_AVX512(NAME, WTYPE, LOAD, LOAD_MASKED)                                                          \
     AVX512 static void NAME(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const WTYPE *w, ptrdiff_t n,      \
@@ -245,7 +258,7 @@ AVX512 static void axpy_avx512(ptrdiff_t n, float a, const float *x, float *y) {
     }
 }
 
-static const punica_kernels avx512 = {"avx512", dot_avx512, dot_bf16_avx512, dots4_avx512, dots4_bf16_avx512, axpy_avx512, tile4x8_avx2};
+static const punica_kernels avx512 = {"avx512", dot_avx512, dot_bf16_avx512, gemv_avx512, gemv_bf16_avx512, dots4_avx512, dots4_bf16_avx512, axpy_avx512, tile4x8_avx2};
 
 const punica_kernels *const *punica_kernels_supported(ptrdiff_t *count) {
     static const punica_kernels *list[3];
@@ -290,6 +303,8 @@ static inline float32x4_t load4_bf16_neon(const uint16_t *p) {
     }
 DOT_NEON(dot_neon, float, vld1q_f32, NO_WIDEN)
 DOT_NEON(dot_bf16_neon, uint16_t, load4_bf16_neon, widen_bf16)
+GEMV(, gemv_neon, dot_neon, float)
+GEMV(, gemv_bf16_neon, dot_bf16_neon, uint16_t)
 
 #define DOTS4_NEON(NAME, WTYPE, LOAD, WIDEN)                                                                  \
     static void NAME(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const WTYPE *w, ptrdiff_t n, float *sums) { \
@@ -334,7 +349,7 @@ static void tile4x8_neon(ptrdiff_t depth, const float *a, const float *b, float 
     }
 }
 
-static const punica_kernels neon = {"neon", dot_neon, dot_bf16_neon, dots4_neon, dots4_bf16_neon, axpy_neon, tile4x8_neon};
+static const punica_kernels neon = {"neon", dot_neon, dot_bf16_neon, gemv_neon, gemv_bf16_neon, dots4_neon, dots4_bf16_neon, axpy_neon, tile4x8_neon};
 
 const punica_kernels *const *punica_kernels_supported(ptrdiff_t *count) {
     static const punica_kernels *const list[] = {&neon, &baseline};

@@ -26,6 +26,18 @@ private func dotProductsMatchDouble(kernels: VectorKernels) {
                 "dot n=\(count)")
         #expect(closeMismatch([kernels.dotBF16(x, wBF16, count)], [expected(row: 0) { HalfConversion.float(bfloat16: wBF16[$0]) }],
                               atol: tolerance(count), rtol: 1e-5) == nil, "dotBF16 n=\(count)")
+        // Three weight rows `ldx` apart (x's rows serve as weights), one x row: gemv and gemvBF16.
+        var gemv = [Float](repeating: .nan, count: 4), gemvBF16 = gemv
+        let xBF16 = x.map(HalfConversion.bfloat16)
+        kernels.gemv(w, x, ldx, 3, count, &gemv)
+        kernels.gemvBF16(w, xBF16, ldx, 3, count, &gemvBF16)
+        let gemvReference = (0..<3).map { j in expected(row: j) { w[$0] } }
+        let gemvBF16Reference = (0..<3).map { j in
+            Float((0..<count).reduce(0.0) { $0 + Double(w[$1]) * Double(HalfConversion.float(bfloat16: xBF16[j * ldx + $1])) })
+        }
+        #expect(closeMismatch(Array(gemv[..<3]), gemvReference, atol: tolerance(count), rtol: 1e-5) == nil, "gemv n=\(count)")
+        #expect(closeMismatch(Array(gemvBF16[..<3]), gemvBF16Reference, atol: tolerance(count), rtol: 1e-5) == nil, "gemvBF16 n=\(count)")
+        #expect(gemv[3].isNaN && gemvBF16[3].isNaN, "gemv wrote past its rows")
         for rows in 1...4 {
             var sums = [Float](repeating: .nan, count: 4), sumsBF16 = sums
             kernels.dots4(x, ldx, rows, w, count, &sums)

@@ -15,6 +15,10 @@ typedef struct punica_kernels {
     /// The same with y in bfloat16 (the high half of a float32), widened in registers: a decode row's GEMV, with
     /// dots4_bf16's one chain of fused multiply-adds per row would be bound by their latency.
     float (*dot_bf16)(const float *x, const uint16_t *y, ptrdiff_t n);
+    /// y[j] = Σ x[i]·w[j·ldw + i] for j < rows: one row of x against a block of weight rows (decode's GEMV).
+    void (*gemv)(const float *x, const float *w, ptrdiff_t ldw, ptrdiff_t rows, ptrdiff_t n, float *y);
+    /// The same with w in bfloat16.
+    void (*gemv_bf16)(const float *x, const uint16_t *w, ptrdiff_t ldw, ptrdiff_t rows, ptrdiff_t n, float *y);
     /// sums[r] = Σ x[r·ldx + i]·w[i] for r < rows (1 ≤ rows ≤ 4), reading w once.
     void (*dots4)(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const float *w, ptrdiff_t n, float *sums);
     /// The same with w in bfloat16 (the high half of a float32), widened in registers.
