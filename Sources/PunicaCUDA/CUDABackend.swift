@@ -194,6 +194,11 @@ final class CUDAPlan: StepPlan {
 
     func address(_ offset: Int) -> UInt64 { buffer.address + UInt64(4 * offset) }
 
+    /// Device addresses of the tile starts, ends and slots from the first tile of `range` on (a kernel's tile list).
+    func tileTable(_ range: Range<Int>) -> (start: UInt64, end: UInt64, slot: UInt64) {
+        (address(tileStart + range.lowerBound), address(tileEnd + range.lowerBound), address(tileSlot + range.lowerBound))
+    }
+
     /// Each segment cut into tiles of at most `rows` rows.
     private static func tiles(_ segments: [LoRASegment], rows: Int) -> [(start: Int, end: Int, slot: Int)] {
         segments.flatMap { segment in
@@ -692,14 +697,11 @@ public final class CUDABackend: Backend {
         let grid = cuda.loraGrid(rank: ranks)
         guard !grid.shrink.isEmpty || !grid.tensorCore.isEmpty else { return }
         let slots = loraTable(projection).buffer.address
-        func tiles(_ range: Range<Int>) -> (start: UInt64, end: UInt64, slot: UInt64) {
-            (cuda.address(cuda.tileStart + range.lowerBound), cuda.address(cuda.tileEnd + range.lowerBound), cuda.address(cuda.tileSlot + range.lowerBound))
-        }
         onShrinkStream { target in
             if !grid.tensorCore.isEmpty {
                 // Split the input width until there are two blocks per multiprocessor (each split at least 128 wide); the
                 // splits add into v, so it starts at zero.
-                let (count, (start, end, slot)) = (grid.tensorCore.count, tiles(grid.tensorCore))
+                let (count, (start, end, slot)) = (grid.tensorCore.count, cuda.tileTable(grid.tensorCore))
                 let rankChunks = (ranks + SGMVShrinkMMA.rankChunk - 1) / SGMVShrinkMMA.rankChunk
                 let splits = max(1, min((x.rowWidth + 127) / 128, (2 * multiprocessorCount + count * rankChunks - 1) / (count * rankChunks)))
                 let step = SGMVShrinkMMA.kStep
@@ -711,7 +713,7 @@ public final class CUDABackend: Backend {
             }
             // A block per tile and SHRINK_RANKS rank rows.
             func shrink<Rows: SGMVTileRows>(_: Rows.Type) {
-                let (start, end, slot) = tiles(grid.shrink)
+                let (start, end, slot) = cuda.tileTable(grid.shrink)
                 launch(SGMVShrink<Rows>(x: x.address, v: v.address, slots: slots, tileStart: start, tileEnd: end, tileSlot: slot,
                                         inWidth: Int32(x.rowWidth), vWidth: Int32(v.rowWidth)),
                        grid: (grid.shrink.count, (ranks + SGMVShrink<Rows>.ranksPerBlock - 1) / SGMVShrink<Rows>.ranksPerBlock, 1),
@@ -748,9 +750,8 @@ public final class CUDABackend: Backend {
         let slots = loraTable(projection).buffer.address
         joinShrinkStream()
         if !grid.tensorCore.isEmpty {
-            let first = grid.tensorCore.lowerBound
-            launch(SGMVExpandMMA(v: v.address, y: y.address, slots: slots, tileStart: cuda.address(cuda.tileStart + first),
-                                 tileEnd: cuda.address(cuda.tileEnd + first), tileSlot: cuda.address(cuda.tileSlot + first),
+            let (start, end, slot) = cuda.tileTable(grid.tensorCore)
+            launch(SGMVExpandMMA(v: v.address, y: y.address, slots: slots, tileStart: start, tileEnd: end, tileSlot: slot,
                                  vWidth: Int32(v.rowWidth), yWidth: Int32(y.rowWidth)),
                    grid: (grid.tensorCore.count, (y.rowWidth + SGMVExpandMMA.columns - 1) / SGMVExpandMMA.columns, SGMVShrinkMMA.tileRows / 16),
                    block: 128)
@@ -758,9 +759,8 @@ public final class CUDABackend: Backend {
         guard !grid.expand.isEmpty else { return }
         // A block per tile (of at most `Rows.rows` rows) and 128 output columns.
         func expand<Rows: SGMVTileRows>(_: Rows.Type) {
-            let first = grid.expand.lowerBound
-            launch(SGMVExpand<Rows>(v: v.address, y: y.address, slots: slots, tileStart: cuda.address(cuda.tileStart + first),
-                                    tileEnd: cuda.address(cuda.tileEnd + first), tileSlot: cuda.address(cuda.tileSlot + first),
+            let (start, end, slot) = cuda.tileTable(grid.expand)
+            launch(SGMVExpand<Rows>(v: v.address, y: y.address, slots: slots, tileStart: start, tileEnd: end, tileSlot: slot,
                                     vWidth: Int32(v.rowWidth), yWidth: Int32(y.rowWidth)),
                    grid: (grid.expand.count, (y.rowWidth + 127) / 128, 1), block: 128)
         }

@@ -59,6 +59,19 @@ struct Pair {
     }
 
     func zeros(_ shape: [Int]) -> (cpu: Tensor, gpu: Tensor) { (cpu.zeros(shape), gpu.zeros(shape)) }
+
+    /// An empty KV cache layer of `layout`'s pages on each backend.
+    func caches(_ layout: PageLayout, _ shape: AttentionShape) -> (KVCacheLayer, KVCacheLayer) {
+        let cacheShape = [layout.pageCount, layout.pageSize, shape.kvHeads, shape.headDim]
+        return (KVCacheLayer(keys: cpu.zeros(cacheShape), values: cpu.zeros(cacheShape)),
+                KVCacheLayer(keys: gpu.zeros(cacheShape), values: gpu.zeros(cacheShape)))
+    }
+
+    /// RoPE's inverse frequencies base^(−2i/d) for i < d/2, float32 on each backend.
+    func inverseFrequencies(base: Double, headDim: Int) -> (Tensor, Tensor) {
+        let values = (0..<headDim / 2).map { Float(1 / pow(base, Double(2 * $0) / Double(headDim))) }
+        return (cpu.float32(values, shape: [values.count]), gpu.float32(values, shape: [values.count]))
+    }
 }
 
 /// One backend per storage type is shared, and a backend has one owner at a time: the GPU suites run one test at a time.
@@ -172,11 +185,8 @@ extension CUDATests {
             var pair = Pair(dtype, seed: 3)
             let shape = AttentionShape(queryHeads: 8, kvHeads: 2, headDim: configuration.headDim, slidingWindow: configuration.window)
             let layout = PageLayout(pageSize: 16, pageCount: 200)
-            let cacheShape = [layout.pageCount, layout.pageSize, shape.kvHeads, shape.headDim]
-            let caches = (KVCacheLayer(keys: pair.cpu.zeros(cacheShape), values: pair.cpu.zeros(cacheShape)),
-                          KVCacheLayer(keys: pair.gpu.zeros(cacheShape), values: pair.gpu.zeros(cacheShape)))
-            let frequencies = (0..<shape.headDim / 2).map { Float(1 / pow(10000.0, Double(2 * $0) / Double(shape.headDim))) }
-            let inverse = (pair.cpu.float32(frequencies, shape: [frequencies.count]), pair.gpu.float32(frequencies, shape: [frequencies.count]))
+            let caches = pair.caches(layout, shape)
+            let inverse = pair.inverseFrequencies(base: 10000.0, headDim: shape.headDim)
             var pages = Array(1..<Int32(layout.pageCount)).shuffled(using: &pair.random)
             let tables = [700, 40, 1000].map { tokens in (0..<layout.pagesNeeded(forTokens: tokens)).map { _ in pages.removeLast() } }
             // Step 1 prefills every sequence's first tokens; step 2 mixes a prefill chunk with decode rows.
@@ -209,11 +219,8 @@ extension CUDATests {
             let shape = AttentionShape(queryHeads: 4, kvHeads: 2, headDim: 128, slidingWindow: nil)
             // Only the pages the rows write exist: the last page of each block table is page 1 or 2, the others page 0.
             let layout = PageLayout(pageSize: 1024, pageCount: 3)
-            let cacheShape = [layout.pageCount, layout.pageSize, shape.kvHeads, shape.headDim]
-            let caches = (KVCacheLayer(keys: pair.cpu.zeros(cacheShape), values: pair.cpu.zeros(cacheShape)),
-                          KVCacheLayer(keys: pair.gpu.zeros(cacheShape), values: pair.gpu.zeros(cacheShape)))
-            let frequencies = (0..<shape.headDim / 2).map { Float(1 / pow(500000.0, Double(2 * $0) / Double(shape.headDim))) }
-            let inverse = (pair.cpu.float32(frequencies, shape: [frequencies.count]), pair.gpu.float32(frequencies, shape: [frequencies.count]))
+            let caches = pair.caches(layout, shape)
+            let inverse = pair.inverseFrequencies(base: 500000.0, headDim: shape.headDim)
             let sequences = [131_068, 32_760].enumerated().map { index, cached in
                 let pages = layout.pagesNeeded(forTokens: cached + 4)
                 return StepBatch.Sequence(rows: 4 * index ..< 4 * index + 4, contextLength: cached + 4,
@@ -270,13 +277,10 @@ extension CUDATests {
             let totals = configuration.sequences.map { $0.cached + $0.new }
             let pagesNeeded = totals.reduce(0) { $0 + ($1 + configuration.pageSize - 1) / configuration.pageSize }
             let layout = PageLayout(pageSize: configuration.pageSize, pageCount: pagesNeeded + 9)
-            let cacheShape = [layout.pageCount, layout.pageSize, shape.kvHeads, shape.headDim]
-            let caches = (KVCacheLayer(keys: pair.cpu.zeros(cacheShape), values: pair.cpu.zeros(cacheShape)),
-                          KVCacheLayer(keys: pair.gpu.zeros(cacheShape), values: pair.gpu.zeros(cacheShape)))
+            let caches = pair.caches(layout, shape)
             var pages = Array(1..<Int32(layout.pageCount)).shuffled(using: &pair.random)
             let tables = totals.map { tokens in (0..<layout.pagesNeeded(forTokens: tokens)).map { _ in pages.removeLast() } }
-            let frequencies = (0..<shape.headDim / 2).map { Float(1 / pow(10000.0, Double(2 * $0) / Double(shape.headDim))) }
-            let inverse = (pair.cpu.float32(frequencies, shape: [frequencies.count]), pair.gpu.float32(frequencies, shape: [frequencies.count]))
+            let inverse = pair.inverseFrequencies(base: 10000.0, headDim: shape.headDim)
 
             // One step over `pieces` (sequence, first position, rows): ropeAppendKV on both backends, then attention compared.
             func step(_ pieces: [(sequence: Int, first: Int, rows: Int)], attend: Bool) {
