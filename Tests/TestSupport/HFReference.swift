@@ -35,6 +35,19 @@ public struct HFReference: Decodable {
     }
 }
 
+/// How far transformers itself lands from the float32 references when it runs each fixture in float16 and bfloat16
+/// (largest |logit - reference|, measured on a GPU by scripts/hf_reduced_precision.py --write). A reduced-precision
+/// backend is held to its own tolerance or to this, whichever is larger: phi3-longrope's attention factor of 2 scales
+/// attention scores by 4, and with them the rounding (transformers: 0.29 in float16, 2.4 in bfloat16).
+public enum TransformersReducedPrecision {
+    private struct File: Decodable { let max_abs_logit_error: [String: [String: Float]] }
+
+    public static func tolerance(_ model: String, _ dtype: String, atLeast base: Float) throws -> Float {
+        let file = try JSONDecoder().decode(File.self, from: Fixtures.data("models/transformers-reduced-precision.json"))
+        return max(base, file.max_abs_logit_error[model]?[dtype] ?? 0)
+    }
+}
+
 /// A fixture model with every adapter of its reference loaded, adapter i in slot i.
 public struct LoadedFixture {
     public let name: String
