@@ -315,7 +315,8 @@ public final class CPUBackend: Backend {
         let (scale, softcap) = (shape.scale, shape.softcap)
         let (keys, values, queries, output) = (cache.keys.floats, cache.values.floats, qkv.floats, out.floats)
         let kernels = VectorKernels.active
-        // One task per (row, query head); each walks its sequence's pages once for scores and once for values.
+        // One task per (row, query head); each walks its sequence's pages once for scores and once for values, a
+        // kernel call per page (the positions of a page are consecutive cache slots, kvWidth apart).
         Parallel.forEach(qkv.rows * shape.queryHeads) { task in
             let (row, head) = task.quotientAndRemainder(dividingBy: shape.queryHeads)
             let sequence = cpu.batch.sequences[cpu.sequenceOfRow[row]]
@@ -323,25 +324,34 @@ public final class CPUBackend: Backend {
             let first = shape.slidingWindow.map { max(0, position - $0 + 1) } ?? 0
             let kvOffset = (head / shape.groupSize) * d
             let q = queries + row * width + head * d
+            // (first slot, offset into scores, positions) of each page's run of positions first...position.
+            func forEachPage(_ body: (Int, Int, Int) -> Void) {
+                var p = first
+                while p <= position {
+                    let count = min(position + 1 - p, layout.pageSize - p % layout.pageSize)
+                    body(layout.slot(ofPosition: p, blockTable: sequence.blockTable), p - first, count)
+                    p += count
+                }
+            }
             var scores = [Float](repeating: 0, count: position - first + 1)
-            var maxScore = -Float.infinity
-            for p in first...position {
-                let slot = layout.slot(ofPosition: p, blockTable: sequence.blockTable)
-                var score = kernels.dot(q, keys + slot * kvWidth + kvOffset, d) * scale
-                if let softcap { score = softcap * tanh(score / softcap) }
-                scores[p - first] = score
-                maxScore = max(maxScore, score)
-            }
-            var total: Float = 0
-            for i in scores.indices {
-                scores[i] = exp(scores[i] - maxScore)
-                total += scores[i]
-            }
-            let o = output + row * shape.queryWidth + head * d
-            o.update(repeating: 0, count: d)
-            for p in first...position {
-                let slot = layout.slot(ofPosition: p, blockTable: sequence.blockTable)
-                kernels.axpy(d, scores[p - first] / total, values + slot * kvWidth + kvOffset, o)
+            scores.withUnsafeMutableBufferPointer { scores in
+                forEachPage { slot, offset, count in kernels.gemv(q, keys + slot * kvWidth + kvOffset, kvWidth, count, d, scores.baseAddress! + offset) }
+                var maxScore = -Float.infinity
+                for i in scores.indices {
+                    var score = scores[i] * scale
+                    if let softcap { score = softcap * tanh(score / softcap) }
+                    scores[i] = score
+                    maxScore = max(maxScore, score)
+                }
+                var total: Float = 0
+                for i in scores.indices {
+                    scores[i] = exp(scores[i] - maxScore)
+                    total += scores[i]
+                }
+                for i in scores.indices { scores[i] /= total }
+                let o = output + row * shape.queryWidth + head * d
+                o.update(repeating: 0, count: d)
+                forEachPage { slot, offset, count in kernels.axpyRows(d, count, scores.baseAddress! + offset, values + slot * kvWidth + kvOffset, kvWidth, o) }
             }
         }
     }

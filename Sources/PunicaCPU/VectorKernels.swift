@@ -22,6 +22,7 @@ struct VectorKernels: @unchecked Sendable {
     typealias Dots4BF16 = @convention(c) (UnsafePointer<Float>?, Int, Int, UnsafePointer<UInt16>?, Int,
                                           UnsafeMutablePointer<Float>?) -> Void
     typealias Axpy = @convention(c) (Int, Float, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?) -> Void
+    typealias AxpyRows = @convention(c) (Int, Int, UnsafePointer<Float>?, UnsafePointer<Float>?, Int, UnsafeMutablePointer<Float>?) -> Void
     typealias Tile4x8 = @convention(c) (Int, UnsafePointer<Float>?, UnsafePointer<Float>?,
                                         UnsafeMutablePointer<Float>?) -> Void
 
@@ -40,6 +41,8 @@ struct VectorKernels: @unchecked Sendable {
     let dots4BF16: Dots4BF16
     /// y[i] += a·x[i] over `count` elements: (count, a, x, y).
     let axpy: Axpy
+    /// y[i] += Σ_p a[p]·x[p·ldx + i] for p < rows: (count, rows, a, x, ldx, y), in the order of `rows` axpy calls.
+    let axpyRows: AxpyRows
     /// tile[4][8] = Σ_p a[p][0..<4] ⊗ b[p][0..<8]: (depth, a, b, tile).
     let tile4x8: Tile4x8
 
@@ -62,15 +65,15 @@ struct VectorKernels: @unchecked Sendable {
     }()
 
     private init(name: String, dot: Dot, dotBF16: DotBF16, gemv: Gemv, gemvBF16: GemvBF16, dots4: Dots4, dots4BF16: Dots4BF16,
-                 axpy: Axpy, tile4x8: Tile4x8) {
-        (self.name, self.dot, self.dotBF16, self.gemv, self.gemvBF16, self.dots4, self.dots4BF16, self.axpy, self.tile4x8) =
-            (name, dot, dotBF16, gemv, gemvBF16, dots4, dots4BF16, axpy, tile4x8)
+                 axpy: Axpy, axpyRows: AxpyRows, tile4x8: Tile4x8) {
+        (self.name, self.dot, self.dotBF16, self.gemv, self.gemvBF16, self.dots4, self.dots4BF16, self.axpy, self.axpyRows, self.tile4x8) =
+            (name, dot, dotBF16, gemv, gemvBF16, dots4, dots4BF16, axpy, axpyRows, tile4x8)
     }
 
     private init(_ table: punica_kernels) {
         self.init(name: String(cString: table.name), dot: table.dot, dotBF16: table.dot_bf16, gemv: table.gemv,
                   gemvBF16: table.gemv_bf16, dots4: table.dots4,
-                  dots4BF16: table.dots4_bf16, axpy: table.axpy, tile4x8: table.tile4x8)
+                  dots4BF16: table.dots4_bf16, axpy: table.axpy, axpyRows: table.axpy_rows, tile4x8: table.tile4x8)
     }
 }
 
@@ -120,6 +123,11 @@ extension VectorKernels {
         },
         axpy: { count, a, x, y in
             for i in 0..<count { y![i] += a * x![i] }
+        },
+        axpyRows: { count, rows, a, x, ldx, y in
+            for p in 0..<rows {
+                for i in 0..<count { y![i] += a![p] * x![p * ldx + i] }
+            }
         },
         tile4x8: { depth, a, b, tile in
             for r in 0..<4 {

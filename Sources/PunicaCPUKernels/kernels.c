@@ -17,6 +17,12 @@ static inline float widen_bf16(uint16_t value) {
         for (ptrdiff_t j = 0; j < rows; j++) y[j] = DOT(x, w + j * ldw, n);                                  \
     }
 
+// y += Σ_p a[p]·x[p·ldx ..< +n]: a page of attention values in one call (rows of head_dim floats are short).
+#define AXPY_ROWS(ATTRIBUTES, NAME, AXPY)                                                                     \
+    ATTRIBUTES static void NAME(ptrdiff_t n, ptrdiff_t count, const float *a, const float *x, ptrdiff_t ldx, float *y) { \
+        for (ptrdiff_t p = 0; p < count; p++) AXPY(n, a[p], x + p * ldx, y);                                  \
+    }
+
 // MARK: - Baseline: 4-wide vectors, two chains for dot so the additions' latency hides.
 
 typedef float v4 __attribute__((vector_size(16), aligned(4)));
@@ -70,6 +76,7 @@ static void axpy_base(ptrdiff_t n, float a, const float *x, float *y) {
     for (; i + 4 <= n; i += 4) store4(y + i, load4(y + i) + av * load4(x + i));
     for (; i < n; i++) y[i] += a * x[i];
 }
+AXPY_ROWS(, axpy_rows_base, axpy_base)
 
 static void tile4x8_base(ptrdiff_t depth, const float *a, const float *b, float *tile) {
     v4 c[4][2] = {{{0}}};
@@ -93,7 +100,7 @@ static const punica_kernels baseline = {
 #else
     "sse2",
 #endif
-    dot_base, dot_bf16_base, gemv_base, gemv_bf16_base, dots4_base, dots4_bf16_base, axpy_base, tile4x8_base,
+    dot_base, dot_bf16_base, gemv_base, gemv_bf16_base, dots4_base, dots4_bf16_base, axpy_base, axpy_rows_base, tile4x8_base,
 };
 
 #if defined(__x86_64__)
@@ -164,6 +171,7 @@ AVX2 static void axpy_avx2(ptrdiff_t n, float a, const float *x, float *y) {
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
     for (; i < n; i++) y[i] += a * x[i];
 }
+AXPY_ROWS(AVX2, axpy_rows_avx2, axpy_avx2)
 
 AVX2 static void tile4x8_avx2(ptrdiff_t depth, const float *a, const float *b, float *tile) {
     __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
@@ -180,7 +188,7 @@ AVX2 static void tile4x8_avx2(ptrdiff_t depth, const float *a, const float *b, f
     _mm256_storeu_ps(tile + 24, c3);
 }
 
-static const punica_kernels avx2 = {"avx2", dot_avx2, dot_bf16_avx2, gemv_avx2, gemv_bf16_avx2, dots4_avx2, dots4_bf16_avx2, axpy_avx2, tile4x8_avx2};
+static const punica_kernels avx2 = {"avx2", dot_avx2, dot_bf16_avx2, gemv_avx2, gemv_bf16_avx2, dots4_avx2, dots4_bf16_avx2, axpy_avx2, axpy_rows_avx2, tile4x8_avx2};
 
 // MARK: - AVX-512: 16-wide with masked tails (no scalar loop). The 4×8 tile stays on AVX2 registers.
 
@@ -257,8 +265,9 @@ AVX512 static void axpy_avx512(ptrdiff_t n, float a, const float *x, float *y) {
         _mm512_mask_storeu_ps(y + i, mask, _mm512_fmadd_ps(av, load16_masked(x + i, mask), load16_masked(y + i, mask)));
     }
 }
+AXPY_ROWS(AVX512, axpy_rows_avx512, axpy_avx512)
 
-static const punica_kernels avx512 = {"avx512", dot_avx512, dot_bf16_avx512, gemv_avx512, gemv_bf16_avx512, dots4_avx512, dots4_bf16_avx512, axpy_avx512, tile4x8_avx2};
+static const punica_kernels avx512 = {"avx512", dot_avx512, dot_bf16_avx512, gemv_avx512, gemv_bf16_avx512, dots4_avx512, dots4_bf16_avx512, axpy_avx512, axpy_rows_avx512, tile4x8_avx2};
 
 const punica_kernels *const *punica_kernels_supported(ptrdiff_t *count) {
     static const punica_kernels *list[3];
@@ -332,6 +341,7 @@ static void axpy_neon(ptrdiff_t n, float a, const float *x, float *y) {
     for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
     for (; i < n; i++) y[i] += a * x[i];
 }
+AXPY_ROWS(, axpy_rows_neon, axpy_neon)
 
 static void tile4x8_neon(ptrdiff_t depth, const float *a, const float *b, float *tile) {
     float32x4_t c[4][2];
@@ -349,7 +359,7 @@ static void tile4x8_neon(ptrdiff_t depth, const float *a, const float *b, float 
     }
 }
 
-static const punica_kernels neon = {"neon", dot_neon, dot_bf16_neon, gemv_neon, gemv_bf16_neon, dots4_neon, dots4_bf16_neon, axpy_neon, tile4x8_neon};
+static const punica_kernels neon = {"neon", dot_neon, dot_bf16_neon, gemv_neon, gemv_bf16_neon, dots4_neon, dots4_bf16_neon, axpy_neon, axpy_rows_neon, tile4x8_neon};
 
 const punica_kernels *const *punica_kernels_supported(ptrdiff_t *count) {
     static const punica_kernels *const list[] = {&neon, &baseline};

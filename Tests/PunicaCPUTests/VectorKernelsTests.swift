@@ -66,6 +66,25 @@ private func axpyAddsAndLeavesTheRestAlone(kernels: VectorKernels) {
 }
 
 @Test(arguments: VectorKernels.supported)
+private func axpyRowsAddsEachWeightedRow(kernels: VectorKernels) {
+    var random = SplitMix64(seed: 10)
+    for count in lengths {
+        for rows in [0, 1, 3, 16] {
+            let ldx = count + 5
+            let x = random.floats(rows * ldx + 1), a = random.floats(rows + 1)
+            var y = random.floats(count + 1)
+            var expected = y
+            for p in 0..<rows {
+                for i in 0..<count { expected[i] += a[p] * x[p * ldx + i] }
+            }
+            kernels.axpyRows(count, rows, a, x, ldx, &y)
+            #expect(closeMismatch(y, expected, atol: 1e-5, rtol: 1e-5) == nil, "axpyRows n=\(count) rows=\(rows)")
+            #expect(y[count] == expected[count], "axpyRows wrote past n")
+        }
+    }
+}
+
+@Test(arguments: VectorKernels.supported)
 private func tileMatchesDouble(kernels: VectorKernels) {
     var random = SplitMix64(seed: 9)
     for depth in [0, 1, 5, 33, 384] {

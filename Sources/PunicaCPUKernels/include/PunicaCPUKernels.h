@@ -25,6 +25,9 @@ typedef struct punica_kernels {
     void (*dots4_bf16)(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const uint16_t *w, ptrdiff_t n, float *sums);
     /// y[i] += a·x[i] over n elements.
     void (*axpy)(ptrdiff_t n, float a, const float *x, float *y);
+    /// y[i] += Σ_p a[p]·x[p·ldx + i] for p < count, i < n: weighted rows of x added to y in one call (attention's
+    /// values over one page of the cache), in the order of count axpy calls.
+    void (*axpy_rows)(ptrdiff_t n, ptrdiff_t count, const float *a, const float *x, ptrdiff_t ldx, float *y);
     /// tile[4][8] = Σ_p a[p][0..<4] ⊗ b[p][0..<8]: the packed GEMM's micro-kernel (a: [depth][4], b: [depth][8]).
     void (*tile4x8)(ptrdiff_t depth, const float *a, const float *b, float *tile);
 } punica_kernels;
