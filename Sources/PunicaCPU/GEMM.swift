@@ -316,35 +316,24 @@ extension GEMM {
         }
         Parallel.forEach(threads) { thread in
             let columns = share(thread, of: threads, extent: n, step: 1)
-            if rows == 1 {
-                // One decode row: a call per block of W's rows (per row, the call would cost a fair part of a short row's dot).
-                let block = 64
-                withUnsafeTemporaryAllocation(of: Float.self, capacity: block) { sums in
-                    for start in stride(from: columns.lowerBound, to: columns.upperBound, by: block) {
-                        let count = min(block, columns.upperBound - start)
+            // A call per block of W's rows and (past one row) per 4 rows of x: per W row, the call would cost a fair part
+            // of a short row's dot. One decode row takes `gemv`, whose dot has four chains of its own.
+            let block = rows == 1 ? 64 : 16
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * block) { sums in
+                for start in stride(from: columns.lowerBound, to: columns.upperBound, by: block) {
+                    let count = min(block, columns.upperBound - start)
+                    for first in stride(from: 0, to: rows, by: 4) {
+                        let xRows = x + first * ldx, group = min(4, rows - first)
                         switch w {
-                        case .float32(let w): kernels.gemv(x, w + start * ldw, ldw, count, k, sums.baseAddress)
-                        case .bfloat16(let w): kernels.gemvBF16(x, w + start * ldw, ldw, count, k, sums.baseAddress)
+                        case .float32(let w) where group == 1: kernels.gemv(xRows, w + start * ldw, ldw, count, k, sums.baseAddress)
+                        case .float32(let w): kernels.gemv4(xRows, ldx, group, w + start * ldw, ldw, count, k, sums.baseAddress)
+                        case .bfloat16(let w) where group == 1: kernels.gemvBF16(xRows, w + start * ldw, ldw, count, k, sums.baseAddress)
+                        case .bfloat16(let w): kernels.gemv4BF16(xRows, ldx, group, w + start * ldw, ldw, count, k, sums.baseAddress)
                         }
-                        for i in 0..<count { write(sums[i], row: 0, column: start + i) }
-                    }
-                }
-                return
-            }
-            var sums = SIMD4<Float>()
-            for j in columns {
-                for first in stride(from: 0, to: rows, by: 4) {
-                    let count = min(4, rows - first), xRows = x + first * ldx
-                    withUnsafeMutableBytes(of: &sums) {
-                        let out = $0.baseAddress!.assumingMemoryBound(to: Float.self)
-                        switch w {
-                        case .float32(let w) where count == 1: out[0] = kernels.dot(xRows, w + j * ldw, k)
-                        case .float32(let w): kernels.dots4(xRows, ldx, count, w + j * ldw, k, out)
-                        case .bfloat16(let w) where count == 1: out[0] = kernels.dotBF16(xRows, w + j * ldw, k)
-                        case .bfloat16(let w): kernels.dots4BF16(xRows, ldx, count, w + j * ldw, k, out)
+                        for r in 0..<group {
+                            for i in 0..<count { write(sums[r * count + i], row: first + r, column: start + i) }
                         }
                     }
-                    for r in 0..<count { write(sums[r], row: first + r, column: j) }
                 }
             }
         }

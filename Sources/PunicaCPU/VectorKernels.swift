@@ -17,9 +17,9 @@ struct VectorKernels: @unchecked Sendable {
     typealias Gemv = @convention(c) (UnsafePointer<Float>?, UnsafePointer<Float>?, Int, Int, Int, UnsafeMutablePointer<Float>?) -> Void
     typealias GemvBF16 = @convention(c) (UnsafePointer<Float>?, UnsafePointer<UInt16>?, Int, Int, Int,
                                          UnsafeMutablePointer<Float>?) -> Void
-    typealias Dots4 = @convention(c) (UnsafePointer<Float>?, Int, Int, UnsafePointer<Float>?, Int,
+    typealias Gemv4 = @convention(c) (UnsafePointer<Float>?, Int, Int, UnsafePointer<Float>?, Int, Int, Int,
                                       UnsafeMutablePointer<Float>?) -> Void
-    typealias Dots4BF16 = @convention(c) (UnsafePointer<Float>?, Int, Int, UnsafePointer<UInt16>?, Int,
+    typealias Gemv4BF16 = @convention(c) (UnsafePointer<Float>?, Int, Int, UnsafePointer<UInt16>?, Int, Int, Int,
                                           UnsafeMutablePointer<Float>?) -> Void
     typealias Axpy = @convention(c) (Int, Float, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?) -> Void
     typealias AxpyRows = @convention(c) (Int, Int, UnsafePointer<Float>?, UnsafePointer<Float>?, Int, UnsafeMutablePointer<Float>?) -> Void
@@ -35,10 +35,11 @@ struct VectorKernels: @unchecked Sendable {
     let gemv: Gemv
     /// `gemv` with w in bfloat16.
     let gemvBF16: GemvBF16
-    /// sums[r] = x[r·ldx ..< +count] · w for r < rows (1...4), reading w once.
-    let dots4: Dots4
-    /// `dots4` with w in bfloat16.
-    let dots4BF16: Dots4BF16
+    /// y[r·count + j] = x[r·ldx ..< +n] · w[j·ldw ..< +n] for r < rows (1...4), j < count: (x, ldx, rows, w, ldw,
+    /// count, n, y), one call per block of weight rows, each read once for all of x's rows.
+    let gemv4: Gemv4
+    /// `gemv4` with w in bfloat16.
+    let gemv4BF16: Gemv4BF16
     /// y[i] += a·x[i] over `count` elements: (count, a, x, y).
     let axpy: Axpy
     /// y[i] += Σ_p a[p]·x[p·ldx + i] for p < rows: (count, rows, a, x, ldx, y), in the order of `rows` axpy calls.
@@ -64,16 +65,16 @@ struct VectorKernels: @unchecked Sendable {
         return chosen
     }()
 
-    private init(name: String, dot: Dot, dotBF16: DotBF16, gemv: Gemv, gemvBF16: GemvBF16, dots4: Dots4, dots4BF16: Dots4BF16,
+    private init(name: String, dot: Dot, dotBF16: DotBF16, gemv: Gemv, gemvBF16: GemvBF16, gemv4: Gemv4, gemv4BF16: Gemv4BF16,
                  axpy: Axpy, axpyRows: AxpyRows, tile4x8: Tile4x8) {
-        (self.name, self.dot, self.dotBF16, self.gemv, self.gemvBF16, self.dots4, self.dots4BF16, self.axpy, self.axpyRows, self.tile4x8) =
-            (name, dot, dotBF16, gemv, gemvBF16, dots4, dots4BF16, axpy, axpyRows, tile4x8)
+        (self.name, self.dot, self.dotBF16, self.gemv, self.gemvBF16, self.gemv4, self.gemv4BF16, self.axpy, self.axpyRows, self.tile4x8) =
+            (name, dot, dotBF16, gemv, gemvBF16, gemv4, gemv4BF16, axpy, axpyRows, tile4x8)
     }
 
     private init(_ table: punica_kernels) {
         self.init(name: String(cString: table.name), dot: table.dot, dotBF16: table.dot_bf16, gemv: table.gemv,
-                  gemvBF16: table.gemv_bf16, dots4: table.dots4,
-                  dots4BF16: table.dots4_bf16, axpy: table.axpy, axpyRows: table.axpy_rows, tile4x8: table.tile4x8)
+                  gemvBF16: table.gemv_bf16, gemv4: table.gemv4,
+                  gemv4BF16: table.gemv4_bf16, axpy: table.axpy, axpyRows: table.axpy_rows, tile4x8: table.tile4x8)
     }
 }
 
@@ -107,18 +108,22 @@ extension VectorKernels {
                 y![j] = sum
             }
         },
-        dots4: { x, ldx, rows, w, count, sums in
+        gemv4: { x, ldx, rows, w, ldw, count, n, y in
             for r in 0..<rows {
-                var sum: Float = 0
-                for i in 0..<count { sum += x![r * ldx + i] * w![i] }
-                sums![r] = sum
+                for j in 0..<count {
+                    var sum: Float = 0
+                    for i in 0..<n { sum += x![r * ldx + i] * w![j * ldw + i] }
+                    y![r * count + j] = sum
+                }
             }
         },
-        dots4BF16: { x, ldx, rows, w, count, sums in
+        gemv4BF16: { x, ldx, rows, w, ldw, count, n, y in
             for r in 0..<rows {
-                var sum: Float = 0
-                for i in 0..<count { sum += x![r * ldx + i] * HalfConversion.float(bfloat16: w![i]) }
-                sums![r] = sum
+                for j in 0..<count {
+                    var sum: Float = 0
+                    for i in 0..<n { sum += x![r * ldx + i] * HalfConversion.float(bfloat16: w![j * ldw + i]) }
+                    y![r * count + j] = sum
+                }
             }
         },
         axpy: { count, a, x, y in

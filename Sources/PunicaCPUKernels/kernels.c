@@ -17,6 +17,18 @@ static inline float widen_bf16(uint16_t value) {
         for (ptrdiff_t j = 0; j < rows; j++) y[j] = DOT(x, w + j * ldw, n);                                  \
     }
 
+// y[r·count + j] = dots of x's rows r < rows (≤ 4) with weight row j < count, through the variant's four-row dot
+// (DOTS4: sums[r] = x[r·ldx ..< +n] · w, reading w once): one call per block of weight rows, as GEMV.
+#define GEMV4(ATTRIBUTES, NAME, DOTS4, WTYPE)                                                                 \
+    ATTRIBUTES static void NAME(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const WTYPE *w, ptrdiff_t ldw, \
+                                ptrdiff_t count, ptrdiff_t n, float *y) {                                     \
+        for (ptrdiff_t j = 0; j < count; j++) {                                                               \
+            float sums[4];                                                                                    \
+            DOTS4(x, ldx, rows, w + j * ldw, n, sums);                                                        \
+            for (ptrdiff_t r = 0; r < rows; r++) y[r * count + j] = sums[r];                                  \
+        }                                                                                                     \
+    }
+
 // y += Σ_p a[p]·x[p·ldx ..< +n]: a page of attention values in one call (rows of head_dim floats are short).
 #define AXPY_ROWS(ATTRIBUTES, NAME, AXPY)                                                                     \
     ATTRIBUTES static void NAME(ptrdiff_t n, ptrdiff_t count, const float *a, const float *x, ptrdiff_t ldx, float *y) { \
@@ -68,7 +80,9 @@ DOT_BASE(dot_bf16_base, uint16_t, load4_bf16, widen_bf16)
 GEMV(, gemv_base, dot_base, float)
 GEMV(, gemv_bf16_base, dot_bf16_base, uint16_t)
 DOTS4_BASE(dots4_base, float, load4, NO_WIDEN)
+GEMV4(, gemv4_base, dots4_base, float)
 DOTS4_BASE(dots4_bf16_base, uint16_t, load4_bf16, widen_bf16)
+GEMV4(, gemv4_bf16_base, dots4_bf16_base, uint16_t)
 
 static void axpy_base(ptrdiff_t n, float a, const float *x, float *y) {
     ptrdiff_t i = 0;
@@ -100,7 +114,7 @@ static const punica_kernels baseline = {
 #else
     "sse2",
 #endif
-    dot_base, dot_bf16_base, gemv_base, gemv_bf16_base, dots4_base, dots4_bf16_base, axpy_base, axpy_rows_base, tile4x8_base,
+    dot_base, dot_bf16_base, gemv_base, gemv_bf16_base, gemv4_base, gemv4_bf16_base, axpy_base, axpy_rows_base, tile4x8_base,
 };
 
 #if defined(__x86_64__)
@@ -163,7 +177,9 @@ GEMV(AVX2, gemv_bf16_avx2, dot_bf16_avx2, uint16_t)
         }                                                                                                     \
     }
 DOTS4_AVX2(dots4_avx2, float, _mm256_loadu_ps, NO_WIDEN)
+GEMV4(AVX2, gemv4_avx2, dots4_avx2, float)
 DOTS4_AVX2(dots4_bf16_avx2, uint16_t, load8_bf16_avx2, widen_bf16)
+GEMV4(AVX2, gemv4_bf16_avx2, dots4_bf16_avx2, uint16_t)
 
 AVX2 static void axpy_avx2(ptrdiff_t n, float a, const float *x, float *y) {
     __m256 av = _mm256_set1_ps(a);
@@ -188,7 +204,7 @@ AVX2 static void tile4x8_avx2(ptrdiff_t depth, const float *a, const float *b, f
     _mm256_storeu_ps(tile + 24, c3);
 }
 
-static const punica_kernels avx2 = {"avx2", dot_avx2, dot_bf16_avx2, gemv_avx2, gemv_bf16_avx2, dots4_avx2, dots4_bf16_avx2, axpy_avx2, axpy_rows_avx2, tile4x8_avx2};
+static const punica_kernels avx2 = {"avx2", dot_avx2, dot_bf16_avx2, gemv_avx2, gemv_bf16_avx2, gemv4_avx2, gemv4_bf16_avx2, axpy_avx2, axpy_rows_avx2, tile4x8_avx2};
 
 // MARK: - AVX-512: 16-wide with masked tails (no scalar loop). The 4×8 tile stays on AVX2 registers.
 
@@ -254,7 +270,9 @@ GEMV(AVX512, gemv_bf16_avx512, dot_bf16_avx512, uint16_t)
         for (ptrdiff_t r = 0; r < rows; r++) sums[r] = out[r];                                                \
     }
 DOTS4_AVX512(dots4_avx512, float, _mm512_loadu_ps, load16_masked)
+GEMV4(AVX512, gemv4_avx512, dots4_avx512, float)
 DOTS4_AVX512(dots4_bf16_avx512, uint16_t, load16_bf16_avx512, load16_bf16_masked)
+GEMV4(AVX512, gemv4_bf16_avx512, dots4_bf16_avx512, uint16_t)
 
 AVX512 static void axpy_avx512(ptrdiff_t n, float a, const float *x, float *y) {
     __m512 av = _mm512_set1_ps(a);
@@ -267,7 +285,7 @@ AVX512 static void axpy_avx512(ptrdiff_t n, float a, const float *x, float *y) {
 }
 AXPY_ROWS(AVX512, axpy_rows_avx512, axpy_avx512)
 
-static const punica_kernels avx512 = {"avx512", dot_avx512, dot_bf16_avx512, gemv_avx512, gemv_bf16_avx512, dots4_avx512, dots4_bf16_avx512, axpy_avx512, axpy_rows_avx512, tile4x8_avx2};
+static const punica_kernels avx512 = {"avx512", dot_avx512, dot_bf16_avx512, gemv_avx512, gemv_bf16_avx512, gemv4_avx512, gemv4_bf16_avx512, axpy_avx512, axpy_rows_avx512, tile4x8_avx2};
 
 const punica_kernels *const *punica_kernels_supported(ptrdiff_t *count) {
     static const punica_kernels *list[3];
@@ -334,7 +352,9 @@ GEMV(, gemv_bf16_neon, dot_bf16_neon, uint16_t)
         }                                                                                                     \
     }
 DOTS4_NEON(dots4_neon, float, vld1q_f32, NO_WIDEN)
+GEMV4(, gemv4_neon, dots4_neon, float)
 DOTS4_NEON(dots4_bf16_neon, uint16_t, load4_bf16_neon, widen_bf16)
+GEMV4(, gemv4_bf16_neon, dots4_bf16_neon, uint16_t)
 
 static void axpy_neon(ptrdiff_t n, float a, const float *x, float *y) {
     ptrdiff_t i = 0;
@@ -359,7 +379,7 @@ static void tile4x8_neon(ptrdiff_t depth, const float *a, const float *b, float 
     }
 }
 
-static const punica_kernels neon = {"neon", dot_neon, dot_bf16_neon, gemv_neon, gemv_bf16_neon, dots4_neon, dots4_bf16_neon, axpy_neon, axpy_rows_neon, tile4x8_neon};
+static const punica_kernels neon = {"neon", dot_neon, dot_bf16_neon, gemv_neon, gemv_bf16_neon, gemv4_neon, gemv4_bf16_neon, axpy_neon, axpy_rows_neon, tile4x8_neon};
 
 const punica_kernels *const *punica_kernels_supported(ptrdiff_t *count) {
     static const punica_kernels *const list[] = {&neon, &baseline};

@@ -38,17 +38,24 @@ private func dotProductsMatchDouble(kernels: VectorKernels) {
         #expect(closeMismatch(Array(gemv[..<3]), gemvReference, atol: tolerance(count), rtol: 1e-5) == nil, "gemv n=\(count)")
         #expect(closeMismatch(Array(gemvBF16[..<3]), gemvBF16Reference, atol: tolerance(count), rtol: 1e-5) == nil, "gemvBF16 n=\(count)")
         #expect(gemv[3].isNaN && gemvBF16[3].isNaN, "gemv wrote past its rows")
+        // Three weight rows `ldx` apart against 1...4 rows of x: gemv4 and gemv4BF16 (y is rows × 3).
         for rows in 1...4 {
-            var sums = [Float](repeating: .nan, count: 4), sumsBF16 = sums
-            kernels.dots4(x, ldx, rows, w, count, &sums)
-            kernels.dots4BF16(x, ldx, rows, wBF16, count, &sumsBF16)
-            let reference = (0..<rows).map { r in expected(row: r) { w[$0] } }
-            let referenceBF16 = (0..<rows).map { r in expected(row: r) { HalfConversion.float(bfloat16: wBF16[$0]) } }
-            #expect(closeMismatch(Array(sums[..<rows]), reference, atol: tolerance(count), rtol: 1e-5) == nil,
-                    "dots4 rows=\(rows) n=\(count)")
-            #expect(closeMismatch(Array(sumsBF16[..<rows]), referenceBF16, atol: tolerance(count), rtol: 1e-5) == nil,
-                    "dots4BF16 rows=\(rows) n=\(count)")
-            #expect(sums[rows...].allSatisfy { $0.isNaN }, "dots4 wrote past rows=\(rows)")
+            var y = [Float](repeating: .nan, count: 13), yBF16 = y
+            kernels.gemv4(x, ldx, rows, x, ldx, 3, count, &y)
+            kernels.gemv4BF16(x, ldx, rows, xBF16, ldx, 3, count, &yBF16)
+            let reference = (0..<rows * 3).map { index in
+                let (r, j) = index.quotientAndRemainder(dividingBy: 3)
+                return expected(row: r) { x[j * ldx + $0] }
+            }
+            let referenceBF16 = (0..<rows * 3).map { index in
+                let (r, j) = index.quotientAndRemainder(dividingBy: 3)
+                return expected(row: r) { HalfConversion.float(bfloat16: xBF16[j * ldx + $0]) }
+            }
+            #expect(closeMismatch(Array(y[..<(rows * 3)]), reference, atol: tolerance(count), rtol: 1e-5) == nil,
+                    "gemv4 rows=\(rows) n=\(count)")
+            #expect(closeMismatch(Array(yBF16[..<(rows * 3)]), referenceBF16, atol: tolerance(count), rtol: 1e-5) == nil,
+                    "gemv4BF16 rows=\(rows) n=\(count)")
+            #expect(y[(rows * 3)...].allSatisfy { $0.isNaN }, "gemv4 wrote past rows=\(rows)")
         }
     }
 }
