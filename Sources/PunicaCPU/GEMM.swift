@@ -303,8 +303,8 @@ extension GEMM {
     }
 
     /// y[r, j] = alpha·(x[r]·w[j]) + beta·y[r, j] for a few rows r. Decode steps live here: the cost is streaming W
-    /// from memory, so each row of W is read once and multiplied into every row of x while it sits in L1; threads
-    /// split W's rows.
+    /// from memory, so each block of W's rows is read from memory once and multiplied into every row of x while it
+    /// sits in cache; threads split W's rows.
     private static func skinny(
         x: UnsafePointer<Float>, ldx: Int, rows: Int, w: WeightRows, ldw: Int, n: Int, k: Int, alpha: Float,
         beta: Float, y: UnsafeMutablePointer<Float>, ldy: Int, kernels: VectorKernels
