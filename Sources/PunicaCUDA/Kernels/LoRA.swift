@@ -35,8 +35,8 @@ enum SGMVFourRows: SGMVTileRows {
 
 struct SGMVShrinkMMA: KernelParameters {
     static let kernel = "sgmv_shrink_mma"
-    /// MMA_TILE_ROWS, MMA_RANKS and MMA_K in lora.cu: rows of a tile, ranks of a block, input columns per step.
-    static let tileRows = 64, rankChunk = 64, kStep = 32
+    /// MMA_TILE_ROWS, MMA_RANKS and SHRINK_MMA_K in lora.cu: rows of a tile, ranks of a block, input columns per step.
+    static let tileRows = 64, rankChunk = 64, kStep = 64
     var x: UInt64 = 0, v: UInt64 = 0, slots: UInt64 = 0, tileStart: UInt64 = 0, tileEnd: UInt64 = 0, tileSlot: UInt64 = 0
     var inWidth: Int32 = 0, vWidth: Int32 = 0, kSplit: Int32 = 0
 }
