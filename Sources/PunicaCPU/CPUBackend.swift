@@ -315,46 +315,107 @@ public final class CPUBackend: Backend {
         let (scale, softcap) = (shape.scale, shape.softcap)
         let (keys, values, queries, output) = (cache.keys.floats, cache.values.floats, qkv.floats, out.floats)
         let kernels = VectorKernels.active
-        // One task per (row, query head); each walks its sequence's pages once for scores and once for values, a
-        // kernel call per page (the positions of a page are consecutive cache slots, kvWidth apart).
-        Parallel.forEach(qkv.rows * shape.queryHeads) { task in
-            let (row, head) = task.quotientAndRemainder(dividingBy: shape.queryHeads)
-            let sequence = cpu.batch.sequences[cpu.sequenceOfRow[row]]
-            let position = Int(cpu.positions[row])
-            let first = shape.slidingWindow.map { max(0, position - $0 + 1) } ?? 0
-            let kvOffset = (head / shape.groupSize) * d
-            let q = queries + row * width + head * d
-            // (first slot, offset into scores, positions) of each page's run of positions first...position.
-            func forEachPage(_ body: (Int, Int, Int) -> Void) {
-                var p = first
-                while p <= position {
-                    let count = min(position + 1 - p, layout.pageSize - p % layout.pageSize)
-                    body(layout.slot(ofPosition: p, blockTable: sequence.blockTable), p - first, count)
-                    p += count
+        let sequences = cpu.batch.sequences
+        /// The first position a row at `position` attends to (its sliding window's start).
+        func firstVisible(_ position: Int) -> Int { shape.slidingWindow.map { max(0, position - $0 + 1) } ?? 0 }
+        /// Calls `body(slot, offset, count)` for each page's run of the positions `first...last` of `sequence` (the
+        /// positions of a run are consecutive cache slots, kvWidth apart; offset counts from `first`).
+        func forEachPage(of sequence: StepBatch.Sequence, from first: Int, through last: Int, _ body: (Int, Int, Int) -> Void) {
+            var p = first
+            while p <= last {
+                let count = min(last + 1 - p, layout.pageSize - p % layout.pageSize)
+                body(layout.slot(ofPosition: p, blockTable: sequence.blockTable), p - first, count)
+                p += count
+            }
+        }
+        /// scores[0..<n] (raw q·k) → attention weights: scaled, soft-capped, softmax.
+        func softmax(_ scores: UnsafeMutablePointer<Float>, _ n: Int) {
+            var maxScore = -Float.infinity
+            for i in 0..<n {
+                var score = scores[i] * scale
+                if let softcap { score = softcap * tanh(score / softcap) }
+                scores[i] = score
+                maxScore = max(maxScore, score)
+            }
+            var total: Float = 0
+            for i in 0..<n {
+                scores[i] = exp(scores[i] - maxScore)
+                total += scores[i]
+            }
+            for i in 0..<n { scores[i] /= total }
+        }
+
+        // Prompt chunks of at least `attentionGEMMRows` rows attend through GEMMs, a task per sequence and kv head: its
+        // keys and values gathered into contiguous [keys, d] matrices, then per block of query rows scores = q·Kᵀ,
+        // a masked softmax per row, out = weights·V. Per row and page the work is too small for a kernel call to pay.
+        let chunked = sequences.filter { $0.rows.count >= Self.attentionGEMMRows }
+        Parallel.forEach(chunked.count * shape.kvHeads) { task in
+            let (sequence, kvHead) = (chunked[task / shape.kvHeads], task % shape.kvHeads)
+            let positions = sequence.rows.map { Int(cpu.positions[$0]) }
+            let (first, last) = (positions.map(firstVisible).min()!, positions.max()!)
+            let keyCount = last - first + 1
+            var gathered = [Float](repeating: 0, count: 2 * keyCount * d)  // K, then V
+            gathered.withUnsafeMutableBufferPointer { gathered in
+                let (k, v) = (gathered.baseAddress!, gathered.baseAddress! + keyCount * d)
+                forEachPage(of: sequence, from: first, through: last) { slot, offset, count in
+                    for i in 0..<count {
+                        let source = (slot + i) * kvWidth + kvHead * d
+                        (k + (offset + i) * d).update(from: keys + source, count: d)
+                        (v + (offset + i) * d).update(from: values + source, count: d)
+                    }
+                }
+                let blockRows = Self.attentionGEMMBlockRows
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: min(blockRows, sequence.rows.count) * keyCount) { scores in
+                    let scores = scores.baseAddress!
+                    for head in kvHead * shape.groupSize ..< (kvHead + 1) * shape.groupSize {
+                        for blockStart in stride(from: 0, to: sequence.rows.count, by: blockRows) {
+                            let (row, m) = (sequence.rows.lowerBound + blockStart, min(blockRows, sequence.rows.count - blockStart))
+                            GEMM.sgemm(transA: false, transB: true, m: m, n: keyCount, k: d, alpha: 1, a: queries + row * width + head * d,
+                                       lda: width, b: k, ldb: d, beta: 0, c: scores, ldc: keyCount)
+                            for r in 0..<m {
+                                // Keys outside the row's window carry no weight: the softmax runs over its visible run.
+                                let position = positions[blockStart + r], visible = firstVisible(position) - first
+                                let rowScores = scores + r * keyCount
+                                rowScores.update(repeating: 0, count: visible)
+                                (rowScores + position - first + 1).update(repeating: 0, count: last - position)
+                                softmax(rowScores + visible, position - first + 1 - visible)
+                            }
+                            GEMM.sgemm(transA: false, transB: false, m: m, n: d, k: keyCount, alpha: 1, a: scores, lda: keyCount,
+                                       b: v, ldb: d, beta: 0, c: output + row * shape.queryWidth + head * d, ldc: shape.queryWidth)
+                        }
+                    }
                 }
             }
-            var scores = [Float](repeating: 0, count: position - first + 1)
-            scores.withUnsafeMutableBufferPointer { scores in
-                forEachPage { slot, offset, count in kernels.gemv(q, keys + slot * kvWidth + kvOffset, kvWidth, count, d, scores.baseAddress! + offset) }
-                var maxScore = -Float.infinity
-                for i in scores.indices {
-                    var score = scores[i] * scale
-                    if let softcap { score = softcap * tanh(score / softcap) }
-                    scores[i] = score
-                    maxScore = max(maxScore, score)
+        }
+
+        // Every other row (decode rows, short chunks): a task per row and query head, walking its sequence's pages once
+        // for scores and once for values, a kernel call per page.
+        let rows = sequences.filter { $0.rows.count < Self.attentionGEMMRows }.flatMap { Array($0.rows) }
+        Parallel.forEach(rows.count * shape.queryHeads) { task in
+            let (index, head) = task.quotientAndRemainder(dividingBy: shape.queryHeads)
+            let row = rows[index]
+            let sequence = sequences[cpu.sequenceOfRow[row]]
+            let position = Int(cpu.positions[row])
+            let first = firstVisible(position)
+            let kvOffset = (head / shape.groupSize) * d
+            let q = queries + row * width + head * d
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: position - first + 1) { scores in
+                let scores = scores.baseAddress!
+                forEachPage(of: sequence, from: first, through: position) { slot, offset, count in
+                    kernels.gemv(q, keys + slot * kvWidth + kvOffset, kvWidth, count, d, scores + offset)
                 }
-                var total: Float = 0
-                for i in scores.indices {
-                    scores[i] = exp(scores[i] - maxScore)
-                    total += scores[i]
-                }
-                for i in scores.indices { scores[i] /= total }
+                softmax(scores, position - first + 1)
                 let o = output + row * shape.queryWidth + head * d
                 o.update(repeating: 0, count: d)
-                forEachPage { slot, offset, count in kernels.axpyRows(d, count, scores.baseAddress! + offset, values + slot * kvWidth + kvOffset, kvWidth, o) }
+                forEachPage(of: sequence, from: first, through: position) { slot, offset, count in
+                    kernels.axpyRows(d, count, scores + offset, values + slot * kvWidth + kvOffset, kvWidth, o)
+                }
             }
         }
     }
+
+    /// Prompt chunks of at least this many rows attend through GEMMs, in blocks of `attentionGEMMBlockRows` query rows.
+    static let attentionGEMMRows = 8, attentionGEMMBlockRows = 64
 
     public func siluMul(gateUp: Tensor, out: Tensor) {
         let half = out.rowWidth

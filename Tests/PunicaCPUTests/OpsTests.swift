@@ -111,14 +111,15 @@ import TestSupport
         var random = SplitMix64(seed: 3)
         let shape = AttentionShape(queryHeads: 4, kvHeads: 2, headDim: 8, slidingWindow: slidingWindow,
                                    scale: scaledAndCapped ? 0.6 : nil, softcap: scaledAndCapped ? 0.8 : nil)
-        let layout = PageLayout(pageSize: 2, pageCount: 16)
+        let layout = PageLayout(pageSize: 2, pageCount: 64)
         let frequencies = (0..<shape.headDim / 2).map { Float(1 / pow(100.0, Double(2 * $0) / Double(shape.headDim))) }
         let ropeScale: Float = 1.25
-        let cache = KVCacheLayer(keys: backend.zeros([16, 2, 2, 8]), values: backend.zeros([16, 2, 2, 8]))
-        let pages = Array(1..<16).map(Int32.init).shuffled(using: &random)
-        let tables = [Array(pages[0..<3]), Array(pages[3..<7]), Array(pages[7..<11])]
-        // (tokens already cached, new tokens this step) per sequence.
-        let steps = [[(0, 5), (0, 3), (0, 6)], [(5, 1), (3, 4), (6, 1)]]
+        let cache = KVCacheLayer(keys: backend.zeros([64, 2, 2, 8]), values: backend.zeros([64, 2, 2, 8]))
+        let pages = Array(1..<64).map(Int32.init).shuffled(using: &random)
+        let tables = [Array(pages[0..<38]), Array(pages[38..<46]), Array(pages[46..<56])]
+        // (tokens already cached, new tokens this step) per sequence. Chunks of CPUBackend.attentionGEMMRows rows or more
+        // take the GEMM path: from position 0, after cached tokens, and over two blocks of query rows (70).
+        let steps = [[(0, 5), (0, 3), (0, 10)], [(5, 1), (3, 12), (10, 1)], [(6, 70), (15, 1), (11, 9)]]
         var history: [[[Float]]] = [[], [], []]  // per sequence: rotated qkv rows, every position so far
         for step in steps {
             var sequences: [StepBatch.Sequence] = []
