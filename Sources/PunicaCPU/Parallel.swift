@@ -1,4 +1,4 @@
-import Dispatch
+import PunicaCPUKernels
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -15,16 +15,25 @@ enum Parallel {
         return ProcessInfo.processInfo.activeProcessorCount
     }()
 
-    /// Runs `body(i)` for every i in 0..<count, concurrently on up to `threadCount` threads; inline when count == 1.
-    /// Items are dealt round-robin, so callers that want balance pass a multiple of `threadCount` equal items.
+    /// Runs `body(i)` for every i in 0..<count, concurrently on up to `threadCount` threads (the caller's among them),
+    /// each thread taking the next index as it finishes one; inline when count == 1, from inside another `body`, or
+    /// while another thread's call runs. The threads are the pool of PunicaCPUKernels/pool.c: they spin a while
+    /// between calls, since waking a sleeping thread costs as much as a decode step's small GEMMs.
     static func forEach(_ count: Int, _ body: (Int) -> Void) {
-        let workers = min(count, threadCount)
-        if workers <= 1 {
+        guard count > 1, threadCount > 1 else {
             for i in 0..<count { body(i) }
             return
         }
-        DispatchQueue.concurrentPerform(iterations: workers) { worker in
-            for i in stride(from: worker, to: count, by: workers) { body(i) }
+        _ = poolStarted
+        withoutActuallyEscaping(body) { body in
+            var body = body
+            withUnsafeMutablePointer(to: &body) { pointer in
+                punica_pool_run(count, { context, index in
+                    context!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(index)
+                }, pointer)
+            }
         }
     }
+
+    private static let poolStarted: Void = punica_pool_start(Int32(threadCount))
 }

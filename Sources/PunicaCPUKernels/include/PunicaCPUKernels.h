@@ -38,4 +38,11 @@ typedef struct punica_kernels {
 /// The variants this CPU can run, best first, ending with the baseline (never empty). Sets *count.
 const punica_kernels *const *punica_kernels_supported(ptrdiff_t *count);
 
+/// The thread pool (pool.c): `punica_pool_start(threads)` once starts threads - 1 workers; `punica_pool_run` runs
+/// task(context, i) for every i < count on them and the calling thread, and returns when all have run. A call from
+/// inside a task, or while another thread's job runs, runs its indices inline instead.
+typedef void (*punica_task)(void *context, ptrdiff_t index);
+void punica_pool_start(int threads);
+void punica_pool_run(ptrdiff_t count, punica_task task, void *context);
+
 #endif
