@@ -291,14 +291,17 @@ extension GEMM {
                    kernels: kernels)
             return
         }
-        let blockRows = max(nr, (1 << 18) / max(k, 1))  // ≤ 1 MiB of widened W at a time
-        let block = UnsafeMutablePointer<Float>.allocate(capacity: min(n, blockRows) * k)
-        defer { block.deallocate() }
-        for first in stride(from: 0, to: n, by: blockRows) {
-            let count = min(blockRows, n - first)
-            HalfConversion.toFloat32(w + first * k, dtype: .bfloat16, count: count * k, into: block)
-            sgemm(transA: false, transB: true, m: m, n: count, k: k, alpha: 1, a: x, lda: k, b: block, ldb: k,
-                  beta: 0, c: y + first, ldc: ldy)
+        // Each thread widens blocks of W's rows and multiplies them itself: widened on one thread, the O(n·k)
+        // conversion would run between parallel products. At most 1 MiB of widened W per block, two blocks per
+        // thread at least.
+        let blockRows = max(nr, min((1 << 18) / max(k, 1), (n + 2 * Parallel.threadCount - 1) / (2 * Parallel.threadCount)))
+        Parallel.forEach((n + blockRows - 1) / blockRows) { index in
+            let first = index * blockRows, count = min(blockRows, n - first)
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: count * k) { block in
+                HalfConversion.toFloat32(w + first * k, dtype: .bfloat16, count: count * k, into: block.baseAddress!)
+                sgemm(transA: false, transB: true, m: m, n: count, k: k, alpha: 1, a: x, lda: k, b: block.baseAddress!, ldb: k,
+                      beta: 0, c: y + first, ldc: ldy)
+            }
         }
     }
 
