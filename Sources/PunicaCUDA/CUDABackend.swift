@@ -627,11 +627,13 @@ public final class CUDABackend: Backend {
     public func ropeAppendKV(qkv: Tensor, shape: AttentionShape, inverseFrequencies: Tensor, scale: Float, cache: KVCacheLayer,
                              layout: PageLayout, plan: StepPlan) {
         let cuda = plan.cuda
+        let headsPerBlock = RopeAppendKV.headsPerBlock(headDim: shape.headDim)
         launch(RopeAppendKV(qkv: qkv.address, keys: cache.keys.address, values: cache.values.address, positions: cuda.address(cuda.positions),
                             rowSequence: cuda.address(cuda.rowSequence), blockTables: cuda.address(cuda.blockTables),
                             inverseFrequencies: inverseFrequencies.address, maxPages: Int32(cuda.maxPages), pageSize: Int32(layout.pageSize),
-                            qkvWidth: Int32(qkv.rowWidth), queryHeads: Int32(shape.queryHeads), headDim: Int32(shape.headDim), scale: scale),
-               grid: (qkv.rows, shape.queryHeads + shape.kvHeads, 1), block: shape.headDim / 2)
+                            qkvWidth: Int32(qkv.rowWidth), queryHeads: Int32(shape.queryHeads), kvHeads: Int32(shape.kvHeads),
+                            headDim: Int32(shape.headDim), headsPerBlock: Int32(headsPerBlock), scale: scale),
+               grid: (qkv.rows, (shape.queryHeads + shape.kvHeads + headsPerBlock - 1) / headsPerBlock, 1), block: RopeAppendKV.threads)
     }
 
     /// Tensor-core attention over the step's work items (attention.cu): the 64-row tiles, the 16-row tiles, then the
@@ -663,12 +665,12 @@ public final class CUDABackend: Backend {
 
     public func siluMul(gateUp: Tensor, out: Tensor) {
         launch(SiluMul(gateUp: gateUp.address, out: out.address, halfWidth: Int32(out.rowWidth)),
-               grid: ((out.rowWidth + 255) / 256, out.rows, 1), block: 256)
+               grid: ((out.rowWidth + 256 * 8 - 1) / (256 * 8), out.rows, 1), block: 256)
     }
 
     public func geluTanhMul(gateUp: Tensor, out: Tensor) {
         launch(GeluTanhMul(gateUp: gateUp.address, out: out.address, halfWidth: Int32(out.rowWidth)),
-               grid: ((out.rowWidth + 255) / 256, out.rows, 1), block: 256)
+               grid: ((out.rowWidth + 256 * 8 - 1) / (256 * 8), out.rows, 1), block: 256)
     }
 
     public func scale(_ x: Tensor, by factor: Float) {

@@ -179,11 +179,13 @@ extension CUDATests {
         }
 
         /// Mixed prefill (a chunk after cached tokens) and decode rows over shuffled pages, GQA, long enough contexts
-        /// that decode splits over several blocks; with and without a sliding window; head dims 64 and 128.
-        @Test(arguments: dtypes, [(64, nil), (128, nil), (128, 100)] as [(Int, Int?)])
-        func ropeAppendAndPagedAttention(dtype: DType, configuration: (headDim: Int, window: Int?)) {
+        /// that decode splits over several blocks; with and without a sliding window; head dims 40 (RoPE a pair per
+        /// thread), 64 and 128 (8 pairs per thread); 36 heads of 128 take three RoPE blocks per row, the last one partial.
+        @Test(arguments: dtypes, [(64, nil, 8, 2), (128, nil, 32, 4), (128, 100, 8, 2), (40, nil, 8, 2)] as [(Int, Int?, Int, Int)])
+        func ropeAppendAndPagedAttention(dtype: DType, configuration: (headDim: Int, window: Int?, queryHeads: Int, kvHeads: Int)) {
             var pair = Pair(dtype, seed: 3)
-            let shape = AttentionShape(queryHeads: 8, kvHeads: 2, headDim: configuration.headDim, slidingWindow: configuration.window)
+            let shape = AttentionShape(queryHeads: configuration.queryHeads, kvHeads: configuration.kvHeads, headDim: configuration.headDim,
+                                       slidingWindow: configuration.window)
             let layout = PageLayout(pageSize: 16, pageCount: 200)
             let caches = pair.caches(layout, shape)
             let inverse = pair.inverseFrequencies(base: 10000.0, headDim: shape.headDim)

@@ -68,8 +68,13 @@ struct RopeAppendKV: KernelParameters {
     static let kernel = "rope_append_kv"
     var qkv: UInt64 = 0, keys: UInt64 = 0, values: UInt64 = 0, positions: UInt64 = 0, rowSequence: UInt64 = 0, blockTables: UInt64 = 0
     var inverseFrequencies: UInt64 = 0
-    var maxPages: Int32 = 0, pageSize: Int32 = 0, qkvWidth: Int32 = 0, queryHeads: Int32 = 0, headDim: Int32 = 0
+    var maxPages: Int32 = 0, pageSize: Int32 = 0, qkvWidth: Int32 = 0, queryHeads: Int32 = 0, kvHeads: Int32 = 0, headDim: Int32 = 0
+    var headsPerBlock: Int32 = 0
     var scale: Float = 0
+    /// ROPE_THREADS in elementwise.cu.
+    static let threads = 128
+    /// Heads a block takes: one 8-pair chunk per thread (the kernel's 16-byte path; a block loops over whatever it gets).
+    static func headsPerBlock(headDim: Int) -> Int { max(1, threads * 8 / (headDim / 2)) }
 }
 
 struct ToFloat32: KernelParameters {
