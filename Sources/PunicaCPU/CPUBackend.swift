@@ -197,13 +197,16 @@ public final class CPUBackend: Backend {
 
     // MARK: Ops
 
-    public func embedding(table: Tensor, plan: StepPlan, out: Tensor) {
+    public func embedding(table: Tensor, firstToken: Int, plan: StepPlan, out: Tensor) {
         let width = table.rowWidth
         for (row, token) in plan.batch.tokens.enumerated() {
-            if let bits = table.bfloat16s {
-                HalfConversion.toFloat32(bits + Int(token) * width, dtype: .bfloat16, count: width, into: out.floats + row * width)
+            let index = Int(token) - firstToken
+            if !(0..<table.rows).contains(index) {
+                (out.floats + row * width).update(repeating: 0, count: width)
+            } else if let bits = table.bfloat16s {
+                HalfConversion.toFloat32(bits + index * width, dtype: .bfloat16, count: width, into: out.floats + row * width)
             } else {
-                (out.floats + row * width).update(from: table.floats + Int(token) * width, count: width)
+                (out.floats + row * width).update(from: table.floats + index * width, count: width)
             }
         }
     }

@@ -589,9 +589,10 @@ public final class CUDABackend: Backend {
 
     // MARK: Ops
 
-    public func embedding(table: Tensor, plan: StepPlan, out: Tensor) {
+    public func embedding(table: Tensor, firstToken: Int, plan: StepPlan, out: Tensor) {
         let cuda = plan.cuda
-        launch(Embedding(tokens: cuda.address(cuda.tokens), table: table.address, out: out.address, width: Int32(out.rowWidth)),
+        launch(Embedding(tokens: cuda.address(cuda.tokens), table: table.address, out: out.address, width: Int32(out.rowWidth),
+                         firstToken: Int32(firstToken), tableRows: Int32(table.rows)),
                grid: (out.rows, 1, 1), block: 256)
     }
 

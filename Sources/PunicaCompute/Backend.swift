@@ -50,6 +50,15 @@ public struct KVCacheLayer {
     }
 }
 
+/// What the ranks of a model split by tensor parallelism (`Shard`) do together. Every rank calls the same collectives
+/// in the same order, each with tensors of its own backend of the same shape, as NCCL requires.
+public protocol Collectives: AnyObject {
+    /// x becomes the elementwise sum of every rank's x, added in rank order (so every rank holds the same values).
+    func allReduceSum(_ x: Tensor)
+    /// out [rows, Σ widths] becomes every rank's `part` [rows, its width] side by side, in rank order.
+    func allGatherColumns(_ part: Tensor, into out: Tensor)
+}
+
 /// The operations the model is written against. Each has a CPU reference (PunicaCPU) that defines its meaning and
 /// that every other backend is tested against. Activations are [T, width] with one row per token of the step.
 public protocol Backend: AnyObject {
@@ -93,8 +102,10 @@ public protocol Backend: AnyObject {
 
     // MARK: Ops
 
-    /// Semantics: out[t, :] = table[tokens[t], :]. table: [vocab, H], out: [T, H].
-    func embedding(table: Tensor, plan: StepPlan, out: Tensor)
+    /// Semantics: out[t, :] = table[tokens[t] - firstToken, :], or zeros where that row is not in the table (a rank's
+    /// part of a vocabulary split by tensor parallelism, whose other rows other ranks hold). table: [vocab part, H],
+    /// out: [T, H].
+    func embedding(table: Tensor, firstToken: Int, plan: StepPlan, out: Tensor)
 
     /// Semantics: out[t, :] = x[t, :] / sqrt(mean(x[t, :]²) + epsilon) * weight. x, out: [T, H], weight: [H].
     func rmsNorm(x: Tensor, weight: Tensor, epsilon: Float, out: Tensor)

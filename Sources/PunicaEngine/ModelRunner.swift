@@ -85,7 +85,7 @@ public final class LlamaRunner: ModelRunner {
     }
 
     public func loadAdapter(name: String, directory: String) throws -> HostAdapter {
-        try HostAdapter(name: name, directory: directory, config: model.config, backend: model.backend)
+        try HostAdapter(name: name, directory: directory, config: model.config, backend: model.backend, shard: model.shard)
     }
 
     public func setSlot(_ slot: Int, to adapter: HostAdapter?) {

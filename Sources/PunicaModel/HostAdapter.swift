@@ -33,28 +33,29 @@ public final class HostAdapter: @unchecked Sendable {
 
     /// Reads `directory` (the safetensors file memory-mapped) and converts every tensor in one pass from its
     /// checkpoint type to the backend's weight type, B times the scale, checking each value on the way (finite and
-    /// within ±`LoRAAdapter.maxValue`). Tensors convert in parallel. Any thread may call it.
-    public init(name: String, directory: String, config: ModelConfig, backend: Backend) throws {
+    /// within ±`LoRAAdapter.maxValue`). Tensors convert in parallel. Any thread may call it. Of a split model, the
+    /// adapter's part for `shard` (see `Shard`).
+    public init(name: String, directory: String, config: ModelConfig, backend: Backend, shard: Shard = .whole) throws {
         let parsed = try LoRAAdapter.parse(directory: directory, config: config)
         let (rank, tensors, dtype) = (parsed.rank, parsed.tensors, backend.weightDType)
         let alignment = Self.alignmentBytes / dtype.byteSize
         var end = 0  // elements laid out so far
-        var jobs: [(tensor: TensorData, matrix: LoRATensors.Matrix, offset: Int)] = []
-        func place(_ tensor: TensorData, _ matrix: LoRATensors.Matrix) -> Int {
-            jobs.append((tensor, matrix, end))
-            defer { end += tensor.elementCount }
+        // A job converts one run of consecutive elements of a tensor (all of it, or a run of this shard's slice).
+        var jobs: [(tensor: TensorData, matrix: LoRATensors.Matrix, run: (start: Int, count: Int), offset: Int)] = []
+        func place(_ tensor: TensorData, _ matrix: LoRATensors.Matrix, _ slice: WeightSlice) -> Int {
+            defer { for run in slice.runs(of: tensor.shape) { jobs.append((tensor, matrix, run, end)); end += run.count } }
             return end
         }
         func align() { end = (end + alignment - 1) / alignment * alignment }
-        let layout = try config.fusedLoRALayout(targets: parsed.targets, rank: rank).map { layer in
+        let layout = try config.fusedLoRALayout(targets: parsed.targets, rank: rank, shard: shard).map { layer in
             try layer.map { fused in
                 try fused.map { parts -> FusedSlab in
                     // The parts' A back to back: together they are the fused A.
                     let aOffset = end
-                    for part in parts { _ = place(try tensors.require(part.key, matrix: .a, shape: [rank, part.inputs]), .a) }
+                    for part in parts { _ = place(try tensors.require(part.key, matrix: .a, shape: part.aShape), .a, part.aSlice) }
                     align()
                     return FusedSlab(a: (aOffset, [parts.count * rank, parts[0].inputs]), pieces: try parts.map { part in
-                        let offset = place(try tensors.require(part.key, matrix: .b, shape: [part.outputs, rank]), .b)
+                        let offset = place(try tensors.require(part.key, matrix: .b, shape: part.bShape), .b, part.bSlice)
                         align()
                         return FusedSlab.Piece(b: (offset, [part.outputs, rank]), rankOffset: part.rankOffset, outputOffset: part.outputOffset)
                     })
@@ -66,9 +67,10 @@ public final class HostAdapter: @unchecked Sendable {
         defer { failures.deallocate() }
         DispatchQueue.concurrentPerform(iterations: jobs.count) { index in
             let job = jobs[index]
-            failures[index] = HalfConversion.convert(job.tensor.bytes, dtype: job.tensor.dtype, count: job.tensor.elementCount,
-                                                     scale: tensors.factor(job.matrix), limit: LoRAAdapter.maxValue,
-                                                     into: buffer.pointer + job.offset * dtype.byteSize, as: dtype) ?? -1
+            let failure = HalfConversion.convert(job.tensor.bytes + job.run.start * job.tensor.dtype.byteSize, dtype: job.tensor.dtype,
+                                                 count: job.run.count, scale: tensors.factor(job.matrix), limit: LoRAAdapter.maxValue,
+                                                 into: buffer.pointer + job.offset * dtype.byteSize, as: dtype)
+            failures[index] = failure.map { job.run.start + $0 } ?? -1
         }
         if let first = failures.firstIndex(where: { $0 >= 0 }) {
             let (tensor, element) = (jobs[first].tensor, failures[first])
@@ -98,30 +100,39 @@ public final class HostAdapter: @unchecked Sendable {
     public static func empty(name: String, bytes: Int) -> HostAdapter { HostAdapter(name: name, buffer: HostBuffer(byteCount: bytes)) }
 }
 
-/// One targeted part of a fused projection: its checkpoint key, its shape, where its rank rows sit in the fused A
-/// and where its outputs sit in the fused output row.
+/// One targeted part of a fused projection: its checkpoint key, its A [rank, in] and B [out, rank] as the checkpoint
+/// has them and the parts of them a shard holds, where its rank rows sit in the fused A and where its outputs sit in
+/// the (shard's) fused output row.
 struct FusedLoRAPart {
     let key: LoRATensorKey
-    let inputs: Int
-    let outputs: Int
+    let aShape: [Int], aSlice: WeightSlice
+    let bShape: [Int], bSlice: WeightSlice
     let rankOffset: Int
     let outputOffset: Int
+
+    /// The shard's input and output widths.
+    var inputs: Int { aSlice.shape(of: aShape)[1] }
+    var outputs: Int { bSlice.shape(of: bShape)[0] }
 }
 
 extension ModelConfig {
     /// [layer][FusedProjection.rawValue]: the targeted parts of each fused projection, nil where none is targeted.
-    func fusedLoRALayout(targets: Set<Projection>, rank: Int) -> [[[FusedLoRAPart]?]] {
+    /// A shard's B takes the rows its weight takes (column-parallel), or its A the columns (row-parallel).
+    func fusedLoRALayout(targets: Set<Projection>, rank: Int, shard: Shard = .whole) -> [[[FusedLoRAPart]?]] {
         (0..<layerCount).map { layer in
             FusedProjection.allCases.map { fused in
                 var parts: [FusedLoRAPart] = []
                 var outputOffset = 0
                 for projection in fused.parts(self) {
                     let (outputs, inputs) = projection.weightShape(self)
+                    let slice = shard.slice(projection, self)
+                    let (aSlice, bSlice) = Shard.isRowParallel(projection) ? (slice, .whole(rows: outputs)) : (.whole(rows: rank), slice)
                     if targets.contains(projection) {
-                        parts.append(FusedLoRAPart(key: LoRATensorKey(layer: layer, projection: projection), inputs: inputs, outputs: outputs,
+                        parts.append(FusedLoRAPart(key: LoRATensorKey(layer: layer, projection: projection), aShape: [rank, inputs],
+                                                   aSlice: aSlice, bShape: [outputs, rank], bSlice: bSlice,
                                                    rankOffset: parts.count * rank, outputOffset: outputOffset))
                     }
-                    outputOffset += outputs
+                    outputOffset += slice.shape(of: [outputs, inputs])[0]
                 }
                 return parts.isEmpty ? nil : parts
             }

@@ -1,18 +1,19 @@
 import PunicaCompute
 
-/// A paged KV cache for every layer of a model (see `PageLayout`).
+/// A paged KV cache for every layer of a model (see `PageLayout`), of the model's KV heads (a rank's, when split).
 public final class KVCache {
     public let layout: PageLayout
     let layers: [KVCacheLayer]
 
-    init(layout: PageLayout, config: ModelConfig, backend: Backend) {
+    init(layout: PageLayout, layerCount: Int, attention: AttentionShape, backend: Backend) {
         self.layout = layout
-        let shape = [layout.pageCount, layout.pageSize, config.attention.kvHeads, config.attention.headDim]
-        layers = (0..<config.layerCount).map { _ in KVCacheLayer(keys: backend.persistentZeros(shape), values: backend.persistentZeros(shape)) }
+        let shape = [layout.pageCount, layout.pageSize, attention.kvHeads, attention.headDim]
+        layers = (0..<layerCount).map { _ in KVCacheLayer(keys: backend.persistentZeros(shape), values: backend.persistentZeros(shape)) }
     }
 }
 
-/// Weights of one decoder layer, q|k|v and gate|up fused so each is one GEMM, and the layer's head layout.
+/// Weights of one decoder layer, q|k|v and gate|up fused so each is one GEMM, and the layer's head layout: a rank's
+/// heads and part of the intermediate width I when the model is split (`Shard`).
 struct LayerWeights {
     let attention: AttentionShape   // with this layer's sliding window
     let inverseFrequencies: Tensor  // [headDim / 2], this layer's RoPE (Gemma 3's sliding layers have their own)
@@ -29,16 +30,26 @@ struct LayerWeights {
     let mlpOutputNorm: Tensor?  // [H], on down's output (Gemma 2)
 }
 
-/// A Llama-family decoder (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 2 and 3) on a backend, with Punica's batched multi-LoRA forward pass.
+/// A Llama-family decoder (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 2 and 3) on a backend, with Punica's batched
+/// multi-LoRA forward pass: the whole model, or one rank's part of it split by tensor parallelism (`Shard`).
 public final class LlamaModel {
     public let config: ModelConfig
     public let backend: Backend
-    let embedding: Tensor   // [vocab, H]
+    /// The part of the model this one holds, and what it does together with the other ranks' parts (nil when whole).
+    public let shard: Shard
+    let collectives: Collectives?
+    /// The head layout of every layer's part here (the sliding window is per layer: `LayerWeights.attention`).
+    public let attention: AttentionShape
+    /// The tokens whose rows `embedding` and `lmHead` hold.
+    let vocabulary: Range<Int>
+    let embedding: Tensor   // [vocab part, H]
     let layers: [LayerWeights]
     let finalNorm: Tensor   // [H]
-    let lmHead: Tensor      // [vocab, H]; the embedding itself when tied
+    let lmHead: Tensor      // [vocab part, H]; the embedding itself when tied
 
-    public convenience init(directory: String, backend: Backend) throws {
+    /// - Parameters: shard, collectives: this rank's part of a split model and its collectives with the other ranks
+    ///   (each rank a model of its own, on its own backend).
+    public convenience init(directory: String, backend: Backend, shard: Shard = .whole, collectives: Collectives? = nil) throws {
         let config = try ModelConfig.load(directory: directory)
         let checkpoint = try Checkpoint(directory: directory)
         // Fewer layers in config.json would silently run part of the model; more would fail on a missing tensor.
@@ -46,10 +57,11 @@ public final class LlamaModel {
             throw ModelError.invalidValue(path: directory + "/config.json", field: "num_hidden_layers",
                                           reason: "is \(config.layerCount) but the checkpoint has \(checkpoint.layerCount) layers")
         }
-        try self.init(config: config, backend: backend, hasLMHead: checkpoint.contains("lm_head.weight")) { name, shape in
+        try self.init(config: config, backend: backend, shard: shard, collectives: collectives,
+                      hasLMHead: checkpoint.contains("lm_head.weight")) { name, shape, slice in
             let data = try checkpoint.tensor(name, shape: shape)
             guard config.normWeightsAddOne && name.hasSuffix("norm.weight") else {
-                return backend.weight(from: data.bytes, dtype: data.dtype, shape: shape)
+                return data.withSlice(slice) { backend.weight(from: $0, dtype: data.dtype, shape: slice.shape(of: shape)) }
             }
             // Gemma's RMSNorm scales by (1 + w): folded in once, so every norm op reads a plain gain.
             var gain = [Float](repeating: 0, count: data.elementCount)
@@ -59,27 +71,37 @@ public final class LlamaModel {
     }
 
     /// Random weights, uniform in ±1/√fan-in: for benchmarks, which need the shapes and not the values.
-    public static func random(config: ModelConfig, backend: Backend, seed: UInt64 = 0) -> LlamaModel {
+    public static func random(config: ModelConfig, backend: Backend, seed: UInt64 = 0, shard: Shard = .whole,
+                              collectives: Collectives? = nil) -> LlamaModel {
         var counter = seed
-        return try! LlamaModel(config: config, backend: backend, hasLMHead: !config.tieWordEmbeddings) { _, shape in
+        return try! LlamaModel(config: config, backend: backend, shard: shard, collectives: collectives,
+                               hasLMHead: !config.tieWordEmbeddings) { _, shape, slice in
             counter &+= 1
-            return backend.randomWeight(shape: shape, scale: 1 / Float(shape.last!).squareRoot(), seed: counter)
+            return backend.randomWeight(shape: slice.shape(of: shape), scale: 1 / Float(shape.last!).squareRoot(), seed: counter)
         }
     }
 
-    /// Binds every weight, by its checkpoint name and shape, once: `weight(name, shape)` supplies it.
-    init(config: ModelConfig, backend: Backend, hasLMHead: Bool, weight: (_ name: String, _ shape: [Int]) throws -> Tensor) throws {
+    /// Binds every weight, by its checkpoint name and shape, once: `weight(name, shape, slice)` supplies the part of
+    /// it that `shard` holds.
+    init(config: ModelConfig, backend: Backend, shard: Shard = .whole, collectives: Collectives? = nil, hasLMHead: Bool,
+         weight: (_ name: String, _ shape: [Int], _ slice: WeightSlice) throws -> Tensor) throws {
+        precondition((shard.count > 1) == (collectives != nil), "a split model's ranks have collectives; a whole model has none")
+        func whole(_ name: String, _ shape: [Int]) throws -> Tensor { try weight(name, shape, .whole(rows: shape[0])) }
         func projection(_ parts: [Projection], layer: Int) throws -> Tensor {
             backend.concatenateRows(try parts.map { part in
                 let (outputs, inputs) = part.weightShape(config)
-                return try weight(part.checkpointName(layer: layer) + ".weight", [outputs, inputs])
+                return try weight(part.checkpointName(layer: layer) + ".weight", [outputs, inputs], shard.slice(part, config))
             })
         }
-        try backend.checkSupported(config.attention)
+        attention = shard.attention(config.attention)
+        try backend.checkSupported(attention)
         let hidden = config.hiddenSize
         self.config = config
         self.backend = backend
-        embedding = try weight("model.embed_tokens.weight", [config.vocabularySize, hidden])
+        self.shard = shard
+        self.collectives = collectives
+        vocabulary = shard.vocabulary(config.vocabularySize)
+        embedding = try weight("model.embed_tokens.weight", [config.vocabularySize, hidden], .rows([vocabulary]))
         let frequencies = Dictionary(uniqueKeysWithValues: Set((0..<config.layerCount).map(config.rope(layer:))).map { rope in
             let values = rope.inverseFrequencies(headDim: config.attention.headDim)
             return (rope, backend.float32(values, shape: [values.count]))
@@ -88,32 +110,35 @@ public final class LlamaModel {
             let prefix = "model.layers.\(layer)."
             let headDim = config.attention.headDim
             return LayerWeights(
-                attention: config.attention(layer: layer),
+                attention: shard.attention(config.attention(layer: layer)),
                 inverseFrequencies: frequencies[config.rope(layer: layer)]!,
                 ropeScale: config.rope(layer: layer).attentionScaling,
-                inputNorm: try weight(prefix + "input_layernorm.weight", [hidden]),
+                inputNorm: try whole(prefix + "input_layernorm.weight", [hidden]),
                 qkv: try projection(FusedProjection.qkv.parts(config), layer: layer),
                 qkvBias: config.qkvBias ? backend.concatenateRows(try FusedProjection.qkv.parts(config).map { part in
-                    try weight(part.checkpointName(layer: layer) + ".bias", [part.weightShape(config).outputs])
+                    try weight(part.checkpointName(layer: layer) + ".bias", [part.weightShape(config).outputs], shard.slice(part, config))
                 }) : nil,
-                queryKeyNorm: config.queryKeyNorm ? (try weight(prefix + "self_attn.q_norm.weight", [headDim]),
-                                                     try weight(prefix + "self_attn.k_norm.weight", [headDim])) : nil,
+                queryKeyNorm: config.queryKeyNorm ? (try whole(prefix + "self_attn.q_norm.weight", [headDim]),
+                                                     try whole(prefix + "self_attn.k_norm.weight", [headDim])) : nil,
                 o: try projection(FusedProjection.o.parts(config), layer: layer),
-                attentionOutputNorm: config.sandwichNorms ? try weight(prefix + "post_attention_layernorm.weight", [hidden]) : nil,
-                postNorm: try weight(prefix + (config.sandwichNorms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"), [hidden]),
+                attentionOutputNorm: config.sandwichNorms ? try whole(prefix + "post_attention_layernorm.weight", [hidden]) : nil,
+                postNorm: try whole(prefix + (config.sandwichNorms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"), [hidden]),
                 gateUp: try projection(FusedProjection.gateUp.parts(config), layer: layer),
                 down: try projection(FusedProjection.down.parts(config), layer: layer),
-                mlpOutputNorm: config.sandwichNorms ? try weight(prefix + "post_feedforward_layernorm.weight", [hidden]) : nil)
+                mlpOutputNorm: config.sandwichNorms ? try whole(prefix + "post_feedforward_layernorm.weight", [hidden]) : nil)
         }
-        finalNorm = try weight("model.norm.weight", [hidden])
+        finalNorm = try whole("model.norm.weight", [hidden])
         // Tied checkpoints reuse the embedding; some also store the copy, which is then read like any weight.
-        lmHead = config.tieWordEmbeddings && !hasLMHead ? embedding : try weight("lm_head.weight", [config.vocabularySize, hidden])
+        lmHead = config.tieWordEmbeddings && !hasLMHead ? embedding
+            : try weight("lm_head.weight", [config.vocabularySize, hidden], .rows([vocabulary]))
     }
 
-    public func makeKVCache(layout: PageLayout) -> KVCache { KVCache(layout: layout, config: config, backend: backend) }
+    public func makeKVCache(layout: PageLayout) -> KVCache {
+        KVCache(layout: layout, layerCount: config.layerCount, attention: attention, backend: backend)
+    }
 
-    /// Bytes of one token's keys and values over every layer.
-    public var kvBytesPerToken: Int { 2 * config.layerCount * config.attention.kvWidth * activationBytes }
+    /// Bytes of one token's keys and values over every layer (this rank's KV heads).
+    public var kvBytesPerToken: Int { 2 * config.layerCount * attention.kvWidth * activationBytes }
 
     /// Bytes of one element of the backend's activations and KV cache: the type norm gains are kept in on every
     /// backend (matrices may be narrower, as bfloat16 ones on the CPU).
@@ -123,7 +148,7 @@ public final class LlamaModel {
     /// `loraRank`: `forward`'s buffers and the float32 logits sampling reads, doubled because pooled buffers are
     /// rounded up to powers of two. For sizing the KV cache around it.
     public func stepBytes(rows: Int, logitRows: Int, loraRank: Int) -> Int {
-        let (hidden, attention, intermediate) = (config.hiddenSize, config.attention, config.intermediateSize)
+        let (hidden, intermediate) = (config.hiddenSize, shard.intermediateWidth(config))
         let rowElements = (config.sandwichNorms ? 5 : 4) * hidden + attention.qkvWidth + attention.queryWidth + 3 * intermediate
         let elements = rows * rowElements + logitRows * (hidden + config.vocabularySize)
         return 2 * (elements * activationBytes + 4 * (rows * loraRank + logitRows * config.vocabularySize))
@@ -144,14 +169,14 @@ public final class LlamaModel {
         let batch = plan.batch
         precondition(batch.rowCount > 0, "a step needs at least one row")
         let rows = batch.rowCount
-        let (hidden, attention, eps) = (config.hiddenSize, config.attention, config.rmsNormEpsilon)
+        let (hidden, intermediate, eps) = (config.hiddenSize, shard.intermediateWidth(config), config.rmsNormEpsilon)
         let x = backend.zeros([rows, hidden])                       // residual stream
         let normed = backend.zeros([rows, hidden])
         let qkv = backend.zeros([rows, attention.qkvWidth])
         let attended = backend.zeros([rows, attention.queryWidth])
         let projected = backend.zeros([rows, hidden])               // o and down outputs, added to x by the next norm
-        let gateUp = backend.zeros([rows, 2 * config.intermediateSize])
-        let activated = backend.zeros([rows, config.intermediateSize])
+        let gateUp = backend.zeros([rows, 2 * intermediate])
+        let activated = backend.zeros([rows, intermediate])
         let v = backend.float32Zeros([rows, max(adapters.maxRank, 1)])  // LoRA shrink output
         let normedOutput = config.sandwichNorms ? backend.zeros([rows, hidden]) : nil
 
@@ -171,7 +196,10 @@ public final class LlamaModel {
             return normedOutput
         }
 
-        backend.embedding(table: embedding, plan: plan, out: x)
+        // A split model's ranks each hold part of the vocabulary (zeros for other tokens) and of o's and down's inputs:
+        // an all-reduce adds their parts up.
+        backend.embedding(table: embedding, firstToken: vocabulary.lowerBound, plan: plan, out: x)
+        collectives?.allReduceSum(x)
         if let factor = config.embeddingScale { backend.scale(x, by: factor) }
         var added = projected  // what the next norm adds to x
         for (index, layer) in layers.enumerated() {
@@ -190,6 +218,7 @@ public final class LlamaModel {
                                  layout: cache.layout, plan: plan)
             backend.attention(qkv: qkv, shape: attention, cache: kv, layout: cache.layout, plan: plan, out: attended)
             linear(attended, layer.o, .o, layer: index, into: projected)
+            collectives?.allReduceSum(projected)
             added = sublayerOutput(projected, norm: layer.attentionOutputNorm)
 
             backend.addRMSNorm(residual: x, x: added, weight: layer.postNorm, epsilon: eps, out: normed)
@@ -199,6 +228,7 @@ public final class LlamaModel {
             case .geluTanh: backend.geluTanhMul(gateUp: gateUp, out: activated)
             }
             linear(activated, layer.down, .down, layer: index, into: projected)
+            collectives?.allReduceSum(projected)
             added = sublayerOutput(projected, norm: layer.mlpOutputNorm)
         }
         backend.addRMSNorm(residual: x, x: added, weight: finalNorm, epsilon: eps, out: normed)
@@ -206,9 +236,12 @@ public final class LlamaModel {
         // Only the rows that sample a token need the vocabulary projection, the largest GEMM of a decode step.
         let last = backend.zeros([batch.logitRows.count, hidden])
         backend.gatherLogitRows(x: normed, plan: plan, out: last)
-        let logits = backend.zeros([batch.logitRows.count, config.vocabularySize])
-        backend.matmul(x: last, weight: lmHead, out: logits)
-        if let cap = config.finalLogitSoftcap { backend.softcap(logits, cap: cap) }
+        let scores = backend.zeros([batch.logitRows.count, vocabulary.count])
+        backend.matmul(x: last, weight: lmHead, out: scores)
+        if let cap = config.finalLogitSoftcap { backend.softcap(scores, cap: cap) }
+        guard let collectives else { return scores }
+        let logits = backend.zeros([batch.logitRows.count, config.vocabularySize])  // every rank's part side by side
+        collectives.allGatherColumns(scores, into: logits)
         return logits
     }
 }

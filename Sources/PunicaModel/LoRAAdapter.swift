@@ -24,9 +24,10 @@ public final class LoRAAdapter {
     /// in every storage type a backend uses. Values beyond it are refused at load, like NaN and ∞.
     public static let maxValue: Float = 65504
 
-    /// Reads, converts and uploads the adapter of `directory` (`HostAdapter`, then one upload).
-    public convenience init(name: String, directory: String, config: ModelConfig, backend: Backend) throws {
-        self.init(try HostAdapter(name: name, directory: directory, config: config, backend: backend), backend: backend)
+    /// Reads, converts and uploads the adapter of `directory` (`HostAdapter`, then one upload): its part for `shard`
+    /// of a split model.
+    public convenience init(name: String, directory: String, config: ModelConfig, backend: Backend, shard: Shard = .whole) throws {
+        self.init(try HostAdapter(name: name, directory: directory, config: config, backend: backend, shard: shard), backend: backend)
     }
 
     /// Uploads a host adapter into one device allocation; its tensors are views of it.

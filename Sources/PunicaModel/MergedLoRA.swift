@@ -7,6 +7,7 @@ extension LlamaModel {
     /// the baselines of Punica's text-generation benchmark. Embeddings and norms are shared with this model; the
     /// projections are new copies.
     public func merging(_ adapter: LoRAAdapter) -> LlamaModel {
+        precondition(shard == .whole, "only a whole model merges an adapter")
         var weights = ["model.embed_tokens.weight": embedding, "model.norm.weight": finalNorm, "lm_head.weight": lmHead]
         for (index, layer) in layers.enumerated() {
             weights["model.layers.\(index).input_layernorm.weight"] = layer.inputNorm
@@ -44,7 +45,7 @@ extension LlamaModel {
                 }
             }
         }
-        return try! LlamaModel(config: config, backend: backend, hasLMHead: lmHead !== embedding) { name, _ in weights[name]! }
+        return try! LlamaModel(config: config, backend: backend, hasLMHead: lmHead !== embedding) { name, _, _ in weights[name]! }
     }
 
     /// weight[piece.outputOffset + o, :] += Σₖ B[o, k] · A[piece.rankOffset + k, :] for each piece (B has the scale

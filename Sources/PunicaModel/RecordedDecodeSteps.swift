@@ -53,7 +53,7 @@ public final class RecordedDecodeSteps {
         let clock = ContinuousClock()
         let time = try clock.measure {
             for rows in sizes {
-                let variant = recorder.recordingVariant(rows: rows, maxContext: context, attention: model.config.attention)
+                let variant = recorder.recordingVariant(rows: rows, maxContext: context, attention: model.attention)
                 for withLoRA in [false, true] { _ = try recording(Key(rows: rows, withLoRA: withLoRA, loraWidth: adapters.maxRank, variant: variant)) }
             }
         }
@@ -69,7 +69,7 @@ public final class RecordedDecodeSteps {
               batch.sequences.allSatisfy({ $0.blockTable.count <= maxPages }) else { return nil }
         let context = batch.sequences.map(\.contextLength).max() ?? 1
         let key = Key(rows: rows, withLoRA: !batch.loraSegments.isEmpty, loraWidth: adapters.maxRank,
-                      variant: recorder.recordingVariant(rows: rows, maxContext: context, attention: model.config.attention))
+                      variant: recorder.recordingVariant(rows: rows, maxContext: context, attention: model.attention))
         let (plan, step) = try recording(key)
         recorder.refill(plan, with: batch.padded(toRows: rows))
         if let fed { model.backend.feed(fed, plan: plan) }

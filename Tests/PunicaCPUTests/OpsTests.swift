@@ -65,6 +65,22 @@ import TestSupport
         #expect(backend.toHost(out) == x.indices.map { x[$0] + bias[$0 % width] })
     }
 
+    /// A whole table, and a tensor-parallel rank's part of the vocabulary (tokens 3 ..< 7), whose other tokens get zeros.
+    @Test func embeddingOfTheWholeVocabularyAndOfAPart() {
+        var random = SplitMix64(seed: 11)
+        let (vocabulary, width) = (10, 6)
+        let table = random.floats(vocabulary * width)
+        let tokens: [Int32] = [3, 0, 9, 6, 7, 4]
+        let plan = backend.plan(StepBatch(tokens: tokens, sequences: [], loraSegments: [], logitRows: []))
+        let out = backend.zeros([tokens.count, width])
+        backend.embedding(table: tensor(table, [vocabulary, width]), firstToken: 0, plan: plan, out: out)
+        func row(_ token: Int32) -> [Float] { Array(table[Int(token) * width ..< (Int(token) + 1) * width]) }
+        #expect(backend.toHost(out) == tokens.flatMap(row))
+        backend.embedding(table: tensor(Array(table[3 * width ..< 7 * width]), [4, width]), firstToken: 3, plan: plan, out: out)
+        let zeros = [Float](repeating: 0, count: width)
+        #expect(backend.toHost(out) == tokens.flatMap { (3..<7).contains($0) ? row($0) : zeros })
+    }
+
     /// Each q and k head normalized with its own weight; v untouched.
     @Test func headRMSNormOfQueryAndKeyHeads() {
         var random = SplitMix64(seed: 8)

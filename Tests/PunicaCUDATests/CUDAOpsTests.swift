@@ -89,9 +89,14 @@ extension CUDATests {
             let batch = StepBatch(tokens: [3, 0, 9, 9, 1, 4, 2], sequences: [], loraSegments: [], logitRows: [6, 0, 3])
             let plans = (pair.cpu.plan(batch), pair.gpu.plan(batch))
             let table = pair.tensors([10, width]), out = pair.zeros([rows, width])
-            pair.cpu.embedding(table: table.cpu, plan: plans.0, out: out.cpu)
-            pair.gpu.embedding(table: table.gpu, plan: plans.1, out: out.gpu)
+            pair.cpu.embedding(table: table.cpu, firstToken: 0, plan: plans.0, out: out.cpu)
+            pair.gpu.embedding(table: table.gpu, firstToken: 0, plan: plans.1, out: out.gpu)
             pair.expectClose(out, atol: 0, "embedding")
+            // A tensor-parallel rank's part of the vocabulary, tokens 2 ..< 6: other tokens' rows are zeros.
+            let part = pair.tensors([4, width])
+            pair.cpu.embedding(table: part.cpu, firstToken: 2, plan: plans.0, out: out.cpu)
+            pair.gpu.embedding(table: part.gpu, firstToken: 2, plan: plans.1, out: out.gpu)
+            pair.expectClose(out, atol: 0, "embedding of a vocabulary part")
 
             let x = pair.tensors([rows, width], scale: 3), weight = pair.tensors([width]), normed = pair.zeros([rows, width])
             pair.cpu.rmsNorm(x: x.cpu, weight: weight.cpu, epsilon: 1e-5, out: normed.cpu)
@@ -126,8 +131,8 @@ extension CUDATests {
             pair.cpu.feed(FedTokens(source: sampled.0, rows: rowsFed), plan: fedPlans.0)
             pair.gpu.feed(FedTokens(source: sampled.1, rows: rowsFed), plan: fedPlans.1)
             #expect(fedPlans.0.batch.tokens == [3, 7, 9, 0, 1, 4, 5])
-            pair.cpu.embedding(table: table.cpu, plan: fedPlans.0, out: out.cpu)
-            pair.gpu.embedding(table: table.gpu, plan: fedPlans.1, out: out.gpu)
+            pair.cpu.embedding(table: table.cpu, firstToken: 0, plan: fedPlans.0, out: out.cpu)
+            pair.gpu.embedding(table: table.gpu, firstToken: 0, plan: fedPlans.1, out: out.gpu)
             pair.expectClose(out, atol: 0, "embedding of fed tokens")
         }
 

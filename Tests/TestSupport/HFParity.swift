@@ -20,28 +20,56 @@ public enum HFParity {
     /// prefill step; logits at every prompt position match transformers + PEFT.
     public static func checkLogitsAtEveryPromptPosition(_ name: String, backend: Backend, atol: Float, rtol: Float) throws {
         let fixture = try LoadedFixture(name, backend: backend)
+        try checkLogits(name, fixture.reference, adapterNames: fixture.adapterNames, atol: atol, rtol: rtol) { batch, layout in
+            let resident = ResidentAdapters(fixture.adapters, layerCount: fixture.model.config.layerCount)
+            return backend.toHost(fixture.model.forward(backend.plan(batch), cache: fixture.model.makeKVCache(layout: layout), adapters: resident))
+        }
+    }
+
+    /// The same check on the model split over `backends.count` ranks by tensor parallelism (`TensorParallelModel`), its
+    /// adapters split with it: rank r on `backends[r]`, talking through `collectives[r]`.
+    public static func checkSplitLogitsAtEveryPromptPosition(_ name: String, backends: [Backend], collectives: [Collectives],
+                                                            atol: Float, rtol: Float) throws {
+        let directory = Fixtures.path("models/\(name)")
+        let reference = try HFReference.load(name)
+        let model = try TensorParallelModel(directory: directory, backends: backends, collectives: collectives)
+        let adapterNames = reference.adapters.keys.sorted()
+        let adapters = try model.residentAdapters { rank in
+            try adapterNames.map {
+                try LoRAAdapter(name: $0, directory: directory + "/" + reference.adapters[$0]!.path, config: rank.config,
+                                backend: rank.backend, shard: rank.shard)
+            }
+        }
+        try checkLogits(name, reference, adapterNames: adapterNames, atol: atol, rtol: rtol) { batch, layout in
+            backends[0].toHost(model.forward(batch, caches: model.makeKVCaches(layout: layout), adapters: adapters))
+        }
+    }
+
+    /// Runs every case as one sequence of a single step through `logits(batch, cache layout)` (the host copy of
+    /// `forward`'s result, adapter slots in `adapterNames`' order) and compares each with the reference.
+    private static func checkLogits(_ name: String, _ reference: HFReference, adapterNames: [String], atol: Float, rtol: Float,
+                                    logits forward: (StepBatch, PageLayout) throws -> [Float]) throws {
         let expected = try SafeTensorsFile(path: Fixtures.path("models/\(name)/expected_logits.safetensors"))
-        let cases = fixture.reference.cases.sorted { (slot($0, fixture) ?? -1) < (slot($1, fixture) ?? -1) }
+        func slot(_ testCase: HFReference.Case) -> Int? { testCase.adapter.flatMap { adapterNames.firstIndex(of: $0) } }
+        let cases = reference.cases.sorted { (slot($0) ?? -1) < (slot($1) ?? -1) }
 
         var tokens: [Int32] = []
         var sequences: [StepBatch.Sequence] = []
         var segments: [LoRASegment] = []
         var nextPage: Int32 = 1
         for testCase in cases {
-            let prompt = fixture.reference.prompts[testCase.prompt_index]
+            let prompt = reference.prompts[testCase.prompt_index]
             let rows = tokens.count ..< tokens.count + prompt.count
             tokens += prompt.map(Int32.init)
             let pages = (prompt.count + 3) / 4
             sequences.append(.init(rows: rows, contextLength: prompt.count, blockTable: (0..<pages).map { nextPage + Int32($0) }))
             nextPage += Int32(pages)
-            if let slot = slot(testCase, fixture) { segments.append(LoRASegment(rows: rows, slot: slot)) }
+            if let slot = slot(testCase) { segments.append(LoRASegment(rows: rows, slot: slot)) }
         }
-        let cache = fixture.model.makeKVCache(layout: PageLayout(pageSize: 4, pageCount: Int(nextPage)))
-        let resident = ResidentAdapters(fixture.adapters, layerCount: fixture.model.config.layerCount)
         let batch = StepBatch(tokens: tokens, sequences: sequences, loraSegments: segments, logitRows: Array(0..<tokens.count))
-        let logits = backend.toHost(fixture.model.forward(backend.plan(batch), cache: cache, adapters: resident))
+        let logits = try forward(batch, PageLayout(pageSize: 4, pageCount: Int(nextPage)))
 
-        let vocabulary = fixture.model.config.vocabularySize
+        let vocabulary = logits.count / tokens.count
         for (testCase, sequence) in zip(cases, sequences) {
             let reference = try #require(expected.tensor(testCase.logits_key))
             let expectedLogits = [Float](UnsafeBufferPointer(start: reference.bytes.assumingMemoryBound(to: Float.self), count: reference.elementCount))
@@ -132,7 +160,4 @@ public enum HFParity {
         }
     }
 
-    private static func slot(_ testCase: HFReference.Case, _ fixture: LoadedFixture) -> Int? {
-        testCase.adapter.flatMap { fixture.adapterNames.firstIndex(of: $0) }
-    }
 }

@@ -2,7 +2,7 @@
 struct Embedding: KernelParameters {
     static let kernel = "embedding"
     var tokens: UInt64 = 0, table: UInt64 = 0, out: UInt64 = 0
-    var width: Int32 = 0
+    var width: Int32 = 0, firstToken: Int32 = 0, tableRows: Int32 = 0
 }
 
 struct GatherRows: KernelParameters {

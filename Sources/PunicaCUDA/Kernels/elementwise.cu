@@ -3,11 +3,18 @@
 // Row kernels take one block per row (T is small when decoding), so each thread moves 16 bytes per access and keeps
 // several accesses in flight (restrict pointers, unrolled loops): a decode step is latency-bound otherwise.
 
-// out[t, :] = table[tokens[t], :]. grid: T, block: 256.
+// out[t, :] = table[tokens[t] - first_token, :], zeros where that is not a row of the table (another rank's part of the
+// vocabulary). grid: T, block: 256.
 extern "C" __global__ void embedding(const int* __restrict__ tokens, const scalar_t* __restrict__ table, scalar_t* __restrict__ out,
-                                     int width) {
+                                     int width, int first_token, int table_rows) {
     wait_for_previous_kernel();
-    copy_row(table + (size_t)tokens[blockIdx.x] * width, out + (size_t)blockIdx.x * width, width);
+    const int index = tokens[blockIdx.x] - first_token;
+    scalar_t* row = out + (size_t)blockIdx.x * width;
+    if (index >= 0 && index < table_rows) {
+        copy_row(table + (size_t)index * width, row, width);
+    } else {
+        for (int i = threadIdx.x; i < width; i += blockDim.x) row[i] = scalar_t(0.f);
+    }
 }
 
 // out[i, :] = x[rows[i], :]. grid: rows, block: 256.

@@ -1,0 +1,103 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Dispatch
+import PunicaCompute
+
+/// A model split over ranks by tensor parallelism (`Shard`): one `LlamaModel` per rank, each on its own backend with
+/// its own KV cache and adapter slots, run in lockstep. A step runs every rank's forward pass at once, each on its
+/// rank's thread, and gives rank 0's logits (every rank gathers the whole vocabulary's).
+public final class TensorParallelModel {
+    public let ranks: [LlamaModel]
+    private let threads: RankThreads
+
+    /// Loads rank r's part of the checkpoint in `directory` onto `backends[r]`, the ranks communicating through
+    /// `collectives[r]`; throws, naming the config field, where the rank count cannot split the model.
+    public init(directory: String, backends: [Backend], collectives: [Collectives]) throws {
+        precondition(backends.count == collectives.count && !backends.isEmpty, "one backend and one set of collectives per rank")
+        let config = try ModelConfig.load(directory: directory)
+        let shards = try Shard.all(backends.count, config: config, path: directory + "/config.json")
+        ranks = try shards.indices.map { try LlamaModel(directory: directory, backend: backends[$0], shard: shards[$0], collectives: collectives[$0]) }
+        threads = RankThreads(count: ranks.count)
+    }
+
+    public var config: ModelConfig { ranks[0].config }
+
+    public func makeKVCaches(layout: PageLayout) -> [KVCache] { ranks.map { $0.makeKVCache(layout: layout) } }
+
+    /// Rank r's part of each adapter: from `load(model of rank r)`.
+    public func residentAdapters(_ load: (LlamaModel) throws -> [LoRAAdapter?]) rethrows -> [ResidentAdapters] {
+        try ranks.map { ResidentAdapters(try load($0), layerCount: config.layerCount) }
+    }
+
+    /// One step (`LlamaModel.forward`) on every rank: the logits of `batch.logitRows`, on rank 0's backend.
+    public func forward(_ batch: StepBatch, caches: [KVCache], adapters: [ResidentAdapters]) -> Tensor {
+        let logits = Locked<[Tensor?]>(Array(repeating: nil, count: ranks.count))
+        threads.run { rank in
+            let model = self.ranks[rank]
+            let result = model.forward(model.backend.plan(batch), cache: caches[rank], adapters: adapters[rank])
+            logits.update { $0[rank] = result }
+        }
+        return logits.read { $0[0]! }
+    }
+}
+
+/// A thread per rank, for as long as its owner lives: `run` runs a body on every rank's thread at once and returns
+/// when all are done. Ranks meet in collectives, so all must run together (a shared pool of fewer threads would wait
+/// forever), and a GPU rank's thread keeps its device current.
+final class RankThreads {
+    /// What the threads share with their owner; they hold it, so it outlives the owner's deinit.
+    private final class Shared: @unchecked Sendable {
+        let start: [DispatchSemaphore]
+        let done = DispatchSemaphore(value: 0)
+        var body: (@Sendable (Int) -> Void)?  // set before the start signals, read after them
+        var stopping = false
+
+        init(count: Int) { start = (0..<count).map { _ in DispatchSemaphore(value: 0) } }
+
+        /// Rank `rank`'s thread: each signal of its semaphore runs the current body once.
+        func serve(rank: Int) {
+            while true {
+                start[rank].wait()
+                if stopping { return }
+                body!(rank)
+                done.signal()
+            }
+        }
+    }
+
+    private final class Thread {
+        let shared: Shared, rank: Int
+        init(shared: Shared, rank: Int) { (self.shared, self.rank) = (shared, rank) }
+    }
+
+    private let shared: Shared
+
+    init(count: Int) {
+        shared = Shared(count: count)
+        for rank in 0..<count {
+            var thread = pthread_t()
+            let created = pthread_create(&thread, nil, { context in
+                let thread = Unmanaged<Thread>.fromOpaque(context!).takeRetainedValue()
+                thread.shared.serve(rank: thread.rank)
+                return nil
+            }, Unmanaged.passRetained(Thread(shared: shared, rank: rank)).toOpaque())
+            precondition(created == 0, "pthread_create failed (\(created))")
+            pthread_detach(thread)
+        }
+    }
+
+    deinit {
+        shared.stopping = true
+        for semaphore in shared.start { semaphore.signal() }
+    }
+
+    func run(_ body: @escaping @Sendable (Int) -> Void) {
+        shared.body = body
+        for semaphore in shared.start { semaphore.signal() }
+        for _ in shared.start { shared.done.wait() }
+        shared.body = nil
+    }
+}
