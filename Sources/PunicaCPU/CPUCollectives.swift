@@ -86,10 +86,10 @@ private final class CPUCollectives: Collectives {
         group.barrier()
     }
 
-    func allGatherColumns(_ part: Tensor, into out: Tensor) {
+    func allGatherColumns(_ part: Tensor, widths: [Int], into out: Tensor) {
         let parts = group.exchange(part, rank: rank)
-        precondition(parts.allSatisfy { $0.rows == out.rows } && parts.reduce(0) { $0 + $1.rowWidth } == out.rowWidth,
-                     "all-gather of parts that do not tile \(out.shape)")
+        precondition(parts.allSatisfy { $0.rows == out.rows } && parts.map(\.rowWidth) == widths && widths.reduce(0, +) == out.rowWidth,
+                     "all-gather of parts that do not tile \(out.shape) as \(widths)")
         var column = 0
         for part in parts {
             let width = part.rowWidth

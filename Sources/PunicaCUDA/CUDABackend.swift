@@ -292,6 +292,8 @@ final class CUDALoRATable {
 public final class CUDABackend: Backend {
     public let dtype: DType
     public let deviceName: String
+    /// The device's ordinal (cuDeviceGet's, NCCL's).
+    public let device: Int
     public let computeCapability: (major: Int, minor: Int)
     public let multiprocessorCount: Int
     /// Kernels launch with programmatic dependent launch (sm_90+; PUNICA_PROGRAMMATIC_LAUNCH=0 turns it off, to
@@ -340,6 +342,7 @@ public final class CUDABackend: Backend {
         var name = [CChar](repeating: 0, count: 256)
         try driver.call("cuDeviceGetName", driver.cuDeviceGetName(&name, 256, handle))
         deviceName = String(cString: name)
+        self.device = device
         var stream: OpaquePointer?
         try driver.call("cuStreamCreate", driver.cuStreamCreate(&stream, 1))
         var loaderStream: OpaquePointer?
@@ -366,6 +369,15 @@ public final class CUDABackend: Backend {
     }
 
     public var name: String { "cuda (\(deviceName), \(dtype))" }
+
+    /// The GPUs the driver sees.
+    public static func deviceCount() throws -> Int {
+        let driver = try CUDADriver()
+        try driver.call("cuInit", driver.cuInit(0))
+        var count: Int32 = 0
+        try driver.call("cuDeviceGetCount", driver.cuDeviceGetCount(&count))
+        return Int(count)
+    }
 
     // MARK: Memory
 
@@ -594,6 +606,12 @@ public final class CUDABackend: Backend {
         launch(Embedding(tokens: cuda.address(cuda.tokens), table: table.address, out: out.address, width: Int32(out.rowWidth),
                          firstToken: Int32(firstToken), tableRows: Int32(table.rows)),
                grid: (out.rows, 1, 1), block: 256)
+    }
+
+    /// out[row, firstColumn ..< +width] = the [rows, width] matrix at `source`: a rank's part of gathered logits.
+    func copyColumns(from source: UInt64, rows: Int, width: Int, into out: Tensor, firstColumn: Int) {
+        launch(CopyColumns(from: source, to: out.address, width: Int32(width), toWidth: Int32(out.rowWidth), firstColumn: Int32(firstColumn)),
+               grid: (rows, 1, 1), block: 256)
     }
 
     public func rmsNorm(x: Tensor, weight: Tensor, epsilon: Float, out: Tensor) {

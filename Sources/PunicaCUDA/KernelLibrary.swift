@@ -10,7 +10,7 @@ public enum KernelSources {
     /// Each source file with the parameters of the kernels it defines.
     static let files: [(name: String, source: [UInt8], kernels: [any KernelParameters.Type])] = [
         ("elementwise.cu", PackageResources.elementwise_cu,
-         [Embedding.self, GatherRows.self, RMSNorm.self, AddRMSNorm.self, SiluMul.self, GeluTanhMul.self, Scale.self, Softcap.self, AddBias.self, HeadRMSNorm.self, RopeAppendKV.self, ToFloat32.self,
+         [Embedding.self, CopyColumns.self, GatherRows.self, RMSNorm.self, AddRMSNorm.self, SiluMul.self, GeluTanhMul.self, Scale.self, Softcap.self, AddBias.self, HeadRMSNorm.self, RopeAppendKV.self, ToFloat32.self,
           FillUniform.self]),
         ("attention.cu", PackageResources.attention_cu,
          [AttentionTiles<AttentionRows64>.self, AttentionTiles<AttentionRows16>.self, AttentionTiles<AttentionRows64D256>.self,

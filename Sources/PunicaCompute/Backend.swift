@@ -55,8 +55,8 @@ public struct KVCacheLayer {
 public protocol Collectives: AnyObject {
     /// x becomes the elementwise sum of every rank's x, added in rank order (so every rank holds the same values).
     func allReduceSum(_ x: Tensor)
-    /// out [rows, Σ widths] becomes every rank's `part` [rows, its width] side by side, in rank order.
-    func allGatherColumns(_ part: Tensor, into out: Tensor)
+    /// out [rows, Σ widths] becomes every rank's `part` [rows, widths[rank]] side by side, in rank order.
+    func allGatherColumns(_ part: Tensor, widths: [Int], into out: Tensor)
 }
 
 /// The operations the model is written against. Each has a CPU reference (PunicaCPU) that defines its meaning and

@@ -85,7 +85,7 @@ public final class LlamaModel {
     /// it that `shard` holds.
     init(config: ModelConfig, backend: Backend, shard: Shard = .whole, collectives: Collectives? = nil, hasLMHead: Bool,
          weight: (_ name: String, _ shape: [Int], _ slice: WeightSlice) throws -> Tensor) throws {
-        precondition((shard.count > 1) == (collectives != nil), "a split model's ranks have collectives; a whole model has none")
+        precondition(shard.count == 1 || collectives != nil, "the ranks of a split model need collectives")
         func whole(_ name: String, _ shape: [Int]) throws -> Tensor { try weight(name, shape, .whole(rows: shape[0])) }
         func projection(_ parts: [Projection], layer: Int) throws -> Tensor {
             backend.concatenateRows(try parts.map { part in
@@ -241,7 +241,7 @@ public final class LlamaModel {
         if let cap = config.finalLogitSoftcap { backend.softcap(scores, cap: cap) }
         guard let collectives else { return scores }
         let logits = backend.zeros([batch.logitRows.count, config.vocabularySize])  // every rank's part side by side
-        collectives.allGatherColumns(scores, into: logits)
+        collectives.allGatherColumns(scores, widths: shard.vocabularyWidths(config.vocabularySize), into: logits)
         return logits
     }
 }

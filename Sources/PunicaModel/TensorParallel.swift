@@ -53,6 +53,9 @@ public struct Shard: Sendable, Hashable, CustomStringConvertible {
         return start ..< start + base + (rank < extra ? 1 : 0)
     }
 
+    /// Every rank's part of a vocabulary of `size` tokens, in rank order.
+    func vocabularyWidths(_ size: Int) -> [Int] { (0..<count).map { Shard(rank: $0, count: count).vocabulary(size).count } }
+
     func queryHeads(_ attention: AttentionShape) -> Range<Int> { part(attention.queryHeads) }
 
     func kvHeads(_ attention: AttentionShape) -> Range<Int> {

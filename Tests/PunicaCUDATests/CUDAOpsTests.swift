@@ -504,6 +504,19 @@ extension CUDATests {
             try await HFParity.checkPromptLogprobs(model, backend: gpu, atol: logprobs, exactRanks: false)
         }
 
+        /// The model split by tensor parallelism over the host's GPUs (4, 2 or 1 of them: the fixtures' 4 heads bound it),
+        /// one rank per GPU, the collectives through NCCL: transformers + PEFT's logits, as the whole model's. On a
+        /// one-GPU host the rank's all-reduces and all-gather run through a one-rank NCCL communicator.
+        @Test(arguments: HFParity.models)
+        func splitOverTheGPUsThroughNCCL(model: String) throws {
+            let ranks = [4, 2, 1].first { $0 <= (try? CUDABackend.deviceCount()) ?? 1 }!
+            let backends = try [GPU.backends[.float16]!] + (1..<ranks).map { try CUDABackend(device: $0, dtype: .float16) }
+            let group = try NCCLGroup(backends: backends)
+            let tolerance = try TransformersReducedPrecision.tolerance(model, "float16", atLeast: 0.12)
+            try HFParity.checkSplitLogitsAtEveryPromptPosition(model, backends: backends, collectives: (0..<ranks).map(group.collectives),
+                                                               atol: tolerance, rtol: 1e-2)
+        }
+
         /// Decode steps replayed from recordings (CUDA graphs) against the same steps run eagerly, from the same prefill:
         /// five sequences (base-only and two adapters, in segments), ten decode steps, batches padded to a recorded
         /// size of 8. Greedy tokens equal at every step; logits within rounding (the recorded plans split work

@@ -7,6 +7,7 @@ final class CUDADriver {
     let library: DynamicLibrary
     let cuInit: @convention(c) (UInt32) -> Result
     let cuDeviceGet: @convention(c) (UnsafeMutablePointer<Int32>, Int32) -> Result
+    let cuDeviceGetCount: @convention(c) (UnsafeMutablePointer<Int32>) -> Result
     let cuDeviceGetAttribute: @convention(c) (UnsafeMutablePointer<Int32>, Int32, Int32) -> Result
     let cuDeviceGetName: @convention(c) (UnsafeMutablePointer<CChar>, Int32, Int32) -> Result
     let cuDevicePrimaryCtxRetain: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, Int32) -> Result
@@ -50,6 +51,7 @@ final class CUDADriver {
                                      variable: "PUNICA_LIBCUDA")
         cuInit = try library.function("cuInit")
         cuDeviceGet = try library.function("cuDeviceGet")
+        cuDeviceGetCount = try library.function("cuDeviceGetCount")
         cuDeviceGetAttribute = try library.function("cuDeviceGetAttribute")
         cuDeviceGetName = try library.function("cuDeviceGetName")
         cuDevicePrimaryCtxRetain = try library.function("cuDevicePrimaryCtxRetain")

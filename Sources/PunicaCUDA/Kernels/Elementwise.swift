@@ -5,6 +5,12 @@ struct Embedding: KernelParameters {
     var width: Int32 = 0, firstToken: Int32 = 0, tableRows: Int32 = 0
 }
 
+struct CopyColumns: KernelParameters {
+    static let kernel = "copy_columns"
+    var from: UInt64 = 0, to: UInt64 = 0
+    var width: Int32 = 0, toWidth: Int32 = 0, firstColumn: Int32 = 0
+}
+
 struct GatherRows: KernelParameters {
     static let kernel = "gather_rows"
     var x: UInt64 = 0, rows: UInt64 = 0, out: UInt64 = 0

@@ -24,6 +24,13 @@ extern "C" __global__ void gather_rows(const scalar_t* __restrict__ x, const int
     copy_row(x + (size_t)rows[blockIdx.x] * width, out + (size_t)blockIdx.x * width, width);
 }
 
+// to[t, first_column ..< +width] = from[t, :]: one rank's part of gathered logits into place. grid: T, block: 256.
+extern "C" __global__ void copy_columns(const scalar_t* __restrict__ from, scalar_t* __restrict__ to, int width, int to_width,
+                                        int first_column) {
+    wait_for_previous_kernel();
+    copy_row(from + (size_t)blockIdx.x * width, to + (size_t)blockIdx.x * to_width + first_column, width);
+}
+
 // out = x / sqrt(mean(x²) + eps) * weight for one row; `squares` is this thread's share of sum(x²) over its
 // elements (the same ones it normalizes here). The block's threads take 8 elements at a time where the width allows.
 __device__ __forceinline__ void normalize_row(const scalar_t* __restrict__ x, const scalar_t* __restrict__ weight,
