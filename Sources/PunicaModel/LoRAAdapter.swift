@@ -105,20 +105,20 @@ public final class LoRAAdapter {
         return (rank, Float(scale), targets, try loraTensors(weights, config: config, targets: targets, scale: Float(scale)))
     }
 
-    /// A random adapter (uniform A and B) for benchmarks.
+    /// A random adapter (uniform A and B) for benchmarks: its part for `shard` of a split model.
     public static func random(name: String, rank: Int, targets: Set<Projection>, config: ModelConfig, backend: Backend,
-                              seed: UInt64) -> LoRAAdapter {
+                              seed: UInt64, shard: Shard = .whole) -> LoRAAdapter {
         var counter = seed << 32
-        return try! LoRAAdapter(name: name, rank: rank, targets: targets, config: config, backend: backend) { _, _, shape in
+        return try! LoRAAdapter(name: name, rank: rank, targets: targets, config: config, backend: backend, shard: shard) { _, _, shape in
             counter &+= 1
             return backend.randomWeight(shape: shape, scale: 1 / Float(shape.last!).squareRoot(), seed: counter)
         }
     }
 
-    /// An adapter of scale 1 built from tensors; `matrix(key, .a/.b, shape)` supplies each A and B.
-    convenience init(name: String, rank: Int, targets: Set<Projection>, config: ModelConfig, backend: Backend,
+    /// An adapter of scale 1 built from tensors; `matrix(key, .a/.b, shape)` supplies each A and B (`shard`'s part).
+    convenience init(name: String, rank: Int, targets: Set<Projection>, config: ModelConfig, backend: Backend, shard: Shard = .whole,
                      matrix: (LoRATensorKey, LoRATensors.Matrix, [Int]) throws -> Tensor) throws {
-        let weights = try config.fusedLoRALayout(targets: targets, rank: rank).map { layer in
+        let weights = try config.fusedLoRALayout(targets: targets, rank: rank, shard: shard).map { layer in
             try layer.map { fused in
                 try fused.map { parts -> LoRAWeights in
                     let aParts = try parts.map { try matrix($0.key, .a, [rank, $0.inputs]) }

@@ -14,13 +14,26 @@ public final class TensorParallelModel {
     private let threads: RankThreads
 
     /// Loads rank r's part of the checkpoint in `directory` onto `backends[r]`, the ranks communicating through
-    /// `collectives[r]`; throws, naming the config field, where the rank count cannot split the model.
-    public init(directory: String, backends: [Backend], collectives: [Collectives]) throws {
-        precondition(backends.count == collectives.count && !backends.isEmpty, "one backend and one set of collectives per rank")
+    /// `collectives[r]` (none for a single rank); throws, naming the config field, where the rank count cannot split
+    /// the model.
+    public init(directory: String, backends: [Backend], collectives: [Collectives]?) throws {
         let config = try ModelConfig.load(directory: directory)
-        let shards = try Shard.all(backends.count, config: config, path: directory + "/config.json")
-        ranks = try shards.indices.map { try LlamaModel(directory: directory, backend: backends[$0], shard: shards[$0], collectives: collectives[$0]) }
+        let shards = try Self.shards(config, backends: backends, collectives: collectives, path: directory + "/config.json")
+        ranks = try shards.indices.map { try LlamaModel(directory: directory, backend: backends[$0], shard: shards[$0], collectives: collectives?[$0]) }
         threads = RankThreads(count: ranks.count)
+    }
+
+    /// Random weights (`LlamaModel.random`), split the same way: for benchmarks.
+    public init(random config: ModelConfig, backends: [Backend], collectives: [Collectives]?, seed: UInt64 = 0) throws {
+        let shards = try Self.shards(config, backends: backends, collectives: collectives, path: "--tensor-parallel-size")
+        ranks = shards.indices.map { LlamaModel.random(config: config, backend: backends[$0], seed: seed, shard: shards[$0], collectives: collectives?[$0]) }
+        threads = RankThreads(count: ranks.count)
+    }
+
+    private static func shards(_ config: ModelConfig, backends: [Backend], collectives: [Collectives]?, path: String) throws -> [Shard] {
+        precondition(!backends.isEmpty && (collectives.map { $0.count == backends.count } ?? (backends.count == 1)),
+                     "one backend per rank, and collectives for each where there are several")
+        return try Shard.all(backends.count, config: config, path: path)
     }
 
     public var config: ModelConfig { ranks[0].config }
@@ -32,8 +45,10 @@ public final class TensorParallelModel {
         try ranks.map { ResidentAdapters(try load($0), layerCount: config.layerCount) }
     }
 
-    /// One step (`LlamaModel.forward`) on every rank: the logits of `batch.logitRows`, on rank 0's backend.
+    /// One step (`LlamaModel.forward`) on every rank: the logits of `batch.logitRows`, on rank 0's backend. A lone rank
+    /// runs on the calling thread.
     public func forward(_ batch: StepBatch, caches: [KVCache], adapters: [ResidentAdapters]) -> Tensor {
+        guard ranks.count > 1 else { return ranks[0].forward(ranks[0].backend.plan(batch), cache: caches[0], adapters: adapters[0]) }
         let logits = Locked<[Tensor?]>(Array(repeating: nil, count: ranks.count))
         threads.run { rank in
             let model = self.ranks[rank]

@@ -47,23 +47,31 @@ struct BenchForward: ParsableCommand {
     @Option(help: "Decode steps.") var decodeTokens = 64
     @Option(help: "Timed repetitions of each configuration; the median is reported.") var repeats = 3
     @Flag(help: "Run decode steps eagerly instead of replaying recorded ones (CUDA graphs).") var enforceEager = false
+    @Option(help: "Split the model over this many ranks by tensor parallelism: GPUs on cuda (through NCCL), threads on cpu. Steps of several ranks run eagerly.")
+    var tensorParallelSize = 1
 
     func run() throws {
-        let backend = try device.makeBackend()
+        let (backends, collectives) = try device.makeRanks(tensorParallelSize)
+        let backend = backends[0]
         let config = shape.config
-        let model = LlamaModel.random(config: config, backend: backend)
+        let model = try TensorParallelModel(random: config, backends: backends, collectives: collectives)
         let needed = batch.map { b in popularity.map { $0.requestsPerAdapter(b).count }.max() ?? 0 }.max() ?? 0
-        let adapters = (0..<needed).map {
-            LoRAAdapter.random(name: "a\($0)", rank: rank, targets: Set(Projection.of(config)), config: config, backend: backend, seed: UInt64($0 + 1))
+        let adapters = model.ranks.map { rank in
+            (0..<needed).map {
+                LoRAAdapter.random(name: "a\($0)", rank: self.rank, targets: Set(Projection.of(config)), config: config, backend: rank.backend,
+                                   seed: UInt64($0 + 1), shard: rank.shard)
+            }
         }
-        let adapterBytes = adapters.first.map { adapter in
+        let adapterBytes = adapters[0].first.map { adapter in
             Projection.of(config).reduce(0) { total, projection in
                 let (outputs, inputs) = projection.weightShape(config)
                 return total + config.layerCount * adapter.rank * (outputs + inputs) * 2
             }
         } ?? 0
         let bandwidth = (backend as? CUDABackend).flatMap { try? $0.measureCopyBandwidth() }
-        print("backend: \(backend.name); \(shape.rawValue) (\(config.parameterCount / 1_000_000)M parameters); prompt \(promptTokens); "
+        let ranks = model.ranks.count
+        print("backend: \(backend.name)\(ranks > 1 ? " × \(ranks) ranks (tensor parallel; roofline: one rank's share of the bytes)" : ""); "
+              + "\(shape.rawValue) (\(config.parameterCount / 1_000_000)M parameters); prompt \(promptTokens); "
               + "decode \(decodeTokens); LoRA rank \(rank) on all 7 projections"
               + (bandwidth.map { "; copy bandwidth \(fixed($0 / 1e12, 2)) TB/s" } ?? ""))
         print("| batch | LoRA | prefill tok/s | decode tok/s | decode step ms | host ms |" + (bandwidth != nil ? " step / roofline |" : ""))
@@ -81,7 +89,7 @@ struct BenchForward: ParsableCommand {
                     // Bytes a decode step must read: weights, the KV cache at mid-decode, each distinct adapter once.
                     let kv = size * (promptTokens + decodeTokens / 2) * config.layerCount * 2 * config.attention.kvWidth * 2
                     let distinct = Set(assignment ?? []).count
-                    let bytes = Double(config.parameterCount * 2 + kv + distinct * adapterBytes)
+                    let bytes = Double(config.parameterCount * 2 + kv + distinct * adapterBytes) / Double(ranks)
                     line += " \(fixed(step / (bytes / bandwidth), 2))× |"
                 }
                 print(line)
@@ -91,20 +99,22 @@ struct BenchForward: ParsableCommand {
 
     /// Seconds for the prefill of every prompt (one step) and for all decode steps (greedy on the device), and of
     /// the decode time, how long the host spent issuing the forward passes: near the step time means host-bound.
-    private func measure(_ model: LlamaModel, adapters: [LoRAAdapter], batch: Int, assignment: [Int]?)
+    private func measure(_ model: TensorParallelModel, adapters: [[LoRAAdapter]], batch: Int, assignment: [Int]?)
         -> (prefill: Double, decode: Double, decodeHost: Double)
     {
         let layout = PageLayout(pageSize: 16, pageCount: 1 + batch * ((promptTokens + decodeTokens + 15) / 16))
-        let cache = model.makeKVCache(layout: layout)
+        let caches = model.makeKVCaches(layout: layout)
         let pagesPerSequence = layout.pagesNeeded(forTokens: promptTokens + decodeTokens)
         let blockTables = (0..<batch).map { index in (0..<pagesPerSequence).map { Int32(1 + index * pagesPerSequence + $0) } }
         // Slot i holds adapter i; requests are already grouped by adapter, so each run of equal slots is a segment.
-        let resident = assignment == nil ? ResidentAdapters.none : ResidentAdapters(adapters, layerCount: model.config.layerCount)
+        let resident = adapters.map { assignment == nil ? ResidentAdapters.none : ResidentAdapters($0, layerCount: model.config.layerCount) }
         var random = SplitMix64(seed: 7)
         var tokens = (0..<batch).map { _ in (0..<promptTokens).map { _ in Int32.random(in: 3..<Int32(model.config.vocabularySize), using: &random) } }
-        // Decode steps replay recordings made here, before the clock starts (at the first and last decode contexts).
-        let recordings = enforceEager ? nil
-            : RecordedDecodeSteps(model: model, cache: cache, adapters: resident, maxContext: promptTokens + decodeTokens, sizes: [batch])
+        // Decode steps replay recordings made here, before the clock starts (at the first and last decode contexts); a
+        // split model's run eagerly.
+        let recordings = enforceEager || model.ranks.count > 1 ? nil
+            : RecordedDecodeSteps(model: model.ranks[0], cache: caches[0], adapters: resident[0], maxContext: promptTokens + decodeTokens,
+                                  sizes: [batch])
         for context in [promptTokens + 1, promptTokens + decodeTokens] { _ = try? recordings?.recordAll(context: context) }
 
         let clock = ContinuousClock()
@@ -121,9 +131,10 @@ struct BenchForward: ParsableCommand {
             let stepBatch = StepBatch(tokens: tokens.flatMap { $0.suffix(newTokens) }, sequences: sequences, loraSegments: segments,
                                       logitRows: sequences.map { $0.rows.upperBound - 1 })
             let replayed = newTokens == 1 ? (try? recordings?.logits(stepBatch)) ?? nil : nil
-            let logits = replayed ?? model.forward(model.backend.plan(stepBatch), cache: cache, adapters: resident)
+            let logits = replayed ?? model.forward(stepBatch, caches: caches, adapters: resident)
             hostTime += clock.now - start
-            for (index, token) in model.backend.sample(logits, Array(repeating: .greedy, count: batch)).ids.enumerated() { tokens[index].append(Int32(token)) }
+            let sampled = model.ranks[0].backend.sample(logits, Array(repeating: .greedy, count: batch))
+            for (index, token) in sampled.ids.enumerated() { tokens[index].append(Int32(token)) }
         }
         let prefill = clock.measure { step(newTokens: promptTokens, context: promptTokens) }
         let hostAfterPrefill = hostTime

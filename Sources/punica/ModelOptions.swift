@@ -44,6 +44,23 @@ struct DeviceOptions: ParsableArguments {
         default: throw ValidationError("--device \(device): expected cpu or cuda")
         }
     }
+
+    /// The ranks of a model split `count` ways by tensor parallelism: a backend per GPU (cuda; collectives through
+    /// NCCL) or per thread (cpu), and their collectives; one rank has none.
+    func makeRanks(_ count: Int) throws -> (backends: [Backend], collectives: [Collectives]?) {
+        guard count > 1 else { return ([try makeBackend()], nil) }
+        switch device {
+        case "cpu":
+            let group = CPUGroup(size: count)
+            return ((0..<count).map { _ in CPUBackend(bfloat16Weights: !cpuFloat32Weights) }, (0..<count).map(group.collectives))
+        default:
+            let available = try CUDABackend.deviceCount()
+            guard count <= available else { throw ValidationError("--tensor-parallel-size \(count): this host has \(available) GPUs") }
+            let backends = try (0..<count).map { try CUDABackend(device: $0, dtype: storageType) }
+            let group = try NCCLGroup(backends: backends)
+            return (backends, (0..<count).map(group.collectives))
+        }
+    }
 }
 
 /// The model and adapters every serving command loads.
