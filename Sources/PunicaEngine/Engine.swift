@@ -98,6 +98,14 @@ public final class Engine: GenerationService, @unchecked Sendable {
     /// leaves (`kvCacheSummary` says which). Throws when the device has no room for even one page.
     public convenience init(model: LlamaModel, tokenizer: Tokenizer, configuration: EngineConfiguration = EngineConfiguration())
         throws(KVCacheSizingError) {
+        try self.init(model: TensorParallelModel(ranks: [model]), tokenizer: tokenizer, configuration: configuration)
+    }
+
+    /// A model split over several devices (`TensorParallelModel`), or one: each rank's KV cache is sized as one device's
+    /// (rank 0's memory; every rank holds the same share of weights and KV heads).
+    public convenience init(model split: TensorParallelModel, tokenizer: Tokenizer, configuration: EngineConfiguration = EngineConfiguration())
+        throws(KVCacheSizingError) {
+        let model = split.ranks[0]
         let tokens: Int, summary: String
         if let fixed = configuration.kvCacheTokens {
             (tokens, summary) = (fixed, "KV cache: \(fixed) tokens (--kv-cache-tokens)")
@@ -117,7 +125,7 @@ public final class Engine: GenerationService, @unchecked Sendable {
         } else {
             (tokens, summary) = (EngineConfiguration.hostKVCacheTokens, "KV cache: \(EngineConfiguration.hostKVCacheTokens) tokens in host memory")
         }
-        let runner = LlamaRunner(model: model, pageSize: configuration.pageSize,
+        let runner = LlamaRunner(model: split, pageSize: configuration.pageSize,
                                  pageCount: 1 + (tokens + configuration.pageSize - 1) / configuration.pageSize,
                                  adapterSlots: configuration.adapterSlots, recordDecodeSteps: configuration.recordDecodeSteps,
                                  maxLoRARank: configuration.maxLoRARank, maxBatch: configuration.maxRunningRequests)

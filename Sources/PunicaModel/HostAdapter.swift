@@ -1,19 +1,25 @@
 import Dispatch
 import PunicaCompute
 
-/// An adapter read from its directory and converted for one backend, in host memory: the host tier's entry. All its
-/// weights sit in one buffer of the backend's weight type, laid out as its device slab will be, B already scaled,
-/// so uploading it (`LoRAAdapter(_:backend:)`) is one allocation and one copy.
+/// An adapter read from its directory and converted for a model's backend, in host memory: the host tier's entry.
+/// All its weights sit in one buffer of the backend's weight type, laid out as its device slab will be, B already
+/// scaled, so uploading it (`LoRAAdapter(_:backend:)`) is one allocation and one copy. Of a model split by tensor
+/// parallelism, one such slab per rank, each of that rank's part (`Shard`) for that rank's backend.
 public final class HostAdapter: @unchecked Sendable {
     public let name: String
     public let directory: String
     public let rank: Int
     public let scale: Float
     public let targets: Set<Projection>
-    public let buffer: HostBuffer
-    /// [layer][FusedProjection.rawValue]: where the fused A ([parts · rank, in], the parts' A stacked) and each piece's
-    /// B ([out, rank]) lie in `buffer`, in elements; nil where no part is targeted.
-    let layout: [[FusedSlab?]]
+    /// [model rank]: its slab.
+    let slabs: [Slab]
+
+    struct Slab {
+        let buffer: HostBuffer
+        /// [layer][FusedProjection.rawValue]: where the fused A ([parts · rank, in], the parts' A stacked) and each
+        /// piece's B ([out, rank]) lie in `buffer`, in elements; nil where no part is targeted.
+        let layout: [[FusedSlab?]]
+    }
 
     struct FusedSlab {
         struct Piece {
@@ -26,17 +32,30 @@ public final class HostAdapter: @unchecked Sendable {
         let pieces: [Piece]
     }
 
-    public var byteCount: Int { buffer.byteCount }
+    public var byteCount: Int { slabs.reduce(0) { $0 + $1.buffer.byteCount } }
 
     /// Tensors start on 256-byte boundaries, as device allocations do.
     static let alignmentBytes = 256
 
     /// Reads `directory` (the safetensors file memory-mapped) and converts every tensor in one pass from its
     /// checkpoint type to the backend's weight type, B times the scale, checking each value on the way (finite and
-    /// within ±`LoRAAdapter.maxValue`). Tensors convert in parallel. Any thread may call it. Of a split model, the
-    /// adapter's part for `shard` (see `Shard`).
-    public init(name: String, directory: String, config: ModelConfig, backend: Backend, shard: Shard = .whole) throws {
+    /// within ±`LoRAAdapter.maxValue`). Tensors convert in parallel. Any thread may call it.
+    public convenience init(name: String, directory: String, config: ModelConfig, backend: Backend) throws {
+        try self.init(name: name, directory: directory, config: config, ranks: [(backend, .whole)])
+    }
+
+    /// The same for each rank of a split model: a slab of its part for its backend.
+    public init(name: String, directory: String, config: ModelConfig, ranks: [(backend: Backend, shard: Shard)]) throws {
         let parsed = try LoRAAdapter.parse(directory: directory, config: config)
+        slabs = try ranks.map { try Self.slab(parsed, config: config, backend: $0.backend, shard: $0.shard) }
+        self.name = name
+        self.directory = directory
+        rank = parsed.rank
+        scale = parsed.scale
+        targets = parsed.targets
+    }
+
+    private static func slab(_ parsed: LoRAAdapter.Parsed, config: ModelConfig, backend: Backend, shard: Shard) throws -> Slab {
         let (rank, tensors, dtype) = (parsed.rank, parsed.tensors, backend.weightDType)
         let alignment = Self.alignmentBytes / dtype.byteSize
         var end = 0  // elements laid out so far
@@ -77,13 +96,7 @@ public final class HostAdapter: @unchecked Sendable {
             throw ModelError.tensorValue(path: tensors.path, tensor: tensor.name, element: element, value: tensor.value(at: element),
                                          rule: tensors.rule(jobs[first].matrix))
         }
-        self.name = name
-        self.directory = directory
-        self.rank = rank
-        scale = parsed.scale
-        targets = parsed.targets
-        self.buffer = buffer
-        self.layout = layout
+        return Slab(buffer: buffer, layout: layout)
     }
 
     private init(name: String, buffer: HostBuffer) {
@@ -92,8 +105,7 @@ public final class HostAdapter: @unchecked Sendable {
         rank = 0
         scale = 1
         targets = []
-        self.buffer = buffer
-        layout = []
+        slabs = [Slab(buffer: buffer, layout: [])]
     }
 
     /// An adapter with no weights holding `bytes` of host memory: for runners that script a model (engine tests).

@@ -27,14 +27,16 @@ public final class LoRAAdapter {
     /// Reads, converts and uploads the adapter of `directory` (`HostAdapter`, then one upload): its part for `shard`
     /// of a split model.
     public convenience init(name: String, directory: String, config: ModelConfig, backend: Backend, shard: Shard = .whole) throws {
-        self.init(try HostAdapter(name: name, directory: directory, config: config, backend: backend, shard: shard), backend: backend)
+        self.init(try HostAdapter(name: name, directory: directory, config: config, ranks: [(backend, shard)]), backend: backend)
     }
 
-    /// Uploads a host adapter into one device allocation; its tensors are views of it.
-    public init(_ host: HostAdapter, backend: Backend) {
-        let views = host.layout.joined().compactMap { $0 }.flatMap { [$0.a] + $0.pieces.map(\.b) }
-        var tensors = backend.weights(slab: host.buffer, views: views.map { ($0.offset, $0.shape) }).makeIterator()
-        weights = host.layout.map { layer in
+    /// Uploads a host adapter (its slab for rank `modelRank` of a split model) into one device allocation; its tensors
+    /// are views of it.
+    public init(_ host: HostAdapter, backend: Backend, modelRank: Int = 0) {
+        let slab = host.slabs[modelRank]
+        let views = slab.layout.joined().compactMap { $0 }.flatMap { [$0.a] + $0.pieces.map(\.b) }
+        var tensors = backend.weights(slab: slab.buffer, views: views.map { ($0.offset, $0.shape) }).makeIterator()
+        weights = slab.layout.map { layer in
             layer.map { fused in
                 fused.map { fused in
                     let a = tensors.next()!
@@ -73,8 +75,11 @@ public final class LoRAAdapter {
         }
     }
 
+    /// What `parse` reads: the config's rank, scale and targets, and the weights file's tensors.
+    typealias Parsed = (rank: Int, scale: Float, targets: Set<Projection>, tensors: LoRATensors)
+
     static func parse(directory: String, config: ModelConfig) throws
-        -> (rank: Int, scale: Float, targets: Set<Projection>, tensors: LoRATensors) {
+        -> Parsed {
         let configJSON = try readRegularFile(directory + "/adapter_config.json", expected: "a JSON file")
         let path = directory + "/adapter_model.safetensors"
         guard FileManager.default.fileExists(atPath: path) else {
@@ -87,7 +92,7 @@ public final class LoRAAdapter {
     }
 
     private static func parse(configJSON: Data, weights: SafeTensorsFile, directory: String, config: ModelConfig) throws
-        -> (rank: Int, scale: Float, targets: Set<Projection>, tensors: LoRATensors) {
+        -> Parsed {
         let configPath = directory + "/adapter_config.json"
         let settings = try decodeJSON(AdapterConfig.self, from: configJSON, path: configPath)
         let targets = try settings.validatedTargets(path: configPath)

@@ -13,21 +13,32 @@ public final class TensorParallelModel {
     public let ranks: [LlamaModel]
     private let threads: RankThreads
 
-    /// Loads rank r's part of the checkpoint in `directory` onto `backends[r]`, the ranks communicating through
-    /// `collectives[r]` (none for a single rank); throws, naming the config field, where the rank count cannot split
-    /// the model.
-    public init(directory: String, backends: [Backend], collectives: [Collectives]?) throws {
-        let config = try ModelConfig.load(directory: directory)
-        let shards = try Self.shards(config, backends: backends, collectives: collectives, path: directory + "/config.json")
-        ranks = try shards.indices.map { try LlamaModel(directory: directory, backend: backends[$0], shard: shards[$0], collectives: collectives?[$0]) }
+    /// The ranks of one split (rank r holding shard r of `ranks.count`, each with the collectives of one group), or
+    /// one whole model.
+    public init(ranks: [LlamaModel]) {
+        precondition(!ranks.isEmpty && ranks.enumerated().allSatisfy { $1.shard.rank == $0 && $1.shard.count == ranks.count },
+                     "rank r of a split model holds its shard r")
+        self.ranks = ranks
         threads = RankThreads(count: ranks.count)
     }
 
+    /// Loads rank r's part of the checkpoint in `directory` onto `backends[r]`, the ranks communicating through
+    /// `collectives[r]` (none for a single rank); throws, naming the config field, where the rank count cannot split
+    /// the model.
+    public convenience init(directory: String, backends: [Backend], collectives: [Collectives]?) throws {
+        let config = try ModelConfig.load(directory: directory)
+        let shards = try Self.shards(config, backends: backends, collectives: collectives, path: directory + "/config.json")
+        self.init(ranks: try shards.indices.map {
+            try LlamaModel(directory: directory, backend: backends[$0], shard: shards[$0], collectives: collectives?[$0])
+        })
+    }
+
     /// Random weights (`LlamaModel.random`), split the same way: for benchmarks.
-    public init(random config: ModelConfig, backends: [Backend], collectives: [Collectives]?, seed: UInt64 = 0) throws {
+    public convenience init(random config: ModelConfig, backends: [Backend], collectives: [Collectives]?, seed: UInt64 = 0) throws {
         let shards = try Self.shards(config, backends: backends, collectives: collectives, path: "--tensor-parallel-size")
-        ranks = shards.indices.map { LlamaModel.random(config: config, backend: backends[$0], seed: seed, shard: shards[$0], collectives: collectives?[$0]) }
-        threads = RankThreads(count: ranks.count)
+        self.init(ranks: shards.indices.map {
+            LlamaModel.random(config: config, backend: backends[$0], seed: seed, shard: shards[$0], collectives: collectives?[$0])
+        })
     }
 
     private static func shards(_ config: ModelConfig, backends: [Backend], collectives: [Collectives]?, path: String) throws -> [Shard] {
@@ -45,18 +56,32 @@ public final class TensorParallelModel {
         try ranks.map { ResidentAdapters(try load($0), layerCount: config.layerCount) }
     }
 
-    /// One step (`LlamaModel.forward`) on every rank: the logits of `batch.logitRows`, on rank 0's backend. A lone rank
-    /// runs on the calling thread.
+    /// One step (`LlamaModel.forward`) on every rank: the logits of `batch.logitRows`, on rank 0's backend.
     public func forward(_ batch: StepBatch, caches: [KVCache], adapters: [ResidentAdapters]) -> Tensor {
-        guard ranks.count > 1 else { return ranks[0].forward(ranks[0].backend.plan(batch), cache: caches[0], adapters: adapters[0]) }
-        let logits = Locked<[Tensor?]>(Array(repeating: nil, count: ranks.count))
-        threads.run { rank in
-            let model = self.ranks[rank]
-            let result = model.forward(model.backend.plan(batch), cache: caches[rank], adapters: adapters[rank])
-            logits.update { $0[rank] = result }
-        }
-        return logits.read { $0[0]! }
+        onEveryRank { index, rank in rank.forward(rank.backend.plan(batch), cache: caches[index], adapters: adapters[index]) }[0]
     }
+
+    /// `body(r, rank r)` for every rank at once, each on its rank's thread (a lone rank on the calling thread): the
+    /// results in rank order.
+    public func onEveryRank<Result>(_ body: (Int, LlamaModel) -> Result) -> [Result] {
+        guard ranks.count > 1 else { return [body(0, ranks[0])] }
+        let results = Locked<[Result?]>(Array(repeating: nil, count: ranks.count))
+        withoutActuallyEscaping(body) { body in
+            let unchecked = UncheckedSendable(body)
+            threads.run { index in
+                let result = unchecked.value(index, self.ranks[index])
+                results.update { $0[index] = result }
+            }
+        }
+        return results.read { $0.map { $0! } }
+    }
+}
+
+/// A value handed to the rank threads, which `RankThreads.run` joins before returning: never used concurrently with
+/// its owner.
+private struct UncheckedSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }
 
 /// A thread per rank, for as long as its owner lives: `run` runs a body on every rank's thread at once and returns

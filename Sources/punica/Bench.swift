@@ -47,11 +47,10 @@ struct BenchForward: ParsableCommand {
     @Option(help: "Decode steps.") var decodeTokens = 64
     @Option(help: "Timed repetitions of each configuration; the median is reported.") var repeats = 3
     @Flag(help: "Run decode steps eagerly instead of replaying recorded ones (CUDA graphs).") var enforceEager = false
-    @Option(help: "Split the model over this many ranks by tensor parallelism: GPUs on cuda (through NCCL), threads on cpu. Steps of several ranks run eagerly.")
-    var tensorParallelSize = 1
+    @OptionGroup var parallel: ParallelOptions
 
     func run() throws {
-        let (backends, collectives) = try device.makeRanks(tensorParallelSize)
+        let (backends, collectives) = try device.makeRanks(parallel.tensorParallelSize)
         let backend = backends[0]
         let config = shape.config
         let model = try TensorParallelModel(random: config, backends: backends, collectives: collectives)

@@ -17,6 +17,7 @@ struct BenchEngine: AsyncParsableCommand {
         abstract: "Engine throughput and step time for growing numbers of concurrent requests and distinct adapters.")
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var parallel: ParallelOptions
     @Option(parsing: .upToNextOption, help: "Concurrent requests.") var concurrency: [Int] = [1, 8, 32]
     @Option(parsing: .upToNextOption, help: "Distinct adapters among them (0: base model only).") var distinct: [Int] = [0, 1, 8, 32]
     @Option(help: "Adapters registered (random rank-r adapters on all seven projections; distinct ones drawn from them).")
@@ -29,7 +30,7 @@ struct BenchEngine: AsyncParsableCommand {
     @Flag(help: "One step at a time: no scheduling while the device runs the step before.") var noScheduleAhead = false
 
     func run() async throws {
-        let (model, tokenizer, _) = try modelOptions.load()
+        let (model, tokenizer, _) = try modelOptions.load(tensorParallelSize: parallel.tensorParallelSize)
         var configuration = EngineConfiguration()
         configuration.adapterSlots = max(1, distinct.max() ?? 1)
         configuration.maxRunningRequests = max(1, concurrency.max() ?? 1)
@@ -52,7 +53,7 @@ struct BenchEngine: AsyncParsableCommand {
                 try await engine.registerAdapter(name: "adapter\(index)", directory: directories[index % directories.count])
             }
         }
-        print("backend: \(model.backend.name); \(modelOptions.model) (\(model.config.parameterCount / 1_000_000)M parameters); "
+        print("backend: \(model.ranks[0].backend.name)\(model.ranks.count > 1 ? " × \(model.ranks.count) ranks" : ""); \(modelOptions.model) (\(model.config.parameterCount / 1_000_000)M parameters); "
               + "\(engine.adapterNames().count) adapters registered in \(fixed(registration.seconds, 2)) s; "
               + "prompt \(promptTokens), \(maxTokens) new tokens per request, rank \(rank); "
               + (noScheduleAhead ? "one step at a time" : "each step scheduled while the one before runs"))

@@ -139,7 +139,8 @@ struct BenchTextgen: AsyncParsableCommand {
     /// The model, its tokenizer and the adapter directories to serve: --model's, or a random model of --shape with one
     /// random adapter written to a temporary directory (the engine loads adapters from directories).
     private func loadModel() throws -> (LlamaModel, Tokenizer, [(name: String, directory: String)]) {
-        let (model, tokenizer, adapters) = try modelOptions.load()
+        let (split, tokenizer, adapters) = try modelOptions.load()
+        let model = split.ranks[0]
         guard let shape else {
             guard !adapters.isEmpty else { throw ValidationError("--model \(modelOptions.model) has no adapters; give --adapter NAME=DIR") }
             return (model, tokenizer, adapters)

@@ -17,6 +17,7 @@ struct Demo: AsyncParsableCommand {
         """)
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var parallel: ParallelOptions
 
     @Option(name: .customLong("prompt"), help: ArgumentHelp(
         "The prompt of one pane: base, or an adapter's name (repeatable). Other panes use a prompt in their adapter's style.",
@@ -35,7 +36,7 @@ struct Demo: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (model, tokenizer, adapters) = try modelOptions.load()
+        let (model, tokenizer, adapters) = try modelOptions.load(tensorParallelSize: parallel.tensorParallelSize)
         let engine = try Engine(model: model, tokenizer: tokenizer)
         for (name, directory) in adapters { try await engine.registerAdapter(name: name, directory: directory) }
         let demo = DemoSession(engine: engine, panes: try DemoPane.panes(adapters: engine.adapterNames(), prompts: prompts),

@@ -18,6 +18,7 @@ struct Generate: AsyncParsableCommand {
         """)
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var parallel: ParallelOptions
 
     @Option(help: "A single prompt (instead of --requests).")
     var prompt: String?
@@ -62,7 +63,7 @@ struct Generate: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (model, tokenizer, adapters) = try modelOptions.load()
+        let (model, tokenizer, adapters) = try modelOptions.load(tensorParallelSize: parallel.tensorParallelSize)
         var configuration = EngineConfiguration()
         configuration.maxTokensPerStep = maxTokensPerStep
         let engine = try Engine(model: model, tokenizer: tokenizer, configuration: configuration)

@@ -63,6 +63,14 @@ struct DeviceOptions: ParsableArguments {
     }
 }
 
+/// Tensor parallelism: how many ranks a command splits its model over.
+struct ParallelOptions: ParsableArguments {
+    @Option(help: "Split the model over this many ranks by tensor parallelism: GPUs on cuda (through NCCL, devices 0 ..< N), threads on cpu. A split model's steps run eagerly.")
+    var tensorParallelSize = 1
+
+    func validate() throws { try require(tensorParallelSize >= 1, "--tensor-parallel-size", "must be at least 1", tensorParallelSize) }
+}
+
 /// The model and adapters every serving command loads.
 struct ModelOptions: ParsableArguments {
     @Option(help: "Hugging Face model directory (config.json, *.safetensors, tokenizer.json); default: the bundled model.")
@@ -102,17 +110,18 @@ struct ModelOptions: ParsableArguments {
         }
     }
 
-    /// The model on the chosen device, its tokenizer, and the adapter directories to register (validated when the
-    /// engine registers them).
-    func load() throws -> (model: LlamaModel, tokenizer: Tokenizer, adapters: [(name: String, directory: String)]) {
+    /// The model on the chosen device (split over `tensorParallelSize` ranks), its tokenizer, and the adapter
+    /// directories to register (validated when the engine registers them).
+    func load(tensorParallelSize: Int = 1) throws -> (model: TensorParallelModel, tokenizer: Tokenizer, adapters: [(name: String, directory: String)]) {
         guard FileManager.default.fileExists(atPath: model + "/config.json") else {
             throw ValidationError("--model \(model): no config.json there")
         }
         guard FileManager.default.fileExists(atPath: model + "/tokenizer.json") else {
             throw ValidationError("--model \(model): no tokenizer.json there")
         }
-        let llama = try LlamaModel(directory: model, backend: try device.makeBackend())
-        return (llama, try Tokenizer(directory: model), try adapterDirectories())
+        let (backends, collectives) = try device.makeRanks(tensorParallelSize)
+        let split = try TensorParallelModel(directory: model, backends: backends, collectives: collectives)
+        return (split, try Tokenizer(directory: model), try adapterDirectories())
     }
 }
 

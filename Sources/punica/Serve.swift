@@ -23,6 +23,7 @@ struct Serve: AsyncParsableCommand {
         """)
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var parallel: ParallelOptions
 
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port to listen on.") var port = 8000
@@ -110,7 +111,7 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw ValidationError(error.description)
         }
-        let (model, tokenizer, adapters) = try modelOptions.load()
+        let (model, tokenizer, adapters) = try modelOptions.load(tensorParallelSize: parallel.tensorParallelSize)
         var engineConfiguration = EngineConfiguration()
         engineConfiguration.maxRunningRequests = maxRunningRequests
         engineConfiguration.maxWaitingRequests = maxWaitingRequests

@@ -41,15 +41,16 @@ func punica(_ arguments: [String]) throws -> (status: Int32, output: String, err
     }
 
     /// A JSONL file mixing base-only and adapter requests runs as one batch and reproduces HF's greedy tokens,
-    /// one output line per request in input order.
-    @Test func requestsFileReproducesHFGreedyInOrder() throws {
+    /// one output line per request in input order: the whole model, and the model split over two CPU ranks.
+    @Test(arguments: [1, 2]) func requestsFileReproducesHFGreedyInOrder(tensorParallelSize: Int) throws {
         let reference = try HFReference.load("llama-gqa")
         let lines = reference.cases.enumerated().map { index, testCase in
             let adapter = testCase.adapter.map { ", \"adapter\": \"\($0)\"" } ?? ""
             return "{\"id\": \"case\(index)\", \"prompt_ids\": \(reference.prompts[testCase.prompt_index])\(adapter), "
                 + "\"max_tokens\": \(testCase.greedy.count), \"temperature\": 0, \"logprobs\": 2, \"ignore_eos\": true}"
         }
-        let run = try punica(["generate", "--model", model] + adapterArguments + ["--requests", try writeRequests(lines)])
+        let run = try punica(["generate", "--model", model, "--tensor-parallel-size", String(tensorParallelSize)] + adapterArguments
+                             + ["--requests", try writeRequests(lines)])
         #expect(run.status == 0, "\(run.error)")
         let results = try run.output.split(separator: "\n").map { try JSONDecoder().decode(Line.self, from: Data($0.utf8)) }
         #expect(results.map(\.id) == reference.cases.indices.map { "case\($0)" })
@@ -58,6 +59,12 @@ func punica(_ arguments: [String]) throws -> (status: Int32, output: String, err
             #expect(result.finish_reason == "length")
             #expect(result.logprobs?.count == testCase.greedy.count && result.logprobs?.first?.first?.id == testCase.greedy.first)
         }
+    }
+
+    @Test func aTensorParallelSizeTheModelCannotSplitIsRefusedByName() throws {
+        let run = try punica(["generate", "--model", model, "--tensor-parallel-size", "3", "--prompt", "hi"])
+        #expect(run.status != 0)
+        #expect(run.error.contains("llama-gqa/config.json: num_attention_heads is 4, which a tensor parallel size of 3 cannot split"), "\(run.error)")
     }
 
     @Test func textPromptWithAnAdapterStreamsTextThatStopsAtTheStopString() throws {

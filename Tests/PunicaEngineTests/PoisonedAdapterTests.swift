@@ -31,8 +31,8 @@ import TestSupport
         func loadAdapter(name: String, directory: String) throws -> HostAdapter {
             guard directory == "poisoned" else { return try inner.loadAdapter(name: name, directory: directory) }
             let adapter = try inner.loadAdapter(name: name, directory: Fixtures.path("models/llama-gqa/adapters/alpha"))
-            let floats = adapter.buffer.pointer.assumingMemoryBound(to: Float.self)  // the CPU's weight type
-            for piece in adapter.layout.joined().compactMap({ $0 }).flatMap(\.pieces) {
+            let floats = adapter.slabs[0].buffer.pointer.assumingMemoryBound(to: Float.self)  // the CPU's weight type
+            for piece in adapter.slabs[0].layout.joined().compactMap({ $0 }).flatMap(\.pieces) {
                 (floats + piece.b.offset).update(repeating: .nan, count: piece.b.shape.reduce(1, *))
             }
             return adapter

@@ -81,7 +81,7 @@ import TestSupport
             let tensor = file.tensor("base_model.model.\(projection.checkpointName(layer: layer)).\(matrix).weight")!
             return (0..<tensor.elementCount).map { tensor.value(at: $0) * (matrix == "lora_B" ? host.scale : 1) }
         }
-        let floats = host.buffer.pointer.assumingMemoryBound(to: Float.self)
+        let floats = host.slabs[0].buffer.pointer.assumingMemoryBound(to: Float.self)
         func slab(_ view: (offset: Int, shape: [Int])) -> [Float] {
             #expect(view.offset * 4 % HostAdapter.alignmentBytes == 0)
             return Array(UnsafeBufferPointer(start: floats + view.offset, count: view.shape.reduce(1, *)))
@@ -90,7 +90,7 @@ import TestSupport
         var checked = 0
         for layer in 0..<config.layerCount {
             for fused in FusedProjection.allCases {
-                let entry = try #require(host.layout[layer][fused.rawValue])
+                let entry = try #require(host.slabs[0].layout[layer][fused.rawValue])
                 let weights = try #require(device.weights[layer][fused.rawValue])
                 let stackedA = fused.parts(config).flatMap { fileValues(layer, $0, "lora_A") }
                 #expect(slab(entry.a) == stackedA && backend.toHost(weights.a) == stackedA)

@@ -16,6 +16,16 @@ import TestSupport
                                                            collectives: (0..<ranks).map(group.collectives), atol: 2e-3, rtol: 1e-3)
     }
 
+    /// The serving engine on every fixture split over 2 CPU ranks, all cases in one mixed batch, adapters loaded through
+    /// its host tier (a slab per rank): transformers' greedy tokens and logprobs, as the whole model's engine.
+    @Test(arguments: HFParity.models)
+    func theEngineOnASplitModelGeneratesTransformersTokens(model: String) async throws {
+        let group = CPUGroup(size: 2)
+        try await HFParity.checkSplitGreedyContinuationsInOneMixedBatch(model, backends: [CPUBackend(), CPUBackend()],
+                                                                        collectives: (0..<2).map(group.collectives),
+                                                                        logprobTolerance: 1e-3, exactTopOrder: true)
+    }
+
     /// llama-gqa: 4 query heads, 2 KV heads, intermediate 176, vocabulary 768, hidden 64.
     @Test func shardsSplitHeadsIntermediateAndVocabulary() throws {
         let config = try ModelConfig.load(directory: Fixtures.path("models/llama-gqa"))

@@ -83,21 +83,35 @@ public enum HFParity {
     public static func checkGreedyContinuationsInOneMixedBatch(_ name: String, backend: Backend, logprobTolerance: Float,
                                                               exactTopOrder: Bool) async throws {
         let fixture = try LoadedFixture(name, backend: backend)
+        try await checkGreedyContinuations(name, fixture.reference, model: TensorParallelModel(ranks: [fixture.model]),
+                                           logprobTolerance: logprobTolerance, exactTopOrder: exactTopOrder)
+    }
+
+    /// The same through the engine on the model split over `backends.count` ranks (`TensorParallelModel`).
+    public static func checkSplitGreedyContinuationsInOneMixedBatch(_ name: String, backends: [Backend], collectives: [Collectives],
+                                                                   logprobTolerance: Float, exactTopOrder: Bool) async throws {
+        let model = try TensorParallelModel(directory: Fixtures.path("models/\(name)"), backends: backends, collectives: collectives)
+        try await checkGreedyContinuations(name, try HFReference.load(name), model: model, logprobTolerance: logprobTolerance,
+                                           exactTopOrder: exactTopOrder)
+    }
+
+    private static func checkGreedyContinuations(_ name: String, _ reference: HFReference, model: TensorParallelModel,
+                                                 logprobTolerance: Float, exactTopOrder: Bool) async throws {
         var configuration = EngineConfiguration()
         configuration.pageSize = 4
-        let engine = try await fixture.engine(configuration: configuration)
-        let requests = fixture.reference.cases.enumerated().map { index, testCase in
+        let engine = try await LoadedFixture.engine(name, reference, model: model, configuration: configuration)
+        let requests = reference.cases.enumerated().map { index, testCase in
             var sampling = SamplingParameters()
             sampling.temperature = 0
             sampling.maxTokens = testCase.greedy.count
             sampling.ignoreEOS = true
             sampling.logprobs = testCase.logprobs[0].top.count
-            return EngineRequest(id: String(index), promptIDs: fixture.reference.prompts[testCase.prompt_index],
+            return EngineRequest(id: String(index), promptIDs: reference.prompts[testCase.prompt_index],
                                  adapter: testCase.adapter, sampling: sampling)
         }
         let results = try await engine.complete(requests)
         await engine.drain()
-        for (testCase, result) in zip(fixture.reference.cases, results) {
+        for (testCase, result) in zip(reference.cases, results) {
             let label = "\(name) \(testCase.logits_key)"
             #expect(result.tokenIDs == testCase.greedy, "\(label)")
             #expect(result.finishReason == .length)

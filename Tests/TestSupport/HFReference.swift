@@ -70,9 +70,15 @@ public struct LoadedFixture {
 
     /// A serving engine on this fixture's model, tokenizer and adapters.
     public func engine(configuration: EngineConfiguration = EngineConfiguration()) async throws -> Engine {
+        try await Self.engine(name, reference, model: TensorParallelModel(ranks: [model]), configuration: configuration)
+    }
+
+    /// A serving engine on fixture `name`'s tokenizer and adapters and `model` (its checkpoint, whole or split).
+    public static func engine(_ name: String, _ reference: HFReference, model: TensorParallelModel,
+                              configuration: EngineConfiguration) async throws -> Engine {
         let directory = Fixtures.path("models/\(name)")
         let engine = try Engine(model: model, tokenizer: try Tokenizer(directory: directory), configuration: configuration)
-        for adapter in adapterNames {
+        for adapter in reference.adapters.keys.sorted() {
             try await engine.registerAdapter(name: adapter, directory: directory + "/" + reference.adapters[adapter]!.path)
         }
         return engine
