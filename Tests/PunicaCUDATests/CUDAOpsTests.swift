@@ -505,16 +505,20 @@ extension CUDATests {
         }
 
         /// The model split by tensor parallelism over the host's GPUs (4, 2 or 1 of them: the fixtures' 4 heads bound it),
-        /// one rank per GPU, the collectives through NCCL: transformers + PEFT's logits, as the whole model's. On a
-        /// one-GPU host the rank's all-reduces and all-gather run through a one-rank NCCL communicator.
+        /// one rank per GPU, the collectives through NCCL: transformers + PEFT's logits and, through the engine, its
+        /// greedy tokens, as the whole model's. On a one-GPU host the rank's all-reduces and all-gathers run through a
+        /// one-rank NCCL communicator, and its decode steps are recorded with them (CUDA graphs).
         @Test(arguments: HFParity.models)
-        func splitOverTheGPUsThroughNCCL(model: String) throws {
+        func splitOverTheGPUsThroughNCCL(model: String) async throws {
             let ranks = [4, 2, 1].first { $0 <= (try? CUDABackend.deviceCount()) ?? 1 }!
             let backends = try [GPU.backends[.float16]!] + (1..<ranks).map { try CUDABackend(device: $0, dtype: .float16) }
             let group = try NCCLGroup(backends: backends)
-            let tolerance = try TransformersReducedPrecision.tolerance(model, "float16", atLeast: 0.12)
-            try HFParity.checkSplitLogitsAtEveryPromptPosition(model, backends: backends, collectives: (0..<ranks).map(group.collectives),
-                                                               atol: tolerance, rtol: 1e-2)
+            let (logits, logprobs) = try (TransformersReducedPrecision.tolerance(model, "float16", atLeast: 0.12),
+                                          TransformersReducedPrecision.tolerance(model, "float16", atLeast: 0.15))
+            let collectives = (0..<ranks).map(group.collectives)
+            try HFParity.checkSplitLogitsAtEveryPromptPosition(model, backends: backends, collectives: collectives, atol: logits, rtol: 1e-2)
+            try await HFParity.checkSplitGreedyContinuationsInOneMixedBatch(model, backends: backends, collectives: collectives,
+                                                                            logprobTolerance: logprobs, exactTopOrder: false)
         }
 
         /// Decode steps replayed from recordings (CUDA graphs) against the same steps run eagerly, from the same prefill:
