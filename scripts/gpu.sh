@@ -4,7 +4,7 @@
 #   scripts/gpu.sh bundle        (here)  static `punica`, the test bundle and the Swift runtime it needs, into .gpu/
 #   scripts/gpu.sh run OUT [..]  (there) the CUDA test suites, then the benchmarks; logs and tables into OUT
 #
-# `run` takes what to do after OUT: tests, lora, attention, forward, prefill, long, profile, engine, adapters, serve (default:
+# `run` takes what to do after OUT: tests, lora, attention, forward, prefill, long, profile, engine, adapters, serve, tp (default:
 # tests lora forward; profile needs Nsight Compute's ncu: per-kernel times of a 7B decode step without and with distinct
 # adapters; engine and serve need torch and safetensors to make a random 7B checkpoint, serve also 32 random adapters
 # for `punica serve` driven by scripts/bench_serve.py). Everything the GPU host needs is in the repository plus .gpu/
@@ -67,6 +67,17 @@ run)
             done
             .gpu/punica bench forward --device cuda --dtype float16 --shape llama-7b --batch 32 --prompt-tokens 128 \
                 --decode-tokens 8 --popularity identical --repeats 1 2>&1 | tee -a "$out/bench-prefill-7b.md" ;;
+        tp)
+            # Tensor parallelism over this host's GPUs (NCCL): the 7B shape at 1, 2, 4 and 8 ranks, the 70B shape (140 GB of
+            # weights) from 2, as far as the GPUs go; decode steps eager at every size, for a like-for-like comparison.
+            gpus=$(nvidia-smi --list-gpus | wc -l)
+            for shape in llama-7b llama-70b; do
+                for size in 1 2 4 8; do
+                    [ $size -le "$gpus" ] && { [ $shape = llama-7b ] || [ $size -ge 2 ]; } || continue
+                    .gpu/punica bench forward --device cuda --dtype float16 --shape $shape --tensor-parallel-size $size --enforce-eager \
+                        --batch 1 32 128 --popularity distinct --repeats 2 2>&1 | tee -a "$out/bench-tp.md"
+                done
+            done ;;
         long)
             .gpu/punica bench forward --device cuda --dtype float16 --shape llama-7b --batch 8 --prompt-tokens 4096 \
                 --decode-tokens 32 --popularity distinct --repeats 1 2>&1 | tee "$out/bench-long-7b.md" ;;

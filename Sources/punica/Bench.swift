@@ -17,7 +17,7 @@ struct Bench: AsyncParsableCommand {
 
 /// Model shapes of the benchmarks, with random weights.
 enum BenchShape: String, ExpressibleByArgument, CaseIterable {
-    case llama15m = "llama-15m", llama110m = "llama-110m", llama7b = "llama-7b"
+    case llama15m = "llama-15m", llama110m = "llama-110m", llama7b = "llama-7b", llama70b = "llama-70b"
 
     var config: ModelConfig {
         switch self {
@@ -25,6 +25,8 @@ enum BenchShape: String, ExpressibleByArgument, CaseIterable {
         case .llama15m: .llama(hiddenSize: 288, intermediateSize: 768, layers: 6, heads: 6, kvHeads: 6, vocabularySize: 32000, tieWordEmbeddings: true)
         case .llama110m: .llama(hiddenSize: 768, intermediateSize: 2048, layers: 12, heads: 12, kvHeads: 12, vocabularySize: 32000, tieWordEmbeddings: true)
         case .llama7b: .llama(hiddenSize: 4096, intermediateSize: 11008, layers: 32, heads: 32, kvHeads: 32, vocabularySize: 32000, tieWordEmbeddings: false)
+        // Llama-2-70B: 140 GB of 16-bit weights, so at least two H200s (--tensor-parallel-size).
+        case .llama70b: .llama(hiddenSize: 8192, intermediateSize: 28672, layers: 80, heads: 64, kvHeads: 8, vocabularySize: 32000, tieWordEmbeddings: false)
         }
     }
 }
