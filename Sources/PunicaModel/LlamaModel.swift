@@ -154,11 +154,12 @@ public final class LlamaModel {
         return 2 * (elements * activationBytes + 4 * (rows * loraRank + logitRows * config.vocabularySize))
     }
 
-    /// Device bytes of one adapter of rank `rank` on every projection of every layer.
+    /// Device bytes of one adapter of rank `rank` on every projection of every layer (this rank's part).
     public func adapterBytes(rank: Int) -> Int {
         let perLayer = Projection.of(config).reduce(0) { total, projection in
             let (outputs, inputs) = projection.weightShape(config)
-            return total + rank * (inputs + outputs)
+            let held = shard.slice(projection, config).shape(of: [outputs, inputs])  // A [rank, in] and B [out, rank] follow it
+            return total + rank * (held[0] + held[1])
         }
         return config.layerCount * perLayer * activationBytes
     }

@@ -52,6 +52,22 @@ import TestSupport
         #expect(quarters.map { $0.vocabulary(770) } == [0..<193, 193..<386, 386..<578, 578..<770])
     }
 
+    /// What the memory sizing reserves per adapter slot is what a rank's part of an adapter holds.
+    @Test func adapterBytesAreThoseOfTheRanksPart() throws {
+        let config = try ModelConfig.load(directory: Fixtures.path("models/llama-gqa"))
+        let group = CPUGroup(size: 2)
+        for shard in try Shard.all(2, config: config, path: "config.json") {
+            let backend = CPUBackend()
+            let model = LlamaModel.random(config: config, backend: backend, shard: shard, collectives: group.collectives(rank: shard.rank))
+            let adapter = LoRAAdapter.random(name: "a", rank: 8, targets: Set(Projection.of(config)), config: config, backend: backend, seed: 1,
+                                             shard: shard)
+            let elements = adapter.weights.joined().compactMap { $0 }.reduce(0) { total, weights in
+                total + weights.a.elementCount + weights.pieces.reduce(0) { $0 + $1.b.elementCount }
+            }
+            #expect(model.adapterBytes(rank: 8) == elements * 4, "\(shard)")  // the CPU's float32
+        }
+    }
+
     @Test func sizesThatCannotSplitTheModelAreRefusedByName() throws {
         let config = try ModelConfig.load(directory: Fixtures.path("models/llama-gqa"))
         for size in [3, 8, 0] {
