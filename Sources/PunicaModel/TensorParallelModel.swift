@@ -15,30 +15,36 @@ public final class TensorParallelModel {
 
     /// The ranks of one split (rank r holding shard r of `ranks.count`, each with the collectives of one group), or
     /// one whole model.
-    public init(ranks: [LlamaModel]) {
+    public convenience init(ranks: [LlamaModel]) { self.init(ranks: ranks, threads: RankThreads(count: ranks.count)) }
+
+    private init(ranks: [LlamaModel], threads: RankThreads) {
         precondition(!ranks.isEmpty && ranks.enumerated().allSatisfy { $1.shard.rank == $0 && $1.shard.count == ranks.count },
                      "rank r of a split model holds its shard r")
         self.ranks = ranks
-        threads = RankThreads(count: ranks.count)
+        self.threads = threads
     }
 
     /// Loads rank r's part of the checkpoint in `directory` onto `backends[r]`, the ranks communicating through
     /// `collectives[r]` (none for a single rank); throws, naming the config field, where the rank count cannot split
-    /// the model.
+    /// the model. Each rank loads on its own thread, so a split checkpoint goes onto its GPUs at once.
     public convenience init(directory: String, backends: [Backend], collectives: [Collectives]?) throws {
         let config = try ModelConfig.load(directory: directory)
         let shards = try Self.shards(config, backends: backends, collectives: collectives, path: directory + "/config.json")
-        self.init(ranks: try shards.indices.map {
-            try LlamaModel(directory: directory, backend: backends[$0], shard: shards[$0], collectives: collectives?[$0])
-        })
+        let threads = RankThreads(count: shards.count)
+        let loaded = threads.map { index in
+            Result { try LlamaModel(directory: directory, backend: backends[index], shard: shards[index], collectives: collectives?[index]) }
+        }
+        self.init(ranks: try loaded.map { try $0.get() }, threads: threads)
     }
 
     /// Random weights (`LlamaModel.random`), split the same way: for benchmarks.
     public convenience init(random config: ModelConfig, backends: [Backend], collectives: [Collectives]?, seed: UInt64 = 0) throws {
         let shards = try Self.shards(config, backends: backends, collectives: collectives, path: "--tensor-parallel-size")
-        self.init(ranks: shards.indices.map {
-            LlamaModel.random(config: config, backend: backends[$0], seed: seed, shard: shards[$0], collectives: collectives?[$0])
-        })
+        let threads = RankThreads(count: shards.count)
+        let ranks = threads.map { index in
+            LlamaModel.random(config: config, backend: backends[index], seed: seed, shard: shards[index], collectives: collectives?[index])
+        }
+        self.init(ranks: ranks, threads: threads)
     }
 
     private static func shards(_ config: ModelConfig, backends: [Backend], collectives: [Collectives]?, path: String) throws -> [Shard] {
@@ -64,27 +70,18 @@ public final class TensorParallelModel {
     /// `body(r, rank r)` for every rank at once, each on its rank's thread (a lone rank on the calling thread): the
     /// results in rank order.
     public func onEveryRank<Result>(_ body: (Int, LlamaModel) -> Result) -> [Result] {
-        guard ranks.count > 1 else { return [body(0, ranks[0])] }
-        let results = Locked<[Result?]>(Array(repeating: nil, count: ranks.count))
-        withoutActuallyEscaping(body) { body in
-            let unchecked = UncheckedSendable(body)
-            threads.run { index in
-                let result = unchecked.value(index, self.ranks[index])
-                results.update { $0[index] = result }
-            }
-        }
-        return results.read { $0.map { $0! } }
+        threads.map { body($0, ranks[$0]) }
     }
 }
 
-/// A value handed to the rank threads, which `RankThreads.run` joins before returning: never used concurrently with
+/// A value handed to the rank threads, which `RankThreads.map` joins before returning: never used concurrently with
 /// its owner.
 private struct UncheckedSendable<Value>: @unchecked Sendable {
     let value: Value
     init(_ value: Value) { self.value = value }
 }
 
-/// A thread per rank, for as long as its owner lives: `run` runs a body on every rank's thread at once and returns
+/// A thread per rank, for as long as its owner lives: `map` runs a body on every rank's thread at once and returns
 /// when all are done. Ranks meet in collectives, so all must run together (a shared pool of fewer threads would wait
 /// forever), and a GPU rank's thread keeps its device current.
 final class RankThreads {
@@ -134,10 +131,21 @@ final class RankThreads {
         for semaphore in shared.start { semaphore.signal() }
     }
 
-    func run(_ body: @escaping @Sendable (Int) -> Void) {
-        shared.body = body
-        for semaphore in shared.start { semaphore.signal() }
-        for _ in shared.start { shared.done.wait() }
-        shared.body = nil
+    /// `body(r)` for every rank r at once, each on its thread (a lone rank on the calling thread): the results in
+    /// rank order.
+    func map<Result>(_ body: (Int) -> Result) -> [Result] {
+        guard shared.start.count > 1 else { return [body(0)] }
+        let results = Locked<[Result?]>(Array(repeating: nil, count: shared.start.count))
+        withoutActuallyEscaping(body) { body in
+            let unchecked = UncheckedSendable(body)
+            shared.body = { index in
+                let result = unchecked.value(index)
+                results.update { $0[index] = result }
+            }
+            for semaphore in shared.start { semaphore.signal() }
+            for _ in shared.start { shared.done.wait() }
+            shared.body = nil
+        }
+        return results.read { $0.map { $0! } }
     }
 }
