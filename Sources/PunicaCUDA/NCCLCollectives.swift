@@ -11,7 +11,7 @@ public final class NCCLGroup {
     private let communicators: [NCCL.Communicator?]
     private let backends: [CUDABackend]
 
-    /// NVLink multicast (NVLS) stays off: it needs cuMulticastCreate, which the machines this runs on do not allow.
+    /// NVLink multicast (NVLS) stays off: it needs multicast objects (cuMulticastCreate), which virtualized GPUs refuse.
     public init(backends: [CUDABackend]) throws {
         setenv("NCCL_NVLS_ENABLE", "0", 1)
         nccl = try NCCL()
@@ -23,9 +23,6 @@ public final class NCCLGroup {
     }
 
     deinit { for communicator in communicators { _ = nccl.ncclCommDestroy(communicator) } }
-
-    /// "NCCL 2.x.y".
-    public var version: String { "NCCL \(nccl.version / 10000).\(nccl.version / 100 % 100).\(nccl.version % 100)" }
 
     public func collectives(rank: Int) -> Collectives {
         NCCLCollectives(nccl: nccl, communicator: communicators[rank], backend: backends[rank], rank: rank, group: self)

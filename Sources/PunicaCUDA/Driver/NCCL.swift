@@ -11,7 +11,6 @@ import Foundation
 final class NCCL {
     typealias Communicator = OpaquePointer
     let library: DynamicLibrary
-    let version: Int32
     let ncclCommInitAll: @convention(c) (UnsafeMutablePointer<Communicator?>, Int32, UnsafePointer<Int32>) -> Int32
     let ncclCommDestroy: @convention(c) (Communicator?) -> Int32
     /// (send, receive, count, type, operation, communicator, stream)
@@ -27,7 +26,6 @@ final class NCCL {
     init() throws(CUDAError) {
         library = try DynamicLibrary("NCCL", candidates: ["libnccl.so.2", "libnccl.so", "/usr/local/cuda/lib64/libnccl.so.2"] + Self.wheelCandidates(),
                                      variable: "PUNICA_NCCL")
-        let ncclGetVersion: @convention(c) (UnsafeMutablePointer<Int32>) -> Int32 = try library.function("ncclGetVersion")
         ncclCommInitAll = try library.function("ncclCommInitAll")
         ncclCommDestroy = try library.function("ncclCommDestroy")
         ncclAllReduce = try library.function("ncclAllReduce")
@@ -35,9 +33,6 @@ final class NCCL {
         ncclGroupStart = try library.function("ncclGroupStart")
         ncclGroupEnd = try library.function("ncclGroupEnd")
         ncclGetErrorString = try library.function("ncclGetErrorString")
-        var version: Int32 = 0
-        _ = ncclGetVersion(&version)
-        self.version = version
     }
 
     /// A non-zero result becomes a `CUDAError` naming the call and NCCL's reason.
