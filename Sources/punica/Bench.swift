@@ -75,9 +75,11 @@ struct BenchForward: ParsableCommand {
               + "\(shape.rawValue) (\(config.parameterCount / 1_000_000)M parameters); prompt \(promptTokens); "
               + "decode \(decodeTokens); LoRA rank \(rank) on all 7 projections"
               + (bandwidth.map { "; copy bandwidth \(fixed($0 / 1e12, 2)) TB/s" } ?? ""))
-        print("| batch | LoRA | prefill tok/s | decode tok/s | decode step ms | host ms |" + (bandwidth != nil ? " step / roofline |" : ""))
-        print("|---|---|---|---|---|---|" + (bandwidth != nil ? "---|" : ""))
+        print("| batch | LoRA | prefill tok/s | decode tok/s | decode step ms | host ms |" + (bandwidth != nil ? " step / roofline |" : "")
+              + (collectives != nil ? " all-reduces of a step |" : ""))
+        print("|---|---|---|---|---|---|" + (bandwidth != nil ? "---|" : "") + (collectives != nil ? "---|" : ""))
         for size in batch {
+            let reduce = collectives.map { allReduceSeconds(model, $0, rows: size) }
             let workloads: [(String, [Int]?)] = [("none", nil)] + popularity.map { ($0.rawValue, $0.adapterIndices(requests: size)) }
             for (label, assignment) in workloads {
                 // One untimed run first: buffer pools, cuBLAS's per-shape setup and caches warm up outside the numbers.
@@ -93,9 +95,27 @@ struct BenchForward: ParsableCommand {
                     let bytes = Double(config.parameterCount * 2 + kv + distinct * adapterBytes) / Double(ranks)
                     line += " \(fixed(step / (bytes / bandwidth), 2))× |"
                 }
+                if let reduce { line += " \(fixed(1000 * reduce, 2)) ms = \(fixed(100 * reduce / step, 1)) % |" }
                 print(line)
             }
         }
+    }
+
+    /// Seconds of one decode step's all-reduces run alone (the embedding's, then o's and down's in every layer, each of
+    /// [rows, hidden]), on every rank at once and waited for: the median of `repeats` after a warm-up.
+    private func allReduceSeconds(_ model: TensorParallelModel, _ collectives: [Collectives], rows: Int) -> Double {
+        let tensors = model.ranks.map { $0.backend.zeros([rows, model.config.hiddenSize]) }
+        let probes = model.ranks.map { $0.backend.zeros([1]) }  // reading one waits for the rank's device
+        let clock = ContinuousClock()
+        let times = (0...repeats).map { _ in
+            clock.measure {
+                _ = model.onEveryRank { index, rank in
+                    for _ in 0 ..< 1 + 2 * model.config.layerCount { collectives[index].allReduceSum(tensors[index]) }
+                    return rank.backend.toHost(probes[index])
+                }
+            }.seconds
+        }
+        return median(Array(times.dropFirst()))
     }
 
     /// Seconds for the prefill of every prompt (one step) and for all decode steps (greedy on the device), and of
