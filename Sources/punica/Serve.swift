@@ -141,7 +141,7 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw ValidationError(error.description)
         }
-        logger.info("model \(configuration.servedModelName) with adapters \(engine.adapterNames()); chat template: \(server.chatTemplateSummary)")
+        logger.info("model \(configuration.servedModelName)\(model.ranks.count > 1 ? " split over \(model.ranks.count) ranks (tensor parallel)" : "") with adapters \(engine.adapterNames()); chat template: \(server.chatTemplateSummary)")
         try await server.run(host: host, port: port)
     }
 }
