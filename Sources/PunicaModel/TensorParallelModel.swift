@@ -114,6 +114,7 @@ final class RankThreads {
 
     init(count: Int) {
         shared = Shared(count: count)
+        guard count > 1 else { return }  // a lone rank runs on the calling thread (`map`)
         for rank in 0..<count {
             var thread = pthread_t()
             let created = pthread_create(&thread, nil, { context in

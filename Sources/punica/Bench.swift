@@ -63,12 +63,7 @@ struct BenchForward: ParsableCommand {
                                    seed: UInt64($0 + 1), shard: rank.shard)
             }
         }
-        let adapterBytes = adapters[0].first.map { adapter in
-            Projection.of(config).reduce(0) { total, projection in
-                let (outputs, inputs) = projection.weightShape(config)
-                return total + config.layerCount * adapter.rank * (outputs + inputs) * 2
-            }
-        } ?? 0
+        let adapterBytes = model.ranks[0].adapterBytes(rank: rank)  // one rank's part of one adapter
         let bandwidth = (backend as? CUDABackend).flatMap { try? $0.measureCopyBandwidth() }
         let ranks = model.ranks.count
         print("backend: \(backend.name)\(ranks > 1 ? " × \(ranks) ranks (tensor parallel; roofline: one rank's share of the bytes)" : ""); "
@@ -92,7 +87,7 @@ struct BenchForward: ParsableCommand {
                     // Bytes a decode step must read: weights, the KV cache at mid-decode, each distinct adapter once.
                     let kv = size * (promptTokens + decodeTokens / 2) * config.layerCount * 2 * config.attention.kvWidth * 2
                     let distinct = Set(assignment ?? []).count
-                    let bytes = Double(config.parameterCount * 2 + kv + distinct * adapterBytes) / Double(ranks)
+                    let bytes = Double(config.parameterCount * 2 + kv) / Double(ranks) + Double(distinct * adapterBytes)
                     line += " \(fixed(step / (bytes / bandwidth), 2))× |"
                 }
                 if let reduce { line += " \(fixed(1000 * reduce, 2)) ms = \(fixed(100 * reduce / step, 1)) % |" }
