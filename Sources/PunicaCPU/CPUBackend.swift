@@ -63,12 +63,10 @@ extension Tensor {
     }
 }
 
-/// LoRA B matrices transposed for the CPU expand, by slot and piece.
+/// A LoRA weight's B matrices transposed for the CPU expand ([rank, out] per piece), kept with the weights.
 final class TransposedB {
-    /// The projection version these slots were made from.
-    var version = -1
-    /// Per slot: the weights transposed, and their pieces' Bᵀ.
-    var slots: [(weights: LoRAWeights, pieces: [Tensor])?] = []
+    let pieces: [Tensor]
+    init(_ pieces: [Tensor]) { self.pieces = pieces }
 }
 
 /// The CPU step plan: the batch plus the per-row facts every layer needs.
@@ -467,11 +465,10 @@ public final class CPUBackend: Backend {
 
     public func loraExpand(v: Tensor, projection: LoRAProjection, plan: StepPlan, y: Tensor) {
         let (vWidth, yWidth) = (v.rowWidth, y.rowWidth)
-        let transposed = transposedB(projection)
         for segment in plan.batch.loraSegments {
-            guard let lora = projection.slots[segment.slot], let pieces = transposed.slots[segment.slot]?.pieces else { continue }
+            guard let lora = projection.slots[segment.slot] else { continue }
             let first = segment.rows.lowerBound
-            for (piece, bT) in zip(lora.pieces, pieces) {
+            for (piece, bT) in zip(lora.pieces, transposedB(lora)) {
                 // y[rows, out] += v[rows, rank] · Bᵀ, with Bᵀ [rank, out] stored: a short rank update per row.
                 GEMM.sgemm(transA: false, transB: false, m: segment.rows.count, n: piece.outputWidth, k: piece.rank,
                            alpha: 1, a: v.floats + first * vWidth + piece.rankOffset, lda: vWidth,
@@ -481,26 +478,22 @@ public final class CPUBackend: Backend {
         }
     }
 
-    /// Every slot's B matrices transposed ([rank, out]), kept on the projection and remade only for the slots whose
-    /// adapter changed: the expand then adds rank scaled rows per output row instead of one rank-long dot per output.
-    private func transposedB(_ projection: LoRAProjection) -> TransposedB {
-        let table = projection.backendTable as? TransposedB ?? TransposedB()
-        projection.backendTable = table
-        guard table.version != projection.version else { return table }
-        table.slots = projection.slots.enumerated().map { slot, weights in
-            guard let weights else { return nil }
-            if slot < table.slots.count, let kept = table.slots[slot], kept.weights === weights { return kept }
-            return (weights, weights.pieces.map { piece in
-                let (outputs, rank, b) = (piece.outputWidth, piece.rank, toHost(piece.b))  // B may be bfloat16
-                let transposed = zeros([rank, outputs])
-                for o in 0..<outputs {
-                    for k in 0..<rank { transposed.floats[k * outputs + o] = b[o * rank + k] }
-                }
-                return transposed
-            })
+    /// The weights' B matrices transposed ([rank, out]), made on their first expand and kept with them, so an adapter
+    /// pays for it once per load: the expand then adds rank scaled rows per output row instead of one rank-long dot
+    /// per output.
+    private func transposedB(_ lora: LoRAWeights) -> [Tensor] {
+        if let made = lora.backendForm as? TransposedB { return made.pieces }
+        let pieces = lora.pieces.map { piece in
+            let (outputs, rank, b) = (piece.outputWidth, piece.rank, toHost(piece.b))  // B may be bfloat16
+            let transposed = zeros([rank, outputs])
+            let destination = transposed.floats
+            for o in 0..<outputs {
+                for k in 0..<rank { destination[k * outputs + o] = b[o * rank + k] }
+            }
+            return transposed
         }
-        table.version = projection.version
-        return table
+        lora.backendForm = TransposedB(pieces)
+        return pieces
     }
 
     public func feed(_ fed: FedTokens, plan: StepPlan) {

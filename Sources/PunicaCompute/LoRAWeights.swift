@@ -23,6 +23,8 @@ public final class LoRAWeights {
 
     public let a: Tensor
     public let pieces: [Piece]
+    /// A backend's own form of these weights (the CPU's transposed B), made on first use and kept while they are.
+    public var backendForm: AnyObject?
 
     public init(a: Tensor, pieces: [Piece]) {
         self.a = a

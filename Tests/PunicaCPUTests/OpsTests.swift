@@ -228,28 +228,35 @@ import TestSupport
                         LoRASegment(rows: 7..<9, slot: 3)]
         let x = random.floats(rows * inWidth)
         let yStart = random.floats(rows * outWidths.reduce(0, +))
-        let plan = backend.plan(StepBatch(tokens: [Int32](repeating: 0, count: rows), sequences: [], loraSegments: segments, logitRows: []))
-        let v = backend.zeros([rows, 8])
-        let y = tensor(yStart, [rows, outWidths.reduce(0, +)])
-        backend.loraShrink(x: tensor(x, [rows, inWidth]), projection: projection, plan: plan, v: v)
-        backend.loraExpand(v: v, projection: projection, plan: plan, y: y)
-
-        var expected = yStart
         let yWidth = outWidths.reduce(0, +)
-        for segment in segments {
-            guard let lora = projection.slots[segment.slot], let weight = weights[segment.slot] else { continue }
-            for row in segment.rows {
-                let shrunk = (0..<lora.rank).map { r in (0..<inWidth).reduce(0.0) { $0 + Double(x[row * inWidth + $1]) * Double(weight.a[r * inWidth + $1]) } }
-                for (j, piece) in lora.pieces.enumerated() {
-                    for o in 0..<piece.outputWidth {
-                        let delta = (0..<piece.rank).reduce(0.0) { $0 + shrunk[piece.rankOffset + $1] * Double(weight.b[j][o * piece.rank + $1]) }
-                        expected[row * yWidth + piece.outputOffset + o] += Float(delta)
+        let plan = backend.plan(StepBatch(tokens: [Int32](repeating: 0, count: rows), sequences: [], loraSegments: segments, logitRows: []))
+        func check(_ note: Comment) {
+            let v = backend.zeros([rows, 8])
+            let y = tensor(yStart, [rows, yWidth])
+            backend.loraShrink(x: tensor(x, [rows, inWidth]), projection: projection, plan: plan, v: v)
+            backend.loraExpand(v: v, projection: projection, plan: plan, y: y)
+            var expected = yStart
+            for segment in segments {
+                guard let lora = projection.slots[segment.slot] else { continue }
+                let a = backend.toHost(lora.a)
+                for row in segment.rows {
+                    let shrunk = (0..<lora.rank).map { r in (0..<inWidth).reduce(0.0) { $0 + Double(x[row * inWidth + $1]) * Double(a[r * inWidth + $1]) } }
+                    for piece in lora.pieces {
+                        let b = backend.toHost(piece.b)
+                        for o in 0..<piece.outputWidth {
+                            let delta = (0..<piece.rank).reduce(0.0) { $0 + shrunk[piece.rankOffset + $1] * Double(b[o * piece.rank + $1]) }
+                            expected[row * yWidth + piece.outputOffset + o] += Float(delta)
+                        }
                     }
                 }
             }
+            #expect(closeMismatch(backend.toHost(y), expected, atol: 1e-4) == nil, note)
+            #expect(Array(backend.toHost(y)[2 * yWidth ..< 3 * yWidth]) == Array(yStart[2 * yWidth ..< 3 * yWidth]), "row 2 has no adapter")
         }
-        #expect(closeMismatch(backend.toHost(y), expected, atol: 1e-4) == nil)
-        #expect(Array(backend.toHost(y)[2 * yWidth ..< 3 * yWidth]) == Array(yStart[2 * yWidth ..< 3 * yWidth]), "row 2 has no adapter")
+        check("as loaded")
+        // A backend's per-weights form (the CPU's transposed B) must follow the weights when the resident set changes.
+        projection.update([projection.slots[3], projection.slots[1], nil, projection.slots[0]])
+        check("after slots 0 and 3 swapped")
     }
 }
 
