@@ -338,12 +338,8 @@ public final class CPUBackend: Backend {
                 scores[i] = score
                 maxScore = max(maxScore, score)
             }
-            var total: Float = 0
-            for i in 0..<n {
-                scores[i] = exp(scores[i] - maxScore)
-                total += scores[i]
-            }
-            for i in 0..<n { scores[i] /= total }
+            let inverseTotal = 1 / kernels.expShifted(n, scores, maxScore)
+            for i in 0..<n { scores[i] *= inverseTotal }
         }
 
         // Prompt chunks of at least `attentionGEMMRows` rows attend through GEMMs, a task per sequence and kv head: its
@@ -419,28 +415,20 @@ public final class CPUBackend: Backend {
     static let attentionGEMMRows = 8, attentionGEMMBlockRows = 64
 
     public func siluMul(gateUp: Tensor, out: Tensor) {
-        let half = out.rowWidth
-        let (input, output) = (gateUp.floats, out.floats)
-        forEachRow(out.rows) { row in
-            let gate = input + row * 2 * half
-            let up = gate + half
-            let o = output + row * half
-            for i in 0..<half { o[i] = gate[i] / (1 + exp(-gate[i])) * up[i] }
-        }
+        gatedActivation(gateUp: gateUp, out: out, VectorKernels.active.siluMul)
     }
 
     public func geluTanhMul(gateUp: Tensor, out: Tensor) {
+        gatedActivation(gateUp: gateUp, out: out, VectorKernels.active.geluTanhMul)
+    }
+
+    /// out[row] = activation(gate)·up, gateUp's rows holding gate then up side by side.
+    private func gatedActivation(gateUp: Tensor, out: Tensor, _ activation: VectorKernels.GatedActivation) {
         let half = out.rowWidth
         let (input, output) = (gateUp.floats, out.floats)
-        let root2OverPi = Float(2 / Double.pi).squareRoot()
         forEachRow(out.rows) { row in
             let gate = input + row * 2 * half
-            let up = gate + half
-            let o = output + row * half
-            for i in 0..<half {
-                let x = gate[i]
-                o[i] = 0.5 * x * (1 + tanh(root2OverPi * (x + 0.044715 * x * x * x))) * up[i]
-            }
+            activation(half, gate, gate + half, output + row * half)
         }
     }
 

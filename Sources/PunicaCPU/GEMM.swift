@@ -12,17 +12,21 @@ enum GEMM {
         case blas(BLAS.Library)
     }
 
-    /// BLAS when one is loaded, else the built-in implementation with the machine's best kernels — except decode-sized products (a few rows
-    /// times a weight matrix), which always run built-in: OpenBLAS 0.3.21's sgemm packs all of W on every call, so
-    /// with W coming from DRAM (as in a decode step) `skinny` below is 5× faster at m = 1, 2-3× at m = 2-4 and
-    /// 1.1-1.4× at m = 8 (one thread). Only a W that stays in L3 is faster in OpenBLAS (1.4× at m = 1 and m = 8).
+    /// BLAS when one is loaded, else the built-in implementation with the machine's best kernels — except these, which
+    /// always run built-in:
+    /// - decode-sized products (a few rows times a weight matrix): OpenBLAS 0.3.21's sgemm packs all of W on every
+    ///   call, so with W coming from DRAM (as in a decode step) `skinny` below is 5× faster at m = 1, 2-3× at m = 2-4
+    ///   and 1.1-1.4× at m = 8 (one thread). Only a W that stays in L3 is faster in OpenBLAS (1.4× at m = 1 and m = 8).
+    /// - x·Wᵀ of up to `ntRowsBeatingBLAS` rows where the variant's `gemmNT` beats BLAS
+    ///   (`VectorKernels.gemmNTBeatsBLAS`): OpenBLAS packs W first, which more rows pay for.
     static func sgemm(
         transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
         a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
-        let implementation: Implementation = isSkinny(m: m, transA: transA, lda: lda, transB: transB) || isRankUpdate(m: m, k: k, transA: transA, transB: transB)
-            ? .builtin(.active) : BLAS.library.map(Implementation.blas) ?? .builtin(.active)
+        let builtin = isSkinny(m: m, transA: transA, lda: lda, transB: transB) || isRankUpdate(m: m, k: k, transA: transA, transB: transB)
+            || (!transA && transB && m <= ntRowsBeatingBLAS && VectorKernels.active.gemmNTBeatsBLAS)
+        let implementation: Implementation = builtin ? .builtin(.active) : BLAS.library.map(Implementation.blas) ?? .builtin(.active)
         sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
               beta: beta, c: c, ldc: ldc, using: implementation)
     }
@@ -34,6 +38,7 @@ enum GEMM {
     }
 
     static let skinnyRows = 8
+    static let ntRowsBeatingBLAS = 256
 
     /// C[m, n] += A[m, k]·B[k, n] with few rows and a short k (LoRA's expand: v[rows, rank] · Bᵀ, B stored
     /// transposed): each row of C gets k scaled rows of B added, SIMD across n, with no dot products to reduce.
@@ -74,6 +79,9 @@ enum GEMM {
             } else if isSkinny(m: m, transA: transA, lda: lda, transB: transB) {
                 skinny(x: a, ldx: lda, rows: m, w: .float32(b), ldw: ldb, n: n, k: k, alpha: alpha, beta: beta, y: c,
                        ldy: ldc, kernels: kernels)
+            } else if !transA && transB {
+                ntProduct(a: a, lda: lda, b: b, ldb: ldb, m: m, n: n, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc,
+                          kernels: kernels)
             } else {
                 packedProduct(MatrixView(a, ld: lda, transposed: transA), MatrixView(b, ld: ldb, transposed: transB),
                               m: m, n: n, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc, kernels: kernels)
@@ -110,6 +118,8 @@ private typealias Row = SIMD8<Float>
 private let kc = 384
 private let mc = 96
 private let nc = 512
+/// Rows of A per `gemmNT` call: 128 rows of a 1024-wide k slice (the kernel's) take 512 KiB of L2.
+private let ntRows = 128
 /// Each thread gets at least this many multiply-adds (~50 µs): waking a Dispatch worker costs tens of µs on the
 /// 2-vCPU dev VM, where two threads made a 768×768 GEMV (0.6M) 1.5× slower than one.
 private let minWorkPerThread = 1 << 20
@@ -140,6 +150,24 @@ extension GEMM {
             productBlock(opA, opB, rows: share(rowTask, of: rowTasks, extent: m, step: mr),
                          columns: share(columnTask, of: columnTasks, extent: n, step: nr),
                          k: k, alpha: alpha, beta: beta, c: c, ldc: ldc, kernels: kernels)
+        }
+    }
+
+    /// C = alpha·A·Bᵀ + beta·C with A's and B's rows contiguous along k (`VectorKernels.gemmNT`, no packing). Tasks
+    /// take blocks of B's rows (C's columns), four per thread, claimed as threads come free, so a thread the machine's
+    /// other load slows takes fewer; each task meets A `ntRows` rows at a time, a block that stays in L2.
+    private static func ntProduct(
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, m: Int, n: Int, k: Int, alpha: Float,
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, kernels: VectorKernels
+    ) {
+        let threads = usefulThreads(work: m * n * k)
+        let columnsPerTask = max(8, ((n + 4 * threads - 1) / (4 * threads) + 7) / 8 * 8)
+        Parallel.forEach((n + columnsPerTask - 1) / columnsPerTask) { task in
+            let first = task * columnsPerTask, width = min(columnsPerTask, n - first)
+            for row in stride(from: 0, to: m, by: ntRows) {
+                kernels.gemmNT(min(ntRows, m - row), width, k, alpha, a + row * lda, lda, b + first * ldb, ldb, beta,
+                               c + row * ldc + first, ldc)
+            }
         }
     }
 

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -25,6 +30,10 @@ struct VectorKernels: @unchecked Sendable {
     typealias AxpyRows = @convention(c) (Int, Int, UnsafePointer<Float>?, UnsafePointer<Float>?, Int, UnsafeMutablePointer<Float>?) -> Void
     typealias Tile4x8 = @convention(c) (Int, UnsafePointer<Float>?, UnsafePointer<Float>?,
                                         UnsafeMutablePointer<Float>?) -> Void
+    typealias GatedActivation = @convention(c) (Int, UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?) -> Void
+    typealias ExpShifted = @convention(c) (Int, UnsafeMutablePointer<Float>?, Float) -> Float
+    typealias GemmNT = @convention(c) (Int, Int, Int, Float, UnsafePointer<Float>?, Int, UnsafePointer<Float>?, Int, Float,
+                                       UnsafeMutablePointer<Float>?, Int) -> Void
 
     let name: String
     /// Σ x[i]·y[i] over `count` elements.
@@ -46,6 +55,19 @@ struct VectorKernels: @unchecked Sendable {
     let axpyRows: AxpyRows
     /// tile[4][8] = Σ_p a[p][0..<4] ⊗ b[p][0..<8]: (depth, a, b, tile).
     let tile4x8: Tile4x8
+    /// y[r·ldy + j] = alpha·(x[r·ldx ..< +k] · w[j·ldw ..< +k]) + beta·y[r·ldy + j] for r < m, j < n: (m, n, k, alpha,
+    /// x, ldx, w, ldw, beta, y, ldy), y = x·wᵀ without packing; y is not read when beta == 0.
+    let gemmNT: GemmNT
+    /// out[i] = silu(gate[i])·up[i]: (count, gate, up, out).
+    let siluMul: GatedActivation
+    /// out[i] = gelu_tanh(gate[i])·up[i]: (count, gate, up, out).
+    let geluTanhMul: GatedActivation
+    /// x[i] = exp(x[i] − shift), returning Σ x[i]: (count, x, shift).
+    let expShifted: ExpShifted
+
+    /// Whether `gemmNT` runs a layer's x·Wᵀ faster than OpenBLAS's sgemm on the cores that run this variant, so `GEMM`
+    /// takes it even when BLAS is loaded. Measured for AVX-512 (docs/PERFORMANCE.md); other variants defer to BLAS.
+    var gemmNTBeatsBLAS: Bool { name == "avx512" }
 
     /// Every variant this machine runs, best first, then the Swift reference.
     static let supported: [VectorKernels] = {
@@ -66,15 +88,18 @@ struct VectorKernels: @unchecked Sendable {
     }()
 
     private init(name: String, dot: Dot, dotBF16: DotBF16, gemv: Gemv, gemvBF16: GemvBF16, gemv4: Gemv4, gemv4BF16: Gemv4BF16,
-                 axpy: Axpy, axpyRows: AxpyRows, tile4x8: Tile4x8) {
-        (self.name, self.dot, self.dotBF16, self.gemv, self.gemvBF16, self.gemv4, self.gemv4BF16, self.axpy, self.axpyRows, self.tile4x8) =
-            (name, dot, dotBF16, gemv, gemvBF16, gemv4, gemv4BF16, axpy, axpyRows, tile4x8)
+                 axpy: Axpy, axpyRows: AxpyRows, tile4x8: Tile4x8, gemmNT: GemmNT, siluMul: GatedActivation,
+                 geluTanhMul: GatedActivation, expShifted: ExpShifted) {
+        (self.name, self.dot, self.dotBF16, self.gemv, self.gemvBF16, self.gemv4, self.gemv4BF16, self.axpy, self.axpyRows, self.tile4x8,
+         self.gemmNT, self.siluMul, self.geluTanhMul, self.expShifted) =
+            (name, dot, dotBF16, gemv, gemvBF16, gemv4, gemv4BF16, axpy, axpyRows, tile4x8, gemmNT, siluMul, geluTanhMul, expShifted)
     }
 
     private init(_ table: punica_kernels) {
         self.init(name: String(cString: table.name), dot: table.dot, dotBF16: table.dot_bf16, gemv: table.gemv,
                   gemvBF16: table.gemv_bf16, gemv4: table.gemv4,
-                  gemv4BF16: table.gemv4_bf16, axpy: table.axpy, axpyRows: table.axpy_rows, tile4x8: table.tile4x8)
+                  gemv4BF16: table.gemv4_bf16, axpy: table.axpy, axpyRows: table.axpy_rows, tile4x8: table.tile4x8,
+                  gemmNT: table.gemm_nt, siluMul: table.silu_mul, geluTanhMul: table.gelu_tanh_mul, expShifted: table.exp_shifted)
     }
 }
 
@@ -142,6 +167,34 @@ extension VectorKernels {
                     tile![r * 8 + j] = sum
                 }
             }
+        },
+        gemmNT: { m, n, k, alpha, x, ldx, w, ldw, beta, y, ldy in
+            for r in 0..<m {
+                for j in 0..<n {
+                    var sum: Float = 0
+                    for p in 0..<k { sum += x![r * ldx + p] * w![j * ldw + p] }
+                    y![r * ldy + j] = alpha * sum + (beta == 0 ? 0 : beta * y![r * ldy + j])
+                }
+            }
+        },
+        siluMul: { count, gate, up, out in
+            for i in 0..<count { out![i] = gate![i] / (1 + exp(-gate![i])) * up![i] }
+        },
+        geluTanhMul: { count, gate, up, out in
+            // ½·x·(1 + tanh z) written as x / (1 + e^−2z): the same value, without cancelling where tanh z ≈ −1.
+            let root2OverPi = Float(2 / Double.pi).squareRoot()
+            for i in 0..<count {
+                let x = gate![i]
+                out![i] = x / (1 + exp(-2 * root2OverPi * (x + 0.044715 * x * x * x))) * up![i]
+            }
+        },
+        expShifted: { count, x, shift in
+            var total: Float = 0
+            for i in 0..<count {
+                x![i] = exp(x![i] - shift)
+                total += x![i]
+            }
+            return total
         }
     )
 }

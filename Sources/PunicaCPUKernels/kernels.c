@@ -35,6 +35,132 @@ static inline float widen_bf16(uint16_t value) {
         for (ptrdiff_t p = 0; p < count; p++) AXPY(n, a[p], x + p * ldx, y);                                  \
     }
 
+// y[r·ldy + j] = alpha·Σ_p x[r·ldx + p]·w[j·ldw + p] + beta·y[r·ldy + j] for r < m, j < n (y only written when
+// beta == 0): x·wᵀ with both operands contiguous along k, as a layer's GEMM reads x and W [out, in], with no packing.
+// A register tile of R rows of x × C rows of w holds R·C vector sums along k, reduced once per NT_KC slice of k:
+// the C weight rows' slice stays in L1 while every row of x meets it. Past the last row or column the tile rereads
+// the last one (its sums are not stored) instead of branching in the loop.
+#define NT_KC 1024
+#define GEMM_NT(ATTRIBUTES, NAME, VEC, LANES, ZERO, LOAD, FMA, R, C, REDUCE)                                  \
+    ATTRIBUTES static void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, float alpha, const float *x, ptrdiff_t ldx, \
+                                const float *w, ptrdiff_t ldw, float beta, float *y, ptrdiff_t ldy) {         \
+        for (ptrdiff_t j0 = 0; j0 < n; j0 += C) {                                                             \
+            const float *wr[C];                                                                               \
+            for (int c = 0; c < C; c++) wr[c] = w + (j0 + c < n ? j0 + c : n - 1) * ldw;                      \
+            ptrdiff_t columns = n - j0 < C ? n - j0 : C;                                                      \
+            for (ptrdiff_t p0 = 0; p0 < k; p0 += NT_KC) {                                                     \
+                ptrdiff_t p1 = p0 + NT_KC < k ? p0 + NT_KC : k, vectors_end = p0 + (p1 - p0) / LANES * LANES;  \
+                for (ptrdiff_t i0 = 0; i0 < m; i0 += R) {                                                     \
+                    const float *xr[R];                                                                       \
+                    for (int r = 0; r < R; r++) xr[r] = x + (i0 + r < m ? i0 + r : m - 1) * ldx;              \
+                    VEC s[R][C];                                                                              \
+                    for (int r = 0; r < R; r++)                                                               \
+                        for (int c = 0; c < C; c++) s[r][c] = ZERO;                                           \
+                    ptrdiff_t p = p0;                                                                         \
+                    for (; p < vectors_end; p += LANES) {                                                     \
+                        VEC a[R];                                                                             \
+                        for (int r = 0; r < R; r++) a[r] = LOAD(xr[r] + p);                                   \
+                        for (int c = 0; c < C; c++) {                                                         \
+                            VEC b = LOAD(wr[c] + p);                                                          \
+                            for (int r = 0; r < R; r++) s[r][c] = FMA(a[r], b, s[r][c]);                      \
+                        }                                                                                     \
+                    }                                                                                         \
+                    float sums[R][C];                                                                         \
+                    for (int r = 0; r < R; r++) REDUCE(s[r], sums[r]);                                        \
+                    for (; p < p1; p++)                                                                       \
+                        for (int r = 0; r < R; r++)                                                           \
+                            for (int c = 0; c < C; c++) sums[r][c] += xr[r][p] * wr[c][p];                    \
+                    /* The first slice applies beta; later ones add to it. Full tiles: loops of C. */         \
+                    float keep = p0 > 0 ? 1 : beta;                                                           \
+                    for (int r = 0; r < R && i0 + r < m; r++) {                                               \
+                        float *out = y + (i0 + r) * ldy + j0;                                                 \
+                        if (columns == C && keep == 0) {                                                      \
+                            for (int c = 0; c < C; c++) out[c] = alpha * sums[r][c];                          \
+                        } else if (columns == C) {                                                            \
+                            for (int c = 0; c < C; c++) out[c] = alpha * sums[r][c] + keep * out[c];          \
+                        } else {                                                                              \
+                            for (int c = 0; c < columns; c++)                                                 \
+                                out[c] = alpha * sums[r][c] + (keep == 0 ? 0 : keep * out[c]);                \
+                        }                                                                                     \
+                    }                                                                                         \
+                }                                                                                             \
+            }                                                                                                 \
+        }                                                                                                     \
+    }
+
+// Element-wise exp and the activations built on it, the same code for every variant (VF: its float vector, VI: the
+// int32 vector of as many lanes). exp(x) = 2ⁿ·eʳ with n = round(x/ln 2) and r = x − n·ln 2 (ln 2 in two parts, so
+// n·ln2_hi is exact), eʳ a degree-6 polynomial fitted on [−ln2/2, ln2/2] (relative error < 1e-7), 2ⁿ built in the
+// exponent bits. x is clamped to [−87, 88], where 2ⁿ stays a normal float. Rounding adds and subtracts 1.5·2²³,
+// which needs no SSE4.1. Tails run through a zero-padded vector, so they get the same values as full vectors.
+#define VECTOR_MATH(ATTRIBUTES, SUFFIX, VF, VI, LANES)                                                        \
+    ATTRIBUTES static inline VF load_##SUFFIX(const float *p) { VF v; __builtin_memcpy(&v, p, sizeof v); return v; } \
+    ATTRIBUTES static inline void store_##SUFFIX(float *p, VF v) { __builtin_memcpy(p, &v, sizeof v); }       \
+    ATTRIBUTES static inline VF exp_##SUFFIX(VF x) {                                                          \
+        const VF zero = {0};                                                                                  \
+        x = __builtin_elementwise_min(__builtin_elementwise_max(x, zero - 87.0f), zero + 88.0f);              \
+        VF n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;                                                 \
+        VF r = (x - n * 0.693359375f) - n * -2.12194440e-4f;                                                  \
+        VF p = zero + 1.37529650e-3f;                                                                         \
+        p = p * r + 8.36613961e-3f;                                                                           \
+        p = p * r + 4.16692086e-2f;                                                                           \
+        p = p * r + 1.66665420e-1f;                                                                           \
+        p = p * r + 4.99999911e-1f;                                                                           \
+        p = (p * r + 1.0f) * r + 1.0f;                                                                        \
+        VI bits = (__builtin_convertvector(n, VI) + 127) << 23;                                               \
+        return p * (VF)bits;                                                                                  \
+    }                                                                                                         \
+    ATTRIBUTES static inline VF silu_mul_lanes_##SUFFIX(VF gate, VF up) { return gate / (1.0f + exp_##SUFFIX(-gate)) * up; } \
+    /* ½·x·(1 + tanh z) = x / (1 + e^−2z), z = √(2/π)·(x + 0.044715·x³): no cancellation where tanh z ≈ −1. */ \
+    ATTRIBUTES static inline VF gelu_tanh_mul_lanes_##SUFFIX(VF x, VF up) {                                  \
+        VF z = 0.797884561f * (x + 0.044715f * x * x * x);                                                    \
+        return x / (1.0f + exp_##SUFFIX(-2.0f * z)) * up;                                                     \
+    }                                                                                                         \
+    ATTRIBUTES static void silu_mul_##SUFFIX(ptrdiff_t n, const float *gate, const float *up, float *out) {  \
+        ptrdiff_t i = 0;                                                                                      \
+        for (; i + LANES <= n; i += LANES)                                                                    \
+            store_##SUFFIX(out + i, silu_mul_lanes_##SUFFIX(load_##SUFFIX(gate + i), load_##SUFFIX(up + i))); \
+        if (i < n) {                                                                                          \
+            float g[LANES] = {0}, u[LANES] = {0}, o[LANES];                                                   \
+            __builtin_memcpy(g, gate + i, (n - i) * sizeof(float));                                           \
+            __builtin_memcpy(u, up + i, (n - i) * sizeof(float));                                             \
+            store_##SUFFIX(o, silu_mul_lanes_##SUFFIX(load_##SUFFIX(g), load_##SUFFIX(u)));                   \
+            __builtin_memcpy(out + i, o, (n - i) * sizeof(float));                                            \
+        }                                                                                                     \
+    }                                                                                                         \
+    ATTRIBUTES static void gelu_tanh_mul_##SUFFIX(ptrdiff_t n, const float *gate, const float *up, float *out) { \
+        ptrdiff_t i = 0;                                                                                      \
+        for (; i + LANES <= n; i += LANES)                                                                    \
+            store_##SUFFIX(out + i, gelu_tanh_mul_lanes_##SUFFIX(load_##SUFFIX(gate + i), load_##SUFFIX(up + i))); \
+        if (i < n) {                                                                                          \
+            float g[LANES] = {0}, u[LANES] = {0}, o[LANES];                                                   \
+            __builtin_memcpy(g, gate + i, (n - i) * sizeof(float));                                           \
+            __builtin_memcpy(u, up + i, (n - i) * sizeof(float));                                             \
+            store_##SUFFIX(o, gelu_tanh_mul_lanes_##SUFFIX(load_##SUFFIX(g), load_##SUFFIX(u)));              \
+            __builtin_memcpy(out + i, o, (n - i) * sizeof(float));                                            \
+        }                                                                                                     \
+    }                                                                                                         \
+    /* x[i] = exp(x[i] − shift); returns Σ x[i] (a softmax's numerators and their total). */                 \
+    ATTRIBUTES static float exp_shifted_##SUFFIX(ptrdiff_t n, float *x, float shift) {                        \
+        VF total = {0};                                                                                       \
+        ptrdiff_t i = 0;                                                                                      \
+        for (; i + LANES <= n; i += LANES) {                                                                  \
+            VF e = exp_##SUFFIX(load_##SUFFIX(x + i) - shift);                                                \
+            store_##SUFFIX(x + i, e);                                                                         \
+            total += e;                                                                                       \
+        }                                                                                                     \
+        float sum = 0;                                                                                        \
+        for (int lane = 0; lane < LANES; lane++) sum += total[lane];                                          \
+        if (i < n) {                                                                                          \
+            float t[LANES] = {0};                                                                             \
+            __builtin_memcpy(t, x + i, (n - i) * sizeof(float));                                              \
+            store_##SUFFIX(t, exp_##SUFFIX(load_##SUFFIX(t) - shift));                                        \
+            __builtin_memcpy(x + i, t, (n - i) * sizeof(float));                                              \
+            for (ptrdiff_t j = 0; j < n - i; j++) sum += t[j];                                                \
+        }                                                                                                     \
+        return sum;                                                                                           \
+    }
+
 // MARK: - Baseline: 4-wide vectors, two chains for dot so the additions' latency hides.
 
 typedef float v4 __attribute__((vector_size(16), aligned(4)));
@@ -108,13 +234,21 @@ static void tile4x8_base(ptrdiff_t depth, const float *a, const float *b, float 
     }
 }
 
+#define FMA_BASE(a, b, s) ((s) + (a) * (b))
+#define SUMS4_BASE(s, out) for (int c = 0; c < 4; c++) (out)[c] = sum4((s)[c])
+GEMM_NT(, gemm_nt_base, v4, 4, ((v4){0, 0, 0, 0}), load4, FMA_BASE, 2, 4, SUMS4_BASE)
+
+typedef int32_t v4i __attribute__((vector_size(16)));
+VECTOR_MATH(, base, v4, v4i, 4)
+
 static const punica_kernels baseline = {
 #if defined(__aarch64__)
     "generic",
 #else
     "sse2",
 #endif
-    dot_base, dot_bf16_base, gemv_base, gemv_bf16_base, gemv4_base, gemv4_bf16_base, axpy_base, axpy_rows_base, tile4x8_base,
+    dot_base, dot_bf16_base, gemv_base, gemv_bf16_base, gemv4_base, gemv4_bf16_base, axpy_base, axpy_rows_base, tile4x8_base, gemm_nt_base,
+    silu_mul_base, gelu_tanh_mul_base, exp_shifted_base,
 };
 
 #if defined(__x86_64__)
@@ -204,7 +338,21 @@ AVX2 static void tile4x8_avx2(ptrdiff_t depth, const float *a, const float *b, f
     _mm256_storeu_ps(tile + 24, c3);
 }
 
-static const punica_kernels avx2 = {"avx2", dot_avx2, dot_bf16_avx2, gemv_avx2, gemv_bf16_avx2, gemv4_avx2, gemv4_bf16_avx2, axpy_avx2, axpy_rows_avx2, tile4x8_avx2};
+// Four vectors' sums in one: pairwise adds within 128-bit lanes, then the two lanes added.
+AVX2 static inline void sums4_avx2(const __m256 *s, float *out) {
+    __m256 pairs = _mm256_hadd_ps(_mm256_hadd_ps(s[0], s[1]), _mm256_hadd_ps(s[2], s[3]));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(pairs), _mm256_extractf128_ps(pairs, 1)));
+}
+#define FMA_AVX2(a, b, s) _mm256_fmadd_ps(a, b, s)
+// 3 × 4 tile: 12 sums, 3 + 1 operands of the 16 registers.
+GEMM_NT(AVX2, gemm_nt_avx2, __m256, 8, _mm256_setzero_ps(), _mm256_loadu_ps, FMA_AVX2, 3, 4, sums4_avx2)
+
+typedef float v8 __attribute__((vector_size(32), aligned(4)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+VECTOR_MATH(AVX2, avx2, v8, v8i, 8)
+
+static const punica_kernels avx2 = {"avx2", dot_avx2, dot_bf16_avx2, gemv_avx2, gemv_bf16_avx2, gemv4_avx2, gemv4_bf16_avx2, axpy_avx2, axpy_rows_avx2, tile4x8_avx2, gemm_nt_avx2,
+                                    silu_mul_avx2, gelu_tanh_mul_avx2, exp_shifted_avx2};
 
 // MARK: - AVX-512: 16-wide with masked tails (no scalar loop). The 4×8 tile stays on AVX2 registers.
 
@@ -285,7 +433,25 @@ AVX512 static void axpy_avx512(ptrdiff_t n, float a, const float *x, float *y) {
 }
 AXPY_ROWS(AVX512, axpy_rows_avx512, axpy_avx512)
 
-static const punica_kernels avx512 = {"avx512", dot_avx512, dot_bf16_avx512, gemv_avx512, gemv_bf16_avx512, gemv4_avx512, gemv4_bf16_avx512, axpy_avx512, axpy_rows_avx512, tile4x8_avx2};
+// Eight vectors' sums in one: each folded to 8 lanes, then pairwise adds within 128-bit lanes, then the lanes added.
+AVX512 static inline void sums8_avx512(const __m512 *s, float *out) {
+    __m256 half[8];
+    for (int c = 0; c < 8; c++)
+        half[c] = _mm256_add_ps(_mm512_castps512_ps256(s[c]), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s[c]), 1)));
+    __m256 low = _mm256_hadd_ps(_mm256_hadd_ps(half[0], half[1]), _mm256_hadd_ps(half[2], half[3]));
+    __m256 high = _mm256_hadd_ps(_mm256_hadd_ps(half[4], half[5]), _mm256_hadd_ps(half[6], half[7]));
+    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_permute2f128_ps(low, high, 0x20), _mm256_permute2f128_ps(low, high, 0x31)));
+}
+#define FMA_AVX512(a, b, s) _mm512_fmadd_ps(a, b, s)
+// 3 × 8 tile: 24 sums, 3 + 1 operands of the 32 registers.
+GEMM_NT(AVX512, gemm_nt_avx512, __m512, 16, _mm512_setzero_ps(), _mm512_loadu_ps, FMA_AVX512, 3, 8, sums8_avx512)
+
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+VECTOR_MATH(AVX512, avx512, v16, v16i, 16)
+
+static const punica_kernels avx512 = {"avx512", dot_avx512, dot_bf16_avx512, gemv_avx512, gemv_bf16_avx512, gemv4_avx512, gemv4_bf16_avx512, axpy_avx512, axpy_rows_avx512, tile4x8_avx2, gemm_nt_avx512,
+                                      silu_mul_avx512, gelu_tanh_mul_avx512, exp_shifted_avx512};
 
 const punica_kernels *const *punica_kernels_supported(ptrdiff_t *count) {
     static const punica_kernels *list[3];
@@ -379,7 +545,15 @@ static void tile4x8_neon(ptrdiff_t depth, const float *a, const float *b, float 
     }
 }
 
-static const punica_kernels neon = {"neon", dot_neon, dot_bf16_neon, gemv_neon, gemv_bf16_neon, gemv4_neon, gemv4_bf16_neon, axpy_neon, axpy_rows_neon, tile4x8_neon};
+#define SUMS4_NEON(s, out) for (int c = 0; c < 4; c++) (out)[c] = vaddvq_f32((s)[c])
+#define FMA_NEON(a, b, s) vfmaq_f32(s, a, b)
+// 4 × 4 tile: 16 sums, 4 + 1 operands of the 32 registers.
+GEMM_NT(, gemm_nt_neon, float32x4_t, 4, vdupq_n_f32(0), vld1q_f32, FMA_NEON, 4, 4, SUMS4_NEON)
+
+VECTOR_MATH(, neon, float32x4_t, int32x4_t, 4)
+
+static const punica_kernels neon = {"neon", dot_neon, dot_bf16_neon, gemv_neon, gemv_bf16_neon, gemv4_neon, gemv4_bf16_neon, axpy_neon, axpy_rows_neon, tile4x8_neon, gemm_nt_neon,
+                                    silu_mul_neon, gelu_tanh_mul_neon, exp_shifted_neon};
 
 const punica_kernels *const *punica_kernels_supported(ptrdiff_t *count) {
     static const punica_kernels *const list[] = {&neon, &baseline};

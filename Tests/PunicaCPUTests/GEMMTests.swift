@@ -49,6 +49,7 @@ private let largeAndEdgeProblems: [Problem] = [
     Problem(m: 1, n: 4001, k: 520, transA: true, alpha: 1.5, beta: -0.5),
     Problem(m: 6, n: 701, k: 517, padding: 5, alpha: 0.5, beta: 0.25),
     Problem(m: 100, n: 40, k: 600, beta: 0.5),
+    Problem(m: 300, n: 77, k: 1500, padding: 2, alpha: 1.5, beta: -0.5),  // x·Wᵀ over two row blocks and two k slices
     Problem(m: 100, n: 40, k: 600, transA: true, transB: false, padding: 1, alpha: 0.25),
     Problem(m: 9, n: 1100, k: 220, transB: false, beta: 0.5),
     Problem(m: 2100, n: 5, k: 200, transA: true, padding: 2, alpha: 2, beta: 1),

@@ -1,3 +1,7 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#endif
+import Foundation
 import PunicaCompute
 import Testing
 import TestSupport
@@ -103,6 +107,65 @@ private func tileMatchesDouble(kernels: VectorKernels) {
             return Float((0..<depth).reduce(0.0) { $0 + Double(a[$1 * 4 + r]) * Double(b[$1 * 8 + j]) })
         }
         #expect(closeMismatch(tile, expected, atol: tolerance(depth), rtol: 1e-5) == nil, "tile depth=\(depth)")
+    }
+}
+
+/// x·wᵀ through `gemmNT` against Double: tile edges in m and n (every variant's R × C), k around the vector widths and
+/// past the kernel's 1024-long k slice, alpha and beta (beta == 0 must not read y, which starts as NaN), and padded
+/// rows that must come back untouched.
+@Test(arguments: VectorKernels.supported)
+private func gemmNTMatchesDouble(kernels: VectorKernels) {
+    var random = SplitMix64(seed: 12)
+    for (m, n, k) in [(1, 1, 1), (2, 3, 17), (3, 8, 16), (4, 9, 33), (5, 17, 64), (7, 5, 100), (13, 24, 288), (6, 11, 2100)] {
+        for (alpha, beta): (Float, Float) in [(1, 0), (1.5, -0.5)] {
+            let (ldx, ldw, ldy) = (k + 3, k + 1, n + 2)
+            let x = random.floats(m * ldx), w = random.floats(n * ldw)
+            var y = beta == 0 ? [Float](repeating: .nan, count: m * ldy) : random.floats(m * ldy)
+            var expected = y
+            for r in 0..<m {
+                for j in 0..<n {
+                    let sum = (0..<k).reduce(0.0) { $0 + Double(x[r * ldx + $1]) * Double(w[j * ldw + $1]) }
+                    expected[r * ldy + j] = Float(Double(alpha) * sum + (beta == 0 ? 0 : Double(beta) * Double(y[r * ldy + j])))
+                }
+            }
+            kernels.gemmNT(m, n, k, alpha, x, ldx, w, ldw, beta, &y, ldy)
+            let padding = (0..<m).flatMap { r in (n..<ldy).map { r * ldy + $0 } }
+            #expect(padding.allSatisfy { y[$0].isNaN == expected[$0].isNaN && (y[$0].isNaN || y[$0] == expected[$0]) },
+                    "gemmNT \(m)×\(n)×\(k) wrote past n")
+            for index in padding { (y[index], expected[index]) = (0, 0) }
+            #expect(closeMismatch(y, expected, atol: tolerance(k) * 2, rtol: 1e-5) == nil, "gemmNT \(m)×\(n)×\(k) alpha \(alpha) beta \(beta)")
+        }
+    }
+}
+
+/// The activations and the softmax numerators against Double math: near zero, across the working range, past exp's
+/// clamp ([−87, 88]), and at every tail length. Within a few float ulps, except where exp is clamped: there the exact
+/// values are below 1e-30 and the kernels' below 1e-12.
+@Test(arguments: VectorKernels.supported)
+private func elementwiseMathMatchesDouble(kernels: VectorKernels) {
+    var random = SplitMix64(seed: 13)
+    for count in lengths {
+        let spread = random.floats(count).map { $0 * 24 }  // about ±24: the activations' working range
+        let gate = spread.enumerated().map { index, value in [-200, -90, -1e-6, 0, 1e-6, 90, 200][index % 7] * (index % 3 == 0 ? 1 : 0) + value }
+        let up = random.floats(count)
+        func check(_ name: String, _ kernel: VectorKernels.GatedActivation, _ reference: (Double) -> Double) {
+            var out = [Float](repeating: .nan, count: count + 1)
+            kernel(count, gate, up, &out)
+            let expected = (0..<count).map { Float(reference(Double(gate[$0])) * Double(up[$0])) }
+            #expect(closeMismatch(Array(out[..<count]), expected, atol: 1e-12, rtol: 4e-6) == nil, "\(name) n=\(count)")
+            #expect(out[count].isNaN, "\(name) wrote past n=\(count)")
+        }
+        check("siluMul", kernels.siluMul) { $0 / (1 + Foundation.exp(-$0)) }
+        check("geluTanhMul", kernels.geluTanhMul) { 0.5 * $0 * (1 + Foundation.tanh((2 / Double.pi).squareRoot() * ($0 + 0.044715 * $0 * $0 * $0))) }
+
+        // Softmax numerators: scores at or below the shift, as a softmax has them, down to −100 (below the clamp).
+        let scores = spread.map { -abs($0) * 4 }
+        var x = scores + [.nan]
+        let total = kernels.expShifted(count, &x, 0.5)
+        let expected = scores.map { Foundation.exp(Double($0) - 0.5) }
+        #expect(closeMismatch(Array(x[..<count]), expected.map(Float.init), atol: 1e-37, rtol: 4e-6) == nil, "expShifted n=\(count)")
+        #expect(abs(Double(total) - expected.reduce(0, +)) <= 1e-5 * max(1, expected.reduce(0, +)), "expShifted sum n=\(count)")
+        #expect(x[count].isNaN, "expShifted wrote past n=\(count)")
     }
 }
 

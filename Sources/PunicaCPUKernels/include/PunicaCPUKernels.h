@@ -33,6 +33,16 @@ typedef struct punica_kernels {
     void (*axpy_rows)(ptrdiff_t n, ptrdiff_t count, const float *a, const float *x, ptrdiff_t ldx, float *y);
     /// tile[4][8] = Σ_p a[p][0..<4] ⊗ b[p][0..<8]: the packed GEMM's micro-kernel (a: [depth][4], b: [depth][8]).
     void (*tile4x8)(ptrdiff_t depth, const float *a, const float *b, float *tile);
+    /// y[r·ldy + j] = alpha·Σ_p x[r·ldx + p]·w[j·ldw + p] + beta·y[r·ldy + j] for r < m, j < n, p < k (y not read when
+    /// beta == 0): y = x·wᵀ with both operands contiguous along k (a layer's GEMM, W [out, in]), unpacked.
+    void (*gemm_nt)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, float alpha, const float *x, ptrdiff_t ldx, const float *w,
+                    ptrdiff_t ldw, float beta, float *y, ptrdiff_t ldy);
+    /// out[i] = silu(gate[i])·up[i] = gate[i] / (1 + exp(−gate[i]))·up[i] over n elements (a SwiGLU MLP's activation).
+    void (*silu_mul)(ptrdiff_t n, const float *gate, const float *up, float *out);
+    /// out[i] = gelu_tanh(gate[i])·up[i], GELU's tanh approximation (Gemma's MLP).
+    void (*gelu_tanh_mul)(ptrdiff_t n, const float *gate, const float *up, float *out);
+    /// x[i] = exp(x[i] − shift) over n elements; returns their sum (a softmax's numerators and denominator).
+    float (*exp_shifted)(ptrdiff_t n, float *x, float shift);
 } punica_kernels;
 
 /// The variants this CPU can run, best first, ending with the baseline (never empty). Sets *count.
