@@ -385,27 +385,39 @@ public final class CPUBackend: Backend {
             }
         }
 
-        // Every other row (decode rows, short chunks): a task per row and query head, walking its sequence's pages once
-        // for scores and once for values, a kernel call per page.
+        // Every other row (decode rows, short chunks): a task per row and block of kv heads, so that the task reads each
+        // cached position's keys and values for its heads as one run. It walks the sequence's pages once for scores and
+        // once for values, a kernel call per page and query head. About two tasks per thread.
         let rows = sequences.filter { $0.rows.count < Self.attentionGEMMRows }.flatMap { Array($0.rows) }
-        Parallel.forEach(rows.count * shape.queryHeads) { task in
-            let (index, head) = task.quotientAndRemainder(dividingBy: shape.queryHeads)
+        let blocksWanted = max(1, 2 * Parallel.threadCount / max(rows.count, 1))
+        let kvPerTask = (shape.kvHeads + blocksWanted - 1) / blocksWanted
+        let tasksPerRow = (shape.kvHeads + kvPerTask - 1) / kvPerTask
+        Parallel.forEach(rows.count * tasksPerRow) { task in
+            let (index, block) = task.quotientAndRemainder(dividingBy: tasksPerRow)
             let row = rows[index]
             let sequence = sequences[cpu.sequenceOfRow[row]]
             let position = Int(cpu.positions[row])
-            let first = firstVisible(position)
-            let kvOffset = (head / shape.groupSize) * d
-            let q = queries + row * width + head * d
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: position - first + 1) { scores in
-                let scores = scores.baseAddress!
+            let first = firstVisible(position), n = position - first + 1
+            let heads = block * kvPerTask * shape.groupSize ..< min(shape.kvHeads, (block + 1) * kvPerTask) * shape.groupSize
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: heads.count * n) { scores in
+                // scores[(head − heads.lowerBound)·n + offset]
+                func headScores(_ head: Int) -> UnsafeMutablePointer<Float> { scores.baseAddress! + (head - heads.lowerBound) * n }
+                func kvOffset(_ head: Int) -> Int { (head / shape.groupSize) * d }
                 forEachPage(of: sequence, from: first, through: position) { slot, offset, count in
-                    kernels.gemv(q, keys + slot * kvWidth + kvOffset, kvWidth, count, d, scores + offset)
+                    for head in heads {
+                        kernels.gemv(queries + row * width + head * d, keys + slot * kvWidth + kvOffset(head), kvWidth, count, d,
+                                     headScores(head) + offset)
+                    }
                 }
-                softmax(scores, position - first + 1)
-                let o = output + row * shape.queryWidth + head * d
-                o.update(repeating: 0, count: d)
+                for head in heads {
+                    softmax(headScores(head), n)
+                    (output + row * shape.queryWidth + head * d).update(repeating: 0, count: d)
+                }
                 forEachPage(of: sequence, from: first, through: position) { slot, offset, count in
-                    kernels.axpyRows(d, count, scores + offset, values + slot * kvWidth + kvOffset, kvWidth, o)
+                    for head in heads {
+                        kernels.axpyRows(d, count, headScores(head) + offset, values + slot * kvWidth + kvOffset(head), kvWidth,
+                                         output + row * shape.queryWidth + head * d)
+                    }
                 }
             }
         }

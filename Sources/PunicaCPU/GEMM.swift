@@ -120,9 +120,10 @@ private let mc = 96
 private let nc = 512
 /// Rows of A per `gemmNT` call: 128 rows of a 1024-wide k slice (the kernel's) take 512 KiB of L2.
 private let ntRows = 128
-/// Each thread gets at least this many multiply-adds (~50 µs): waking a Dispatch worker costs tens of µs on the
-/// 2-vCPU dev VM, where two threads made a 768×768 GEMV (0.6M) 1.5× slower than one.
-private let minWorkPerThread = 1 << 20
+/// Each thread gets at least this many multiply-adds (a few µs): the pool's spinning threads start a job in about a
+/// microsecond, and a decode GEMV streaming W from DRAM runs ~1.4× faster on two cores than on one. (With Dispatch,
+/// whose workers sleep, the threshold was 16× higher, which kept every 110M decode projection but gate|up on one core.)
+private let minWorkPerThread = 1 << 16
 
 /// Threads worth using for `work` multiply-adds.
 private func usefulThreads(work: Int) -> Int {
