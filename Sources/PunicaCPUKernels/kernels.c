@@ -1,6 +1,7 @@
 // Kernel variants: baseline (portable vector extensions: SSE2 on x86-64), AVX2+FMA and AVX-512 on x86-64 through
 // per-function target attributes, NEON on arm64. Shapes and meanings are in the header.
 #include "PunicaCPUKernels.h"
+#include <stdlib.h>
 
 
 static inline float widen_bf16(uint16_t value) {
@@ -390,7 +391,6 @@ AVX512 static inline __m512 load16_masked(const float *p, __mmask16 mask) { retu
 DOT_AVX512(dot_avx512, float, _mm512_loadu_ps, load16_masked)
 DOT_AVX512(dot_bf16_avx512, uint16_t, load16_bf16_avx512, load16_bf16_masked)
 GEMV(AVX512, gemv_avx512, dot_avx512, float)
-GEMV(AVX512, gemv_bf16_avx512, dot_bf16_avx512, uint16_t)
 
 #define DOTS4_AVX512(NAME, WTYPE, LOAD, LOAD_MASKED)                                                          \
     AVX512 static void NAME(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const WTYPE *w, ptrdiff_t n,      \
@@ -419,8 +419,44 @@ GEMV(AVX512, gemv_bf16_avx512, dot_bf16_avx512, uint16_t)
     }
 DOTS4_AVX512(dots4_avx512, float, _mm512_loadu_ps, load16_masked)
 GEMV4(AVX512, gemv4_avx512, dots4_avx512, float)
+
 DOTS4_AVX512(dots4_bf16_avx512, uint16_t, load16_bf16_avx512, load16_bf16_masked)
 GEMV4(AVX512, gemv4_bf16_avx512, dots4_bf16_avx512, uint16_t)
+
+// A decode row against bfloat16 weights, 32 at a time: a 64-byte load holds 16 pairs, and shifting each 32-bit pair
+// left by 16 gives the even weights as floats, masking off its low half the odd ones (a bfloat16 is the high half of
+// a float32). x is split once per call into the matching even and odd halves of each 32, so the loop widens with two
+// cheap ops and no shuffles: with the 16-wide zero-extension of `dot_bf16`, batch-1 decode was bound by those
+// shuffles at about float32's speed. The last n % 32 weights take the 16-wide path. (Batches of 2-4 rows keep
+// `dots4_bf16`: splitting x per call of 16 weight rows cost more than it saved.)
+AVX512 static void gemv_bf16_avx512(const float *x, const uint16_t *w, ptrdiff_t ldw, ptrdiff_t rows, ptrdiff_t n, float *y) {
+    const ptrdiff_t paired = n / 32 * 32;
+    // 64 KiB on the stack covers rows up to 16384 wide; wider ones take the heap.
+    float stack[16384], *heap = paired > 16384 ? malloc(paired * sizeof(float)) : NULL, *split = heap ? heap : stack;
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    for (ptrdiff_t i = 0; i < paired; i += 32) {
+        __m512 low = _mm512_loadu_ps(x + i), high = _mm512_loadu_ps(x + i + 16);
+        _mm512_storeu_ps(split + i, _mm512_permutex2var_ps(low, even, high));
+        _mm512_storeu_ps(split + i + 16, _mm512_permutex2var_ps(low, odd, high));
+    }
+    const __m512i highHalves = _mm512_set1_epi32((int)0xFFFF0000u);
+    for (ptrdiff_t j = 0; j < rows; j++) {
+        const uint16_t *row = w + j * ldw;
+        __m512 sumEven = _mm512_setzero_ps(), sumOdd = sumEven;
+        for (ptrdiff_t i = 0; i < paired; i += 32) {
+            __m512i pairs = _mm512_loadu_si512(row + i);
+            sumEven = _mm512_fmadd_ps(_mm512_loadu_ps(split + i), _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16)), sumEven);
+            sumOdd = _mm512_fmadd_ps(_mm512_loadu_ps(split + i + 16), _mm512_castsi512_ps(_mm512_and_si512(pairs, highHalves)), sumOdd);
+        }
+        for (ptrdiff_t i = paired; i < n; i += 16) {
+            __mmask16 mask = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
+            sumEven = _mm512_fmadd_ps(load16_masked(x + i, mask), load16_bf16_masked(row + i, mask), sumEven);
+        }
+        y[j] = _mm512_reduce_add_ps(_mm512_add_ps(sumEven, sumOdd));
+    }
+    free(heap);
+}
 
 AVX512 static void axpy_avx512(ptrdiff_t n, float a, const float *x, float *y) {
     __m512 av = _mm512_set1_ps(a);
