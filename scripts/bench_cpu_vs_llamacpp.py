@@ -126,7 +126,8 @@ def llama_cpp_run(model_path, lora_path, threads, prompt, decode):
 
 
 def punica_run(binary, shape, threads, prompt, decode, float32):
-    """{(batch, LoRA label): (prefill tok/s, decode tok/s)} from `punica bench forward`."""
+    """{(batch, LoRA label): (prefill tok/s, decode tok/s, decode step ms / its roofline ms)} from `punica bench forward`
+    (the roofline: the step's bytes over the read bandwidth it measured)."""
     env = dict(os.environ, PUNICA_THREADS=str(threads))
     out = subprocess.run([binary, "bench", "forward", "--device", "cpu", "--shape", shape, "--batch", "1", "8",
                           "--rank", str(RANK), "--prompt-tokens", str(prompt), "--decode-tokens", str(decode)]
@@ -134,9 +135,9 @@ def punica_run(binary, shape, threads, prompt, decode, float32):
                          env=env, check=True, capture_output=True, text=True).stdout
     rows = {}
     for line in out.splitlines():
-        m = re.match(r"\|\s*(\d+)\s*\|\s*(\w+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|", line)
+        m = re.match(r"\|\s*(\d+)\s*\|\s*(\w+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|.*\|\s*([\d.]+)×\s*\|$", line)
         if m:
-            rows[(int(m[1]), m[2])] = (float(m[3]), float(m[4]))
+            rows[(int(m[1]), m[2])] = (float(m[3]), float(m[4]), float(m[5]) / float(m[6]))
     backend = next((line for line in out.splitlines() if line.startswith("backend:")), "")
     return rows, backend
 
@@ -174,22 +175,29 @@ def main():
             def med(values, index):
                 return statistics.median(v[index] for v in values)
 
+            def multiples(mine, key, peer):
+                """Decode step time as a multiple of its roofline: punica's at its own bytes, llama.cpp's at punica's
+                float32 bytes (the same weights; llama.cpp's float16 KV cache and adapter make it a little less)."""
+                ours_step = 1000 * key[0] / med([r[key] for r in mine], 1)
+                return (ours_step / med([r[key] for r in mine], 2),
+                        1000 / med(peer, 1) / med([r[(1, key[1])] for r in ours], 2))
+
             for label, key, mine, peer in [("no LoRA", (1, "none"), ours, theirs),
                                            ("LoRA", (1, "distinct"), ours, theirs_lora),
                                            ("no LoRA, punica bf16 weights", (1, "none"), ours_bf16, theirs),
-                                           ("LoRA, punica bf16 weights", (1, "distinct"), ours_bf16, theirs_lora)]:
+                                           ("LoRA, punica bf16 weights", (1, "distinct"), ours_bf16, theirs_lora),
+                                           ("8 requests, 8 adapters", (8, "distinct"), ours, theirs_lora)]:
                 p = [r[key] for r in mine]
+                serial = "serial: " if key[0] > 1 else ""  # llama.cpp serves 8 adapters one after another
                 table.append(f"| {shape_name} | {label} | {med(p, 0):.0f} / {med(p, 1):.1f} | "
-                             f"{med(peer, 0):.0f} / {med(peer, 1):.1f} | "
-                             f"{med(p, 0) / med(peer, 0):.2f}× / {med(p, 1) / med(peer, 1):.2f}× |")
-            # llama.cpp serves 8 adapters one after another: its total decode rate is its batch-1 LoRA rate.
-            eight = [r[(8, "distinct")] for r in ours]
-            table.append(f"| {shape_name} | 8 requests, 8 adapters | {med(eight, 0):.0f} / {med(eight, 1):.1f} | "
-                         f"serial: {med(theirs_lora, 0):.0f} / {med(theirs_lora, 1):.1f} | "
-                         f"{med(eight, 0) / med(theirs_lora, 0):.2f}× / {med(eight, 1) / med(theirs_lora, 1):.2f}× |")
+                             f"{serial}{med(peer, 0):.0f} / {med(peer, 1):.1f} | "
+                             f"{med(p, 0) / med(peer, 0):.2f}× / {med(p, 1) / med(peer, 1):.2f}× | "
+                             "{:.2f}× / {:.2f}× |".format(*multiples(mine, key, peer)))
     print("Punica float32 weights unless marked; llama.cpp float32 throughout.")
-    print("| model | workload | punica prefill / decode tok/s | llama.cpp prefill / decode tok/s | ratio prefill / decode |")
-    print("|---|---|---|---|---|")
+    print("Last column: a decode step's time over its roofline (its bytes over the read bandwidth punica measured).")
+    print("| model | workload | punica prefill / decode tok/s | llama.cpp prefill / decode tok/s | ratio prefill / decode "
+          "| decode × roofline punica / llama.cpp |")
+    print("|---|---|---|---|---|---|")
     print("\n".join(table))
 
 

@@ -193,6 +193,34 @@ public final class CPUBackend: Backend {
 
     public func checkSupported(_ attention: AttentionShape) throws {}
 
+    /// Bytes per second a GEMV streams from a float32 matrix far larger than the caches, over the pool as decode's
+    /// products split (one task per 4 MiB of rows): the roofline of a decode step, which reads every weight once.
+    /// The fastest of 20 passes, as STREAM reports: memory bandwidth on a shared machine varies from one moment to
+    /// the next, and a roofline is what the machine can do.
+    public func measureReadBandwidth(bytes: Int = 1 << 29) -> Double {
+        let width = 4096, taskRows = 256
+        let rows = bytes / (4 * width) / taskRows * taskRows
+        let matrix = UnsafeMutablePointer<Float>.allocate(capacity: rows * width)
+        matrix.initialize(repeating: 1, count: rows * width)  // touched, so every page is mapped before the clock
+        defer { matrix.deallocate() }
+        let x = [Float](repeating: 1, count: width)
+        var y = [Float](repeating: 0, count: rows)
+        let kernels = VectorKernels.active, clock = ContinuousClock()
+        let times = x.withUnsafeBufferPointer { x in
+            y.withUnsafeMutableBufferPointer { y in
+                (0..<20).map { _ in
+                    clock.measure {
+                        Parallel.forEach(rows / taskRows) { task in
+                            let first = task * taskRows
+                            kernels.gemv(x.baseAddress, matrix + first * width, width, taskRows, width, y.baseAddress! + first)
+                        }
+                    }.seconds
+                }
+            }
+        }
+        return Double(rows * width * 4) / times.min()!
+    }
+
     // MARK: Ops
 
     public func embedding(table: Tensor, firstToken: Int, plan: StepPlan, out: Tensor) {

@@ -137,6 +137,18 @@ public final class LlamaModel {
         KVCache(layout: layout, layerCount: config.layerCount, attention: attention, backend: backend)
     }
 
+    /// Bytes of the weights a decode step reads, as stored here: every layer's, the final norm and the LM head (of the
+    /// embedding, only a row per token).
+    public var decodeWeightBytes: Int {
+        let perLayer = layers.reduce(0) { total, layer in
+            let tensors = [layer.inputNorm, layer.qkv, layer.o, layer.postNorm, layer.gateUp, layer.down]
+                + [layer.qkvBias, layer.queryKeyNorm?.query, layer.queryKeyNorm?.key, layer.attentionOutputNorm, layer.mlpOutputNorm]
+                .compactMap { $0 }
+            return total + tensors.reduce(0) { $0 + $1.elementCount * $1.dtype.byteSize }
+        }
+        return perLayer + (finalNorm.elementCount * finalNorm.dtype.byteSize) + lmHead.elementCount * lmHead.dtype.byteSize
+    }
+
     /// Bytes of one token's keys and values over every layer (this rank's KV heads).
     public var kvBytesPerToken: Int { 2 * config.layerCount * attention.kvWidth * activationBytes }
 

@@ -280,7 +280,3 @@ func serverSentEvent(_ value: some Encodable) -> ByteBuffer {
     buffer.writeString("\n\n")
     return buffer
 }
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
-}

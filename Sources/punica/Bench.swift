@@ -4,6 +4,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import PunicaCPU
 import PunicaCUDA
 import PunicaCompute
 import PunicaEngine
@@ -64,12 +65,13 @@ struct BenchForward: ParsableCommand {
             }
         }
         let adapterBytes = model.ranks[0].adapterBytes(rank: rank)  // one rank's part of one adapter
-        let bandwidth = (backend as? CUDABackend).flatMap { try? $0.measureCopyBandwidth() }
+        // A GPU's roofline is its copy bandwidth; the CPU's, how fast a GEMV reads a matrix far larger than the caches.
+        let bandwidth = (backend as? CUDABackend).flatMap { try? $0.measureCopyBandwidth() } ?? (backend as? CPUBackend)?.measureReadBandwidth()
         let ranks = model.ranks.count
         print("backend: \(backend.name)\(ranks > 1 ? " × \(ranks) ranks (tensor parallel; roofline: one rank's share of the bytes)" : ""); "
               + "\(shape.rawValue) (\(config.parameterCount / 1_000_000)M parameters); prompt \(promptTokens); "
               + "decode \(decodeTokens); LoRA rank \(rank) on all 7 projections"
-              + (bandwidth.map { "; copy bandwidth \(fixed($0 / 1e12, 2)) TB/s" } ?? ""))
+              + (bandwidth.map { backend is CUDABackend ? "; copy bandwidth \(fixed($0 / 1e12, 2)) TB/s" : "; read bandwidth \(fixed($0 / 1e9, 1)) GB/s" } ?? ""))
         print("| batch | LoRA | prefill tok/s | decode tok/s | decode step ms | host ms |" + (bandwidth != nil ? " step / roofline |" : "")
               + (collectives != nil ? " all-reduces of a step |" : ""))
         print("|---|---|---|---|---|---|" + (bandwidth != nil ? "---|" : "") + (collectives != nil ? "---|" : ""))
@@ -85,9 +87,9 @@ struct BenchForward: ParsableCommand {
                     + "\(fixed(Double(size * decodeTokens) / decode, 1)) | \(fixed(1000 * step, 2)) | \(fixed(1000 * host, 2)) |"
                 if let bandwidth {
                     // Bytes a decode step must read: weights, the KV cache at mid-decode, each distinct adapter once.
-                    let kv = size * (promptTokens + decodeTokens / 2) * config.layerCount * 2 * config.attention.kvWidth * 2
+                    let kv = size * (promptTokens + decodeTokens / 2) * model.ranks[0].kvBytesPerToken
                     let distinct = Set(assignment ?? []).count
-                    let bytes = Double(config.parameterCount * 2 + kv) / Double(ranks) + Double(distinct * adapterBytes)
+                    let bytes = Double(model.ranks[0].decodeWeightBytes + kv + distinct * adapterBytes)
                     line += " \(fixed(step / (bytes / bandwidth), 2))× |"
                 }
                 if let reduce { line += " \(fixed(1000 * reduce, 2)) ms = \(fixed(100 * reduce / step, 1)) % |" }
@@ -269,8 +271,4 @@ func fixed(_ value: Double, _ digits: Int) -> String {
     let text = String(rounded)
     let decimals = text.split(separator: ".").last?.count ?? 0
     return text + String(repeating: "0", count: max(0, digits - decimals))
-}
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
 }
