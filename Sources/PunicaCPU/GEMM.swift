@@ -348,23 +348,21 @@ extension GEMM {
         }
         Parallel.forEach(threads) { thread in
             let columns = share(thread, of: threads, extent: n, step: 1)
-            // A call per block of W's rows and (past one row) per 4 rows of x: per W row, the call would cost a fair part
-            // of a short row's dot. One decode row takes `gemv`, whose dot has four chains of its own.
-            let block = rows == 1 ? 64 : 16
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * block) { sums in
+            // A call per block of W's rows for all of x's rows (`gemv8`): per W row, the call would cost a fair part of
+            // a short row's dot. One decode row takes `gemv`, whose dot has four chains of its own. 24 rows: whole
+            // tiles of AVX-512's 8 × 3 kernel.
+            let block = rows == 1 ? 64 : 24
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: skinnyRows * block) { sums in
                 for start in stride(from: columns.lowerBound, to: columns.upperBound, by: block) {
                     let count = min(block, columns.upperBound - start)
-                    for first in stride(from: 0, to: rows, by: 4) {
-                        let xRows = x + first * ldx, group = min(4, rows - first)
-                        switch w {
-                        case .float32(let w) where group == 1: kernels.gemv(xRows, w + start * ldw, ldw, count, k, sums.baseAddress)
-                        case .float32(let w): kernels.gemv4(xRows, ldx, group, w + start * ldw, ldw, count, k, sums.baseAddress)
-                        case .bfloat16(let w) where group == 1: kernels.gemvBF16(xRows, w + start * ldw, ldw, count, k, sums.baseAddress)
-                        case .bfloat16(let w): kernels.gemv4BF16(xRows, ldx, group, w + start * ldw, ldw, count, k, sums.baseAddress)
-                        }
-                        for r in 0..<group {
-                            for i in 0..<count { write(sums[r * count + i], row: first + r, column: start + i) }
-                        }
+                    switch w {
+                    case .float32(let w) where rows == 1: kernels.gemv(x, w + start * ldw, ldw, count, k, sums.baseAddress)
+                    case .float32(let w): kernels.gemv8(x, ldx, rows, w + start * ldw, ldw, count, k, sums.baseAddress)
+                    case .bfloat16(let w) where rows == 1: kernels.gemvBF16(x, w + start * ldw, ldw, count, k, sums.baseAddress)
+                    case .bfloat16(let w): kernels.gemv8BF16(x, ldx, rows, w + start * ldw, ldw, count, k, sums.baseAddress)
+                    }
+                    for r in 0..<rows {
+                        for i in 0..<count { write(sums[r * count + i], row: r, column: start + i) }
                     }
                 }
             }

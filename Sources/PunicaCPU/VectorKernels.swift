@@ -22,9 +22,9 @@ struct VectorKernels: @unchecked Sendable {
     typealias Gemv = @convention(c) (UnsafePointer<Float>?, UnsafePointer<Float>?, Int, Int, Int, UnsafeMutablePointer<Float>?) -> Void
     typealias GemvBF16 = @convention(c) (UnsafePointer<Float>?, UnsafePointer<UInt16>?, Int, Int, Int,
                                          UnsafeMutablePointer<Float>?) -> Void
-    typealias Gemv4 = @convention(c) (UnsafePointer<Float>?, Int, Int, UnsafePointer<Float>?, Int, Int, Int,
+    typealias Gemv8 = @convention(c) (UnsafePointer<Float>?, Int, Int, UnsafePointer<Float>?, Int, Int, Int,
                                       UnsafeMutablePointer<Float>?) -> Void
-    typealias Gemv4BF16 = @convention(c) (UnsafePointer<Float>?, Int, Int, UnsafePointer<UInt16>?, Int, Int, Int,
+    typealias Gemv8BF16 = @convention(c) (UnsafePointer<Float>?, Int, Int, UnsafePointer<UInt16>?, Int, Int, Int,
                                           UnsafeMutablePointer<Float>?) -> Void
     typealias Axpy = @convention(c) (Int, Float, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?) -> Void
     typealias AxpyRows = @convention(c) (Int, Int, UnsafePointer<Float>?, UnsafePointer<Float>?, Int, UnsafeMutablePointer<Float>?) -> Void
@@ -44,11 +44,11 @@ struct VectorKernels: @unchecked Sendable {
     let gemv: Gemv
     /// `gemv` with w in bfloat16.
     let gemvBF16: GemvBF16
-    /// y[r·count + j] = x[r·ldx ..< +n] · w[j·ldw ..< +n] for r < rows (1...4), j < count: (x, ldx, rows, w, ldw,
+    /// y[r·count + j] = x[r·ldx ..< +n] · w[j·ldw ..< +n] for r < rows (1...8), j < count: (x, ldx, rows, w, ldw,
     /// count, n, y), one call per block of weight rows, each read once for all of x's rows.
-    let gemv4: Gemv4
-    /// `gemv4` with w in bfloat16.
-    let gemv4BF16: Gemv4BF16
+    let gemv8: Gemv8
+    /// `gemv8` with w in bfloat16.
+    let gemv8BF16: Gemv8BF16
     /// y[i] += a·x[i] over `count` elements: (count, a, x, y).
     let axpy: Axpy
     /// y[i] += Σ_p a[p]·x[p·ldx + i] for p < rows: (count, rows, a, x, ldx, y), in the order of `rows` axpy calls.
@@ -87,18 +87,18 @@ struct VectorKernels: @unchecked Sendable {
         return chosen
     }()
 
-    private init(name: String, dot: Dot, dotBF16: DotBF16, gemv: Gemv, gemvBF16: GemvBF16, gemv4: Gemv4, gemv4BF16: Gemv4BF16,
+    private init(name: String, dot: Dot, dotBF16: DotBF16, gemv: Gemv, gemvBF16: GemvBF16, gemv8: Gemv8, gemv8BF16: Gemv8BF16,
                  axpy: Axpy, axpyRows: AxpyRows, tile4x8: Tile4x8, gemmNT: GemmNT, siluMul: GatedActivation,
                  geluTanhMul: GatedActivation, expShifted: ExpShifted) {
-        (self.name, self.dot, self.dotBF16, self.gemv, self.gemvBF16, self.gemv4, self.gemv4BF16, self.axpy, self.axpyRows, self.tile4x8,
+        (self.name, self.dot, self.dotBF16, self.gemv, self.gemvBF16, self.gemv8, self.gemv8BF16, self.axpy, self.axpyRows, self.tile4x8,
          self.gemmNT, self.siluMul, self.geluTanhMul, self.expShifted) =
-            (name, dot, dotBF16, gemv, gemvBF16, gemv4, gemv4BF16, axpy, axpyRows, tile4x8, gemmNT, siluMul, geluTanhMul, expShifted)
+            (name, dot, dotBF16, gemv, gemvBF16, gemv8, gemv8BF16, axpy, axpyRows, tile4x8, gemmNT, siluMul, geluTanhMul, expShifted)
     }
 
     private init(_ table: punica_kernels) {
         self.init(name: String(cString: table.name), dot: table.dot, dotBF16: table.dot_bf16, gemv: table.gemv,
-                  gemvBF16: table.gemv_bf16, gemv4: table.gemv4,
-                  gemv4BF16: table.gemv4_bf16, axpy: table.axpy, axpyRows: table.axpy_rows, tile4x8: table.tile4x8,
+                  gemvBF16: table.gemv_bf16, gemv8: table.gemv8,
+                  gemv8BF16: table.gemv8_bf16, axpy: table.axpy, axpyRows: table.axpy_rows, tile4x8: table.tile4x8,
                   gemmNT: table.gemm_nt, siluMul: table.silu_mul, geluTanhMul: table.gelu_tanh_mul, expShifted: table.exp_shifted)
     }
 }
@@ -133,7 +133,7 @@ extension VectorKernels {
                 y![j] = sum
             }
         },
-        gemv4: { x, ldx, rows, w, ldw, count, n, y in
+        gemv8: { x, ldx, rows, w, ldw, count, n, y in
             for r in 0..<rows {
                 for j in 0..<count {
                     var sum: Float = 0
@@ -142,7 +142,7 @@ extension VectorKernels {
                 }
             }
         },
-        gemv4BF16: { x, ldx, rows, w, ldw, count, n, y in
+        gemv8BF16: { x, ldx, rows, w, ldw, count, n, y in
             for r in 0..<rows {
                 for j in 0..<count {
                     var sum: Float = 0

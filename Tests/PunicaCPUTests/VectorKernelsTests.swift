@@ -22,7 +22,7 @@ private func dotProductsMatchDouble(kernels: VectorKernels) {
     var random = SplitMix64(seed: 7)
     for count in lengths {
         let ldx = count + 3
-        let x = random.floats(4 * ldx + 1), w = random.floats(count + 1)
+        let x = random.floats(8 * ldx + 1), w = random.floats(count + 1)
         let wBF16 = w.map(HalfConversion.bfloat16)
         func expected(row: Int, _ weight: (Int) -> Float) -> Float {
             Float((0..<count).reduce(0.0) { $0 + Double(x[row * ldx + $1]) * Double(weight($1)) })
@@ -43,24 +43,26 @@ private func dotProductsMatchDouble(kernels: VectorKernels) {
         #expect(closeMismatch(Array(gemv[..<3]), gemvReference, atol: tolerance(count), rtol: 1e-5) == nil, "gemv n=\(count)")
         #expect(closeMismatch(Array(gemvBF16[..<3]), gemvBF16Reference, atol: tolerance(count), rtol: 1e-5) == nil, "gemvBF16 n=\(count)")
         #expect(gemv[3].isNaN && gemvBF16[3].isNaN, "gemv wrote past its rows")
-        // Three weight rows `ldx` apart against 1...4 rows of x: gemv4 and gemv4BF16 (y is rows × 3).
-        for rows in 1...4 {
-            var y = [Float](repeating: .nan, count: 13), yBF16 = y
-            kernels.gemv4(x, ldx, rows, x, ldx, 3, count, &y)
-            kernels.gemv4BF16(x, ldx, rows, xBF16, ldx, 3, count, &yBF16)
-            let reference = (0..<rows * 3).map { index in
-                let (r, j) = index.quotientAndRemainder(dividingBy: 3)
+        // Seven weight rows `ldx` apart (two of AVX-512's 8 × 3 tiles and a part) against 1...8 rows of x: gemv8 and
+        // gemv8BF16 (y is rows × 7).
+        for rows in 1...8 {
+            var y = [Float](repeating: .nan, count: 8 * 7 + 1), yBF16 = y
+            kernels.gemv8(x, ldx, rows, x, ldx, 7, count, &y)
+            kernels.gemv8BF16(x, ldx, rows, xBF16, ldx, 7, count, &yBF16)
+            let reference = (0..<rows * 7).map { index in
+                let (r, j) = index.quotientAndRemainder(dividingBy: 7)
                 return expected(row: r) { x[j * ldx + $0] }
             }
-            let referenceBF16 = (0..<rows * 3).map { index in
-                let (r, j) = index.quotientAndRemainder(dividingBy: 3)
+            let referenceBF16 = (0..<rows * 7).map { index in
+                let (r, j) = index.quotientAndRemainder(dividingBy: 7)
                 return expected(row: r) { HalfConversion.float(bfloat16: xBF16[j * ldx + $0]) }
             }
-            #expect(closeMismatch(Array(y[..<(rows * 3)]), reference, atol: tolerance(count), rtol: 1e-5) == nil,
-                    "gemv4 rows=\(rows) n=\(count)")
-            #expect(closeMismatch(Array(yBF16[..<(rows * 3)]), referenceBF16, atol: tolerance(count), rtol: 1e-5) == nil,
-                    "gemv4BF16 rows=\(rows) n=\(count)")
-            #expect(y[(rows * 3)...].allSatisfy { $0.isNaN }, "gemv4 wrote past rows=\(rows)")
+            #expect(closeMismatch(Array(y[..<(rows * 7)]), reference, atol: tolerance(count), rtol: 1e-5) == nil,
+                    "gemv8 rows=\(rows) n=\(count)")
+            #expect(closeMismatch(Array(yBF16[..<(rows * 7)]), referenceBF16, atol: tolerance(count), rtol: 1e-5) == nil,
+                    "gemv8BF16 rows=\(rows) n=\(count)")
+            #expect(y[(rows * 7)...].allSatisfy { $0.isNaN } && yBF16[(rows * 7)...].allSatisfy { $0.isNaN },
+                    "gemv8 wrote past rows=\(rows)")
         }
     }
 }

@@ -19,12 +19,12 @@ typedef struct punica_kernels {
     void (*gemv)(const float *x, const float *w, ptrdiff_t ldw, ptrdiff_t rows, ptrdiff_t n, float *y);
     /// The same with w in bfloat16.
     void (*gemv_bf16)(const float *x, const uint16_t *w, ptrdiff_t ldw, ptrdiff_t rows, ptrdiff_t n, float *y);
-    /// y[r·count + j] = Σ x[r·ldx + i]·w[j·ldw + i] for r < rows (1 ≤ rows ≤ 4), j < count: a few rows of x against a
-    /// block of weight rows in one call (batched decode's GEMM), each weight row read once for all of x's rows.
-    void (*gemv4)(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const float *w, ptrdiff_t ldw, ptrdiff_t count,
+    /// y[r·count + j] = Σ x[r·ldx + i]·w[j·ldw + i] for r < rows (1 ≤ rows ≤ 8), j < count: a few rows of x against a
+    /// block of weight rows in one call (batched decode's GEMM), each weight row read from memory once for all of x's rows.
+    void (*gemv8)(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const float *w, ptrdiff_t ldw, ptrdiff_t count,
                   ptrdiff_t n, float *y);
     /// The same with w in bfloat16 (the high half of a float32), widened in registers.
-    void (*gemv4_bf16)(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const uint16_t *w, ptrdiff_t ldw, ptrdiff_t count,
+    void (*gemv8_bf16)(const float *x, ptrdiff_t ldx, ptrdiff_t rows, const uint16_t *w, ptrdiff_t ldw, ptrdiff_t count,
                        ptrdiff_t n, float *y);
     /// y[i] += a·x[i] over n elements.
     void (*axpy)(ptrdiff_t n, float a, const float *x, float *y);
