@@ -121,29 +121,24 @@ static inline float widen_bf16(uint16_t value) {
         VF z = 0.797884561f * (x + 0.044715f * x * x * x);                                                    \
         return x / (1.0f + exp_##SUFFIX(-2.0f * z)) * up;                                                     \
     }                                                                                                         \
-    ATTRIBUTES static void silu_mul_##SUFFIX(ptrdiff_t n, const float *gate, const float *up, float *out) {  \
+    /* out = lanes(gate, up) over n elements; the tail through zero-padded vectors. Inlined with `lanes` known. */  \
+    ATTRIBUTES static inline __attribute__((always_inline)) void gated_##SUFFIX(                              \
+        ptrdiff_t n, const float *gate, const float *up, float *out, VF (*lanes)(VF, VF)) {                   \
         ptrdiff_t i = 0;                                                                                      \
-        for (; i + LANES <= n; i += LANES)                                                                    \
-            store_##SUFFIX(out + i, silu_mul_lanes_##SUFFIX(load_##SUFFIX(gate + i), load_##SUFFIX(up + i))); \
+        for (; i + LANES <= n; i += LANES) store_##SUFFIX(out + i, lanes(load_##SUFFIX(gate + i), load_##SUFFIX(up + i))); \
         if (i < n) {                                                                                          \
             float g[LANES] = {0}, u[LANES] = {0}, o[LANES];                                                   \
             __builtin_memcpy(g, gate + i, (n - i) * sizeof(float));                                           \
             __builtin_memcpy(u, up + i, (n - i) * sizeof(float));                                             \
-            store_##SUFFIX(o, silu_mul_lanes_##SUFFIX(load_##SUFFIX(g), load_##SUFFIX(u)));                   \
+            store_##SUFFIX(o, lanes(load_##SUFFIX(g), load_##SUFFIX(u)));                                     \
             __builtin_memcpy(out + i, o, (n - i) * sizeof(float));                                            \
         }                                                                                                     \
     }                                                                                                         \
+    ATTRIBUTES static void silu_mul_##SUFFIX(ptrdiff_t n, const float *gate, const float *up, float *out) {  \
+        gated_##SUFFIX(n, gate, up, out, silu_mul_lanes_##SUFFIX);                                            \
+    }                                                                                                         \
     ATTRIBUTES static void gelu_tanh_mul_##SUFFIX(ptrdiff_t n, const float *gate, const float *up, float *out) { \
-        ptrdiff_t i = 0;                                                                                      \
-        for (; i + LANES <= n; i += LANES)                                                                    \
-            store_##SUFFIX(out + i, gelu_tanh_mul_lanes_##SUFFIX(load_##SUFFIX(gate + i), load_##SUFFIX(up + i))); \
-        if (i < n) {                                                                                          \
-            float g[LANES] = {0}, u[LANES] = {0}, o[LANES];                                                   \
-            __builtin_memcpy(g, gate + i, (n - i) * sizeof(float));                                           \
-            __builtin_memcpy(u, up + i, (n - i) * sizeof(float));                                             \
-            store_##SUFFIX(o, gelu_tanh_mul_lanes_##SUFFIX(load_##SUFFIX(g), load_##SUFFIX(u)));              \
-            __builtin_memcpy(out + i, o, (n - i) * sizeof(float));                                            \
-        }                                                                                                     \
+        gated_##SUFFIX(n, gate, up, out, gelu_tanh_mul_lanes_##SUFFIX);                                       \
     }                                                                                                         \
     /* x[i] = exp(x[i] − shift); returns Σ x[i] (a softmax's numerators and their total). */                 \
     ATTRIBUTES static float exp_shifted_##SUFFIX(ptrdiff_t n, float *x, float shift) {                        \
