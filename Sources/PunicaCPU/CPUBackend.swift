@@ -103,21 +103,30 @@ extension StepPlan {
 public final class CPUBackend: Backend {
     /// Whether matrices (2-D weights) of bfloat16 checkpoints, and random ones, stay bfloat16 in memory.
     public let keepsBFloat16Weights: Bool
+    public let kvCacheDType: DType
 
     /// `bfloat16Weights`: keep a bfloat16 checkpoint's matrices in bfloat16, as llama.cpp keeps a file's type
     /// (half the memory and decode bytes; the same values, since widening bfloat16 is exact); false widens them to
     /// float32 at load. Float16 and float32 checkpoints are always widened to float32.
-    public init(bfloat16Weights: Bool = true) {
+    /// `bfloat16KVCache`: store keys and values rounded to bfloat16 (half the cache's memory and the bytes a decode
+    /// row's attention reads, as llama.cpp's default float16 cache; as transformers keeps a bfloat16 model's cache);
+    /// attention still computes in float32.
+    public init(bfloat16Weights: Bool = true, bfloat16KVCache: Bool = false) {
         keepsBFloat16Weights = bfloat16Weights
+        kvCacheDType = bfloat16KVCache ? .bfloat16 : .float32
     }
 
     public var name: String {
-        "cpu (\(VectorKernels.active.name) kernels, \(BLAS.library?.name ?? "built-in GEMM"), \(Parallel.threadCount) threads)"
+        "cpu (\(VectorKernels.active.name) kernels, \(BLAS.library?.name ?? "built-in GEMM"), \(Parallel.threadCount) threads"
+            + (kvCacheDType == .bfloat16 ? ", bfloat16 KV cache)" : ")")
     }
 
     // MARK: Memory
 
-    public func persistentZeros(_ shape: [Int]) -> Tensor { zeros(shape) }
+    public func kvCacheZeros(_ shape: [Int]) -> Tensor {
+        guard kvCacheDType == .bfloat16 else { return zeros(shape) }
+        return Tensor(shape: shape, dtype: .bfloat16, storage: CPUBFloat16Storage(bits: [UInt16](repeating: 0, count: shape.reduce(1, *))))
+    }
 
     public func zeros(_ shape: [Int]) -> Tensor {
         Tensor(shape: shape, dtype: .float32, storage: CPUStorage(count: shape.reduce(1, *)))
@@ -328,12 +337,13 @@ public final class CPUBackend: Backend {
     private func appendKV(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan) {
         let cpu = plan.cpu
         let (width, kvWidth) = (qkv.rowWidth, shape.kvWidth)
+        let (keys, values) = (CacheRows(cache.keys), CacheRows(cache.values))
         for row in 0..<qkv.rows {
             let sequence = cpu.batch.sequences[cpu.sequenceOfRow[row]]
             let slot = layout.slot(ofPosition: Int(cpu.positions[row]), blockTable: sequence.blockTable)
             let source = qkv.floats + row * width + shape.queryWidth
-            (cache.keys.floats + slot * kvWidth).update(from: source, count: kvWidth)
-            (cache.values.floats + slot * kvWidth).update(from: source + kvWidth, count: kvWidth)
+            keys.store(source, count: kvWidth, at: slot * kvWidth)
+            values.store(source + kvWidth, count: kvWidth, at: slot * kvWidth)
         }
     }
 
@@ -342,7 +352,8 @@ public final class CPUBackend: Backend {
         let cpu = plan.cpu
         let (width, d, kvWidth) = (qkv.rowWidth, shape.headDim, shape.kvWidth)
         let (scale, softcap) = (shape.scale, shape.softcap)
-        let (keys, values, queries, output) = (cache.keys.floats, cache.values.floats, qkv.floats, out.floats)
+        let (keys, values) = (CacheRows(cache.keys), CacheRows(cache.values))
+        let (queries, output) = (qkv.floats, out.floats)
         let kernels = VectorKernels.active
         let sequences = cpu.batch.sequences
         /// The first position a row at `position` attends to (its sliding window's start).
@@ -385,8 +396,8 @@ public final class CPUBackend: Backend {
                 forEachPage(of: sequence, from: first, through: last) { slot, offset, count in
                     for i in 0..<count {
                         let source = (slot + i) * kvWidth + kvHead * d
-                        (k + (offset + i) * d).update(from: keys + source, count: d)
-                        (v + (offset + i) * d).update(from: values + source, count: d)
+                        keys.copy(from: source, count: d, to: k + (offset + i) * d)
+                        values.copy(from: source, count: d, to: v + (offset + i) * d)
                     }
                 }
                 let blockRows = Self.attentionGEMMBlockRows
@@ -433,8 +444,11 @@ public final class CPUBackend: Backend {
                 func kvOffset(_ head: Int) -> Int { (head / shape.groupSize) * d }
                 forEachPage(of: sequence, from: first, through: position) { slot, offset, count in
                     for head in heads {
-                        kernels.gemv(queries + row * width + head * d, keys + slot * kvWidth + kvOffset(head), kvWidth, count, d,
-                                     headScores(head) + offset)
+                        let (query, start, scores) = (queries + row * width + head * d, slot * kvWidth + kvOffset(head), headScores(head) + offset)
+                        switch keys {
+                        case .float32(let keys): kernels.gemv(query, keys + start, kvWidth, count, d, scores)
+                        case .bfloat16(let keys): kernels.gemvBF16(query, keys + start, kvWidth, count, d, scores)
+                        }
                     }
                 }
                 for head in heads {
@@ -443,8 +457,11 @@ public final class CPUBackend: Backend {
                 }
                 forEachPage(of: sequence, from: first, through: position) { slot, offset, count in
                     for head in heads {
-                        kernels.axpyRows(d, count, headScores(head) + offset, values + slot * kvWidth + kvOffset(head), kvWidth,
-                                         output + row * shape.queryWidth + head * d)
+                        let (weights, start, sum) = (headScores(head) + offset, slot * kvWidth + kvOffset(head), output + row * shape.queryWidth + head * d)
+                        switch values {
+                        case .float32(let values): kernels.axpyRows(d, count, weights, values + start, kvWidth, sum)
+                        case .bfloat16(let values): kernels.axpyRowsBF16(d, count, weights, values + start, kvWidth, sum)
+                        }
                     }
                 }
             }
@@ -453,6 +470,30 @@ public final class CPUBackend: Backend {
 
     /// Prompt chunks of at least this many rows attend through GEMMs, in blocks of `attentionGEMMBlockRows` query rows.
     static let attentionGEMMRows = 8, attentionGEMMBlockRows = 64
+
+    /// A layer's cached keys or values as stored (`kvCacheDType`).
+    private enum CacheRows {
+        case float32(UnsafeMutablePointer<Float>)
+        case bfloat16(UnsafeMutablePointer<UInt16>)
+
+        init(_ tensor: Tensor) { self = tensor.bfloat16s.map(CacheRows.bfloat16) ?? .float32(tensor.floats) }
+
+        /// Stores `count` elements from `source` at `offset` on (rounded to nearest even in bfloat16).
+        func store(_ source: UnsafePointer<Float>, count: Int, at offset: Int) {
+            switch self {
+            case .float32(let elements): (elements + offset).update(from: source, count: count)
+            case .bfloat16(let bits): for i in 0..<count { bits[offset + i] = HalfConversion.bfloat16(source[i]) }
+            }
+        }
+
+        /// Copies `count` elements from `offset` on, widened to float32.
+        func copy(from offset: Int, count: Int, to destination: UnsafeMutablePointer<Float>) {
+            switch self {
+            case .float32(let elements): destination.update(from: elements + offset, count: count)
+            case .bfloat16(let bits): HalfConversion.toFloat32(bits + offset, dtype: .bfloat16, count: count, into: destination)
+            }
+        }
+    }
 
     public func siluMul(gateUp: Tensor, out: Tensor) {
         gatedActivation(gateUp: gateUp, out: out, VectorKernels.active.siluMul)

@@ -28,6 +28,8 @@ struct VectorKernels: @unchecked Sendable {
                                           UnsafeMutablePointer<Float>?) -> Void
     typealias Axpy = @convention(c) (Int, Float, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?) -> Void
     typealias AxpyRows = @convention(c) (Int, Int, UnsafePointer<Float>?, UnsafePointer<Float>?, Int, UnsafeMutablePointer<Float>?) -> Void
+    typealias AxpyRowsBF16 = @convention(c) (Int, Int, UnsafePointer<Float>?, UnsafePointer<UInt16>?, Int,
+                                             UnsafeMutablePointer<Float>?) -> Void
     typealias Tile4x8 = @convention(c) (Int, UnsafePointer<Float>?, UnsafePointer<Float>?,
                                         UnsafeMutablePointer<Float>?) -> Void
     typealias GatedActivation = @convention(c) (Int, UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?) -> Void
@@ -53,6 +55,8 @@ struct VectorKernels: @unchecked Sendable {
     let axpy: Axpy
     /// y[i] += Σ_p a[p]·x[p·ldx + i] for p < rows: (count, rows, a, x, ldx, y), in the order of `rows` axpy calls.
     let axpyRows: AxpyRows
+    /// `axpyRows` with x in bfloat16 (a bfloat16 KV cache's values).
+    let axpyRowsBF16: AxpyRowsBF16
     /// tile[4][8] = Σ_p a[p][0..<4] ⊗ b[p][0..<8]: (depth, a, b, tile).
     let tile4x8: Tile4x8
     /// y[r·ldy + j] = alpha·(x[r·ldx ..< +k] · w[j·ldw ..< +k]) + beta·y[r·ldy + j] for r < m, j < n: (m, n, k, alpha,
@@ -88,17 +92,19 @@ struct VectorKernels: @unchecked Sendable {
     }()
 
     private init(name: String, dot: Dot, dotBF16: DotBF16, gemv: Gemv, gemvBF16: GemvBF16, gemv8: Gemv8, gemv8BF16: Gemv8BF16,
-                 axpy: Axpy, axpyRows: AxpyRows, tile4x8: Tile4x8, gemmNT: GemmNT, siluMul: GatedActivation,
+                 axpy: Axpy, axpyRows: AxpyRows, axpyRowsBF16: AxpyRowsBF16, tile4x8: Tile4x8, gemmNT: GemmNT, siluMul: GatedActivation,
                  geluTanhMul: GatedActivation, expShifted: ExpShifted) {
-        (self.name, self.dot, self.dotBF16, self.gemv, self.gemvBF16, self.gemv8, self.gemv8BF16, self.axpy, self.axpyRows, self.tile4x8,
-         self.gemmNT, self.siluMul, self.geluTanhMul, self.expShifted) =
-            (name, dot, dotBF16, gemv, gemvBF16, gemv8, gemv8BF16, axpy, axpyRows, tile4x8, gemmNT, siluMul, geluTanhMul, expShifted)
+        (self.name, self.dot, self.dotBF16, self.gemv, self.gemvBF16, self.gemv8, self.gemv8BF16, self.axpy, self.axpyRows,
+         self.axpyRowsBF16, self.tile4x8, self.gemmNT, self.siluMul, self.geluTanhMul, self.expShifted) =
+            (name, dot, dotBF16, gemv, gemvBF16, gemv8, gemv8BF16, axpy, axpyRows, axpyRowsBF16, tile4x8, gemmNT, siluMul, geluTanhMul,
+             expShifted)
     }
 
     private init(_ table: punica_kernels) {
         self.init(name: String(cString: table.name), dot: table.dot, dotBF16: table.dot_bf16, gemv: table.gemv,
                   gemvBF16: table.gemv_bf16, gemv8: table.gemv8,
-                  gemv8BF16: table.gemv8_bf16, axpy: table.axpy, axpyRows: table.axpy_rows, tile4x8: table.tile4x8,
+                  gemv8BF16: table.gemv8_bf16, axpy: table.axpy, axpyRows: table.axpy_rows,
+                  axpyRowsBF16: table.axpy_rows_bf16, tile4x8: table.tile4x8,
                   gemmNT: table.gemm_nt, siluMul: table.silu_mul, geluTanhMul: table.gelu_tanh_mul, expShifted: table.exp_shifted)
     }
 }
@@ -157,6 +163,11 @@ extension VectorKernels {
         axpyRows: { count, rows, a, x, ldx, y in
             for p in 0..<rows {
                 for i in 0..<count { y![i] += a![p] * x![p * ldx + i] }
+            }
+        },
+        axpyRowsBF16: { count, rows, a, x, ldx, y in
+            for p in 0..<rows {
+                for i in 0..<count { y![i] += a![p] * HalfConversion.float(bfloat16: x![p * ldx + i]) }
             }
         },
         tile4x8: { depth, a, b, tile in

@@ -35,8 +35,8 @@ static inline float widen_bf16(uint16_t value) {
     }
 
 // y += Σ_p a[p]·x[p·ldx ..< +n]: a page of attention values in one call (rows of head_dim floats are short).
-#define AXPY_ROWS(ATTRIBUTES, NAME, AXPY)                                                                     \
-    ATTRIBUTES static void NAME(ptrdiff_t n, ptrdiff_t count, const float *a, const float *x, ptrdiff_t ldx, float *y) { \
+#define AXPY_ROWS(ATTRIBUTES, NAME, AXPY, XTYPE)                                                              \
+    ATTRIBUTES static void NAME(ptrdiff_t n, ptrdiff_t count, const float *a, const XTYPE *x, ptrdiff_t ldx, float *y) { \
         for (ptrdiff_t p = 0; p < count; p++) AXPY(n, a[p], x + p * ldx, y);                                  \
     }
 
@@ -210,13 +210,17 @@ GEMV8(, gemv8_base, dots4_base, float)
 DOTS4_BASE(dots4_bf16_base, uint16_t, load4_bf16, widen_bf16)
 GEMV8(, gemv8_bf16_base, dots4_bf16_base, uint16_t)
 
-static void axpy_base(ptrdiff_t n, float a, const float *x, float *y) {
-    ptrdiff_t i = 0;
-    v4 av = {a, a, a, a};
-    for (; i + 4 <= n; i += 4) store4(y + i, load4(y + i) + av * load4(x + i));
-    for (; i < n; i++) y[i] += a * x[i];
-}
-AXPY_ROWS(, axpy_rows_base, axpy_base)
+#define AXPY_BASE(NAME, XTYPE, LOAD, WIDEN)                                                                    \
+    static void NAME(ptrdiff_t n, float a, const XTYPE *x, float *y) {                                        \
+        ptrdiff_t i = 0;                                                                                      \
+        v4 av = {a, a, a, a};                                                                                 \
+        for (; i + 4 <= n; i += 4) store4(y + i, load4(y + i) + av * LOAD(x + i));                            \
+        for (; i < n; i++) y[i] += a * WIDEN(x[i]);                                                           \
+    }
+AXPY_BASE(axpy_base, float, load4, NO_WIDEN)
+AXPY_BASE(axpy_bf16_base, uint16_t, load4_bf16, widen_bf16)
+AXPY_ROWS(, axpy_rows_base, axpy_base, float)
+AXPY_ROWS(, axpy_rows_bf16_base, axpy_bf16_base, uint16_t)
 
 static void tile4x8_base(ptrdiff_t depth, const float *a, const float *b, float *tile) {
     v4 c[4][2] = {{{0}}};
@@ -247,7 +251,7 @@ static const punica_kernels baseline = {
 #else
     "sse2",
 #endif
-    dot_base, dot_bf16_base, gemv_base, gemv_bf16_base, gemv8_base, gemv8_bf16_base, axpy_base, axpy_rows_base, tile4x8_base, gemm_nt_base,
+    dot_base, dot_bf16_base, gemv_base, gemv_bf16_base, gemv8_base, gemv8_bf16_base, axpy_base, axpy_rows_base, axpy_rows_bf16_base, tile4x8_base, gemm_nt_base,
     silu_mul_base, gelu_tanh_mul_base, exp_shifted_base,
 };
 
@@ -315,13 +319,17 @@ GEMV8(AVX2, gemv8_avx2, dots4_avx2, float)
 DOTS4_AVX2(dots4_bf16_avx2, uint16_t, load8_bf16_avx2, widen_bf16)
 GEMV8(AVX2, gemv8_bf16_avx2, dots4_bf16_avx2, uint16_t)
 
-AVX2 static void axpy_avx2(ptrdiff_t n, float a, const float *x, float *y) {
-    __m256 av = _mm256_set1_ps(a);
-    ptrdiff_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
-}
-AXPY_ROWS(AVX2, axpy_rows_avx2, axpy_avx2)
+#define AXPY_AVX2(NAME, XTYPE, LOAD, WIDEN)                                                                    \
+    AVX2 static void NAME(ptrdiff_t n, float a, const XTYPE *x, float *y) {                                   \
+        __m256 av = _mm256_set1_ps(a);                                                                        \
+        ptrdiff_t i = 0;                                                                                      \
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, LOAD(x + i), _mm256_loadu_ps(y + i))); \
+        for (; i < n; i++) y[i] += a * WIDEN(x[i]);                                                           \
+    }
+AXPY_AVX2(axpy_avx2, float, _mm256_loadu_ps, NO_WIDEN)
+AXPY_AVX2(axpy_bf16_avx2, uint16_t, load8_bf16_avx2, widen_bf16)
+AXPY_ROWS(AVX2, axpy_rows_avx2, axpy_avx2, float)
+AXPY_ROWS(AVX2, axpy_rows_bf16_avx2, axpy_bf16_avx2, uint16_t)
 
 AVX2 static void tile4x8_avx2(ptrdiff_t depth, const float *a, const float *b, float *tile) {
     __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
@@ -351,7 +359,7 @@ typedef float v8 __attribute__((vector_size(32), aligned(4)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 VECTOR_MATH(AVX2, avx2, v8, v8i, 8)
 
-static const punica_kernels avx2 = {"avx2", dot_avx2, dot_bf16_avx2, gemv_avx2, gemv_bf16_avx2, gemv8_avx2, gemv8_bf16_avx2, axpy_avx2, axpy_rows_avx2, tile4x8_avx2, gemm_nt_avx2,
+static const punica_kernels avx2 = {"avx2", dot_avx2, dot_bf16_avx2, gemv_avx2, gemv_bf16_avx2, gemv8_avx2, gemv8_bf16_avx2, axpy_avx2, axpy_rows_avx2, axpy_rows_bf16_avx2, tile4x8_avx2, gemm_nt_avx2,
                                     silu_mul_avx2, gelu_tanh_mul_avx2, exp_shifted_avx2};
 
 // MARK: - AVX-512: 16-wide with masked tails (no scalar loop). The 4×8 tile stays on AVX2 registers.
@@ -457,16 +465,20 @@ AVX512 static void gemv_bf16_avx512(const float *x, const uint16_t *w, ptrdiff_t
     free(heap);
 }
 
-AVX512 static void axpy_avx512(ptrdiff_t n, float a, const float *x, float *y) {
-    __m512 av = _mm512_set1_ps(a);
-    ptrdiff_t i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
-    if (i < n) {
-        __mmask16 mask = tail_mask(n - i);
-        _mm512_mask_storeu_ps(y + i, mask, _mm512_fmadd_ps(av, load16_masked(x + i, mask), load16_masked(y + i, mask)));
+#define AXPY_AVX512(NAME, XTYPE, LOAD, LOAD_MASKED)                                                            \
+    AVX512 static void NAME(ptrdiff_t n, float a, const XTYPE *x, float *y) {                                 \
+        __m512 av = _mm512_set1_ps(a);                                                                        \
+        ptrdiff_t i = 0;                                                                                      \
+        for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, LOAD(x + i), _mm512_loadu_ps(y + i))); \
+        if (i < n) {                                                                                          \
+            __mmask16 mask = tail_mask(n - i);                                                                \
+            _mm512_mask_storeu_ps(y + i, mask, _mm512_fmadd_ps(av, LOAD_MASKED(x + i, mask), load16_masked(y + i, mask))); \
+        }                                                                                                     \
     }
-}
-AXPY_ROWS(AVX512, axpy_rows_avx512, axpy_avx512)
+AXPY_AVX512(axpy_avx512, float, _mm512_loadu_ps, load16_masked)
+AXPY_AVX512(axpy_bf16_avx512, uint16_t, load16_bf16_avx512, load16_bf16_masked)
+AXPY_ROWS(AVX512, axpy_rows_avx512, axpy_avx512, float)
+AXPY_ROWS(AVX512, axpy_rows_bf16_avx512, axpy_bf16_avx512, uint16_t)
 
 // Eight vectors' sums in one: each folded to 8 lanes, then pairwise adds within 128-bit lanes, then the lanes added.
 AVX512 static inline void sums8_avx512(const __m512 *s, float *out) {
@@ -541,7 +553,7 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
 typedef int32_t v16i __attribute__((vector_size(64)));
 VECTOR_MATH(AVX512, avx512, v16, v16i, 16)
 
-static const punica_kernels avx512 = {"avx512", dot_avx512, dot_bf16_avx512, gemv_avx512, gemv_bf16_avx512, gemv8_avx512, gemv8_bf16_avx512, axpy_avx512, axpy_rows_avx512, tile4x8_avx2, gemm_nt_avx512,
+static const punica_kernels avx512 = {"avx512", dot_avx512, dot_bf16_avx512, gemv_avx512, gemv_bf16_avx512, gemv8_avx512, gemv8_bf16_avx512, axpy_avx512, axpy_rows_avx512, axpy_rows_bf16_avx512, tile4x8_avx2, gemm_nt_avx512,
                                       silu_mul_avx512, gelu_tanh_mul_avx512, exp_shifted_avx512};
 
 const punica_kernels *const *punica_kernels_supported(ptrdiff_t *count) {
@@ -613,12 +625,16 @@ GEMV8(, gemv8_neon, dots4_neon, float)
 DOTS4_NEON(dots4_bf16_neon, uint16_t, load4_bf16_neon, widen_bf16)
 GEMV8(, gemv8_bf16_neon, dots4_bf16_neon, uint16_t)
 
-static void axpy_neon(ptrdiff_t n, float a, const float *x, float *y) {
-    ptrdiff_t i = 0;
-    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
-    for (; i < n; i++) y[i] += a * x[i];
-}
-AXPY_ROWS(, axpy_rows_neon, axpy_neon)
+#define AXPY_NEON(NAME, XTYPE, LOAD, WIDEN)                                                                    \
+    static void NAME(ptrdiff_t n, float a, const XTYPE *x, float *y) {                                        \
+        ptrdiff_t i = 0;                                                                                      \
+        for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), LOAD(x + i), a));           \
+        for (; i < n; i++) y[i] += a * WIDEN(x[i]);                                                           \
+    }
+AXPY_NEON(axpy_neon, float, vld1q_f32, NO_WIDEN)
+AXPY_NEON(axpy_bf16_neon, uint16_t, load4_bf16_neon, widen_bf16)
+AXPY_ROWS(, axpy_rows_neon, axpy_neon, float)
+AXPY_ROWS(, axpy_rows_bf16_neon, axpy_bf16_neon, uint16_t)
 
 static void tile4x8_neon(ptrdiff_t depth, const float *a, const float *b, float *tile) {
     float32x4_t c[4][2];
@@ -643,7 +659,7 @@ GEMM_NT(, gemm_nt_neon, float32x4_t, 4, vdupq_n_f32(0), vld1q_f32, FMA_NEON, 4, 
 
 VECTOR_MATH(, neon, float32x4_t, int32x4_t, 4)
 
-static const punica_kernels neon = {"neon", dot_neon, dot_bf16_neon, gemv_neon, gemv_bf16_neon, gemv8_neon, gemv8_bf16_neon, axpy_neon, axpy_rows_neon, tile4x8_neon, gemm_nt_neon,
+static const punica_kernels neon = {"neon", dot_neon, dot_bf16_neon, gemv_neon, gemv_bf16_neon, gemv8_neon, gemv8_bf16_neon, axpy_neon, axpy_rows_neon, axpy_rows_bf16_neon, tile4x8_neon, gemm_nt_neon,
                                     silu_mul_neon, gelu_tanh_mul_neon, exp_shifted_neon};
 
 const punica_kernels *const *punica_kernels_supported(ptrdiff_t *count) {

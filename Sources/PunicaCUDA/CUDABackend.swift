@@ -396,7 +396,9 @@ public final class CUDABackend: Backend {
         zeroed(allocate(shape, dtype: dtype, pooled: true))
     }
 
-    public func persistentZeros(_ shape: [Int]) -> Tensor {
+    public var kvCacheDType: DType { dtype }
+
+    public func kvCacheZeros(_ shape: [Int]) -> Tensor {
         zeroed(allocate(shape, dtype: dtype, pooled: false))
     }
 

@@ -68,9 +68,11 @@ public protocol Backend: AnyObject {
 
     /// A tensor of zeros in the backend's activation type.
     func zeros(_ shape: [Int]) -> Tensor
-    /// A tensor of zeros in the activation type that lives as long as the model (the KV cache): allocated exactly,
-    /// not from the pool steps recycle.
-    func persistentZeros(_ shape: [Int]) -> Tensor
+    /// The KV cache's element type: the activation type, or a narrower one the backend was asked for.
+    var kvCacheDType: DType { get }
+    /// Zeros of `kvCacheDType` for the KV cache, which lives as long as the model: allocated exactly, not from the
+    /// pool steps recycle.
+    func kvCacheZeros(_ shape: [Int]) -> Tensor
     /// Float32 zeros on every backend, for intermediates that need the precision (LoRA's shrink output).
     func float32Zeros(_ shape: [Int]) -> Tensor
     /// Float32 values that stay float32 on every backend (RoPE's inverse frequencies).

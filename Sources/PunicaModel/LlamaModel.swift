@@ -8,7 +8,7 @@ public final class KVCache {
     init(layout: PageLayout, layerCount: Int, attention: AttentionShape, backend: Backend) {
         self.layout = layout
         let shape = [layout.pageCount, layout.pageSize, attention.kvHeads, attention.headDim]
-        layers = (0..<layerCount).map { _ in KVCacheLayer(keys: backend.persistentZeros(shape), values: backend.persistentZeros(shape)) }
+        layers = (0..<layerCount).map { _ in KVCacheLayer(keys: backend.kvCacheZeros(shape), values: backend.kvCacheZeros(shape)) }
     }
 }
 
@@ -150,9 +150,9 @@ public final class LlamaModel {
     }
 
     /// Bytes of one token's keys and values over every layer (this rank's KV heads).
-    public var kvBytesPerToken: Int { 2 * config.layerCount * attention.kvWidth * activationBytes }
+    public var kvBytesPerToken: Int { 2 * config.layerCount * attention.kvWidth * backend.kvCacheDType.byteSize }
 
-    /// Bytes of one element of the backend's activations and KV cache: the type norm gains are kept in on every
+    /// Bytes of one element of the backend's activations: the type norm gains are kept in on every
     /// backend (matrices may be narrower, as bfloat16 ones on the CPU).
     private var activationBytes: Int { finalNorm.dtype.byteSize }
 

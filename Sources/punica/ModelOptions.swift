@@ -22,6 +22,9 @@ struct DeviceOptions: ParsableArguments {
     @Flag(help: "On cpu, widen a bfloat16 checkpoint's weights to float32 at load (twice the memory and decode bytes; by default they stay bfloat16, as llama.cpp keeps a file's type).")
     var cpuFloat32Weights = false
 
+    @Option(help: "KV cache element type: auto (the activation type: float32 on cpu, --dtype on cuda) or, on cpu, bfloat16 (half the cache's memory and of the bytes decode attention reads, as llama.cpp's float16 cache; keys and values rounded to bfloat16).")
+    var kvCacheDtype = "auto"
+
     var storageType: DType {
         get throws {
             switch dtype {
@@ -35,11 +38,28 @@ struct DeviceOptions: ParsableArguments {
     func validate() throws {
         guard ["cpu", "cuda"].contains(device) else { throw ValidationError("--device \(device): expected cpu or cuda") }
         _ = try storageType
+        _ = try bfloat16KVCache
+    }
+
+    /// Whether the CPU backend keeps its KV cache in bfloat16 (`--kv-cache-dtype`).
+    private var bfloat16KVCache: Bool {
+        get throws {
+            switch (kvCacheDtype, device) {
+            case ("auto", _), ("float32", "cpu"): return false
+            case ("bfloat16", "cpu"), ("bf16", "cpu"): return true
+            case (_, "cpu"): throw ValidationError("--kv-cache-dtype \(kvCacheDtype): expected auto, float32 or bfloat16")
+            default: throw ValidationError("--kv-cache-dtype \(kvCacheDtype): on cuda the KV cache takes --dtype; expected auto")
+            }
+        }
+    }
+
+    private func makeCPUBackend() throws -> CPUBackend {
+        CPUBackend(bfloat16Weights: !cpuFloat32Weights, bfloat16KVCache: try bfloat16KVCache)
     }
 
     func makeBackend() throws -> Backend {
         switch device {
-        case "cpu": return CPUBackend(bfloat16Weights: !cpuFloat32Weights)
+        case "cpu": return try makeCPUBackend()
         case "cuda": return try CUDABackend(dtype: storageType)
         default: throw ValidationError("--device \(device): expected cpu or cuda")
         }
@@ -52,7 +72,7 @@ struct DeviceOptions: ParsableArguments {
         switch device {
         case "cpu":
             let group = CPUGroup(size: count)
-            return ((0..<count).map { _ in CPUBackend(bfloat16Weights: !cpuFloat32Weights) }, (0..<count).map(group.collectives))
+            return (try (0..<count).map { _ in try makeCPUBackend() }, (0..<count).map(group.collectives))
         default:
             let available = try CUDABackend.deviceCount()
             guard count <= available else { throw ValidationError("--tensor-parallel-size \(count): this host has \(available) GPUs") }

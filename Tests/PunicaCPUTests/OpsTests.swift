@@ -121,16 +121,19 @@ import TestSupport
 
     /// Three sequences at different stages (prefill from scratch, a prefill chunk after cached tokens, decode),
     /// pages shuffled, GQA 4:2: rope → append → attention equals dense causal attention over the whole history;
-    /// with and without a sliding window, and with Gemma 2's score scale and soft-cap; cos and sin scaled (LongRoPE).
-    @Test(arguments: [(nil, false), (3, false), (3, true)] as [(Int?, Bool)])
-    func pagedAttentionMatchesDenseCausalAttention(slidingWindow: Int?, scaledAndCapped: Bool) {
+    /// with and without a sliding window, and with Gemma 2's score scale and soft-cap; cos and sin scaled (LongRoPE);
+    /// with a float32 cache and a bfloat16 one (against the history's keys and values rounded to bfloat16).
+    @Test(arguments: [(nil, false, false), (3, false, false), (3, true, false), (nil, false, true), (3, true, true)] as [(Int?, Bool, Bool)])
+    func pagedAttentionMatchesDenseCausalAttention(slidingWindow: Int?, scaledAndCapped: Bool, bfloat16Cache: Bool) {
+        let backend = bfloat16Cache ? CPUBackend(bfloat16KVCache: true) : backend
         var random = SplitMix64(seed: 3)
         let shape = AttentionShape(queryHeads: 4, kvHeads: 2, headDim: 8, slidingWindow: slidingWindow,
                                    scale: scaledAndCapped ? 0.6 : nil, softcap: scaledAndCapped ? 0.8 : nil)
         let layout = PageLayout(pageSize: 2, pageCount: 64)
         let frequencies = (0..<shape.headDim / 2).map { Float(1 / pow(100.0, Double(2 * $0) / Double(shape.headDim))) }
         let ropeScale: Float = 1.25
-        let cache = KVCacheLayer(keys: backend.zeros([64, 2, 2, 8]), values: backend.zeros([64, 2, 2, 8]))
+        let cache = KVCacheLayer(keys: backend.kvCacheZeros([64, 2, 2, 8]), values: backend.kvCacheZeros([64, 2, 2, 8]))
+        #expect(cache.keys.dtype == (bfloat16Cache ? .bfloat16 : .float32))
         let pages = Array(1..<64).map(Int32.init).shuffled(using: &random)
         let tables = [Array(pages[0..<38]), Array(pages[38..<46]), Array(pages[46..<56])]
         // (tokens already cached, new tokens this step) per sequence. Chunks of CPUBackend.attentionGEMMRows rows or more
@@ -159,7 +162,13 @@ import TestSupport
             backend.attention(qkv: qkv, shape: shape, cache: cache, layout: layout, plan: plan, out: out)
             let actual = backend.toHost(out)
             for (index, sequence) in sequences.enumerated() {
-                history[index] += sequence.rows.map { Array(rotated[$0 * shape.qkvWidth ..< ($0 + 1) * shape.qkvWidth]) }
+                history[index] += sequence.rows.map { row in
+                    let start = row * shape.qkvWidth
+                    return (0..<shape.qkvWidth).map { i in
+                        let value = rotated[start + i]
+                        return bfloat16Cache && i >= shape.queryWidth ? HalfConversion.float(bfloat16: HalfConversion.bfloat16(value)) : value
+                    }
+                }
                 for (i, row) in sequence.rows.enumerated() {
                     let position = sequence.firstPosition + i
                     let expected = attentionReference(query: history[index][position], keysAndValues: Array(history[index][0...position]),

@@ -86,14 +86,21 @@ private func axpyRowsAddsEachWeightedRow(kernels: VectorKernels) {
         for rows in [0, 1, 3, 16] {
             let ldx = count + 5
             let x = random.floats(rows * ldx + 1), a = random.floats(rows + 1)
-            var y = random.floats(count + 1)
-            var expected = y
+            let xBF16 = x.map(HalfConversion.bfloat16)
+            let start = random.floats(count + 1)
+            var expected = start, expectedBF16 = start
             for p in 0..<rows {
-                for i in 0..<count { expected[i] += a[p] * x[p * ldx + i] }
+                for i in 0..<count {
+                    expected[i] += a[p] * x[p * ldx + i]
+                    expectedBF16[i] += a[p] * HalfConversion.float(bfloat16: xBF16[p * ldx + i])
+                }
             }
+            var y = start, yBF16 = start
             kernels.axpyRows(count, rows, a, x, ldx, &y)
+            kernels.axpyRowsBF16(count, rows, a, xBF16, ldx, &yBF16)
             #expect(closeMismatch(y, expected, atol: 1e-5, rtol: 1e-5) == nil, "axpyRows n=\(count) rows=\(rows)")
-            #expect(y[count] == expected[count], "axpyRows wrote past n")
+            #expect(closeMismatch(yBF16, expectedBF16, atol: 1e-5, rtol: 1e-5) == nil, "axpyRowsBF16 n=\(count) rows=\(rows)")
+            #expect(y[count] == expected[count] && yBF16[count] == expected[count], "axpyRows wrote past n")
         }
     }
 }

@@ -31,6 +31,8 @@ typedef struct punica_kernels {
     /// y[i] += Σ_p a[p]·x[p·ldx + i] for p < count, i < n: weighted rows of x added to y in one call (attention's
     /// values over one page of the cache), in the order of count axpy calls.
     void (*axpy_rows)(ptrdiff_t n, ptrdiff_t count, const float *a, const float *x, ptrdiff_t ldx, float *y);
+    /// The same with x in bfloat16 (a bfloat16 KV cache's values).
+    void (*axpy_rows_bf16)(ptrdiff_t n, ptrdiff_t count, const float *a, const uint16_t *x, ptrdiff_t ldx, float *y);
     /// tile[4][8] = Σ_p a[p][0..<4] ⊗ b[p][0..<8]: the packed GEMM's micro-kernel (a: [depth][4], b: [depth][8]).
     void (*tile4x8)(ptrdiff_t depth, const float *a, const float *b, float *tile);
     /// y[r·ldy + j] = alpha·Σ_p x[r·ldx + p]·w[j·ldw + p] + beta·y[r·ldy + j] for r < m, j < n, p < k (y not read when
