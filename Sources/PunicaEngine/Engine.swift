@@ -123,14 +123,15 @@ public final class Engine: GenerationService, @unchecked Sendable {
                                            maxTokens: usable)
             (tokens, summary) = (sizing.tokens, sizing.summary)
         } else {
-            (tokens, summary) = (EngineConfiguration.hostKVCacheTokens, "KV cache: \(EngineConfiguration.hostKVCacheTokens) tokens in host memory")
+            let hostTokens = EngineConfiguration.hostKVCacheTokens
+            (tokens, summary) = (hostTokens, "KV cache: \(hostTokens) tokens = \(gib(hostTokens * model.kvBytesPerToken)) in host memory")
         }
         let runner = LlamaRunner(model: split, pageSize: configuration.pageSize,
                                  pageCount: 1 + (tokens + configuration.pageSize - 1) / configuration.pageSize,
                                  adapterSlots: configuration.adapterSlots, recordDecodeSteps: configuration.recordDecodeSteps,
                                  maxLoRARank: configuration.maxLoRARank, maxBatch: configuration.maxRunningRequests)
         self.init(runner: runner, tokenizer: tokenizer, configuration: configuration)
-        kvCacheSummary = summary + "; at most \(configuration.maxRunningRequests) running requests, contexts up to \(maxContextLength) tokens"
+        kvCacheSummary = summary + ", keys and values in \(model.backend.kvCacheDType); at most \(configuration.maxRunningRequests) running requests, contexts up to \(maxContextLength) tokens"
             + (runner.recordingSummary.isEmpty ? "" : "; " + runner.recordingSummary)
     }
 

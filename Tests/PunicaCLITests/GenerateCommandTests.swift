@@ -41,15 +41,18 @@ func punica(_ arguments: [String]) throws -> (status: Int32, output: String, err
     }
 
     /// A JSONL file mixing base-only and adapter requests runs as one batch and reproduces HF's greedy tokens,
-    /// one output line per request in input order: the whole model, and the model split over two CPU ranks.
-    @Test(arguments: [1, 2]) func requestsFileReproducesHFGreedyInOrder(tensorParallelSize: Int) throws {
+    /// one output line per request in input order: the whole model, the model split over two CPU ranks, and the whole
+    /// model with its KV cache in bfloat16 (the fixture's top-token margins are wider than that rounding).
+    @Test(arguments: [(1, "auto"), (2, "auto"), (1, "bfloat16")])
+    func requestsFileReproducesHFGreedyInOrder(tensorParallelSize: Int, kvCacheDtype: String) throws {
         let reference = try HFReference.load("llama-gqa")
         let lines = reference.cases.enumerated().map { index, testCase in
             let adapter = testCase.adapter.map { ", \"adapter\": \"\($0)\"" } ?? ""
             return "{\"id\": \"case\(index)\", \"prompt_ids\": \(reference.prompts[testCase.prompt_index])\(adapter), "
                 + "\"max_tokens\": \(testCase.greedy.count), \"temperature\": 0, \"logprobs\": 2, \"ignore_eos\": true}"
         }
-        let run = try punica(["generate", "--model", model, "--tensor-parallel-size", String(tensorParallelSize)] + adapterArguments
+        let run = try punica(["generate", "--model", model, "--tensor-parallel-size", String(tensorParallelSize), "--kv-cache-dtype", kvCacheDtype]
+                             + adapterArguments
                              + ["--requests", try writeRequests(lines)])
         #expect(run.status == 0, "\(run.error)")
         let results = try run.output.split(separator: "\n").map { try JSONDecoder().decode(Line.self, from: Data($0.utf8)) }
@@ -59,6 +62,13 @@ func punica(_ arguments: [String]) throws -> (status: Int32, output: String, err
             #expect(result.finish_reason == "length")
             #expect(result.logprobs?.count == testCase.greedy.count && result.logprobs?.first?.first?.id == testCase.greedy.first)
         }
+    }
+
+    @Test func aKVCacheTypeTheBackendCannotKeepIsRefusedByName() throws {
+        let unknown = try punica(["generate", "--model", model, "--kv-cache-dtype", "float8", "--prompt", "hi"])
+        #expect(unknown.status != 0 && unknown.error.contains("--kv-cache-dtype float8: expected auto, float32 or bfloat16"), "\(unknown.error)")
+        let cuda = try punica(["generate", "--model", model, "--device", "cuda", "--kv-cache-dtype", "bfloat16", "--prompt", "hi"])
+        #expect(cuda.status != 0 && cuda.error.contains("on cuda the KV cache takes --dtype"), "\(cuda.error)")
     }
 
     @Test func aTensorParallelSizeTheModelCannotSplitIsRefusedByName() throws {
