@@ -77,15 +77,17 @@ class Server:
         text = request(self.port, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[2]
         return {match[1]: float(match[2]) for match in re.finditer(r"^([a-z_]+(?:\{[^}]*\})?) (\S+)$", text, re.M)}
 
-    def wait_idle(self, timeout=15):
-        """Waits until nothing runs or waits and no KV page is held; returns the metrics."""
+    def wait_idle(self, timeout=15, cancelled_at_least=0):
+        """Waits until nothing runs or waits, no KV page is held and at least `cancelled_at_least` requests were counted
+        as cancelled (a request leaves the engine a moment before its handler counts its outcome); returns the metrics."""
         deadline = time.monotonic() + timeout
         while True:
             metrics = self.metrics()
-            if metrics["punica_requests_running"] == 0 and metrics["punica_requests_waiting"] == 0 and metrics["punica_kv_pages_used"] == 0:
+            if metrics["punica_requests_running"] == 0 and metrics["punica_requests_waiting"] == 0 and metrics["punica_kv_pages_used"] == 0 \
+                    and metrics['punica_requests_total{outcome="cancelled"}'] >= cancelled_at_least:
                 return metrics
             if time.monotonic() > deadline:
-                fail(f"not idle after {timeout} s: {metrics}")
+                fail(f"not idle with {cancelled_at_least} cancelled after {timeout} s: {metrics}")
             time.sleep(0.1)
 
     def stop(self):
@@ -269,7 +271,7 @@ def test_stalled_reader(server):
             check(time.monotonic() < deadline, "the stalled stream was not cut off within 60 s")
             time.sleep(0.1)
         seconds = time.monotonic() - started
-    metrics = server.wait_idle()
+    metrics = server.wait_idle(cancelled_at_least=before["cancelled"] + 1)
     after = {key.split('"')[1]: value for key, value in metrics.items() if key.startswith("punica_requests_total{")}
     check(after["cancelled"] == before["cancelled"] + 1, f"the stalled request is counted as cancelled: {before} → {after}")
     print(f"  a client that stopped reading was cut off after {seconds:.1f} s; request cancelled, no KV page held")
@@ -284,7 +286,7 @@ def test_reset_mid_stream(server):
         data += sock.recv(4096)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() sends RST
     sock.close()
-    metrics = server.wait_idle()
+    metrics = server.wait_idle(cancelled_at_least=before["cancelled"] + 1)
     after = {key.split('"')[1]: value for key, value in metrics.items() if key.startswith("punica_requests_total{")}
     check(after["cancelled"] == before["cancelled"] + 1, f"the reset stream is counted as cancelled: {before} → {after}")
     print("  a stream cut by a TCP reset: counted as cancelled, no KV page held")
