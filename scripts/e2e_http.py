@@ -84,7 +84,7 @@ class Server:
         while True:
             metrics = self.metrics()
             if metrics["punica_requests_running"] == 0 and metrics["punica_requests_waiting"] == 0 and metrics["punica_kv_pages_used"] == 0 \
-                    and metrics['punica_requests_total{outcome="cancelled"}'] >= cancelled_at_least:
+                    and outcome_counts(metrics)["cancelled"] >= cancelled_at_least:
                 return metrics
             if time.monotonic() > deadline:
                 fail(f"not idle with {cancelled_at_least} cancelled after {timeout} s: {metrics}")
@@ -250,9 +250,14 @@ def stream_request(max_tokens, logprobs=0):
     return post("/v1/completions", body).encode()
 
 
+def outcome_counts(metrics):
+    """punica_requests_total by outcome: {"stop": 3.0, "cancelled": 1.0, ...}."""
+    return {key.split('"')[1]: value for key, value in metrics.items() if key.startswith("punica_requests_total{")}
+
+
 def outcomes(server):
     metrics = server.metrics()
-    return metrics, {key.split('"')[1]: value for key, value in metrics.items() if key.startswith("punica_requests_total{")}
+    return metrics, outcome_counts(metrics)
 
 
 def test_stalled_reader(server):
@@ -272,7 +277,7 @@ def test_stalled_reader(server):
             time.sleep(0.1)
         seconds = time.monotonic() - started
     metrics = server.wait_idle(cancelled_at_least=before["cancelled"] + 1)
-    after = {key.split('"')[1]: value for key, value in metrics.items() if key.startswith("punica_requests_total{")}
+    after = outcome_counts(metrics)
     check(after["cancelled"] == before["cancelled"] + 1, f"the stalled request is counted as cancelled: {before} → {after}")
     print(f"  a client that stopped reading was cut off after {seconds:.1f} s; request cancelled, no KV page held")
 
@@ -287,7 +292,7 @@ def test_reset_mid_stream(server):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() sends RST
     sock.close()
     metrics = server.wait_idle(cancelled_at_least=before["cancelled"] + 1)
-    after = {key.split('"')[1]: value for key, value in metrics.items() if key.startswith("punica_requests_total{")}
+    after = outcome_counts(metrics)
     check(after["cancelled"] == before["cancelled"] + 1, f"the reset stream is counted as cancelled: {before} → {after}")
     print("  a stream cut by a TCP reset: counted as cancelled, no KV page held")
 
