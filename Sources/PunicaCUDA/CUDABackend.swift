@@ -184,7 +184,8 @@ final class CUDAPlan: StepPlan {
         let sections = Self.sections(batch, maxPages: maxPages, tiles: Self.tiles(batch.loraSegments, rows: 1), tileCapacity: fixed.rows)
         backend.copyToDevice(Array(sections.joined()).withUnsafeBytes { Array($0) }, buffer.address)
         for plan in attentionPlans.values {
-            plan.refill(AttentionWork(fixedDecode: batch, shape: plan.shape, splits: fixed.attentionSplits), backend: backend)
+            plan.refill(AttentionWork(fixedDecode: batch, shape: plan.shape, splits: fixed.attentionSplits,
+                                       multiprocessors: backend.multiprocessorCount), backend: backend)
         }
     }
 
@@ -234,7 +235,8 @@ final class CUDAPlan: StepPlan {
 
     func attention(_ shape: AttentionShape, backend: CUDABackend) -> CUDAAttentionPlan {
         if let plan = attentionPlans[shape] { return plan }
-        let plan = fixed.map { CUDAAttentionPlan(AttentionWork(fixedDecode: batch, shape: shape, splits: $0.attentionSplits), shape: shape, backend: backend) }
+        let plan = fixed.map { CUDAAttentionPlan(AttentionWork(fixedDecode: batch, shape: shape, splits: $0.attentionSplits,
+                                                                                multiprocessors: backend.multiprocessorCount), shape: shape, backend: backend) }
             ?? CUDAAttentionPlan(batch, shape: shape, backend: backend)
         attentionPlans[shape] = plan
         return plan
@@ -657,8 +659,9 @@ public final class CUDABackend: Backend {
                grid: (qkv.rows, (shape.queryHeads + shape.kvHeads + headsPerBlock - 1) / headsPerBlock, 1), block: RopeAppendKV.threads)
     }
 
-    /// Tensor-core attention over the step's work items (attention.cu): the 64-row tiles, the 16-row tiles, then the
-    /// merge of split tiles. Per step the plan uploads the item lists once; per layer this is three launches.
+    /// Attention over the step's work items (attention.cu): the 64-row and 16-row tensor-core tiles, the CUDA-core
+    /// decode tiles, then the merge of split tiles. Per step the plan uploads the item lists once; per layer this is
+    /// four launches (empty lists launch nothing).
     public func attention(qkv: Tensor, shape: AttentionShape, cache: KVCacheLayer, layout: PageLayout, plan: StepPlan, out: Tensor) {
         must { () throws(CUDAError) in try AttentionKernels.check(shape) }  // models are checked at load (checkSupported)
         let cuda = plan.cuda
@@ -679,6 +682,7 @@ public final class CUDABackend: Backend {
             ? (AttentionRows64.self, AttentionRows16.self) : (AttentionRows64D256.self, AttentionRows16D256.self)
         tiles(kernels.rows64, list: items.rows64Items, count: items.work.rows64.count)
         tiles(kernels.rows16, list: items.rows16Items, count: items.work.rows16.count)
+        tiles(AttentionDecode.self, list: items.decodeItems, count: items.work.decode.count)
         launch(AttentionMerge(merges: items.mergeItems, partialAcc: items.partialAcc, partialMaxSum: items.partialMaxSum, out: out.address,
                               queryHeads: Int32(shape.queryHeads), kvHeads: Int32(shape.kvHeads), headDim: Int32(shape.headDim)),
                grid: (items.work.merges.count * shape.kvHeads, 1, 1), block: AttentionKernels.threads)
@@ -895,7 +899,7 @@ extension CUDABackend: StepRecorder {
 
     /// A recorded decode step's attention key splits.
     public func recordingVariant(rows: Int, maxContext: Int, attention: AttentionShape) -> Int {
-        AttentionWork.fixedDecodeSplits(rows: rows, kvHeads: attention.kvHeads, maxContext: maxContext, multiprocessors: multiprocessorCount)
+        AttentionWork.fixedDecodeSplits(rows: rows, shape: attention, maxContext: maxContext, multiprocessors: multiprocessorCount)
     }
 
     public func refill(_ plan: StepPlan, with batch: StepBatch) { plan.cuda.refill(batch, backend: self) }

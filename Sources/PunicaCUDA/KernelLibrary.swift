@@ -14,7 +14,7 @@ public enum KernelSources {
           FillUniform.self]),
         ("attention.cu", PackageResources.attention_cu,
          [AttentionTiles<AttentionRows64>.self, AttentionTiles<AttentionRows16>.self, AttentionTiles<AttentionRows64D256>.self,
-          AttentionTiles<AttentionRows16D256>.self, AttentionMerge.self]),
+          AttentionTiles<AttentionRows16D256>.self, AttentionTiles<AttentionDecode>.self, AttentionMerge.self]),
         ("lora.cu", PackageResources.lora_cu, [SGMVShrink<SGMVOneRow>.self, SGMVShrink<SGMVFourRows>.self, SGMVShrinkMMA.self,
                                                     SGMVExpand<SGMVOneRow>.self, SGMVExpand<SGMVFourRows>.self, SGMVExpandMMA.self]),
         ("sampling.cu", PackageResources.sampling_cu, [AdjustLogits.self, SampleRows.self, FeedTokens.self]),

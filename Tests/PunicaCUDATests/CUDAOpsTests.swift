@@ -1,6 +1,6 @@
 import Foundation
 import PunicaCPU
-import PunicaCUDA
+@testable import PunicaCUDA
 import PunicaCompute
 import PunicaModel
 import Testing
@@ -273,6 +273,16 @@ extension CUDATests {
                           sequences: [(100, 2000), (3000, 1)]),
             AttentionCase(name: "32k context: final chunk + decode rows, GQA 4, d32", queryHeads: 4, kvHeads: 1, headDim: 32,
                           sequences: [(32760, 8), (32767, 1), (20000, 1)]),
+            // MHA decode rows run on the CUDA-core decode kernel once there are enough (row, head) blocks for it
+            // (`AttentionDecode.pays`): 24 rows × 32 heads. 4000 keys split (flash-decoding).
+            AttentionCase(name: "MHA decode rows of 1–4 000 keys + 2-token rows + a chunk, d128", queryHeads: 32, kvHeads: 32, headDim: 128,
+                          sequences: (0..<23).map { ($0 * 97 % 500, 1) } + [(4000, 1), (0, 2), (77, 2), (300, 40)]),
+            AttentionCase(name: "MHA decode rows, d64, window 200, pages of 8", queryHeads: 32, kvHeads: 32, headDim: 64, window: 200, pageSize: 8,
+                          sequences: (0..<24).map { ($0 * 53 % 450, 1) }),
+            AttentionCase(name: "MHA decode rows, d256, soft-cap 3", queryHeads: 32, kvHeads: 32, headDim: 256, scaleAndSoftcap: (1 / 16, 3),
+                          sequences: (0..<24).map { ($0 * 31 % 300, 1) } + [(100, 3)]),
+            AttentionCase(name: "MHA decode rows, d40 (padded to 64)", queryHeads: 32, kvHeads: 32, headDim: 40,
+                          sequences: (0..<24).map { ($0 * 71 % 1200, 1) }),
         ]
 
         @Test(arguments: dtypes, attentionCases)
@@ -303,6 +313,10 @@ extension CUDATests {
                 pair.cpu.ropeAppendKV(qkv: qkv.cpu, shape: shape, inverseFrequencies: inverse.0, scale: 1, cache: caches.0, layout: layout, plan: plans.0)
                 pair.gpu.ropeAppendKV(qkv: qkv.gpu, shape: shape, inverseFrequencies: inverse.1, scale: 1, cache: caches.1, layout: layout, plan: plans.1)
                 guard attend else { return }
+                if configuration.name.hasPrefix("MHA decode") {
+                    let work = AttentionWork(batch: batch, shape: shape, multiprocessors: pair.gpu.multiprocessorCount)
+                    #expect(!work.decode.isEmpty, "the case reaches the CUDA-core decode kernel")
+                }
                 let out = pair.zeros([rows, shape.queryWidth])
                 pair.cpu.attention(qkv: qkv.cpu, shape: shape, cache: caches.0, layout: layout, plan: plans.0, out: out.cpu)
                 pair.gpu.attention(qkv: qkv.gpu, shape: shape, cache: caches.1, layout: layout, plan: plans.1, out: out.gpu)
@@ -519,6 +533,56 @@ extension CUDATests {
             try HFParity.checkSplitLogitsAtEveryPromptPosition(model, backends: backends, collectives: collectives, atol: logits, rtol: 1e-2)
             try await HFParity.checkSplitGreedyContinuationsInOneMixedBatch(model, backends: backends, collectives: collectives,
                                                                             logprobTolerance: logprobs, exactTopOrder: false)
+        }
+
+        /// A multi-head (MHA) model's decode rows run on the CUDA-core decode kernel, which no HF fixture reaches (all are
+        /// GQA, with few heads): a random checkpoint with 32 heads, loaded on the CPU backend (float32) and the GPU, 24
+        /// prompts then eight decode steps, eager and replayed from a recording (CUDA graphs), the CPU's greedy tokens fed
+        /// to both. Logits agree within float16 rounding at every step.
+        @Test func multiHeadDecodeStepsMatchTheCPU() throws {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("punica-mha-\(UUID().uuidString)").path
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            try RandomModel.writeModel(.init(hiddenSize: 1024, intermediateSize: 1024, layerCount: 2, heads: 32, kvHeads: 32, vocabularySize: 300,
+                                             tieWordEmbeddings: false), to: directory, seed: 11)
+            let gpu = GPU.backends[.float16]!, cpu = CPUBackend()
+            let models = (try LlamaModel(directory: directory, backend: cpu), try LlamaModel(directory: directory, backend: gpu))
+            let count = 24, steps = 8
+            #expect(AttentionWork.decodeKernel(rows: count, shape: models.1.config.attention, multiprocessors: gpu.multiprocessorCount)
+                    == AttentionDecode.self, "enough (row, head) blocks for the CUDA-core kernel")
+            let layout = PageLayout(pageSize: 16, pageCount: 1 + 16 * count)
+            let caches = (models.0.makeKVCache(layout: layout), models.1.makeKVCache(layout: layout), models.1.makeKVCache(layout: layout))
+            let none = (ResidentAdapters([], layerCount: 2), ResidentAdapters([], layerCount: 2))
+            let recordings = try #require(RecordedDecodeSteps(model: models.1, cache: caches.2, adapters: none.1, maxContext: 256, sizes: [count]))
+            let tables = (0..<count).map { sequence in (0..<16).map { Int32(1 + 16 * sequence + $0) } }
+            var tokens: [[Int32]] = (0..<count).map { sequence in
+                let length = 1 + sequence * 37 % 200
+                return (0..<length).map { Int32(($0 * 7 + sequence) % 300) }
+            }
+            func batch(_ newTokens: [Int]) -> StepBatch {
+                var rows = 0
+                let sequences = (0..<count).map { index in
+                    defer { rows += newTokens[index] }
+                    return StepBatch.Sequence(rows: rows ..< rows + newTokens[index], contextLength: tokens[index].count, blockTable: tables[index])
+                }
+                return StepBatch(tokens: zip(tokens, newTokens).flatMap { $0.suffix($1) }, sequences: sequences, loraSegments: [],
+                                 logitRows: sequences.map { $0.rows.upperBound - 1 })
+            }
+            let prefill = batch(tokens.map(\.count))
+            var expected = models.0.forward(cpu.plan(prefill), cache: caches.0, adapters: none.0)
+            var actual = models.1.forward(gpu.plan(prefill), cache: caches.1, adapters: none.1)
+            _ = models.1.forward(gpu.plan(prefill), cache: caches.2, adapters: none.1)
+            for step in 0...steps {
+                let mismatch = closeMismatch(gpu.toHost(actual), cpu.toHost(expected), atol: 3e-2, rtol: 1e-2)
+                #expect(mismatch == nil, "step \(step): \(mismatch ?? "")")
+                guard step < steps else { break }
+                for (index, token) in cpu.sample(expected, Array(repeating: .greedy, count: count)).ids.enumerated() { tokens[index].append(Int32(token)) }
+                let decode = batch([Int](repeating: 1, count: count))
+                let replayed = try #require(try recordings.logits(decode), "the decode batch replays its recording")
+                expected = models.0.forward(cpu.plan(decode), cache: caches.0, adapters: none.0)
+                actual = models.1.forward(gpu.plan(decode), cache: caches.1, adapters: none.1)
+                let replayMismatch = closeMismatch(gpu.toHost(replayed), cpu.toHost(expected), atol: 3e-2, rtol: 1e-2)
+                #expect(replayMismatch == nil, "replayed step \(step): \(replayMismatch ?? "")")
+            }
         }
 
         /// Decode steps replayed from recordings (CUDA graphs) against the same steps run eagerly, from the same prefill:

@@ -2,8 +2,8 @@ import PunicaCompute
 
 /// Parameters of the kernels in attention.cu (see `KernelParameters`).
 ///
-/// The four tile kernels share one parameter list: `AttentionTiles<Kernel>` is it, and the `AttentionKernel` type
-/// says which entry point, with its tile geometry (mirroring attention.cu's constants).
+/// The tile kernels share one parameter list: `AttentionTiles<Kernel>` is it, and the `AttentionKernel` type says
+/// which entry point, with its tile geometry (mirroring attention.cu's constants).
 struct AttentionTiles<Kernel: AttentionKernel>: KernelParameters {
     static var kernel: String { Kernel.name }
     var qkv: UInt64 = 0, keys: UInt64 = 0, values: UInt64 = 0, items: UInt64 = 0, blockTables: UInt64 = 0, out: UInt64 = 0
@@ -17,13 +17,19 @@ struct AttentionTiles<Kernel: AttentionKernel>: KernelParameters {
 /// One tile kernel of attention.cu: query rows per tile, the head dims it serves, and its shared memory.
 protocol AttentionKernel {
     static var name: String { get }
-    /// Query rows of one tile (tokens × group size), 16 per warp or 16 for all four warps.
+    /// Most query rows of one tile (tokens × group size): 16 per warp, 16 for all four warps, or DECODE_ROWS.
     static var tileRows: Int { get }
     /// Head dims it runs; a dim runs in the smallest compiled size ≥ it (32, 64, 128 or 256).
     static var headDims: ClosedRange<Int> { get }
+    /// Blocks a list of its tiles is split into per multiprocessor (flash-decoding): about what fits at once.
+    static var blocksPerMultiprocessor: Int { get }
+    static func sharedBytes(headDim: Int) -> Int
 }
 
-extension AttentionKernel {
+/// The tensor-core tiles (attention_tile).
+protocol AttentionMMAKernel: AttentionKernel {}
+
+extension AttentionMMAKernel {
     /// Keys per shared-memory tile (TILE_KEYS).
     static func tileKeys(paddedHeadDim: Int) -> Int { paddedHeadDim == 256 && tileRows == 64 ? 32 : 64 }
 
@@ -32,22 +38,46 @@ extension AttentionKernel {
         let padded = AttentionKernels.paddedHeadDim(headDim)
         return (tileRows + 4 * tileKeys(paddedHeadDim: padded)) * (padded + 8) * 2
     }
+
+    /// 64-row tiles are compute-bound (2 resident blocks per multiprocessor); 16-row ones memory-bound, wanting more
+    /// blocks in flight.
+    static var blocksPerMultiprocessor: Int { tileRows == 64 ? 2 : 4 }
 }
 
-enum AttentionRows64: AttentionKernel {
+enum AttentionRows64: AttentionMMAKernel {
     static let name = "attention_rows64", tileRows = 64, headDims = 8...128
 }
 
-enum AttentionRows16: AttentionKernel {
+enum AttentionRows16: AttentionMMAKernel {
     static let name = "attention_rows16", tileRows = 16, headDims = 8...128
 }
 
-enum AttentionRows64D256: AttentionKernel {
+enum AttentionRows64D256: AttentionMMAKernel {
     static let name = "attention_rows64_d256", tileRows = 64, headDims = 129...256
 }
 
-enum AttentionRows16D256: AttentionKernel {
+enum AttentionRows16D256: AttentionMMAKernel {
     static let name = "attention_rows16_d256", tileRows = 16, headDims = 129...256
+}
+
+/// CUDA-core tiles of one query row (an MHA decode token), every head dim: 64 registers and no K/V staging in shared
+/// memory, so about 8 blocks fit per multiprocessor.
+///
+/// Each warp has 4 keys' loads in flight, fewer than the 16-row tensor-core tile's double-buffered 64-key tiles, so it
+/// wins only when many blocks run at once. On an H100 (session 13, `bench attention`, MHA d128) it took 29.5 / 41.7 µs
+/// at batch 32 and contexts 128 / 192 against the 16-row tile's 35.0 / 46.0, but 17.6 against 13.4 at batch 8
+/// (256 blocks). Below `fewestBlocksPerMultiprocessor` the decode rows take the 16-row tile.
+enum AttentionDecode: AttentionKernel {
+    static let name = "attention_decode", tileRows = 1, headDims = 8...256, blocksPerMultiprocessor = 8
+    static let fewestBlocksPerMultiprocessor = 4
+
+    /// Whether `tiles` one-row tiles (before any key split) are enough blocks for this kernel.
+    static func pays(tiles: Int, shape: AttentionShape, multiprocessors: Int) -> Bool {
+        tiles * shape.kvHeads >= fewestBlocksPerMultiprocessor * multiprocessors
+    }
+
+    /// Each warp's rows (padded head dim + 8 floats) and their (max, sum).
+    static func sharedBytes(headDim: Int) -> Int { 4 * tileRows * (AttentionKernels.paddedHeadDim(headDim) + 10) * 4 }
 }
 
 enum AttentionKernels {
@@ -79,12 +109,13 @@ struct AttentionMerge: KernelParameters {
 /// attention.cu's work for one step and head layout, on the host (pure: tested without a GPU).
 ///
 /// Each sequence's rows become query tiles of whole tokens: a sequence whose rows × group fit 16 rows is one
-/// 16-row tile (decode); longer ones are cut into 64-row tiles of 64 / group tokens (the last, if it fits, in a
-/// 16-row tile). A tile's keys run from its first query's sliding-window start to its last query (causal: later keys
-/// are never loaded). Each list is then split over the keys (flash-decoding) until it has about `blocksPerSM`
-/// blocks per multiprocessor: a split covers a whole number of 64-key tiles and at least `minimumSplitKeys`, and
-/// the merge list combines the splits of each split tile. Tiles are listed longest first, so the causal prefill's
-/// long tiles do not start last.
+/// 16-row tile (decode), or a decode tile where they fit `AttentionDecode.tileRows`; longer ones are cut into 64-row
+/// tiles of 64 / group tokens (the last, if it fits, in a smaller tile). A tile's keys run from its first query's
+/// sliding-window start to its last query (causal: later keys are never loaded). Each list is then split over the
+/// keys (flash-decoding) until it has about its kernel's `blocksPerMultiprocessor`: a split covers a whole number of
+/// 64-key tiles and at least `minimumSplitKeys`, and the merge list combines the splits of each split tile. Tiles are
+/// listed longest first, so the causal prefill's long tiles do not start last. One-row tiles run on the CUDA-core
+/// kernel only when there are enough of them (`AttentionDecode.pays`), else on the 16-row tile.
 struct AttentionWork: Equatable {
     struct Item: Equatable {
         var sequence, rowStart, tokens, position, kvBegin, kvEnd: Int
@@ -96,7 +127,7 @@ struct AttentionWork: Equatable {
         var rowStart, tokens, partial, splits: Int
     }
 
-    var rows64: [Item] = [], rows16: [Item] = []
+    var rows64: [Item] = [], rows16: [Item] = [], decode: [Item] = []
     var merges: [Merge] = []
     /// Float32 partial rows the splits write: [partialSlots, headDim] accumulators and [partialSlots, 2] (max, sum).
     var partialSlots = 0
@@ -107,7 +138,7 @@ struct AttentionWork: Equatable {
     init(batch: StepBatch, shape: AttentionShape, multiprocessors: Int) {
         let group = shape.groupSize
         precondition(group <= AttentionKernels.maxGroupSize, "AttentionKernels.check rejects groups above \(AttentionKernels.maxGroupSize)")
-        var tiles64: [Item] = [], tiles16: [Item] = []
+        var tiles64: [Item] = [], tiles16: [Item] = [], decodeTiles: [Item] = []
         for (index, sequence) in batch.sequences.enumerated() where !sequence.rows.isEmpty {
             let count = sequence.rows.count
             let tokensPerTile = count * group <= AttentionRows16.tileRows ? count : AttentionRows64.tileRows / group
@@ -115,19 +146,26 @@ struct AttentionWork: Equatable {
                 let tokens = min(tokensPerTile, count - start), position = sequence.firstPosition + start
                 let tile = Item(sequence: index, rowStart: sequence.rows.lowerBound + start, tokens: tokens, position: position,
                                 kvBegin: shape.slidingWindow.map { max(0, position - $0 + 1) } ?? 0, kvEnd: position + tokens, partial: -1)
-                if tokens * group <= AttentionRows16.tileRows { tiles16.append(tile) } else { tiles64.append(tile) }
+                switch tokens * group {
+                case ...AttentionDecode.tileRows: decodeTiles.append(tile)
+                case ...AttentionRows16.tileRows: tiles16.append(tile)
+                default: tiles64.append(tile)
+                }
             }
         }
-        // 64-row tiles are compute-bound (2 resident blocks per multiprocessor); 16-row ones memory-bound, wanting
-        // more blocks in flight.
-        rows64 = split(tiles64, blocks: 2 * multiprocessors, shape: shape)
-        rows16 = split(tiles16, blocks: 4 * multiprocessors, shape: shape)
+        if !AttentionDecode.pays(tiles: decodeTiles.count, shape: shape, multiprocessors: multiprocessors) {
+            tiles16 += decodeTiles
+            decodeTiles = []
+        }
+        rows64 = split(tiles64, on: AttentionRows64.self, multiprocessors: multiprocessors, shape: shape)
+        rows16 = split(tiles16, on: AttentionRows16.self, multiprocessors: multiprocessors, shape: shape)
+        decode = split(decodeTiles, on: AttentionDecode.self, multiprocessors: multiprocessors, shape: shape)
     }
 
     /// A recorded decode step's work: every sequence (one token each, padding included) one tile in sequence order,
     /// cut into exactly `splits` key ranges of whole 64-key tiles (the last ones empty where the context is short), so
     /// the item lists and partials keep their size from replay to replay.
-    init(fixedDecode batch: StepBatch, shape: AttentionShape, splits: Int) {
+    init(fixedDecode batch: StepBatch, shape: AttentionShape, splits: Int, multiprocessors: Int) {
         precondition(batch.isDecodeOnly && splits >= 1, "a fixed attention plan is for decode rows")
         var tiles: [Item] = []
         for (index, sequence) in batch.sequences.enumerated() {
@@ -150,20 +188,38 @@ struct AttentionWork: Equatable {
             merges.append(Merge(rowStart: tile.rowStart, tokens: 1, partial: partialSlots, splits: splits))
             partialSlots += splits * shape.kvHeads * shape.groupSize
         }
-        if shape.groupSize <= AttentionRows16.tileRows { rows16 = tiles } else { rows64 = tiles }
+        switch Self.decodeKernel(rows: batch.sequences.count, shape: shape, multiprocessors: multiprocessors) {
+        case is AttentionDecode.Type: decode = tiles
+        case is AttentionRows16.Type: rows16 = tiles
+        default: rows64 = tiles
+        }
     }
 
-    /// Key splits of a recorded decode step of `rows` rows at contexts up to `maxContext`: enough blocks for about four
-    /// per multiprocessor, each split at least `minimumSplitKeys`, a power of two up to 16 (a recording's key).
-    static func fixedDecodeSplits(rows: Int, kvHeads: Int, maxContext: Int, multiprocessors: Int) -> Int {
-        let wanted = min((maxContext + minimumSplitKeys - 1) / minimumSplitKeys, (4 * multiprocessors + rows * kvHeads - 1) / (rows * kvHeads))
+    /// The kernel that runs a recorded decode step's tiles: `rows` tokens, a tile of one token's group each.
+    static func decodeKernel(rows: Int, shape: AttentionShape, multiprocessors: Int) -> any AttentionKernel.Type {
+        switch shape.groupSize {
+        case ...AttentionDecode.tileRows where AttentionDecode.pays(tiles: rows, shape: shape, multiprocessors: multiprocessors):
+            AttentionDecode.self
+        case ...AttentionRows16.tileRows: AttentionRows16.self
+        default: AttentionRows64.self
+        }
+    }
+
+    /// Key splits of a recorded decode step of `rows` rows at contexts up to `maxContext`: enough blocks for about its
+    /// kernel's `blocksPerMultiprocessor`, each split at least `minimumSplitKeys`, a power of two up to 16 (a
+    /// recording's key).
+    static func fixedDecodeSplits(rows: Int, shape: AttentionShape, maxContext: Int, multiprocessors: Int) -> Int {
+        let kernel = decodeKernel(rows: rows, shape: shape, multiprocessors: multiprocessors)
+        let blocks = kernel.blocksPerMultiprocessor * multiprocessors, kvHeads = shape.kvHeads
+        let wanted = min((maxContext + minimumSplitKeys - 1) / minimumSplitKeys, (blocks + rows * kvHeads - 1) / (rows * kvHeads))
         var splits = 1
         while splits < min(16, wanted) { splits *= 2 }
         return splits
     }
 
-    private mutating func split(_ tiles: [Item], blocks: Int, shape: AttentionShape) -> [Item] {
+    private mutating func split(_ tiles: [Item], on kernel: any AttentionKernel.Type, multiprocessors: Int, shape: AttentionShape) -> [Item] {
         let keys = tiles.reduce(0) { $0 + $1.kvEnd - $1.kvBegin } * shape.kvHeads
+        let blocks = kernel.blocksPerMultiprocessor * multiprocessors
         let chunk = max(Self.minimumSplitKeys, (keys + blocks - 1) / max(1, blocks))
         var items: [Item] = []
         for tile in tiles.sorted(by: { $0.kvEnd - $0.kvBegin > $1.kvEnd - $1.kvBegin }) {
@@ -189,9 +245,9 @@ struct AttentionWork: Equatable {
         return items
     }
 
-    /// `AttentionItem` and `AttentionMergeItem` of attention.cu, in that order: rows64 | rows16 | merges.
+    /// `AttentionItem` and `AttentionMergeItem` of attention.cu, in that order: rows64 | rows16 | decode | merges.
     var words: [Int32] {
-        let items = (rows64 + rows16).flatMap { item in
+        let items = (rows64 + rows16 + decode).flatMap { item in
             [item.sequence, item.rowStart, item.tokens, item.position, item.kvBegin, item.kvEnd, item.partial, 0].map { Int32($0) }
         }
         return items + merges.flatMap { [$0.rowStart, $0.tokens, $0.partial, $0.splits].map { Int32($0) } }
@@ -224,14 +280,15 @@ final class CUDAAttentionPlan {
     /// Rewrites the lists in place with `work` of the same shape (a recorded step's next replay).
     func refill(_ work: AttentionWork, backend: CUDABackend) {
         precondition(work.rows64.count == self.work.rows64.count && work.rows16.count == self.work.rows16.count
-                     && work.merges.count == self.work.merges.count && work.partialSlots == self.work.partialSlots, "same shape")
+                     && work.decode.count == self.work.decode.count && work.merges.count == self.work.merges.count && work.partialSlots == self.work.partialSlots, "same shape")
         self.work = work
         if let buffer { backend.copyToDevice(work.words.withUnsafeBytes { Array($0) }, buffer.address) }
     }
 
     var rows64Items: UInt64 { buffer?.address ?? 0 }
     var rows16Items: UInt64 { rows64Items + UInt64(32 * work.rows64.count) }
-    var mergeItems: UInt64 { rows16Items + UInt64(32 * work.rows16.count) }
+    var decodeItems: UInt64 { rows16Items + UInt64(32 * work.rows16.count) }
+    var mergeItems: UInt64 { decodeItems + UInt64(32 * work.decode.count) }
     var partialAcc: UInt64 { partial?.address ?? 0 }
     var partialMaxSum: UInt64 { partialAcc + UInt64(4 * work.partialSlots * shape.headDim) }
 }

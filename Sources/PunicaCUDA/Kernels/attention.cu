@@ -10,11 +10,13 @@
 // threads = 4 warps. The item's key range already skips tiles past its last query (causal) and before its first
 // query's sliding window.
 //
-// Two tile shapes, one code path:
+// Two tensor-core tile shapes, one code path (attention_tile):
 //   attention_rows64(_d256): 64 query rows, each warp 16 of them against every key of a tile (prefill chunks).
 //   attention_rows16(_d256): 16 query rows (decode: a token's group, or a few tokens), each warp against a quarter of each
 //                     key tile; the warps merge their softmax states at the end. Memory-bound: 64 rows would
 //                     quadruple the shared-memory reads of K and V for rows that do not exist.
+// and attention_decode: one query row (an MHA decode token) on CUDA cores, when the step has enough of them
+// (attention_decode_tile, below).
 //
 // Per key tile (TILE_KEYS keys gathered from their pages into shared memory with cp.async, double buffered: the next
 // tile loads while this one computes): S = Q·Kᵀ on mma.sync with float32 accumulators, scaled to log2 units and
@@ -55,6 +57,50 @@ struct AttentionArgs {
 };
 
 #define THREADS 128
+
+// The end of a block: each of its warps left unnormalized float32 rows and their softmax state in shared memory,
+// row r of warp w at entry (r / WARP_ROWS · KEY_WARPS + w) · WARP_ROWS + r % WARP_ROWS (o_shared rows HEAD_DIM + 8
+// floats apart, state as (max, sum) pairs), the KEY_WARPS warps of a row having seen disjoint keys. Merges them and
+// writes the output rows, or for a split the float32 partial rows and their (max, sum); each thread whole 8-dim chunks.
+template <int HEAD_DIM, int WARP_ROWS, int KEY_WARPS>
+__device__ __forceinline__ void write_rows(const AttentionArgs& a, const AttentionItem& item, int kv_head, int rows,
+                                           const float* o_shared, const float* state) {
+    constexpr int CHUNKS = HEAD_DIM / 8, OUT_STRIDE = HEAD_DIM + 8;
+    const int group = a.query_heads / a.kv_heads;
+    for (int i = threadIdx.x; i < rows * CHUNKS; i += THREADS) {
+        const int r = i / CHUNKS, c = i % CHUNKS;
+        if (c * 8 >= a.head_dim) continue;
+        const int first_entry = (r / WARP_ROWS) * KEY_WARPS * WARP_ROWS + r % WARP_ROWS;
+        float m = NEG_INF;
+#pragma unroll
+        for (int w = 0; w < KEY_WARPS; ++w) m = fmaxf(m, state[2 * (first_entry + w * WARP_ROWS)]);
+        const float base = m == NEG_INF ? 0.f : m;
+        float sum = 0.f, acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int w = 0; w < KEY_WARPS; ++w) {
+            const int from = first_entry + w * WARP_ROWS;
+            const float weight = exp2f(state[2 * from] - base);
+            sum += state[2 * from + 1] * weight;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[e] += o_shared[from * OUT_STRIDE + c * 8 + e] * weight;
+        }
+        if (item.partial < 0) {
+            const float inverse = 1.f / sum;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[e] *= inverse;
+            store8(a.out + (size_t)(item.row_start + r / group) * a.query_heads * a.head_dim + (kv_head * group + r % group) * a.head_dim + c * 8, acc);
+        } else {
+            const size_t slot = (size_t)item.partial + (size_t)kv_head * rows + r;
+            float4* to = reinterpret_cast<float4*>(a.partial_acc + slot * a.head_dim + c * 8);
+            to[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+            to[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+            if (c == 0) {
+                a.partial_max_sum[2 * slot] = m;
+                a.partial_max_sum[2 * slot + 1] = sum;
+            }
+        }
+    }
+}
 
 template <int HEAD_DIM, int ROW_WARPS>
 __device__ __forceinline__ void attention_tile(const AttentionArgs& a) {
@@ -253,39 +299,7 @@ __device__ __forceinline__ void attention_tile(const AttentionArgs& a) {
     }
     __syncthreads();
 
-    for (int i = threadIdx.x; i < TILE_ROWS * CHUNKS; i += THREADS) {
-        const int r = i / CHUNKS, c = i % CHUNKS;
-        if (r >= rows || c * 8 >= a.head_dim) continue;
-        const int first_warp = (r / 16) * KEY_WARPS, warp_row = r % 16;
-        float m = NEG_INF;
-#pragma unroll
-        for (int w = 0; w < KEY_WARPS; ++w) m = fmaxf(m, state[2 * ((first_warp + w) * 16 + warp_row)]);
-        const float base = m == NEG_INF ? 0.f : m;
-        float sum = 0.f, acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-        for (int w = 0; w < KEY_WARPS; ++w) {
-            const int from = (first_warp + w) * 16 + warp_row;
-            const float weight = exp2f(state[2 * from] - base);
-            sum += state[2 * from + 1] * weight;
-#pragma unroll
-            for (int e = 0; e < 8; ++e) acc[e] += o_shared[from * OUT_STRIDE + c * 8 + e] * weight;
-        }
-        if (item.partial < 0) {
-            const float inverse = 1.f / sum;
-#pragma unroll
-            for (int e = 0; e < 8; ++e) acc[e] *= inverse;
-            store8(a.out + (size_t)(item.row_start + r / group) * a.query_heads * a.head_dim + (kv_head * group + r % group) * a.head_dim + c * 8, acc);
-        } else {
-            const size_t slot = (size_t)item.partial + (size_t)kv_head * rows + r;
-            float4* to = reinterpret_cast<float4*>(a.partial_acc + slot * a.head_dim + c * 8);
-            to[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
-            to[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
-            if (c == 0) {
-                a.partial_max_sum[2 * slot] = m;
-                a.partial_max_sum[2 * slot + 1] = sum;
-            }
-        }
-    }
+    write_rows<HEAD_DIM, 16, KEY_WARPS>(a, item, kv_head, rows, o_shared, state);
 }
 
 // Head dims up to 128 share a kernel per tile shape; 256 has its own, so that its registers (about 240, against
@@ -295,6 +309,131 @@ __device__ __forceinline__ void attention_tiles(const AttentionArgs& a) {
     if (a.head_dim <= 32) attention_tile<32, ROW_WARPS>(a);
     else if (a.head_dim <= 64) attention_tile<64, ROW_WARPS>(a);
     else attention_tile<128, ROW_WARPS>(a);
+}
+
+// A tile of at most DECODE_ROWS query rows on CUDA cores (attention_decode). An MHA decode row fills one of a
+// tensor-core tile's 16 rows and pays registers and shared memory for all 16, which caps the memory-bound decode at 3
+// resident blocks per multiprocessor. Here a thread holds 8 dims of each row and reads K and V straight from the paged
+// cache into registers, 16 bytes at a time: a key's row is read by LANES = HEAD_DIM / 8 adjacent lanes, so a warp
+// covers 32 / LANES keys per step and the block's 4 warps take consecutive steps in turn, UNROLL steps at once to keep
+// loads in flight. Each thread keeps an online softmax over the keys it saw (all lanes of a key hold its whole score);
+// the key groups of a warp merge through shuffles, the warps through shared memory (write_rows).
+#define DECODE_ROWS 1
+
+template <int HEAD_DIM>
+__device__ __forceinline__ void attention_decode_tile(const AttentionArgs& a) {
+    constexpr int ROWS = DECODE_ROWS, LANES = HEAD_DIM / 8, WARP_KEYS = 32 / LANES, BLOCK_KEYS = 4 * WARP_KEYS, UNROLL = 2;
+    constexpr int OUT_STRIDE = HEAD_DIM + 8;
+    extern __shared__ uint4 shared[];
+    float* o_shared = reinterpret_cast<float*>(shared);  // [4 warps][ROWS][OUT_STRIDE]
+    float* state = o_shared + 4 * ROWS * OUT_STRIDE;     // [4 warps][ROWS][max, sum]
+
+    const AttentionItem item = a.items[blockIdx.x / a.kv_heads];
+    const int kv_head = blockIdx.x % a.kv_heads;
+    if (item.tokens == 0) return;
+    const int group = a.query_heads / a.kv_heads, rows = item.tokens * group;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, c = lane % LANES, key_lane = lane / LANES;
+    const bool in_head = c * 8 < a.head_dim;  // lanes past a smaller head dim read zeros and write nothing
+    const int* table = a.block_tables + (size_t)item.sequence * a.max_pages;
+
+    float q[ROWS][8], o[ROWS][8], row_max[ROWS], row_sum[ROWS];
+    int query_position[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+        const bool valid = r < rows && in_head;
+        const scalar_t* from = a.qkv + (size_t)(item.row_start + r / group) * a.qkv_width + (kv_head * group + r % group) * a.head_dim + c * 8;
+        if (valid) load8(from, q[r]);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            if (!valid) q[r][e] = 0.f;
+            o[r][e] = 0.f;
+        }
+        query_position[r] = item.position + min(r / group, item.tokens - 1);
+        row_max[r] = NEG_INF;
+        row_sum[r] = 0.f;
+    }
+
+    // `base` is uniform over the warp (shuffles below need every lane); this lane's keys are base + u · BLOCK_KEYS + key_lane.
+    for (int base = item.kv_begin + warp * WARP_KEYS; base < item.kv_end; base += UNROLL * BLOCK_KEYS) {
+        uint4 k[UNROLL], v[UNROLL];
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int position = base + u * BLOCK_KEYS + key_lane;
+            k[u] = v[u] = make_uint4(0, 0, 0, 0);
+            if (position < item.kv_end && in_head) {
+                const size_t slot = (size_t)table[position / a.page_size] * a.page_size + position % a.page_size;
+                const size_t offset = (slot * a.kv_heads + kv_head) * a.head_dim + c * 8;
+                k[u] = *reinterpret_cast<const uint4*>(a.keys + offset);
+                v[u] = *reinterpret_cast<const uint4*>(a.values + offset);
+            }
+        }
+        float s[ROWS][UNROLL];
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const scalar_t* key = reinterpret_cast<const scalar_t*>(&k[u]);
+#pragma unroll
+            for (int r = 0; r < ROWS; ++r) {
+                float dot = 0.f;
+#pragma unroll
+                for (int e = 0; e < 8; ++e) dot += q[r][e] * to_float(key[e]);
+#pragma unroll
+                for (int offset = LANES / 2; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffff, dot, offset);
+                const int position = base + u * BLOCK_KEYS + key_lane, query = query_position[r];
+                const bool visible = position < item.kv_end && position <= query
+                                     && (a.sliding_window == 0 || position > query - a.sliding_window);
+                const float score = a.softcap_log2 > 0.f ? a.softcap_log2 * tanhf(dot * a.scale_log2 / a.softcap_log2) : dot * a.scale_log2;
+                s[r][u] = visible ? score : NEG_INF;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) {
+            float step_max = NEG_INF;
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) step_max = fmaxf(step_max, s[r][u]);
+            const float new_max = fmaxf(row_max[r], step_max);
+            const float shift = new_max == NEG_INF ? 0.f : new_max;  // nothing visible yet: every p is 0, no NaN
+            const float correction = exp2f(row_max[r] - shift);
+            row_max[r] = new_max;
+            row_sum[r] *= correction;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) o[r][e] *= correction;
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) {
+                const float p = exp2f(s[r][u] - shift);
+                const scalar_t* value = reinterpret_cast<const scalar_t*>(&v[u]);
+                row_sum[r] += p;
+#pragma unroll
+                for (int e = 0; e < 8; ++e) o[r][e] += p * to_float(value[e]);
+            }
+        }
+    }
+
+    // Merge the warp's key groups (lanes LANES apart hold the same dims), then hand each warp's rows to write_rows.
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+#pragma unroll
+        for (int offset = LANES; offset < 32; offset *= 2) {
+            const float other_max = __shfl_xor_sync(0xffffffff, row_max[r], offset);
+            const float other_sum = __shfl_xor_sync(0xffffffff, row_sum[r], offset);
+            const float new_max = fmaxf(row_max[r], other_max), shift = new_max == NEG_INF ? 0.f : new_max;
+            const float mine = exp2f(row_max[r] - shift), theirs = exp2f(other_max - shift);
+            row_sum[r] = row_sum[r] * mine + other_sum * theirs;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) o[r][e] = o[r][e] * mine + __shfl_xor_sync(0xffffffff, o[r][e], offset) * theirs;
+            row_max[r] = new_max;
+        }
+        const int entry = warp * ROWS + r;
+        if (key_lane == 0) {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) o_shared[entry * OUT_STRIDE + c * 8 + e] = o[r][e];
+            if (c == 0) {
+                state[2 * entry] = row_max[r];
+                state[2 * entry + 1] = row_sum[r];
+            }
+        }
+    }
+    __syncthreads();
+    write_rows<HEAD_DIM, ROWS, 4>(a, item, kv_head, rows, o_shared, state);
 }
 
 // Head dims ≤ 128, 64-row query tiles. Dynamic shared memory: (64 + 4 · 64) · (padded head dim + 8) · 2 bytes.
@@ -339,6 +478,22 @@ extern "C" __global__ void attention_rows16_d256(
     wait_for_previous_kernel();
     attention_tile<256, 1>({qkv, keys, values, items, block_tables, out, partial_acc, partial_max_sum, max_pages, qkv_width, query_heads, kv_heads,
                   head_dim, page_size, sliding_window, scale_log2, softcap_log2});
+}
+
+// Tiles of at most DECODE_ROWS query rows (MHA decode tokens), every head dim. Dynamic shared memory:
+// 4 · DECODE_ROWS · (padded head dim + 10) · 4 bytes.
+extern "C" __global__ void attention_decode(
+        const scalar_t* __restrict__ qkv, const scalar_t* __restrict__ keys, const scalar_t* __restrict__ values,
+        const AttentionItem* __restrict__ items, const int* __restrict__ block_tables, scalar_t* __restrict__ out,
+        float* __restrict__ partial_acc, float* __restrict__ partial_max_sum, int max_pages, int qkv_width, int query_heads,
+        int kv_heads, int head_dim, int page_size, int sliding_window, float scale_log2, float softcap_log2) {
+    wait_for_previous_kernel();
+    const AttentionArgs a{qkv, keys, values, items, block_tables, out, partial_acc, partial_max_sum, max_pages, qkv_width, query_heads,
+                          kv_heads, head_dim, page_size, sliding_window, scale_log2, softcap_log2};
+    if (head_dim <= 32) attention_decode_tile<32>(a);
+    else if (head_dim <= 64) attention_decode_tile<64>(a);
+    else if (head_dim <= 128) attention_decode_tile<128>(a);
+    else attention_decode_tile<256>(a);
 }
 
 // A query tile whose keys were split: `splits` items wrote partial slots partial + s · kv_heads · rows + kv_head · rows + r.
