@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The GPU run: CUDA tests and GPU benchmarks on a host with an NVIDIA GPU and CUDA, but no Swift toolchain.
 #
-#   scripts/gpu.sh bundle        (here)  static `punica`, the test bundle and the Swift runtime it needs, into .gpu/
+#   scripts/gpu.sh bundle        (here)  static `punica`, the optimized test bundle and the Swift runtime it needs, into .gpu/
 #   scripts/gpu.sh run OUT [..]  (there) the CUDA test suites, then the benchmarks; logs and tables into OUT
 #
 # `run` takes what to do after OUT: tests, lora, attention, forward, prefill, long, profile, engine, adapters, serve, tp (default:
 # tests lora forward; profile needs Nsight Compute's ncu: per-kernel times of a 7B decode step without and with distinct
 # adapters; engine and serve need torch and safetensors to make a random 7B checkpoint, serve also 32 random adapters
 # for `punica serve` driven by scripts/bench_serve.py). Everything the GPU host needs is in the repository plus .gpu/
-# (about 49 MB compressed); the bundled models/ (40 MB) is not needed there, so where the copy to the GPU host is
+# (about 43 MB compressed); the bundled models/ (40 MB) is not needed there, so where the copy to the GPU host is
 # size-limited, move models/ aside for that copy. Environment it honours: PUNICA_LIBCUDA,
 # PUNICA_NVRTC, PUNICA_CUBLAS, PUNICA_CUDA_INCLUDE (library/header locations), PUNICA_KERNEL_CACHE.
 set -euo pipefail
