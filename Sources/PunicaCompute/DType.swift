@@ -15,6 +15,15 @@ public enum DType: String, Sendable, CustomStringConvertible {
     }
 
     public var description: String { rawValue }
+
+    /// PyTorch's spelling ("float32", "float16", "bfloat16"), as vLLM's options and metrics write types.
+    public var torchName: String {
+        switch self {
+        case .float32: "float32"
+        case .float16: "float16"
+        case .bfloat16: "bfloat16"
+        }
+    }
 }
 
 /// Widening conversions used wherever half-precision data reaches float32 code.

@@ -131,6 +131,7 @@ public final class Engine: GenerationService, @unchecked Sendable {
                                  adapterSlots: configuration.adapterSlots, recordDecodeSteps: configuration.recordDecodeSteps,
                                  maxLoRARank: configuration.maxLoRARank, maxBatch: configuration.maxRunningRequests)
         self.init(runner: runner, tokenizer: tokenizer, configuration: configuration)
+        snapshot.update { $0.kvCacheDType = model.backend.kvCacheDType }
         kvCacheSummary = summary + ", keys and values in \(model.backend.kvCacheDType); at most \(configuration.maxRunningRequests) running requests, contexts up to \(maxContextLength) tokens"
             + (runner.recordingSummary.isEmpty ? "" : "; " + runner.recordingSummary)
     }

@@ -1,3 +1,4 @@
+import PunicaCompute
 import PunicaTokenizer
 
 /// A request to the serving engine: a prompt (already tokenized), the adapter to use (nil: the base model) and how
@@ -62,8 +63,9 @@ public struct EngineStats: Sendable, Equatable {
     public var waiting: Int
     public var kvPagesUsed: Int
     public var kvPagesTotal: Int
-    /// Tokens per KV page.
+    /// Tokens per KV page, and the type keys and values are stored in.
     public var pageSize: Int
+    public var kvCacheDType: DType
     /// Adapters a step can use at once (vLLM's `max_loras`).
     public var adapterSlots: Int
     /// Requests running or waiting, by adapter name ("" for the base model).
@@ -83,7 +85,7 @@ public struct EngineStats: Sendable, Equatable {
     public var adapterStates: [String: AdapterResidency.State]
     public var adapterHostBytes: Int
 
-    public init(running: Int, waiting: Int, kvPagesUsed: Int, kvPagesTotal: Int, pageSize: Int = 16, adapterSlots: Int = 0,
+    public init(running: Int, waiting: Int, kvPagesUsed: Int, kvPagesTotal: Int, pageSize: Int = 16, kvCacheDType: DType = .float32, adapterSlots: Int = 0,
                 requestsPerAdapter: [String: Int], runningAdapters: Set<String> = [], waitingAdapters: Set<String> = [],
                 adapterStates: [String: AdapterResidency.State] = [:], adapterHostBytes: Int = 0,
                 generatedTokensPerSecond: Double, steps: Int, lastStepSequences: Int, lastStepTokens: Int, sharedPromptTokens: Int = 0) {
@@ -92,6 +94,7 @@ public struct EngineStats: Sendable, Equatable {
         self.kvPagesUsed = kvPagesUsed
         self.kvPagesTotal = kvPagesTotal
         self.pageSize = pageSize
+        self.kvCacheDType = kvCacheDType
         self.adapterSlots = adapterSlots
         self.requestsPerAdapter = requestsPerAdapter
         self.runningAdapters = runningAdapters

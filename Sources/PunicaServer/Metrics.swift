@@ -126,8 +126,8 @@ actor ServerMetrics {
         let usage = stats.kvPagesTotal > 0 ? Double(stats.kvPagesUsed) / Double(stats.kvPagesTotal) : 0
         gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", model, usage)
         gauge("vllm:gpu_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage (older name of vllm:kv_cache_usage_perc).", model, usage)
-        gauge("vllm:cache_config_info", "Information of the KV cache: its page size and page count.",
-              [("block_size", String(stats.pageSize)), ("num_gpu_blocks", String(stats.kvPagesTotal))], 1)
+        gauge("vllm:cache_config_info", "Information of the KV cache: its page size, the type of its keys and values, and its page count.",
+              [("block_size", String(stats.pageSize)), ("cache_dtype", stats.kvCacheDType.torchName), ("num_gpu_blocks", String(stats.kvPagesTotal))], 1)
         // Only registered adapters: one unregistered since the snapshot is gone.
         let registered = Set(adapters)
         let list = { (names: Set<String>) in names.intersection(registered).sorted().joined(separator: ",") }

@@ -17,13 +17,16 @@ import TestSupport
         try await HFParity.checkGreedyContinuationsInOneMixedBatch(model, backend: CPUBackend(), logprobTolerance: 1e-3, exactTopOrder: true)
     }
 
-    /// Start-up says what the KV cache holds, element type included; a bfloat16 cache takes half the bytes per token.
+    /// Start-up says what the KV cache holds, element type included, and so do the engine's stats (the metrics'
+    /// cache_dtype); a bfloat16 cache takes half the bytes per token.
     @Test func kvCacheSummaryNamesTheElementType() async throws {
         let float32 = try LoadedFixture("llama-gqa", backend: CPUBackend())
         let bfloat16 = try LoadedFixture("llama-gqa", backend: CPUBackend(bfloat16KVCache: true))
         #expect(2 * bfloat16.model.kvBytesPerToken == float32.model.kvBytesPerToken)
-        #expect(try await float32.engine().kvCacheSummary.contains("in host memory, keys and values in F32;"))
-        #expect(try await bfloat16.engine().kvCacheSummary.contains("in host memory, keys and values in BF16;"))
+        let engines = try await (float32.engine(), bfloat16.engine())
+        #expect(engines.0.kvCacheSummary.contains("in host memory, keys and values in F32;"))
+        #expect(engines.1.kvCacheSummary.contains("in host memory, keys and values in BF16;"))
+        #expect(engines.0.stats().kvCacheDType == .float32 && engines.1.stats().kvCacheDType == .bfloat16)
     }
 
     /// Prompts scored through the engine (prompt logprobs, chunked prefill): transformers' log-softmax.

@@ -74,7 +74,7 @@ struct Exposition {
 
 @Suite struct PrometheusTests {
     static func stats(running: Set<String> = [], waiting: Set<String> = [], residency: [String: AdapterResidency.State] = [:]) -> EngineStats {
-        EngineStats(running: 3, waiting: 1, kvPagesUsed: 25, kvPagesTotal: 100, pageSize: 16, adapterSlots: 4, requestsPerAdapter: ["": 1],
+        EngineStats(running: 3, waiting: 1, kvPagesUsed: 25, kvPagesTotal: 100, pageSize: 16, kvCacheDType: .bfloat16, adapterSlots: 4, requestsPerAdapter: ["": 1],
                     runningAdapters: running, waitingAdapters: waiting, adapterStates: residency,
                     generatedTokensPerSecond: 0, steps: 0, lastStepSequences: 0, lastStepTokens: 0)
     }
@@ -93,7 +93,7 @@ struct Exposition {
         #expect(value("vllm:num_requests_running") == 3 && value("vllm:num_requests_waiting") == 1)
         #expect(value("vllm:kv_cache_usage_perc") == 0.25 && value("vllm:gpu_cache_usage_perc") == 0.25)
         #expect(exposition.samples("vllm:num_requests_running").first?.labels == ["model_name": "base"])
-        #expect(exposition.samples("vllm:cache_config_info").first?.labels == ["block_size": "16", "num_gpu_blocks": "100"])
+        #expect(exposition.samples("vllm:cache_config_info").first?.labels == ["block_size": "16", "cache_dtype": "bfloat16", "num_gpu_blocks": "100"])
         let lora = try #require(exposition.samples("vllm:lora_requests_info").first)
         // An adapter unregistered since the snapshot ("gone") is not listed.
         #expect(lora.labels == ["max_lora": "4", "running_lora_adapters": "python", "waiting_lora_adapters": "scripture"])
