@@ -104,7 +104,8 @@ class Replica:
         check(running >= 0 and waiting >= 0 and running == int(running) and waiting == int(waiting), f"{self.name}: counts {running} {waiting}")
         check(0 <= usage <= 1 and sample["vllm:gpu_cache_usage_perc"].value == usage, f"{self.name}: KV usage {usage}")
         cache = sample["vllm:cache_config_info"]
-        check(set(cache.labels) == {"block_size", "num_gpu_blocks"} and cache.value == 1, f"{self.name}: cache_config_info {cache}")
+        check(set(cache.labels) == {"block_size", "cache_dtype", "num_gpu_blocks"} and cache.value == 1
+              and cache.labels["cache_dtype"] in {"float32", "float16", "bfloat16"}, f"{self.name}: cache_config_info {cache}")
         lora = sample["vllm:lora_requests_info"]
         check(set(lora.labels) == {"max_lora", "running_lora_adapters", "waiting_lora_adapters"}, f"{self.name}: LoRA labels {lora.labels}")
         check(abs(lora.value - time.time()) < 60, f"{self.name}: lora_requests_info is the Unix time of the update: {lora.value}")
