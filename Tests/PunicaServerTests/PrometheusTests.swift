@@ -35,7 +35,7 @@ struct Exposition {
             guard let family else { throw Malformed(description: "sample before its TYPE line: \(line)") }
             if family != current {
                 guard !finished.contains(family) else { throw Malformed(description: "samples of \(family) not together") }
-                current.map { finished.insert($0) }
+                if let current { finished.insert(current) }
                 current = family
             }
             samples.append(sample)
