@@ -131,7 +131,6 @@ public final class Engine: GenerationService, @unchecked Sendable {
                                  adapterSlots: configuration.adapterSlots, recordDecodeSteps: configuration.recordDecodeSteps,
                                  maxLoRARank: configuration.maxLoRARank, maxBatch: configuration.maxRunningRequests)
         self.init(runner: runner, tokenizer: tokenizer, configuration: configuration)
-        snapshot.update { $0.kvCacheDType = model.backend.kvCacheDType }
         kvCacheSummary = summary + ", keys and values in \(model.backend.kvCacheDType); at most \(configuration.maxRunningRequests) running requests, contexts up to \(maxContextLength) tokens"
             + (runner.recordingSummary.isEmpty ? "" : "; " + runner.recordingSummary)
     }
@@ -151,7 +150,7 @@ public final class Engine: GenerationService, @unchecked Sendable {
         residency = AdapterResidency(slots: runner.adapterSlotCount, hostBudget: configuration.adapterHostCacheBytes,
                                      maxLoads: configuration.adapterLoaders)
         snapshot = Locked(EngineStats(running: 0, waiting: 0, kvPagesUsed: 0, kvPagesTotal: runner.pageCount - 1, pageSize: runner.pageSize,
-                                      adapterSlots: runner.adapterSlotCount, requestsPerAdapter: [:],
+                                      kvCacheDType: runner.kvCacheDType, adapterSlots: runner.adapterSlotCount, requestsPerAdapter: [:],
                                       generatedTokensPerSecond: 0, steps: 0, lastStepSequences: 0, lastStepTokens: 0))
         Thread.detach { [self] in stepLoop() }
     }

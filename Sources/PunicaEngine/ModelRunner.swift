@@ -7,9 +7,10 @@ public protocol ModelRunner: AnyObject {
     var vocabularySize: Int { get }
     var maxPositions: Int { get }
     var eosTokenIDs: [Int] { get }
-    /// The KV cache's page size and page count.
+    /// The KV cache's page size, page count and element type.
     var pageSize: Int { get }
     var pageCount: Int { get }
+    var kvCacheDType: DType { get }
     /// Adapter slots a step can address.
     var adapterSlotCount: Int { get }
     /// Checks an adapter directory against the model without loading it.
@@ -93,6 +94,7 @@ public final class LlamaRunner: ModelRunner {
     public var eosTokenIDs: [Int] { model.config.eosTokenIDs }
     public var pageSize: Int { caches[0].layout.pageSize }
     public var pageCount: Int { caches[0].layout.pageCount }
+    public var kvCacheDType: DType { model.ranks[0].backend.kvCacheDType }
 
     public func validateAdapter(directory: String) throws {
         try LoRAAdapter.validate(directory: directory, config: model.config)

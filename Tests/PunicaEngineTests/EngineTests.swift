@@ -17,6 +17,7 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
     let eosTokenIDs: [Int] = []
     let pageSize = 4
     let pageCount: Int
+    let kvCacheDType = DType.bfloat16
     let adapterSlotCount = 2
     let loadDelay: Double
     let stepDelay: Double
@@ -299,7 +300,7 @@ final class ScriptedRunner: ModelRunner, @unchecked Sendable {
                 try await Task.sleep(for: .milliseconds(2))
             }
         }
-        #expect(engine.stats().pageSize == 4 && engine.stats().adapterSlots == 2)
+        #expect(engine.stats().pageSize == 4 && engine.stats().kvCacheDType == .bfloat16 && engine.stats().adapterSlots == 2)
         let stream = try engine.submit(greedy("1", [1], adapter: "a", maxTokens: 2))
         try await eventually("a waits for its load") {
             $0.waitingAdapters == ["a"] && $0.runningAdapters.isEmpty && $0.adapterStates == ["a": .loading]

@@ -21,6 +21,7 @@ import TestSupport
         var eosTokenIDs: [Int] { inner.eosTokenIDs }
         var pageSize: Int { inner.pageSize }
         var pageCount: Int { inner.pageCount }
+        var kvCacheDType: DType { inner.kvCacheDType }
         var adapterSlotCount: Int { inner.adapterSlotCount }
 
         func validateAdapter(directory: String) throws {

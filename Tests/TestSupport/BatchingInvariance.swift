@@ -177,6 +177,7 @@ final class GatedRunner: ModelRunner, @unchecked Sendable {
     var eosTokenIDs: [Int] { runner.eosTokenIDs }
     var pageSize: Int { runner.pageSize }
     var pageCount: Int { runner.pageCount }
+    var kvCacheDType: DType { runner.kvCacheDType }
     var adapterSlotCount: Int { runner.adapterSlotCount }
     func validateAdapter(directory: String) throws { try runner.validateAdapter(directory: directory) }
     func loadAdapter(name: String, directory: String) throws -> HostAdapter { try runner.loadAdapter(name: name, directory: directory) }
